@@ -1,0 +1,63 @@
+"""Engines: how a :class:`~anyoptim.rules.Program` runs on a given array library.
+
+Every engine runs the same program; they differ only in how:
+
+* :class:`~anyoptim.engines.generic.GenericEngine` applies it leaf by leaf with
+  the arrays' own namespace and returns new arrays (any Array API library,
+  immutable ones included);
+* :class:`~anyoptim.engines.numpy.NumpyEngine` evaluates it on cache-sized
+  blocks of flat buffers and writes the results back in place;
+* :class:`~anyoptim.engines.cupy.CupyEngine` traces it into one CUDA kernel per
+  contiguous run of parameters.
+
+:func:`select_engine` chooses one from the parameters' namespace; it is the
+only place outside the engines that knows which libraries have a fused engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._namespace import backend_name
+from .generic import GenericEngine
+
+__all__ = ["ENGINE_CHOICES", "GenericEngine", "select_engine"]
+
+ENGINE_CHOICES = ("auto", "generic", "fused")
+
+_GENERIC = GenericEngine()
+_FUSED: dict[str, Any] = {}
+
+
+def _fused_engine(backend: str) -> Any | None:
+    if backend not in _FUSED:
+        if backend == "numpy":
+            from .numpy import NumpyEngine
+
+            _FUSED[backend] = NumpyEngine()
+        elif backend == "cupy":
+            from .cupy import CupyEngine
+
+            _FUSED[backend] = CupyEngine()
+        else:
+            _FUSED[backend] = None
+    return _FUSED[backend]
+
+
+def select_engine(xp: Any, choice: str) -> Any:
+    """The engine for namespace ``xp``: ``"auto"`` picks the fused one where it exists.
+
+    Raises
+    ------
+    ValueError
+        If ``choice`` is ``"fused"`` and ``xp`` has no fused engine.
+    """
+    if choice == "generic":
+        return _GENERIC
+    backend = backend_name(xp)
+    fused = _fused_engine(backend)
+    if fused is not None:
+        return fused
+    if choice == "fused":
+        raise ValueError(f"engine='fused' is not available for {backend} arrays; use 'auto' or 'generic'")
+    return _GENERIC

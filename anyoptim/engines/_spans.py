@@ -1,0 +1,60 @@
+"""Finding runs of leaves that lie back to back in one buffer.
+
+A fused engine wants to treat many parameters as one flat array: when leaf
+``i + 1`` of every column (params, grads, each state slot) starts in memory
+exactly where leaf ``i`` ends, inside the same owning buffer, the two leaves
+can be processed as one 1-D span.  Parameters made by :func:`anyoptim.flatten`
+and state made by the fused engines always lie this way; arbitrary user arrays
+fall back to one span per leaf.  The functions here are backend-neutral: the
+engine passes in how to read an array's address and owning buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["contiguous_runs"]
+
+
+def _follows(previous: Any, current: Any, address: Callable[[Any], int], owner: Callable[[Any], Any]) -> bool:
+    return (
+        current.dtype == previous.dtype
+        and owner(current) is owner(previous)
+        and owner(current) is not None
+        and address(current) == address(previous) + previous.size * previous.itemsize
+    )
+
+
+def contiguous_runs(
+    columns: Sequence[Sequence[Any]],
+    hps: Sequence[Mapping[str, Any]],
+    *,
+    address: Callable[[Any], int],
+    owner: Callable[[Any], Any],
+) -> list[tuple[int, int]]:
+    """Split leaf indices into ``[start, stop)`` runs that can be processed as one span.
+
+    Parameters
+    ----------
+    columns
+        One sequence of leaves per array role (params, grads, slots), all of equal length.
+        Every leaf must already be C-contiguous.
+    hps
+        The scalars of each leaf; a run never crosses a change of scalars (a
+        weight-decay mask, say).  Leaves share scalars when they share the very
+        same mapping object (scalars may be 0-D arrays, which do not compare).
+    address, owner
+        The data pointer of an array, and the array that owns its memory (or None).
+    """
+    count = len(columns[0])
+    runs: list[tuple[int, int]] = []
+    start = 0
+    for index in range(1, count + 1):
+        joined = index < count and hps[index] is hps[index - 1] and all(
+            _follows(column[index - 1], column[index], address, owner) for column in columns
+        )
+        if not joined:
+            runs.append((start, index))
+            start = index
+    return runs

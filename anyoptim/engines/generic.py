@@ -1,0 +1,44 @@
+"""The generic engine: one program call per leaf, on the arrays' own namespace.
+
+Correct on every Array API library, immutable ones (JAX) and the strict
+reference implementation included; it allocates new arrays for every result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..rules import Program
+
+__all__ = ["GenericEngine"]
+
+
+class GenericEngine:
+    """Apply a program leaf by leaf and return new arrays."""
+
+    name = "generic"
+
+    def init_slots(self, xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> dict[str, list[Any]]:
+        """New state slots shaped like ``leaves``: ``fills`` maps slot name to its initial value."""
+        return {slot: [xp.full_like(leaf, fill) for leaf in leaves] for slot, fill in fills.items()}
+
+    def apply(
+        self,
+        program: Program,
+        xp: Any,
+        params: Sequence[Any],
+        grads: Sequence[Any],
+        slots: Mapping[str, Sequence[Any]],
+        hps: Sequence[Mapping[str, Any]],
+    ) -> tuple[list[Any], dict[str, list[Any]]]:
+        """Run ``program`` on every leaf; ``hps[i]`` holds leaf ``i``'s scalars."""
+        new_params: list[Any] = []
+        new_slots: dict[str, list[Any]] = {name: [] for name in slots}
+        for index, (p, g) in enumerate(zip(params, grads)):
+            leaf_slots = {name: values[index] for name, values in slots.items()}
+            new_p, updated = program(xp, p, g, leaf_slots, hps[index])
+            new_params.append(new_p)
+            for name in slots:
+                new_slots[name].append(updated[name])
+        return new_params, new_slots

@@ -1,0 +1,203 @@
+"""Learning-rate schedules: pure functions of the step count.
+
+A schedule is any callable ``schedule(count) -> float`` where ``count`` is the
+number of optimizer steps taken *before* the step that uses the rate (0 for the
+first step), as in optax.  Every optimizer's ``learning_rate`` takes a float or a
+schedule.
+
+From the course's per-epoch functions to step counts
+----------------------------------------------------
+The course decays the rate once per *epoch*; optimizers count *steps*.  With
+``steps_per_epoch = ceil(n_samples / batch_size)`` mini-batches per epoch, the
+epoch of a step is ``count // steps_per_epoch``, so:
+
+* ``update_lr(lr0, epoch, decay_rate) = lr0 / (1 + decay_rate * epoch)`` is
+  ``inverse_time_decay(lr0, decay_steps=steps_per_epoch, decay_rate=decay_rate, staircase=True)``;
+* ``schedule_lr_decay(lr0, epoch, decay_rate, time_interval=1000)
+  = lr0 / (1 + decay_rate * floor(epoch / time_interval))`` is
+  ``inverse_time_decay(lr0, decay_steps=time_interval * steps_per_epoch, decay_rate=decay_rate, staircase=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+__all__ = [
+    "Schedule",
+    "constant",
+    "cosine_decay",
+    "exponential_decay",
+    "inverse_time_decay",
+    "join",
+    "piecewise_constant",
+    "warmup_cosine_decay",
+]
+
+Schedule = Callable[[int], float]
+
+
+def _check_finite_nonnegative(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def _check_positive(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def constant(value: float) -> Schedule:
+    """The same rate at every step."""
+    value = _check_finite_nonnegative("value", value)
+    return lambda count: value
+
+
+def exponential_decay(
+    initial_learning_rate: float, decay_steps: float, decay_rate: float, *, staircase: bool = False
+) -> Schedule:
+    r"""Exponential decay: :math:`\alpha_0 \cdot r^{t / T}` (:math:`\lfloor t/T \rfloor` with ``staircase``).
+
+    Examples
+    --------
+    >>> from anyoptim import schedules
+    >>> schedules.exponential_decay(0.1, decay_steps=10, decay_rate=0.5)(20)
+    0.025
+    """
+    lr0 = _check_finite_nonnegative("initial_learning_rate", initial_learning_rate)
+    decay_steps = _check_positive("decay_steps", decay_steps)
+    rate = _check_positive("decay_rate", decay_rate)
+
+    def schedule(count: int) -> float:
+        exponent = count / decay_steps
+        return lr0 * rate ** (math.floor(exponent) if staircase else exponent)
+
+    return schedule
+
+
+def inverse_time_decay(
+    initial_learning_rate: float, decay_steps: float, decay_rate: float, staircase: bool = False
+) -> Schedule:
+    r"""Inverse-time decay: :math:`\alpha_0 / (1 + r \cdot t / T)`, floored :math:`\lfloor t/T \rfloor` with ``staircase``.
+
+    This is the course's ``update_lr`` and ``schedule_lr_decay``; see the module
+    docstring for the epoch-to-step conversion.
+
+    Examples
+    --------
+    The lesson's stepped decay, 5 mini-batches per epoch, halving after 1000 epochs:
+
+    >>> from anyoptim import schedules
+    >>> lr = schedules.inverse_time_decay(0.1, decay_steps=1000 * 5, decay_rate=1.0, staircase=True)
+    >>> lr(0), lr(4999), lr(5000)
+    (0.1, 0.1, 0.05)
+    """
+    lr0 = _check_finite_nonnegative("initial_learning_rate", initial_learning_rate)
+    decay_steps = _check_positive("decay_steps", decay_steps)
+    rate = _check_finite_nonnegative("decay_rate", decay_rate)
+
+    def schedule(count: int) -> float:
+        ratio = count / decay_steps
+        return lr0 / (1.0 + rate * (math.floor(ratio) if staircase else ratio))
+
+    return schedule
+
+
+def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Schedule:
+    """``values[i]`` for ``boundaries[i-1] <= count < boundaries[i]`` (one more value than boundaries).
+
+    Examples
+    --------
+    >>> from anyoptim import schedules
+    >>> lr = schedules.piecewise_constant([100, 200], [1.0, 0.5, 0.1])
+    >>> lr(99), lr(100), lr(250)
+    (1.0, 0.5, 0.1)
+    """
+    boundaries = [int(b) for b in boundaries]
+    values = [_check_finite_nonnegative("values", v) for v in values]
+    if len(values) != len(boundaries) + 1:
+        raise ValueError(f"piecewise_constant needs len(values) == len(boundaries) + 1, got {len(values)} and {len(boundaries)}")
+    if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
+        raise ValueError(f"boundaries must increase strictly, got {boundaries}")
+
+    def schedule(count: int) -> float:
+        for boundary, value in zip(boundaries, values):
+            if count < boundary:
+                return value
+        return values[-1]
+
+    return schedule
+
+
+def cosine_decay(initial_learning_rate: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
+    r"""Cosine decay (Loshchilov & Hutter, 2017) to :math:`\alpha \cdot \alpha_0` over ``decay_steps``.
+
+    .. math:: \alpha_t = \alpha_0 \left((1-\alpha)\tfrac{1}{2}\left(1 + \cos\tfrac{\pi \min(t, T)}{T}\right) + \alpha\right)
+    """
+    lr0 = _check_finite_nonnegative("initial_learning_rate", initial_learning_rate)
+    decay_steps = _check_positive("decay_steps", decay_steps)
+    alpha = _check_finite_nonnegative("alpha", alpha)
+
+    def schedule(count: int) -> float:
+        progress = min(count, decay_steps) / decay_steps
+        return lr0 * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * progress)) + alpha)
+
+    return schedule
+
+
+def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
+    """Run ``schedules[i]`` from ``boundaries[i-1]``, each seeing the count since its own start.
+
+    Examples
+    --------
+    >>> from anyoptim import schedules
+    >>> lr = schedules.join([schedules.constant(1.0), schedules.constant(0.5)], [10])
+    >>> lr(9), lr(10)
+    (1.0, 0.5)
+    """
+    schedules = list(schedules)
+    boundaries = [int(b) for b in boundaries]
+    if len(schedules) != len(boundaries) + 1:
+        raise ValueError(f"join needs len(schedules) == len(boundaries) + 1, got {len(schedules)} and {len(boundaries)}")
+    if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])) or any(b < 0 for b in boundaries):
+        raise ValueError(f"boundaries must be >= 0 and increase strictly, got {boundaries}")
+
+    def schedule(count: int) -> float:
+        start = 0
+        for boundary, part in zip(boundaries, schedules):
+            if count < boundary:
+                return part(count - start)
+            start = boundary
+        return schedules[-1](count - start)
+
+    return schedule
+
+
+def warmup_cosine_decay(
+    peak_learning_rate: float,
+    warmup_steps: int,
+    decay_steps: int,
+    *,
+    initial_learning_rate: float = 0.0,
+    end_learning_rate: float = 0.0,
+) -> Schedule:
+    """Linear warm-up from ``initial_learning_rate`` to the peak, then cosine decay to ``end_learning_rate``.
+
+    ``decay_steps`` counts the whole schedule, warm-up included, as in optax.
+    """
+    peak = _check_finite_nonnegative("peak_learning_rate", peak_learning_rate)
+    start = _check_finite_nonnegative("initial_learning_rate", initial_learning_rate)
+    end = _check_finite_nonnegative("end_learning_rate", end_learning_rate)
+    warmup_steps = int(warmup_steps)
+    if warmup_steps < 0 or int(decay_steps) <= warmup_steps:
+        raise ValueError(f"need 0 <= warmup_steps < decay_steps, got {warmup_steps} and {decay_steps}")
+
+    def warmup(count: int) -> float:
+        return start + (peak - start) * count / warmup_steps if warmup_steps else peak
+
+    decay = cosine_decay(peak, int(decay_steps) - warmup_steps, alpha=end / peak if peak else 0.0)
+    return join([warmup, decay], [warmup_steps])

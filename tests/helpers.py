@@ -1,0 +1,88 @@
+"""Backends, conversions and tolerances shared by the test modules."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "cupy")
+MUTABLE_BACKENDS = ("numpy", "array_api_strict", "torch", "cupy")
+
+# Relative tolerances: one backend against another (or an independent reference),
+# and two engines on one backend.
+RTOL = {"float64": 1e-12, "float32": 1e-5}
+RTOL_SAME_BACKEND = {"float64": 1e-12, "float32": 1e-6}
+
+
+def _cupy_usable() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def load_namespace(name: str) -> Any | None:
+    """The Array API namespace of a backend, or None when it is not usable here."""
+    try:
+        if name == "numpy":
+            import array_api_compat.numpy as xp
+        elif name == "array_api_strict":
+            xp = importlib.import_module("array_api_strict")
+        elif name == "torch":
+            importlib.import_module("torch")
+            import array_api_compat.torch as xp
+        elif name == "jax":
+            import jax
+
+            jax.config.update("jax_enable_x64", True)
+            import jax.numpy as xp
+        elif name == "cupy":
+            if not _cupy_usable():
+                return None
+            import array_api_compat.cupy as xp
+        else:
+            raise ValueError(name)
+    except ImportError:
+        return None
+    return xp
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A NumPy copy of any backend's array."""
+    if isinstance(x, np.ndarray):
+        return x.copy()
+    if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
+        return x.get()
+    if type(x).__module__.startswith("torch"):
+        return x.detach().cpu().numpy().copy()
+    return np.array(np.from_dlpack(x), copy=True)
+
+
+def from_numpy(xp: Any, array: np.ndarray) -> Any:
+    """Move a NumPy array to backend ``xp`` with the same dtype."""
+    return xp.asarray(np.ascontiguousarray(array))
+
+
+def tree_to_numpy(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: tree_to_numpy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(tree_to_numpy(v) for v in tree)
+    return to_numpy(tree)
+
+
+def tree_from_numpy(xp: Any, tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: tree_from_numpy(xp, v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(tree_from_numpy(xp, v) for v in tree)
+    return from_numpy(xp, tree)
+
+
+def assert_close(actual: Any, expected: Any, dtype: str, *, same_backend: bool = False, atol: float = 0.0) -> None:
+    rtol = (RTOL_SAME_BACKEND if same_backend else RTOL)[dtype]
+    np.testing.assert_allclose(to_numpy(actual), to_numpy(expected), rtol=rtol, atol=atol)
