@@ -11,10 +11,12 @@ engine passes in how to read an array's address and owning buffer.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["contiguous_runs"]
+__all__ = ["contiguous_runs", "flat_slots"]
 
 
 def _follows(previous: Any, current: Any, address: Callable[[Any], int], owner: Callable[[Any], Any]) -> bool:
@@ -58,3 +60,29 @@ def contiguous_runs(
             runs.append((start, index))
             start = index
     return runs
+
+
+def flat_slots(xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> dict[str, list[Any]]:
+    """State slots laid out as views of one flat buffer per slot and dtype, in the order of ``leaves``.
+
+    Slots made this way lie back to back exactly where the parameters do, so a
+    fused engine can join them into the same spans.  Needs a library with
+    views (NumPy, CuPy, torch); created on the leaves' device.
+    """
+    slots: dict[str, list[Any]] = {}
+    for slot, fill in fills.items():
+        views: list[Any] = [None] * len(leaves)
+        dtypes: list[Any] = []
+        for leaf in leaves:
+            if leaf.dtype not in dtypes:
+                dtypes.append(leaf.dtype)
+        for dtype in dtypes:
+            indices = [i for i, leaf in enumerate(leaves) if leaf.dtype == dtype]
+            sizes = [math.prod(leaves[i].shape) for i in indices]
+            buffer = xp.full((sum(sizes),), fill, dtype=dtype, device=leaves[indices[0]].device)
+            offset = 0
+            for i, size in zip(indices, sizes):
+                views[i] = xp.reshape(buffer[offset : offset + size], tuple(leaves[i].shape))
+                offset += size
+        slots[slot] = views
+    return slots

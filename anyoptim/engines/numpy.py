@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..rules import Program
-from ._spans import contiguous_runs
+from ._spans import contiguous_runs, flat_slots
 
 __all__ = ["NumpyEngine"]
 
@@ -61,19 +61,7 @@ class NumpyEngine:
 
     def init_slots(self, xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> dict[str, list[Any]]:
         """State slots as views of one flat buffer per slot and dtype, laid out like ``leaves``."""
-        slots: dict[str, list[Any]] = {}
-        for slot, fill in fills.items():
-            views: list[Any] = [None] * len(leaves)
-            for dtype in {leaf.dtype for leaf in leaves}:
-                indices = [i for i, leaf in enumerate(leaves) if leaf.dtype == dtype]
-                buffer = np.full(sum(leaves[i].size for i in indices), fill, dtype=dtype)
-                offset = 0
-                for i in indices:
-                    size = leaves[i].size
-                    views[i] = buffer[offset : offset + size].reshape(leaves[i].shape)
-                    offset += size
-            slots[slot] = views
-        return slots
+        return flat_slots(xp, leaves, fills)
 
     def _run_blocks(
         self, program: Program, p: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray], hp: Mapping[str, Any]
