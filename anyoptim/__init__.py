@@ -4,8 +4,10 @@ The same code runs on NumPy, CuPy, PyTorch, JAX and any other library that
 array-api-compat covers.
 """
 
-from . import schedules
+from . import datasets, schedules
+from .data import minibatches
 from .flat import flatten
+from .nn import MLP
 from .optimizers import (
     SGD,
     Adagrad,
@@ -22,15 +24,19 @@ from .optimizers import (
     decay_all,
     decay_weights_only,
 )
+from .train import FitResult, History, accuracy, fit, predict
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MLP",
     "SGD",
     "Adagrad",
     "Adam",
     "AdamW",
     "Adamax",
+    "FitResult",
+    "History",
     "Lion",
     "Momentum",
     "NAdam",
@@ -38,8 +44,13 @@ __all__ = [
     "OptimizerState",
     "RAdam",
     "RMSprop",
+    "accuracy",
+    "datasets",
     "decay_all",
     "decay_weights_only",
+    "fit",
     "flatten",
+    "minibatches",
+    "predict",
     "schedules",
 ]

@@ -1,0 +1,478 @@
+"""Small data sets for the experiments: generated on the host, or loaded from the user's own files.
+
+Every generator draws from ``numpy.random.default_rng(seed)`` on the host and
+returns ``X`` (float64, shape (n_samples, n_features)) and integer labels ``y``
+(shape (n_samples,)) as NumPy arrays; nothing is downloaded.  The keyword-only
+``xp``, ``dtype`` and ``device`` move both to another namespace (``dtype`` is
+the dtype of ``X``; the cast happens on the host, so every backend receives the
+same values).
+
+This module may import NumPy: generating data and reading files happen on the host.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import zipfile
+from typing import Any
+
+import numpy as np  # host-side generation and file I/O only
+
+from .data import check_int, host_rng, to_namespace
+
+__all__ = ["load_csv", "load_npz", "make_blobs", "make_circles", "make_moons", "make_spirals"]
+
+
+class DataFileError(ValueError):
+    """A data file that is missing, malformed or holds unusable values."""
+
+
+class MissingDataFileError(DataFileError, FileNotFoundError):
+    """The data file does not exist (a ``ValueError`` and a ``FileNotFoundError``)."""
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _check_noise(noise: Any) -> float:
+    try:
+        value = float(noise)
+    except (TypeError, ValueError):
+        raise TypeError(f"noise must be a number, got {noise!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    return value
+
+
+def _shuffle_and_noise(rng: np.random.Generator, X: np.ndarray, y: np.ndarray, noise: float):
+    """Shuffle the rows, then add Gaussian noise of standard deviation ``noise`` (scikit-learn's order)."""
+    order = rng.permutation(len(y))
+    X, y = X[order], y[order]
+    if noise > 0:
+        X = X + rng.normal(scale=noise, size=X.shape)
+    return X, y
+
+
+def _deliver(X: np.ndarray, y: np.ndarray, xp: Any, dtype: Any, device: Any) -> tuple[Any, Any]:
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    y = np.ascontiguousarray(y)
+    # A cast from float64 rounds to nearest on every library, so casting on the device gives the same values.
+    return to_namespace(X, xp=xp, dtype=dtype, device=device), to_namespace(y, xp=xp, device=device)
+
+
+def _split_counts(n_samples: int, n_groups: int) -> list[int]:
+    """``n_samples`` split into ``n_groups`` near-equal counts, the extra ones to the first groups."""
+    return [n_samples // n_groups + (1 if i < n_samples % n_groups else 0) for i in range(n_groups)]
+
+
+# --------------------------------------------------------------------------- generators
+
+
+def make_moons(
+    n_samples: int = 300, noise: float = 0.2, seed: Any = 0, *, xp: Any = None, dtype: Any = None, device: Any = None
+) -> tuple[Any, Any]:
+    """Two interleaving half circles, following scikit-learn's ``make_moons``.
+
+    The outer moon is :math:`(\\cos t, \\sin t)` and the inner one
+    :math:`(1 - \\cos t, 1 - \\sin t - 0.5)` for ``t = linspace(0, π, ·)``;
+    ``n_samples // 2`` points go to the outer moon (label 0), the rest to the
+    inner one (label 1).  The rows are shuffled, then Gaussian noise of standard
+    deviation ``noise`` is added.
+
+    Parameters
+    ----------
+    n_samples : int, default 300
+    noise : float, default 0.2
+    seed : int or sequence of int, default 0
+    xp, dtype, device : optional
+        Namespace, dtype of ``X`` and device to move the result to (default NumPy float64).
+
+    Returns
+    -------
+    X : array, shape (n_samples, 2)
+    y : array of int, shape (n_samples,)
+
+    Examples
+    --------
+    >>> from anyoptim import datasets
+    >>> X, y = datasets.make_moons(n_samples=300, noise=0.2, seed=0)
+    >>> X.shape, int(y.sum())
+    ((300, 2), 150)
+    """
+    n_samples = check_int("n_samples", n_samples, minimum=2)
+    noise = _check_noise(noise)
+    rng = host_rng(seed)
+    n_out = n_samples // 2
+    n_in = n_samples - n_out
+    t_out = np.linspace(0, np.pi, n_out)
+    t_in = np.linspace(0, np.pi, n_in)
+    X = np.vstack([np.append(np.cos(t_out), 1 - np.cos(t_in)), np.append(np.sin(t_out), 1 - np.sin(t_in) - 0.5)]).T
+    y = np.hstack([np.zeros(n_out, dtype=np.int64), np.ones(n_in, dtype=np.int64)])
+    X, y = _shuffle_and_noise(rng, X, y, noise)
+    return _deliver(X, y, xp, dtype, device)
+
+
+def make_circles(
+    n_samples: int = 300,
+    noise: float = 0.1,
+    factor: float = 0.5,
+    seed: Any = 0,
+    *,
+    xp: Any = None,
+    dtype: Any = None,
+    device: Any = None,
+) -> tuple[Any, Any]:
+    """A circle inside a larger one, following scikit-learn's ``make_circles``.
+
+    ``n_samples // 2`` points on the unit circle (label 0), the rest on a circle
+    of radius ``factor`` (label 1), evenly spaced in angle; shuffled, then
+    Gaussian noise of standard deviation ``noise`` is added.
+
+    Parameters
+    ----------
+    n_samples : int, default 300
+    noise : float, default 0.1
+    factor : float, default 0.5
+        Radius of the inner circle, in (0, 1).
+    seed, xp, dtype, device
+        See :func:`make_moons`.
+
+    Returns
+    -------
+    X : array, shape (n_samples, 2)
+    y : array of int, shape (n_samples,)
+
+    Examples
+    --------
+    >>> from anyoptim import datasets
+    >>> X, y = datasets.make_circles(n_samples=10, noise=0.0, seed=0)
+    >>> X.shape, sorted(set(y.tolist()))
+    ((10, 2), [0, 1])
+    """
+    n_samples = check_int("n_samples", n_samples, minimum=2)
+    noise = _check_noise(noise)
+    factor = float(factor)
+    if not 0 < factor < 1:
+        raise ValueError(f"factor must be in (0, 1), got {factor!r}")
+    rng = host_rng(seed)
+    n_out = n_samples // 2
+    n_in = n_samples - n_out
+    t_out = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
+    t_in = np.linspace(0, 2 * np.pi, n_in, endpoint=False)
+    X = np.vstack([np.append(np.cos(t_out), factor * np.cos(t_in)), np.append(np.sin(t_out), factor * np.sin(t_in))]).T
+    y = np.hstack([np.zeros(n_out, dtype=np.int64), np.ones(n_in, dtype=np.int64)])
+    X, y = _shuffle_and_noise(rng, X, y, noise)
+    return _deliver(X, y, xp, dtype, device)
+
+
+def make_spirals(
+    n_samples: int = 300,
+    n_classes: int = 2,
+    noise: float = 0.2,
+    turns: float = 1.0,
+    seed: Any = 0,
+    *,
+    xp: Any = None,
+    dtype: Any = None,
+    device: Any = None,
+) -> tuple[Any, Any]:
+    """Interleaved spiral arms, one per class (the classic CS231n toy problem).
+
+    Arm ``k`` has radius ``r = linspace(0, 1, ·)`` and angle
+    :math:`2\\pi (k / K + \\text{turns} \\cdot r) + \\text{noise} \\cdot N(0, 1)`;
+    points are :math:`(r \\sin\\theta, r \\cos\\theta)`, rows shuffled.  The noise
+    is on the angle, so it blurs the arms without moving points off the unit disc.
+
+    Parameters
+    ----------
+    n_samples : int, default 300
+        Total points, split as evenly as possible between the classes.
+    n_classes : int, default 2
+    noise : float, default 0.2
+        Standard deviation of the angle noise, in radians.
+    turns : float, default 1
+        Turns of each arm from the centre to radius 1.
+    seed, xp, dtype, device
+        See :func:`make_moons`.
+
+    Returns
+    -------
+    X : array, shape (n_samples, 2)
+    y : array of int, shape (n_samples,), values 0 .. n_classes - 1
+
+    Examples
+    --------
+    >>> from anyoptim import datasets
+    >>> X, y = datasets.make_spirals(n_samples=90, n_classes=3, seed=1)
+    >>> X.shape, sorted(set(y.tolist()))
+    ((90, 2), [0, 1, 2])
+    """
+    n_classes = check_int("n_classes", n_classes, minimum=2)
+    n_samples = check_int("n_samples", n_samples, minimum=n_classes)
+    noise = _check_noise(noise)
+    turns = float(turns)
+    if not math.isfinite(turns) or turns <= 0:
+        raise ValueError(f"turns must be a finite number > 0, got {turns!r}")
+    rng = host_rng(seed)
+    points, labels = [], []
+    for label, count in enumerate(_split_counts(n_samples, n_classes)):
+        radius = np.linspace(0.0, 1.0, count)
+        angle = 2 * np.pi * (label / n_classes + turns * radius) + noise * rng.standard_normal(count)
+        points.append(np.column_stack([radius * np.sin(angle), radius * np.cos(angle)]))
+        labels.append(np.full(count, label, dtype=np.int64))
+    X, y = _shuffle_and_noise(rng, np.vstack(points), np.concatenate(labels), 0.0)
+    return _deliver(X, y, xp, dtype, device)
+
+
+def make_blobs(
+    n_samples: int = 300,
+    centers: Any = 3,
+    n_features: int = 2,
+    cluster_std: float = 1.0,
+    center_box: tuple[float, float] = (-10.0, 10.0),
+    seed: Any = 0,
+    *,
+    xp: Any = None,
+    dtype: Any = None,
+    device: Any = None,
+) -> tuple[Any, Any]:
+    """Isotropic Gaussian clusters, following scikit-learn's ``make_blobs``.
+
+    Parameters
+    ----------
+    n_samples : int, default 300
+        Total points, split as evenly as possible between the clusters.
+    centers : int or array-like of shape (n_centers, n_features), default 3
+        How many centers to draw uniformly from ``center_box``, or the centers.
+    n_features : int, default 2
+        Ignored when ``centers`` are given.
+    cluster_std : float, default 1.0
+    center_box : (float, float), default (-10, 10)
+    seed, xp, dtype, device
+        See :func:`make_moons`.
+
+    Returns
+    -------
+    X : array, shape (n_samples, n_features)
+    y : array of int, shape (n_samples,): the cluster of each point
+
+    Examples
+    --------
+    >>> from anyoptim import datasets
+    >>> X, y = datasets.make_blobs(n_samples=100, centers=4, n_features=3, seed=0)
+    >>> X.shape, sorted(set(y.tolist()))
+    ((100, 3), [0, 1, 2, 3])
+    """
+    rng = host_rng(seed)
+    std = _check_noise(cluster_std)
+    if isinstance(centers, (int, np.integer)) and not isinstance(centers, bool):
+        n_centers = check_int("centers", centers)
+        n_features = check_int("n_features", n_features)
+        low, high = (float(v) for v in center_box)
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"center_box must be (low, high) with low < high, got {center_box!r}")
+        points = rng.uniform(low, high, size=(n_centers, n_features))
+    else:
+        try:
+            points = np.asarray(centers, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"centers must be an int or an array of center coordinates, got {centers!r}") from None
+        if points.ndim != 2 or points.shape[0] == 0 or not np.all(np.isfinite(points)):
+            raise ValueError(f"centers must be a finite 2-D array (n_centers, n_features), got shape {points.shape}")
+        n_centers = points.shape[0]
+    n_samples = check_int("n_samples", n_samples, minimum=n_centers)
+    counts = _split_counts(n_samples, n_centers)
+    width = points.shape[1]
+    X = np.vstack(
+        [center + std * rng.standard_normal((count, width)) for center, count in zip(points, counts, strict=True)]
+    )
+    y = np.repeat(np.arange(n_centers, dtype=np.int64), counts)
+    X, y = _shuffle_and_noise(rng, X, y, 0.0)
+    return _deliver(X, y, xp, dtype, device)
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def _labels(values: np.ndarray, source: str) -> np.ndarray:
+    """Integer labels when every value is a whole number (classes), float targets otherwise."""
+    if np.issubdtype(values.dtype, np.integer):
+        return values.astype(np.int64)
+    if np.all(values == np.round(values)):
+        return values.astype(np.int64)
+    return values
+
+
+def _check_loaded(X: np.ndarray, y: np.ndarray, source: str) -> None:
+    if X.ndim != 2:
+        raise DataFileError(f"{source}: X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
+        raise DataFileError(f"{source}: y has shape {y.shape} but X has {X.shape[0]} samples")
+    if X.shape[0] == 0:
+        raise DataFileError(f"{source}: no samples")
+    for name, values in (("X", X), ("y", y)):
+        if not np.all(np.isfinite(values)):
+            raise DataFileError(f"{source}: {name} contains NaN or infinity")
+
+
+def _existing(path: Any) -> str:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MissingDataFileError(f"no such data file: {path}")
+    return path
+
+
+def load_npz(
+    path: Any, x_key: str = "X", y_key: str = "y", *, xp: Any = None, dtype: Any = None, device: Any = None
+) -> tuple[Any, Any]:
+    """Load features and labels from a NumPy ``.npz`` file.
+
+    Parameters
+    ----------
+    path : str or path-like
+    x_key, y_key : str, default "X", "y"
+        Names of the two arrays in the file.
+    xp, dtype, device
+        See :func:`make_moons`.
+
+    Returns
+    -------
+    X : array, shape (n_samples, n_features), float64 unless ``dtype`` says otherwise
+    y : array, shape (n_samples,) or (n_samples, n_outputs): int64 when every value
+        is a whole number, float64 otherwise
+
+    Raises
+    ------
+    MissingDataFileError
+        The file does not exist (a ``FileNotFoundError`` and a ``ValueError``).
+    DataFileError
+        (a ``ValueError``) The file is not an ``.npz`` archive, a key is missing,
+        the arrays are not numeric, shapes disagree, or values are NaN/infinite.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from anyoptim import datasets
+    >>> path = os.path.join(tempfile.mkdtemp(), "data.npz")
+    >>> np.savez(path, X=np.ones((4, 2)), y=np.array([0, 1, 1, 0]))
+    >>> X, y = datasets.load_npz(path)
+    >>> X.shape, y.tolist()
+    ((4, 2), [0, 1, 1, 0])
+    """
+    path = _existing(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise DataFileError(f"{path}: not a readable .npz file ({error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataFileError(f"{path}: holds a single array, not an .npz archive with {x_key!r} and {y_key!r}")
+    with archive:
+        for key in (x_key, y_key):
+            if key not in archive.files:
+                raise DataFileError(f"{path}: no array named {key!r}; the file has {sorted(archive.files)}")
+        try:
+            X_raw, y_raw = archive[x_key], archive[y_key]
+        except ValueError as error:  # object arrays need pickle, which we refuse
+            raise DataFileError(f"{path}: cannot read the arrays without pickle ({error})") from None
+    for key, values in ((x_key, X_raw), (y_key, y_raw)):
+        if not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_):
+            raise DataFileError(f"{path}: array {key!r} is not numeric (dtype {values.dtype})")
+    X = X_raw.astype(np.float64)
+    y = _labels(y_raw.astype(np.float64) if y_raw.dtype == np.bool_ else y_raw, path)
+    _check_loaded(X, y, path)
+    return _deliver(X, y, xp, dtype, device)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def load_csv(
+    path: Any,
+    label_column: int = -1,
+    *,
+    delimiter: str = ",",
+    header: bool | None = None,
+    xp: Any = None,
+    dtype: Any = None,
+    device: Any = None,
+) -> tuple[Any, Any]:
+    """Load a table of numbers from a CSV file: one column of labels, the others features.
+
+    Parameters
+    ----------
+    path : str or path-like
+    label_column : int, default -1
+        Index of the label column (negative counts from the end).
+    delimiter : str, default ","
+    header : bool, optional
+        Whether the first row holds column names.  By default it does when any
+        of its fields is not a number.
+    xp, dtype, device
+        See :func:`make_moons`.
+
+    Returns
+    -------
+    X : array, shape (n_samples, n_columns - 1)
+    y : array, shape (n_samples,): int64 when every label is a whole number, float64 otherwise
+
+    Raises
+    ------
+    MissingDataFileError
+        The file does not exist (a ``FileNotFoundError`` and a ``ValueError``).
+    DataFileError
+        (a ``ValueError``) An empty file, rows of different lengths, fewer than two
+        columns, a label column out of range, or a value that is not a finite number
+        (the message names its row and column).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> from anyoptim import datasets
+    >>> path = os.path.join(tempfile.mkdtemp(), "data.csv")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("x1,x2,label\\n0.5,1.0,0\\n-1.0,2.0,1\\n")
+    >>> X, y = datasets.load_csv(path)
+    >>> X.tolist(), y.tolist()
+    ([[0.5, 1.0], [-1.0, 2.0]], [0, 1])
+    """
+    path = _existing(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle, delimiter=delimiter) if any(field.strip() for field in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataFileError(f"{path}: cannot read as CSV ({error})") from None
+    if not rows:
+        raise DataFileError(f"{path}: the file is empty")
+    if header is None:
+        header = any(_number(field) is None for field in rows[0])
+    first_line = 2 if header else 1
+    body = rows[1:] if header else rows
+    if not body:
+        raise DataFileError(f"{path}: no data rows")
+    width = len(rows[0])
+    if width < 2:
+        raise DataFileError(f"{path}: needs at least two columns (features and a label), found {width}")
+    if not -width <= label_column < width:
+        raise DataFileError(f"{path}: label_column {label_column} is out of range for {width} columns")
+    table = np.empty((len(body), width))
+    for index, row in enumerate(body):
+        line = first_line + index
+        if len(row) != width:
+            raise DataFileError(f"{path}: line {line} has {len(row)} columns, expected {width}")
+        for column, field in enumerate(row):
+            value = _number(field)
+            if value is None or not math.isfinite(value):
+                where = f"{path}: line {line}, column {column + 1}"
+                raise DataFileError(f"{where}: {field.strip()!r} is not a finite number")
+            table[index, column] = value
+    label_index = label_column % width
+    X = np.delete(table, label_index, axis=1)
+    y = _labels(table[:, label_index], path)
+    _check_loaded(X, y, path)
+    return _deliver(X, y, xp, dtype, device)

@@ -1,0 +1,269 @@
+"""Training an :class:`~anyoptim.nn.MLP` with any optimizer: :func:`fit`, :func:`predict`, :func:`accuracy`.
+
+:func:`fit` checks its input once, lays the parameters out in one flat buffer
+(:func:`anyoptim.flatten`) and allocates one flat gradient buffer that every
+backward pass writes into, so a fused engine updates the whole model in one
+pass.  On libraries with immutable arrays (JAX) it works functionally instead.
+The cost of an epoch stays on the device until the epoch ends: one transfer
+to the host per epoch, not per step.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._namespace import array_namespace, device_of, is_mutable
+from .data import Seed, check_features, check_int, check_labels, host_rng, shuffled, split
+from .flat import flatten
+from .nn import MLP
+
+__all__ = ["FitResult", "History", "accuracy", "fit", "predict"]
+
+Callback = Callable[[int, float, Any, Any], Any]
+
+
+@dataclass
+class History:
+    """What :func:`fit` records, one entry per epoch.
+
+    Attributes
+    ----------
+    cost : list of float
+        Mean loss over the epoch's examples (each batch's loss is taken before its step).
+    learning_rate : list of float
+        The rate of the epoch's last step.
+    time : list of float
+        Seconds since training started, at the end of each epoch.
+    """
+
+    cost: list[float] = field(default_factory=list)
+    learning_rate: list[float] = field(default_factory=list)
+    time: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.cost)
+
+
+@dataclass
+class FitResult:
+    """The outcome of :func:`fit`: trained parameters, the optimizer's state and the history."""
+
+    params: dict
+    state: Any
+    history: History
+
+
+def _check_model(model: Any) -> MLP:
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be an anyoptim.MLP, got {type(model).__name__}")
+    return model
+
+
+def _check_optimizer(optimizer: Any) -> None:
+    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "step", None))):
+        kind = type(optimizer).__name__
+        raise TypeError(f"optimizer must have init(params) and step(params, grads, state), got {kind}")
+
+
+def _check_callbacks(callbacks: Any) -> tuple[Callback, ...]:
+    if callable(callbacks):
+        return (callbacks,)
+    try:
+        chosen = tuple(callbacks)
+    except TypeError:
+        raise TypeError(f"callbacks must be a sequence of callables, got {type(callbacks).__name__}") from None
+    for index, callback in enumerate(chosen):
+        if not callable(callback):
+            raise TypeError(f"callbacks[{index}] is a {type(callback).__name__}, not a callable")
+    return chosen
+
+
+def _progress_bar(progress: Any, epochs: int) -> Any:
+    """A tqdm bar, or None: by default only when stderr is a terminal and tqdm is installed."""
+    if progress not in (None, True, False):
+        raise TypeError(f"progress must be None, True or False, got {progress!r}")
+    if progress is False:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        if progress:
+            raise ImportError("progress=True needs tqdm: pip install tqdm (or anyoptim[progress])") from None
+        return None
+    if progress is None and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        return None
+    return tqdm(total=epochs, unit="epoch", desc="training", file=sys.stderr, dynamic_ncols=True)
+
+
+def _start_params(model: MLP, params: Any, seed: Seed, X: Any, xp: Any, device: Any) -> dict:
+    """The parameters training starts from: drawn from ``seed``, or a flat copy of the given ones."""
+    if params is None:
+        params = model.init(seed=seed, like=X)
+    else:
+        p_xp, p_device = model.check_params(params)
+        if p_xp is not xp:
+            raise TypeError("params and X come from different array libraries")
+        if p_device != device:
+            raise ValueError(f"params are on device {p_device} but X is on {device}")
+        if params["W1"].dtype != X.dtype:
+            raise TypeError(f"params have dtype {params['W1'].dtype} but X has {X.dtype}")
+        if any(not bool(xp.all(xp.isfinite(value))) for value in params.values()):
+            raise ValueError("params contain NaN or infinity")
+    # flatten copies, so the caller's arrays are never updated in place.
+    return flatten(params) if is_mutable(xp) else dict(params)
+
+
+def fit(
+    model: MLP,
+    optimizer: Any,
+    X: Any,
+    y: Any,
+    epochs: int = 1000,
+    batch_size: int = 64,
+    seed: Seed = 0,
+    params: dict | None = None,
+    callbacks: Iterable[Callback] = (),
+    progress: bool | None = None,
+) -> FitResult:
+    """Train ``model`` on ``(X, y)`` with mini-batch ``optimizer`` steps.
+
+    Each epoch shuffles the examples (:func:`anyoptim.minibatches` with
+    ``seed=[seed, epoch]``), and for every batch computes the loss and
+    gradients at the current parameters and takes one optimizer step.
+
+    Parameters
+    ----------
+    model : MLP
+    optimizer : Optimizer
+        Any anyoptim optimizer (or an object with the same ``init`` / ``step``).
+    X : array, shape (n_samples, n_features)
+        Floating point, finite; the parameters get its namespace, device and dtype.
+    y : array, shape (n_samples,) or (n_samples, n_outputs)
+        Labels for the model's output (see :class:`~anyoptim.nn.MLP`).
+    epochs : int, default 1000
+    batch_size : int, default 64
+        ``n_samples`` for batch gradient descent, 1 for stochastic gradient descent.
+    seed : int or sequence of int, default 0
+        Fixes the initial parameters (when ``params`` is None) and the shuffling:
+        the same seed gives the same run on every backend.
+    params : dict, optional
+        Start from these parameters instead (they are copied, never changed).
+    callbacks : sequence of callables, default ()
+        Called after every epoch as ``callback(epoch, cost, params, state)``
+        with the 0-based epoch; returning True stops training.  ``params`` are
+        the live training arrays: copy them to keep them.
+    progress : bool, optional
+        Show a tqdm progress bar (epoch, cost, epochs/s).  By default only when
+        stderr is a terminal and tqdm is installed.
+
+    Returns
+    -------
+    FitResult
+        ``params`` (trained), ``state`` (the optimizer's) and ``history``.
+
+    Examples
+    --------
+    >>> import anyoptim
+    >>> from anyoptim import datasets
+    >>> X, y = datasets.make_moons(n_samples=200, noise=0.1, seed=0)
+    >>> model = anyoptim.MLP([2, 16, 1], hidden_activation="tanh")
+    >>> result = anyoptim.fit(model, anyoptim.Adam(0.01), X, y, epochs=100, seed=0, progress=False)
+    >>> len(result.history.cost), result.history.cost[-1] < result.history.cost[0]
+    (100, True)
+    >>> anyoptim.accuracy(model, result.params, X, y) > 0.85
+    True
+    """
+    model = _check_model(model)
+    _check_optimizer(optimizer)
+    xp, device = check_features(X)
+    if X.shape[1] != model.layer_dims[0]:
+        raise ValueError(f"X has {X.shape[1]} features but the model expects {model.layer_dims[0]}")
+    check_labels(y, X.shape[0], xp, device)
+    targets = model.targets(y, xp, X.dtype)
+    epochs = check_int("epochs", epochs)
+    batch_size = check_int("batch_size", batch_size)
+    host_rng(seed)  # a bad seed fails here, before any work
+    chosen_callbacks = _check_callbacks(callbacks)
+    params = _start_params(model, params, seed, X, xp, device)
+    state = optimizer.init(params)
+    bar = _progress_bar(progress, epochs)
+
+    grads = flatten({key: xp.zeros_like(value) for key, value in params.items()}) if is_mutable(xp) else None
+    n_samples = X.shape[0]
+    history = History()
+    start = time.perf_counter()
+    try:
+        for epoch in range(epochs):
+            X_epoch, t_epoch = shuffled(X, targets, [*_seed_words(seed), epoch], xp, device)
+            total = None
+            for X_batch, t_batch in split(X_epoch, t_epoch, batch_size):
+                loss, grads = model.value_and_grad(xp, params, X_batch, t_batch, out=grads)
+                params, state = optimizer.step(params, grads, state)
+                weighted = loss * X_batch.shape[0]
+                total = weighted if total is None else total + weighted
+            cost = float(total) / n_samples
+            history.cost.append(cost)
+            history.learning_rate.append(float(state.learning_rate))
+            history.time.append(time.perf_counter() - start)
+            if bar is not None:
+                bar.set_postfix(cost=f"{cost:.4g}", refresh=False)
+                bar.update(1)
+            if any([callback(epoch, cost, params, state) is True for callback in chosen_callbacks]):
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    return FitResult(params=params, state=state, history=history)
+
+
+def _seed_words(seed: Seed) -> list[int]:
+    """``seed`` as a list of ints, so that epoch ``e`` draws from ``default_rng([*seed, e])``."""
+    if isinstance(seed, (list, tuple)):
+        return list(seed)
+    return [seed]
+
+
+def predict(model: MLP, params: dict, X: Any) -> Any:
+    """The model's predictions: class labels (n,) for sigmoid and softmax outputs, values for identity.
+
+    Examples
+    --------
+    >>> import numpy as np, anyoptim
+    >>> model = anyoptim.MLP([2, 3, 1])
+    >>> params = model.init(seed=0)
+    >>> anyoptim.predict(model, params, np.zeros((4, 2))).shape
+    (4,)
+    """
+    return _check_model(model).predict(params, X)
+
+
+def accuracy(model: MLP, params: dict, X: Any, y: Any) -> float:
+    """Fraction of the examples whose predicted class equals the label, a float in [0, 1].
+
+    ``y`` holds class labels (n,), binary labels (n, 1) or one-hot rows (n, K).
+
+    Examples
+    --------
+    >>> import numpy as np, anyoptim
+    >>> model = anyoptim.MLP([2, 3, 1])
+    >>> params = model.init(seed=0)
+    >>> 0.0 <= anyoptim.accuracy(model, params, np.ones((4, 2)), np.array([0, 1, 1, 0])) <= 1.0
+    True
+    """
+    model = _check_model(model)
+    if model.output == "identity":
+        raise ValueError("accuracy needs a classifier (sigmoid or softmax output); this model regresses values")
+    predicted = model.predict(params, X)
+    xp = array_namespace(X)
+    check_labels(y, X.shape[0], xp, device_of(X))
+    model.targets(y, xp, X.dtype)  # the same label checks as training
+    if y.ndim == 2:
+        labels = y[:, 0] if y.shape[1] == 1 else xp.argmax(y, axis=1)
+    else:
+        labels = y
+    hits = predicted == xp.astype(labels, predicted.dtype)
+    return float(xp.sum(xp.astype(hits, X.dtype))) / X.shape[0]
