@@ -1,0 +1,8 @@
+"""``python -m anyoptim``: the same command as ``anyoptim``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

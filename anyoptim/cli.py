@@ -1,0 +1,347 @@
+"""The ``anyoptim`` command: the lesson's experiments and the benchmark.
+
+Subcommands
+-----------
+compare
+    Train the lesson's network on the moons data with GD, Momentum, RMSprop and
+    Adam, then with the stepped learning-rate decay; print a table, write the
+    loss curves and a decision boundary per optimizer.
+trajectories
+    Paths of GD, Momentum, RMSprop and Adam on an ill-conditioned quadratic and
+    on the Rosenbrock function, drawn on contour plots.
+batch-sizes
+    Batch, mini-batch and stochastic gradient descent on the same problem.
+bench
+    The optimizer-step benchmark (:mod:`anyoptim.bench`).
+
+Bad input ends the command with one line ``anyoptim: error: ...`` on stderr and
+exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__, experiments
+
+__all__ = ["main"]
+
+PROG = "anyoptim"
+
+
+class UsageError(Exception):
+    """Bad input from the command line: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, raised instead of printed with the usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="figures", metavar="DIR", help="folder for the PNG figures (default: figures)")
+    parser.add_argument("--no-plots", action="store_true", help="print the table only, write no figures")
+
+
+def _add_training(parser: argparse.ArgumentParser, *, epochs: int) -> None:
+    parser.add_argument(
+        "--backend", default="numpy", choices=experiments.BACKENDS, help="array library (default: numpy)"
+    )
+    parser.add_argument(
+        "--device", default=None, help="device of that library, e.g. cpu, cuda:0 (default: its default)"
+    )
+    parser.add_argument(
+        "--dtype", default="float64", choices=experiments.DTYPES, help="floating-point type (default: float64)"
+    )
+    parser.add_argument(
+        "--epochs", type=_positive_int, default=epochs, help=f"passes over the data (default: {epochs})"
+    )
+    parser.add_argument(
+        "--seed",
+        type=_seed,
+        default=experiments.DEFAULT_SEED,
+        help=f"seed of the data, initial weights and shuffling (default: {experiments.DEFAULT_SEED})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``anyoptim`` command and its subcommands."""
+    parser = _Parser(prog=PROG, description="First-order optimizers written once for every Array API library.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    compare = commands.add_parser(
+        "compare",
+        help="the lesson's optimizer comparison on the moons data",
+        description="Train the lesson's 2-5-2-1 network on 300 moons samples with GD, Momentum, RMSprop "
+        "and Adam (lr 0.0007), then GD, Momentum (lr0 0.1) and Adam (lr0 0.01) with the stepped decay "
+        "lr0 / (1 + floor(epoch / 1000)).",
+    )
+    _add_training(compare, epochs=experiments.LESSON.epochs)
+    _add_output(compare)
+
+    trajectories = commands.add_parser(
+        "trajectories",
+        help="optimizer paths on an ill-conditioned quadratic and the Rosenbrock function",
+        description="Follow GD, Momentum, RMSprop and Adam on two 2-D surfaces and draw their paths.",
+    )
+    _add_output(trajectories)
+
+    batch_sizes = commands.add_parser(
+        "batch-sizes",
+        help="batch, mini-batch and stochastic gradient descent on the moons data",
+        description="Plain gradient descent with the whole data set, mini-batches of 64 and single examples.",
+    )
+    _add_training(batch_sizes, epochs=experiments.BATCH_SIZE_EPOCHS)
+    _add_output(batch_sizes)
+
+    commands.add_parser(
+        "bench",
+        help="benchmark the optimizer step (arguments go to anyoptim.bench)",
+        add_help=False,
+        prefix_chars="\0",  # pass everything, --help included, through to the benchmark
+    )
+    return parser
+
+
+# --------------------------------------------------------------------------- output helpers
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table with right-aligned numbers and left-aligned words."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = []
+        for cell, width in zip(cells, widths, strict=True):
+            numeric = cell[:1].isdigit() or (cell[:1] in "-+." and cell[1:2].isdigit())
+            parts.append(cell.rjust(width) if numeric else cell.ljust(width))
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def _prepare_out(args: argparse.Namespace) -> Path | None:
+    """The output folder, created now so that a bad --out fails before any training; None without figures."""
+    if args.no_plots:
+        return None
+    from . import plots
+
+    try:
+        plots.require_matplotlib()
+    except plots.MatplotlibMissing as missing:
+        print(f"{PROG}: {missing}; printing the tables only", file=sys.stderr)
+        return None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out!r} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the folder --out {args.out!r}: {error.strerror}") from None
+    return out
+
+
+def _print_written(paths: Sequence[Path]) -> None:
+    if paths:
+        print("\nfigures:")
+        for path in paths:
+            print(f"  {path}")
+
+
+def _slug(label: str) -> str:
+    return label.lower().replace(" + ", "_").replace(" ", "_").replace("(", "").replace(")", "")
+
+
+# --------------------------------------------------------------------------- the subcommands
+
+
+def _compare(args: argparse.Namespace) -> int:
+    out = _prepare_out(args)
+    problem = experiments.lesson_problem(args.backend, device=args.device, dtype=args.dtype, seed=args.seed)
+    print(
+        f"moons: {experiments.LESSON.n_samples} samples, noise {experiments.LESSON.noise}; "
+        f"network {list(experiments.LESSON.layer_dims)}; mini-batch {experiments.LESSON.batch_size}; "
+        f"{args.epochs} epochs; {args.backend} {args.dtype}; seed {args.seed}\n"
+    )
+    rows = experiments.run_comparison(epochs=args.epochs, seed=args.seed, problem=problem)
+    decay_text = f"lr0/(1+floor(epoch/{experiments.LESSON.decay_interval}))"
+    print(
+        _table(
+            ["optimizer", "learning rate", "decay", "final cost", "train accuracy", "wall time"],
+            [
+                [
+                    row.optimizer,
+                    f"{row.learning_rate:g}",
+                    decay_text if row.decay else "none",
+                    f"{row.final_cost:.4f}",
+                    f"{100 * row.train_accuracy:.1f} %",
+                    f"{row.wall_time:.2f} s",
+                ]
+                for row in rows
+            ],
+        )
+    )
+    print(f"\ntotal training time: {sum(row.wall_time for row in rows):.1f} s")
+    if out is not None:
+        from . import plots
+
+        written = [plots.plot_loss_curves({row.label: row.history.cost for row in rows}, out / "loss_curves.png")]
+        for row in rows:
+            title = f"{row.label} (lr {row.learning_rate:g}): train accuracy {100 * row.train_accuracy:.1f} %"
+            written.append(
+                plots.plot_decision_boundary(
+                    problem.model,
+                    row.params,
+                    problem.X,
+                    problem.y,
+                    out / f"boundary_{_slug(row.label)}.png",
+                    title=title,
+                )
+            )
+        _print_written(written)
+    return 0
+
+
+def _trajectories(args: argparse.Namespace) -> int:
+    out = _prepare_out(args)
+    paths = experiments.run_trajectories()
+    print(
+        _table(
+            [
+                "surface",
+                "optimizer",
+                "learning rate",
+                "steps",
+                "final point",
+                "distance to minimum",
+                "final value",
+                "reversals",
+            ],
+            [
+                [
+                    p.surface,
+                    p.optimizer,
+                    f"{p.learning_rate:g}",
+                    str(len(p.points) - 1),
+                    f"({p.points[-1][0]:.3f}, {p.points[-1][1]:.3f})",
+                    f"{p.final_distance:.3g}",
+                    f"{p.values[-1]:.3g}",
+                    str(experiments.reversals(p.points)),
+                ]
+                for p in paths
+            ],
+        )
+    )
+    print("\nreversals: steps that turn back on the previous one (zig-zag across a valley)")
+    if out is not None:
+        from . import plots
+
+        written = [
+            plots.plot_trajectories(
+                surface, [p for p in paths if p.surface == surface.name], out / f"trajectories_{surface.name}.png"
+            )
+            for surface in experiments.SURFACES
+        ]
+        _print_written(written)
+    return 0
+
+
+def _batch_sizes(args: argparse.Namespace) -> int:
+    out = _prepare_out(args)
+    problem = experiments.lesson_problem(args.backend, device=args.device, dtype=args.dtype, seed=args.seed)
+    curves = experiments.run_batch_sizes(epochs=args.epochs, seed=args.seed, problem=problem)
+    print(f"plain gradient descent, learning rate {experiments.BATCH_SIZE_LEARNING_RATE:g}, {args.epochs} epochs\n")
+    print(
+        _table(
+            ["method", "batch size", "steps", "final epoch cost", "step-to-step change", "wall time"],
+            [
+                [
+                    c.label,
+                    str(c.batch_size),
+                    str(len(c.step_costs)),
+                    f"{c.epoch_costs[-1]:.4f}",
+                    f"{experiments.step_noise(c.step_costs):.4f}",
+                    f"{c.wall_time:.2f} s",
+                ]
+                for c in curves
+            ],
+        )
+    )
+    print("\nstep-to-step change: mean |cost(step k+1) - cost(step k)|, how noisy each curve is")
+    if out is not None:
+        from . import plots
+
+        _print_written([plots.plot_batch_sizes(curves, out / "batch_sizes.png")])
+    return 0
+
+
+def _bench(argv: Sequence[str]) -> int:
+    try:
+        from . import bench
+    except ModuleNotFoundError as error:
+        if error.name in ("anyoptim.bench", f"{__package__}.bench"):
+            raise UsageError("the benchmark (anyoptim.bench) is not part of this installation") from None
+        raise UsageError(f"the benchmark needs {error.name}, which is not installed") from None
+    status = bench.main(list(argv))
+    return 0 if status is None else int(status)
+
+
+_COMMANDS = {"compare": _compare, "trajectories": _trajectories, "batch-sizes": _batch_sizes}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``anyoptim`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        if argv[:1] == ["bench"]:
+            return _bench(argv[1:])
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help and --version end here
+            return 0 if done.code is None else int(done.code)
+        if args.command is None:
+            raise UsageError(f"choose a command: {', '.join([*_COMMANDS, 'bench'])} (see anyoptim --help)")
+        return _COMMANDS[args.command](args)
+    except (UsageError, ValueError) as error:
+        # ValueError: the library's own checks (anyoptim raises it for bad input before changing anything).
+        message = " ".join(str(error).split())  # one line, whatever the message held
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The ``anyoptim`` command line: compare, trajectories, batch-sizes, bench, and its errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import pytest
+
+import anyoptim
+from anyoptim.cli import main
+
+pytest.importorskip("matplotlib")
+
+BOUNDARIES = [
+    "boundary_gd.png",
+    "boundary_momentum.png",
+    "boundary_rmsprop.png",
+    "boundary_adam.png",
+    "boundary_gd_decay.png",
+    "boundary_momentum_decay.png",
+    "boundary_adam_decay.png",
+]
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_compare_prints_the_table_and_writes_the_figures(tmp_path, capsys):
+    out = tmp_path / "figures"
+    assert main(["compare", "--epochs", "300", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if line.startswith("optimizer"))
+    for column in ("decay", "final cost", "train accuracy", "wall time"):
+        assert column in header
+    table = printed.split(header, 1)[1].splitlines()[2:9]
+    assert [line.split()[0] for line in table] == ["GD", "Momentum", "RMSprop", "Adam", "GD", "Momentum", "Adam"]
+    assert all(line.rstrip().endswith(" s") and "%" in line for line in table)
+    for name in ["loss_curves.png", *BOUNDARIES]:
+        assert _is_png(out / name), name
+        assert str(out / name) in printed
+    assert sorted(p.name for p in out.iterdir()) == sorted(["loss_curves.png", *BOUNDARIES])
+
+
+def test_no_plots_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "figures"
+    assert main(["compare", "--epochs", "2", "--out", str(out), "--no-plots"]) == 0
+    assert "train accuracy" in capsys.readouterr().out
+    assert not out.exists()
+
+
+def test_trajectories_writes_its_figures(tmp_path, capsys):
+    assert main(["trajectories", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "rosenbrock" in printed and "quadratic" in printed and "distance to minimum" in printed
+    for name in ("trajectories_quadratic.png", "trajectories_rosenbrock.png"):
+        assert _is_png(tmp_path / name)
+
+
+def test_batch_sizes_writes_its_figure(tmp_path, capsys):
+    assert main(["batch-sizes", "--epochs", "2", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    for label in ("batch GD", "mini-batch (64)", "stochastic GD"):
+        assert label in printed
+    assert _is_png(tmp_path / "batch_sizes.png")
+
+
+def test_without_matplotlib_the_tables_still_print(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert main(["trajectories", "--out", str(tmp_path / "figs")]) == 0
+    captured = capsys.readouterr()
+    assert 'pip install "anyoptim[plot]"' in captured.err
+    assert "distance to minimum" in captured.out
+    assert not (tmp_path / "figs").exists()
+
+
+def test_python_dash_m_anyoptim_runs_compare():
+    done = subprocess.run(
+        [sys.executable, "-m", "anyoptim", "compare", "--epochs", "3", "--no-plots"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "train accuracy" in done.stdout
+
+
+def test_help_and_version_exit_zero(capsys):
+    assert main(["--help"]) == 0
+    assert "compare" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert anyoptim.__version__ in capsys.readouterr().out
+
+
+def test_bench_forwards_its_arguments(monkeypatch):
+    seen = []
+    fake = types.ModuleType("anyoptim.bench")
+    fake.main = lambda argv: seen.append(argv) or 3
+    monkeypatch.setitem(sys.modules, "anyoptim.bench", fake)
+    monkeypatch.setattr(anyoptim, "bench", fake, raising=False)
+    assert main(["bench", "--backend", "numpy", "--help"]) == 3
+    assert seen == [["--backend", "numpy", "--help"]]
+
+
+def _fake_cupy_without_gpu(monkeypatch):
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 0)
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime)))
+
+
+def _missing_jax(monkeypatch):
+    monkeypatch.setitem(sys.modules, "jax", None)
+    monkeypatch.setitem(sys.modules, "jax.numpy", None)
+
+
+def _no_torch_gpu(monkeypatch):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message", "prepare"),
+    [
+        (["compare", "--backend", "tensorflow"], "invalid choice: 'tensorflow'", None),
+        (["compare", "--dtype", "float16"], "invalid choice: 'float16'", None),
+        (["compare", "--epochs", "0"], "--epochs: must be a positive integer, got '0'", None),
+        (["compare", "--epochs", "-3"], "--epochs: must be a positive integer", None),
+        (["compare", "--epochs", "many"], "--epochs: must be a positive integer, got 'many'", None),
+        (["batch-sizes", "--epochs", "0"], "--epochs: must be a positive integer", None),
+        (["compare", "--seed", "-1"], "--seed: must be an integer >= 0", None),
+        (["compare", "--learning-rate", "1"], "unrecognized arguments: --learning-rate 1", None),
+        (["train"], "invalid choice: 'train'", None),
+        ([], "choose a command", None),
+        (["compare", "--device", "cuda:0"], "device 'cuda:0' is not available here; available: cpu", None),
+        (["compare", "--backend", "cupy"], "backend 'cupy' needs a CUDA GPU", _fake_cupy_without_gpu),
+        (["compare", "--backend", "jax"], "backend 'jax' is not installed", _missing_jax),
+        (["compare", "--backend", "torch", "--device", "cuda"], "device 'cuda' is not available here", _no_torch_gpu),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(argv, message, prepare, monkeypatch, capsys):
+    if prepare is not None:
+        prepare(monkeypatch)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("anyoptim: error: ")
+    assert message in lines[0]
+
+
+def test_out_that_is_a_file_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "figures"
+    blocker.write_text("not a folder")
+    assert main(["compare", "--out", str(blocker)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == f"anyoptim: error: --out {str(blocker)!r} is a file, not a folder"
