@@ -23,7 +23,7 @@ from ._namespace import array_namespace, device_of, is_array, is_floating
 
 __all__ = ["minibatches"]
 
-Seed = int | Sequence[int]
+Seed = int | Sequence[int] | np.random.SeedSequence
 
 
 # --------------------------------------------------------------------------- host randomness
@@ -32,13 +32,28 @@ Seed = int | Sequence[int]
 def host_rng(seed: Seed) -> np.random.Generator:
     """The host generator every anyoptim draw uses: ``numpy.random.default_rng(seed)``.
 
-    ``seed`` may be an int or a sequence of ints (``[seed, epoch]`` derives an
-    independent stream per epoch).
+    ``seed`` may be an int, a sequence of ints or a :class:`numpy.random.SeedSequence`.
     """
+    if isinstance(seed, bool):
+        raise TypeError(f"seed must be a non-negative int or a sequence of them, got {seed!r}")
     try:
         return np.random.default_rng(seed)
     except (TypeError, ValueError) as error:
         raise ValueError(f"seed must be a non-negative int or a sequence of them, got {seed!r} ({error})") from None
+
+
+def epoch_seed(seed: Seed, epoch: int) -> np.random.SeedSequence:
+    """The seed of epoch ``epoch``'s shuffle in :func:`anyoptim.fit`: child ``epoch`` of ``SeedSequence(seed)``.
+
+    Equal to ``numpy.random.SeedSequence(seed).spawn(epoch + 1)[epoch]``: a stream
+    independent of the one that draws the initial weights (``default_rng(seed)``)
+    and of every other epoch's.  (``default_rng([seed, 0])`` would not do: NumPy
+    treats trailing zero words as absent, so it equals ``default_rng(seed)``.)
+    """
+    if isinstance(seed, np.random.SeedSequence):
+        return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, epoch))
+    host_rng(seed)  # one message for a bad seed
+    return np.random.SeedSequence(seed, spawn_key=(epoch,))
 
 
 def resolve_dtype(xp: Any, dtype: Any) -> Any:
@@ -132,7 +147,9 @@ def shuffled(X: Any, y: Any, seed: Seed, xp: Any, device: Any) -> tuple[Any, Any
 def split(X: Any, y: Any, batch_size: int) -> list[tuple[Any, Any]]:
     """Consecutive slices of ``batch_size`` rows, the last one holding the remainder (no checks)."""
     n = X.shape[0]
-    return [(X[start : start + batch_size], y[start : start + batch_size]) for start in range(0, n, batch_size)]
+    # Stops clipped to n and a trailing "..." on every index: the Array API specifies no more.
+    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    return [(X[start:stop, ...], y[start:stop, ...]) for start, stop in bounds]
 
 
 def minibatches(X: Any, y: Any, batch_size: int = 64, seed: Seed = 0, shuffle: bool = True) -> list[tuple[Any, Any]]:
@@ -147,11 +164,11 @@ def minibatches(X: Any, y: Any, batch_size: int = 64, seed: Seed = 0, shuffle: b
         Rows per batch; the last batch holds the remainder.  ``batch_size =
         n_samples`` is batch gradient descent, ``batch_size = 1`` stochastic
         gradient descent.
-    seed : int or sequence of int, default 0
+    seed : int, sequence of int or numpy.random.SeedSequence, default 0
         Seed of the permutation, drawn on the host with
         ``numpy.random.default_rng(seed)`` and moved to ``X``'s device, so every
         backend gets the same batches.  :func:`anyoptim.fit` shuffles epoch ``e``
-        with ``seed=[seed, e]``.
+        with ``seed=anyoptim.data.epoch_seed(seed, e)``.
     shuffle : bool, default True
         False keeps the examples in their order.
 
@@ -170,6 +187,7 @@ def minibatches(X: Any, y: Any, batch_size: int = 64, seed: Seed = 0, shuffle: b
     xp, device = check_features(X)
     check_labels(y, X.shape[0], xp, device)
     batch_size = check_int("batch_size", batch_size)
+    host_rng(seed)  # a bad seed fails even when shuffle is False
     if shuffle:
         X, y = shuffled(X, y, seed, xp, device)
     return split(X, y, batch_size)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._namespace import array_namespace, device_of, is_mutable
-from .data import Seed, check_features, check_int, check_labels, host_rng, shuffled, split
+from .data import Seed, check_features, check_int, check_labels, epoch_seed, host_rng, shuffled, split
 from .flat import flatten
 from .nn import MLP
 
@@ -132,8 +132,9 @@ def fit(
     """Train ``model`` on ``(X, y)`` with mini-batch ``optimizer`` steps.
 
     Each epoch shuffles the examples (:func:`anyoptim.minibatches` with
-    ``seed=[seed, epoch]``), and for every batch computes the loss and
-    gradients at the current parameters and takes one optimizer step.
+    ``seed=anyoptim.data.epoch_seed(seed, epoch)``), and for every batch
+    computes the loss and gradients at the current parameters and takes one
+    optimizer step.
 
     Parameters
     ----------
@@ -198,7 +199,7 @@ def fit(
     start = time.perf_counter()
     try:
         for epoch in range(epochs):
-            X_epoch, t_epoch = shuffled(X, targets, [*_seed_words(seed), epoch], xp, device)
+            X_epoch, t_epoch = shuffled(X, targets, epoch_seed(seed, epoch), xp, device)
             total = None
             for X_batch, t_batch in split(X_epoch, t_epoch, batch_size):
                 loss, grads = model.value_and_grad(xp, params, X_batch, t_batch, out=grads)
@@ -218,13 +219,6 @@ def fit(
         if bar is not None:
             bar.close()
     return FitResult(params=params, state=state, history=history)
-
-
-def _seed_words(seed: Seed) -> list[int]:
-    """``seed`` as a list of ints, so that epoch ``e`` draws from ``default_rng([*seed, e])``."""
-    if isinstance(seed, (list, tuple)):
-        return list(seed)
-    return [seed]
 
 
 def predict(model: MLP, params: dict, X: Any) -> Any:
