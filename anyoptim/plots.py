@@ -205,31 +205,41 @@ def plot_trajectories(
 
 
 def plot_batch_sizes(curves: Sequence[Any], path: str | os.PathLike) -> Path:
-    """Cost of every step for batch, mini-batch and stochastic gradient descent on one axis of epochs.
+    """Batch, mini-batch and stochastic gradient descent, step by step, in two panels.
+
+    Left: the cost of each step's batch (the noisy curve a training loop sees);
+    right: the cost on the whole training set after each step.
 
     Parameters
     ----------
     curves : sequence of anyoptim.experiments.BatchSizeCurve
-        Each with ``label``, ``step_epochs`` and ``step_costs``; drawn noisiest first
-        so that the smoother curves stay visible on top.
+        Each with ``label``, ``batch_size``, ``batch_costs`` and ``full_costs``;
+        drawn noisiest first so that the smoother curves stay visible on top.
     path : path-like
     """
-    figure = _new_figure(7.0, 4.8)
-    axes = figure.add_subplot()
-    colours = {"batch GD": "tab:blue", "stochastic GD": "tab:gray"}
-    for curve in sorted(curves, key=lambda c: c.batch_size):
-        axes.plot(
-            curve.step_epochs,
-            curve.step_costs,
-            linewidth=0.6 if curve.batch_size == 1 else 1.2,
-            alpha=0.5 if curve.batch_size == 1 else 1.0,
-            color=colours.get(curve.label, "tab:orange"),
-            label=f"{curve.label} ({len(curve.step_costs)} steps)",
-        )
-    axes.set_yscale("log")
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("cost of the step's batch")
-    axes.set_title("Gradient descent with different batch sizes")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
+    figure = _new_figure(11.0, 4.4)
+    seen, whole = figure.subplots(1, 2, sharex=True)
+    colours = {"batch GD": "tab:blue", "stochastic GD": "0.6"}
+    ordered = sorted(curves, key=lambda c: c.batch_size)
+    for curve in ordered:
+        steps = np.arange(1, len(curve.batch_costs) + 1)
+        noisy = curve.batch_size == 1
+        style = {"color": colours.get(curve.label, "tab:orange"), "linewidth": 0.7 if noisy else 1.3}
+        seen.plot(steps, curve.batch_costs, label=curve.label, alpha=0.6 if noisy else 1.0, **style)
+        # Dashed: the mini-batch curve runs so close to batch GD's that a solid line would hide it.
+        whole.plot(steps, curve.full_costs, "--" if curve.label == "batch GD" else "-", label=curve.label, **style)
+    # One example's loss can be far above the average: keep the axis on the averages.
+    largest = (
+        max(max(c.full_costs[0], *c.batch_costs[:1]) for c in ordered if c.batch_size > 1) if len(ordered) > 1 else None
+    )
+    if largest is not None:
+        seen.set_ylim(0, 1.6 * largest)
+    seen.set_title("cost of each step's batch (one-example losses clipped)")
+    whole.set_title("cost on the whole training set after each step")
+    for axes in (seen, whole):
+        axes.set_xlabel("step")
+        axes.set_ylabel("cost")
+        axes.grid(True, alpha=0.3)
+        axes.legend()
+    figure.suptitle("Gradient descent with different batch sizes, same rate and number of steps")
     return _save(figure, path)

@@ -62,7 +62,7 @@ def test_trajectories_writes_its_figures(tmp_path, capsys):
 
 
 def test_batch_sizes_writes_its_figure(tmp_path, capsys):
-    assert main(["batch-sizes", "--epochs", "2", "--out", str(tmp_path)]) == 0
+    assert main(["batch-sizes", "--steps", "20", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     for label in ("batch GD", "mini-batch (64)", "stochastic GD"):
         assert label in printed
@@ -131,7 +131,7 @@ def _no_torch_gpu(monkeypatch):
         (["compare", "--epochs", "0"], "--epochs: must be a positive integer, got '0'", None),
         (["compare", "--epochs", "-3"], "--epochs: must be a positive integer", None),
         (["compare", "--epochs", "many"], "--epochs: must be a positive integer, got 'many'", None),
-        (["batch-sizes", "--epochs", "0"], "--epochs: must be a positive integer", None),
+        (["batch-sizes", "--steps", "0"], "--steps: must be a positive integer", None),
         (["compare", "--seed", "-1"], "--seed: must be an integer >= 0", None),
         (["compare", "--learning-rate", "1"], "unrecognized arguments: --learning-rate 1", None),
         (["train"], "invalid choice: 'train'", None),

@@ -86,8 +86,8 @@ def test_resolve_device_rejects_a_device_that_is_not_there():
 def test_counts_must_be_positive_integers(bad):
     with pytest.raises(ExperimentError, match="epochs must be a positive integer"):
         run_comparison(epochs=bad)
-    with pytest.raises(ExperimentError, match="epochs must be a positive integer"):
-        run_batch_sizes(epochs=bad)
+    with pytest.raises(ExperimentError, match="steps must be a positive integer"):
+        run_batch_sizes(steps=bad)
 
 
 # --------------------------------------------------------------------------- compare
@@ -226,28 +226,38 @@ def test_reversals_counts_turns_back():
 
 @pytest.fixture(scope="module")
 def batch_curves():
-    return {curve.batch_size: curve for curve in run_batch_sizes(epochs=4)}
+    return {curve.batch_size: curve for curve in run_batch_sizes(steps=300)}
 
 
-def test_batch_sizes_take_the_expected_steps(batch_curves):
-    assert set(batch_curves) == {300, 64, 1}
-    for size, steps_per_epoch in ((300, 1), (64, 5), (1, 300)):
-        curve = batch_curves[size]
-        assert len(curve.step_costs) == len(curve.step_epochs) == 4 * steps_per_epoch
-        assert len(curve.epoch_costs) == 4
-        assert curve.step_epochs[-1] == pytest.approx(4.0)
+def test_batch_sizes_take_the_same_number_of_steps(batch_curves):
     assert [batch_curves[s].label for s in (300, 64, 1)] == ["batch GD", "mini-batch (64)", "stochastic GD"]
+    for curve in batch_curves.values():
+        assert len(curve.batch_costs) == len(curve.full_costs) == 300
+        assert curve.full_costs[-1] < curve.batch_costs[0]  # every method learns something
 
 
-def test_batch_gd_epoch_cost_is_its_step_cost(batch_curves):
+def test_batch_gd_sees_the_whole_set(batch_curves):
     curve = batch_curves[300]
-    assert curve.epoch_costs == pytest.approx(curve.step_costs, rel=1e-12)
+    # The cost before step k+1 is the whole-set cost after step k.
+    assert curve.batch_costs[1:] == pytest.approx(curve.full_costs[:-1], rel=1e-12)
 
 
 def test_smaller_batches_give_noisier_curves(batch_curves):
-    noise = {size: step_noise(curve.step_costs) for size, curve in batch_curves.items()}
+    noise = {size: step_noise(curve.batch_costs) for size, curve in batch_curves.items()}
     assert noise[1] > 3 * noise[64] > 0
     assert noise[64] > 3 * noise[300] > 0
+    # The parameters themselves jitter too: the whole-set cost is steadier with larger batches.
+    assert step_noise(batch_curves[1].full_costs) > step_noise(batch_curves[64].full_costs)
+
+
+def test_mini_batch_stays_around_the_batch_curve(batch_curves):
+    batch, mini = batch_curves[300].full_costs, batch_curves[64].full_costs
+    assert max(abs(a - b) for a, b in zip(batch, mini, strict=True)) < 0.05 * batch[0]
+
+
+def test_batch_sizes_reject_bad_counts():
+    with pytest.raises(ExperimentError, match="batch size must be a positive integer, got 0"):
+        run_batch_sizes(steps=2, batch_sizes=[0])
 
 
 def test_step_noise():
