@@ -1,20 +1,36 @@
-"""The NumPy engine: the program evaluated on cache-sized blocks of flat spans, written back in place.
+"""The NumPy engine: the program traced once into ufunc calls, run in place on cache-sized blocks of flat spans.
 
 Evaluating an elementwise rule on a whole array makes a full-size temporary for
-every operator and streams each one through memory.  Evaluated on blocks of a
-few thousand elements, the temporaries stay in the CPU cache and only the final
-results are written back; measured on this project's machines, that is 2.7x
-faster than whole-array evaluation for 2**23 parameters.  Leaves that lie back
-to back in one buffer (see :func:`anyoptim.flatten`) are processed as one span,
-so a small model costs one pass of the rule, not one per leaf.
+every operator and streams each one through memory.  This engine instead
+
+1. **traces** the program once per (program, dtype, kinds of scalars): it calls
+   the rule with stand-in arrays and scalars that record every operation, so
+   the list of NumPy calls is derived from the one rule, never written twice;
+2. **splits the recording**: operations between scalars only (``1 - beta1``)
+   run once per step in plain Python, exactly as the rule would compute them;
+   operations on arrays become ufunc calls with ``out=``;
+3. **binds** those calls to blocks of a few thousand elements of each flat span
+   (leaves that lie back to back in one buffer, see :func:`anyoptim.flatten`,
+   are one span), with a handful of block-sized scratch buffers, and writes
+   each result straight into the parameter or state buffer when the old value
+   is no longer needed.
+
+So a step allocates nothing parameter-sized, its temporaries stay in the CPU
+cache, and a small model costs one pass of the rule, not one per leaf.  Scalars
+reach the ufuncs as 0-D arrays of the dtype NumPy would have cast them to
+(NEP 50), refreshed in place each step, so results are bit-identical to
+evaluating the rule with ``numpy`` on the same blocks.
 
 Parameters and state are updated in place and returned; leaves that are not
-C-contiguous or not writeable get new arrays instead.
+C-contiguous or not writeable get new arrays instead (the rule evaluated on the
+whole leaf).  A rule that the tracer cannot follow (data-dependent control
+flow, an unsupported function) is evaluated directly on each block instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +38,464 @@ import numpy as np
 from ..rules import Program
 from ._spans import contiguous_runs, flat_slots
 
-__all__ = ["NumpyEngine"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "NumpyEngine"]
+
+#: Elements per block.  Measured on one core of this project's CPU machines
+#: (Xeon, 2 MiB L2 per core, Adam fp32 on 2**23 parameters; see benchmarks/README.md).
+DEFAULT_BLOCK_SIZE = 8192
+
+
+# --------------------------------------------------------------------------- tracing
+
+
+class _Untraceable(Exception):
+    """The rule did something the tracer cannot record; the engine evaluates it directly."""
+
+
+class _Value:
+    """A stand-in for an array or a scalar while a program is traced; operators record nodes."""
+
+    __slots__ = ("node", "tracer")
+
+    def __init__(self, tracer: _Tracer, node: int):
+        self.tracer = tracer
+        self.node = node
+
+    def _binary(self, name: str, other: Any, reflected: bool = False) -> _Value:
+        operands = (other, self) if reflected else (self, other)
+        return self.tracer.apply(name, operands)
+
+    def __add__(self, other):
+        return self._binary("add", other)
+
+    def __radd__(self, other):
+        return self._binary("add", other, True)
+
+    def __sub__(self, other):
+        return self._binary("sub", other)
+
+    def __rsub__(self, other):
+        return self._binary("sub", other, True)
+
+    def __mul__(self, other):
+        return self._binary("mul", other)
+
+    def __rmul__(self, other):
+        return self._binary("mul", other, True)
+
+    def __truediv__(self, other):
+        return self._binary("truediv", other)
+
+    def __rtruediv__(self, other):
+        return self._binary("truediv", other, True)
+
+    def __pow__(self, other):
+        return self._binary("pow", other)
+
+    def __rpow__(self, other):
+        return self._binary("pow", other, True)
+
+    def __lt__(self, other):
+        return self._binary("lt", other)
+
+    def __le__(self, other):
+        return self._binary("le", other)
+
+    def __gt__(self, other):
+        return self._binary("gt", other)
+
+    def __ge__(self, other):
+        return self._binary("ge", other)
+
+    def __eq__(self, other):  # type: ignore[override]
+        return self._binary("eq", other)
+
+    def __ne__(self, other):  # type: ignore[override]
+        return self._binary("ne", other)
+
+    def __neg__(self):
+        return self.tracer.apply("neg", (self,))
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return self.tracer.apply("abs", (self,))
+
+    def __bool__(self):
+        raise _Untraceable("the rule branches on an array value")
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# name -> (how two Python scalars combine, the NumPy function for arrays).  Scalar-only
+# operations use Python's operators so that they round exactly as the rule would.
+_OPERATIONS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+    "add": (operator.add, np.add),
+    "sub": (operator.sub, np.subtract),
+    "mul": (operator.mul, np.multiply),
+    "truediv": (operator.truediv, np.true_divide),
+    "pow": (operator.pow, np.power),
+    "lt": (operator.lt, np.less),
+    "le": (operator.le, np.less_equal),
+    "gt": (operator.gt, np.greater),
+    "ge": (operator.ge, np.greater_equal),
+    "eq": (operator.eq, np.equal),
+    "ne": (operator.ne, np.not_equal),
+    "neg": (operator.neg, np.negative),
+    "abs": (operator.abs, np.absolute),
+    # The namespace functions a rule may call: on scalars too they are NumPy's, as in the rule run with numpy.
+    "sqrt": (np.sqrt, np.sqrt),
+    "sign": (np.sign, np.sign),
+    "maximum": (np.maximum, np.maximum),
+    "minimum": (np.minimum, np.minimum),
+    "where": (np.where, np.where),
+    "clip": (np.clip, np.clip),
+}
+
+
+class _Namespace:
+    """The ``xp`` a traced rule sees: exactly the functions that rules.py allows."""
+
+    def __init__(self, tracer: _Tracer):
+        self._tracer = tracer
+
+    def sqrt(self, x):
+        return self._tracer.apply("sqrt", (x,))
+
+    def abs(self, x):
+        return self._tracer.apply("abs", (x,))
+
+    def sign(self, x):
+        return self._tracer.apply("sign", (x,))
+
+    def maximum(self, x, y):
+        return self._tracer.apply("maximum", (x, y))
+
+    def minimum(self, x, y):
+        return self._tracer.apply("minimum", (x, y))
+
+    def where(self, condition, x, y):
+        return self._tracer.apply("where", (condition, x, y))
+
+    def clip(self, x, min=None, max=None):  # the Array API's argument names
+        if min is None or max is None:
+            raise _Untraceable("clip with a missing bound")
+        return self._tracer.apply("clip", (x, min, max))
+
+
+class _Scalars(Mapping):
+    """The ``hp`` a traced rule sees: each value read becomes a scalar input node."""
+
+    def __init__(self, tracer: _Tracer, values: Mapping[str, Any]):
+        self._tracer = tracer
+        self._values = values
+        self._nodes: dict[str, _Value] = {}
+
+    def __getitem__(self, key: str) -> _Value:
+        if key not in self._nodes:
+            self._nodes[key] = self._tracer.scalar_input(key, self._values[key])
+        return self._nodes[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class _Tracer:
+    """Records a program as nodes: array inputs, scalar inputs and constants, and operations.
+
+    Every node carries a *sample*: for an array a 1-element NumPy array of its
+    dtype, for a scalar its value at trace time.  Computing each operation on the
+    samples with NumPy itself gives every node the dtype NumPy would give it.
+    """
+
+    def __init__(self):
+        self.samples: list[Any] = []
+        self.is_array: list[bool] = []
+        self.inputs: list[tuple[int, int]] = []  # (node, role): role 0 is p, 1 is g, 2.. the slots
+        self.hp_inputs: list[tuple[int, str]] = []
+        self.constants: list[tuple[int, Any]] = []
+        self.operations: list[tuple[int, str, tuple[int, ...]]] = []  # (node, name, operand nodes)
+
+    def _node(self, sample: Any, is_array: bool) -> _Value:
+        self.samples.append(sample)
+        self.is_array.append(is_array)
+        return _Value(self, len(self.samples) - 1)
+
+    def array_input(self, role: int, dtype: np.dtype) -> _Value:
+        value = self._node(np.ones(1, dtype=dtype), True)
+        self.inputs.append((value.node, role))
+        return value
+
+    def scalar_input(self, key: str, sample: Any) -> _Value:
+        value = self._node(sample, False)
+        self.hp_inputs.append((value.node, key))
+        return value
+
+    def _operand(self, operand: Any) -> int:
+        if isinstance(operand, _Value):
+            if operand.tracer is not self:
+                raise _Untraceable("a value from another trace")
+            return operand.node
+        if isinstance(operand, (bool, int, float)):
+            value = self._node(operand, False)
+            self.constants.append((value.node, operand))
+            return value.node
+        raise _Untraceable(f"an operand of type {type(operand).__name__}")
+
+    def apply(self, name: str, operands: tuple[Any, ...]) -> _Value:
+        nodes = tuple(self._operand(operand) for operand in operands)
+        scalar_function, array_function = _OPERATIONS[name]
+        samples = [self.samples[node] for node in nodes]
+        is_array = any(self.is_array[node] for node in nodes)
+        with np.errstate(all="ignore"):
+            sample = array_function(*samples) if is_array else scalar_function(*samples)
+        if is_array and not (isinstance(sample, np.ndarray) and sample.shape == (1,)):
+            raise _Untraceable(f"{name} did not give an array")
+        value = self._node(sample, is_array)
+        self.operations.append((value.node, name, nodes))
+        return value
+
+
+def _trace(program: Program, dtype: np.dtype, slot_names: Sequence[str], hp: Mapping[str, Any]) -> _Plan:
+    tracer = _Tracer()
+    p = tracer.array_input(0, dtype)
+    g = tracer.array_input(1, dtype)
+    slots = {name: tracer.array_input(2 + index, dtype) for index, name in enumerate(slot_names)}
+    new_p, new_slots = program(_Namespace(tracer), p, g, slots, _Scalars(tracer, hp))
+    if set(new_slots) != set(slot_names):
+        raise _Untraceable("the rule returned other slots than it was given")
+    outputs = [(0, tracer._operand(new_p))]
+    outputs += [(2 + index, tracer._operand(new_slots[name])) for index, name in enumerate(slot_names)]
+    return _Plan(tracer, outputs)
+
+
+# --------------------------------------------------------------------------- the compiled plan
+
+
+def _where(condition: np.ndarray, x: Any, y: Any, out: np.ndarray) -> None:
+    np.copyto(out, y)
+    np.copyto(out, x, where=condition)
+
+
+# NumPy 2.4 deprecates a positional ``out`` for these two; every other ufunc takes it positionally (faster).
+def _maximum(x: Any, y: Any, out: np.ndarray) -> None:
+    np.maximum(x, y, out=out)
+
+
+def _minimum(x: Any, y: Any, out: np.ndarray) -> None:
+    np.minimum(x, y, out=out)
+
+
+_CALLS = {"where": _where, "maximum": _maximum, "minimum": _minimum}
+
+
+class _Plan:
+    """A traced program, split into per-step scalar work and per-block array calls.
+
+    ``scalar_steps`` compute the scalar nodes from ``hp`` once per step.  Each
+    array operation reads operands (array nodes, or scalar nodes through 0-D
+    arrays of the dtype NumPy casts them to) and writes one output buffer: a
+    block of the parameter or a state slot where that is safe, else a scratch
+    buffer.  Scratch buffers are reused once their value is dead.
+    """
+
+    def __init__(self, tracer: _Tracer, outputs: list[tuple[int, int]]):
+        self.samples = tracer.samples
+        self.is_array = tracer.is_array
+        self.inputs = dict(tracer.inputs)  # node -> role
+        self.dtype = tracer.samples[0].dtype
+        self.slot_roles = [role for _, role in tracer.inputs if role >= 2]
+        self.outputs = outputs  # (role, node)
+        self.hp_inputs = tracer.hp_inputs
+        self.constants = tracer.constants
+        self.scalar_steps = [
+            (node, _OPERATIONS[name][0], operands)
+            for node, name, operands in tracer.operations
+            if not tracer.is_array[node]
+        ]
+        self.array_steps = [step for step in tracer.operations if tracer.is_array[step[0]]]
+        self._operand_dtypes()
+        self._allocate()
+        self._templates()
+
+    def _operand_dtypes(self) -> None:
+        """For each scalar operand of an array operation, the dtype NumPy casts it to there."""
+        self.scalar_uses: list[tuple[int, np.dtype]] = []
+        self.common_dtypes: list[np.dtype] = []
+        for _, _, operands in self.array_steps:
+            common = np.result_type(*[self.samples[node] for node in operands])
+            self.common_dtypes.append(common)
+            for node in operands:
+                if not self.is_array[node] and (node, common) not in self.scalar_uses:
+                    self.scalar_uses.append((node, common))
+        for _, node in self.outputs:
+            if not self.is_array[node] and (node, self.dtype) not in self.scalar_uses:
+                self.scalar_uses.append((node, self.dtype))
+
+    def _allocate(self) -> None:
+        """Choose where every array operation writes: a destination block or a scratch buffer."""
+        last_read: dict[int, int] = {}
+        for position, (_, _, operands) in enumerate(self.array_steps):
+            for node in operands:
+                last_read[node] = position
+        role_input = {role: node for node, role in self.inputs.items()}
+        produced_at = {node: position for position, (node, _, _) in enumerate(self.array_steps)}
+        # Outputs written straight into their destination, and the copies left for the end.
+        self.direct: dict[int, int] = {}  # node -> role
+        self.final_copies: list[tuple[int, int]] = []  # (role, node)
+        copies_needed = []
+        for role, node in self.outputs:
+            if role_input.get(role) == node:
+                continue  # unchanged: the destination already holds it
+            copies_needed.append((role, node))
+        for role, node in copies_needed:
+            position = produced_at.get(node)
+            old_value = role_input[role]
+            # Other outputs copied at the end from inputs read the old values then.
+            read_at_end = any(other == old_value for r, other in copies_needed if other not in produced_at)
+            safe = (
+                position is not None
+                and node not in self.direct
+                and self.samples[node].dtype == self.samples[old_value].dtype
+                and self.array_steps[position][1] != "where"
+                and last_read.get(old_value, -1) <= position
+                and not read_at_end
+            )
+            if safe:
+                self.direct[node] = role
+            else:
+                self.final_copies.append((role, node))
+        kept = {node for _, node in self.final_copies}
+        # Linear scan: a scratch buffer is free again after the last read of its value.
+        self.scratch_dtypes: list[np.dtype] = []
+        self.location: dict[int, int] = {}  # node -> scratch index
+        free: dict[np.dtype, list[int]] = {}
+        releases: dict[int, list[int]] = {}
+        for position, (node, _, _) in enumerate(self.array_steps):
+            if node not in self.direct:
+                dtype = self.samples[node].dtype
+                pool = free.setdefault(dtype, [])
+                if pool:
+                    index = pool.pop()
+                else:
+                    index = len(self.scratch_dtypes)
+                    self.scratch_dtypes.append(dtype)
+                self.location[node] = index
+                if node not in kept:
+                    releases.setdefault(last_read.get(node, position), []).append(node)
+            for dead in releases.pop(position, []):
+                free[self.samples[dead].dtype].append(self.location[dead])
+
+    def _templates(self) -> None:
+        """Each call as a function and the register indices of its arguments.
+
+        Registers are the block's columns (p, g, slots), then the scratch
+        buffers, then the 0-D scalar arrays, so binding a block is one lookup.
+        """
+        roles = 2 + len(self.slot_roles)
+        scalars_at = roles + len(self.scratch_dtypes)
+        register: dict[int, int] = {node: role for node, role in self.inputs.items()}
+        register.update({node: roles + index for node, index in self.location.items()})
+        register.update(self.direct)
+        use_index = {use: scalars_at + index for index, use in enumerate(self.scalar_uses)}
+        self.templates: list[tuple[Callable[..., Any], Callable[[list], tuple]]] = []
+        for (node, name, operands), common in zip(self.array_steps, self.common_dtypes, strict=True):
+            indices = [register[op] if self.is_array[op] else use_index[(op, common)] for op in operands]
+            function = _CALLS.get(name, _OPERATIONS[name][1])
+            self.templates.append((function, operator.itemgetter(*indices, register[node])))
+        for role, node in self.final_copies:
+            source = register[node] if self.is_array[node] else use_index[(node, self.dtype)]
+            self.templates.append((np.copyto, operator.itemgetter(role, source)))
+        constant = dict(self.constants)
+        self.refreshed = [(index, node) for index, (node, _) in enumerate(self.scalar_uses) if node not in constant]
+
+    def scalar_arrays(self) -> list[np.ndarray]:
+        """New 0-D arrays for the scalar operands, one per (node, dtype), constants already filled."""
+        constant = dict(self.constants)
+        arrays = []
+        for node, dtype in self.scalar_uses:
+            array = np.empty((), dtype=dtype)
+            if node in constant:
+                array[()] = constant[node]
+            arrays.append(array)
+        return arrays
+
+    def scalar_values(self, hp: Mapping[str, Any]) -> dict[int, Any]:
+        """Every scalar node's value for this step's ``hp``."""
+        values = {node: hp[key] for node, key in self.hp_inputs}
+        values.update(self.constants)
+        for node, function, operands in self.scalar_steps:
+            values[node] = function(*[values[operand] for operand in operands])
+        return values
+
+    def bind(
+        self, columns: Sequence[np.ndarray], scratch: Sequence[np.ndarray], scalar_arrays: Sequence[np.ndarray]
+    ) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:
+        """The calls that run the plan on one block: ``columns`` are the block's p, g and slots."""
+        size = columns[0].shape[0]
+        registers = [*columns, *(buffer[:size] for buffer in scratch), *scalar_arrays]
+        return [(function, arguments(registers)) for function, arguments in self.templates]
+
+
+# --------------------------------------------------------------------------- running plans on spans
+
+
+class _TracedSpans:
+    """A plan bound to every block of some spans: refresh the scalars, then make the calls."""
+
+    def __init__(self, plan: _Plan, spans: list[list[np.ndarray]], block_size: int):
+        self.plan = plan
+        self.scalar_arrays = plan.scalar_arrays()
+        self.refresh = [(self.scalar_arrays[index], node) for index, node in plan.refreshed]
+        longest = max(columns[0].shape[0] for columns in spans)
+        scratch = [np.empty(min(block_size, longest), dtype=dtype) for dtype in plan.scratch_dtypes]
+        self.calls = []
+        for columns in spans:
+            size = columns[0].shape[0]
+            calls = []
+            for start in range(0, size, block_size):
+                stop = min(start + block_size, size)
+                calls += plan.bind([column[start:stop] for column in columns], scratch, self.scalar_arrays)
+            self.calls.append(calls)
+
+    def run(self, hps: Sequence[Mapping[str, Any]]) -> None:
+        """Run every span; ``hps[i]`` holds span ``i``'s scalars."""
+        for hp, calls in zip(hps, self.calls, strict=True):
+            values = self.plan.scalar_values(hp)
+            for array, node in self.refresh:
+                array[()] = values[node]
+            for function, arguments in calls:
+                function(*arguments)
+
+
+class _DirectSpans:
+    """The program evaluated as written on each block, results copied back (for rules the tracer cannot follow)."""
+
+    def __init__(self, program: Program, slot_names: Sequence[str], spans: list[list[np.ndarray]], block_size: int):
+        self.program = program
+        self.slot_names = slot_names
+        self.spans = spans
+        self.block_size = block_size
+
+    def run(self, hps: Sequence[Mapping[str, Any]]) -> None:
+        """Run every span; ``hps[i]`` holds span ``i``'s scalars."""
+        for columns, hp in zip(self.spans, hps, strict=True):
+            p, g, *slots = columns
+            for start in range(0, p.shape[0], self.block_size):
+                block = slice(start, start + self.block_size)
+                new_p, new_slots = self.program(
+                    np, p[block], g[block], {name: s[block] for name, s in zip(self.slot_names, slots, strict=True)}, hp
+                )
+                p[block] = new_p
+                for name, s in zip(self.slot_names, slots, strict=True):
+                    s[block] = new_slots[name]
+
+
+# --------------------------------------------------------------------------- layout helpers
 
 
 def _address(array: np.ndarray) -> int:
@@ -51,30 +524,123 @@ def _writable_contiguous(array: Any) -> bool:
     return isinstance(array, np.ndarray) and array.flags.c_contiguous and array.flags.writeable
 
 
+def _scalar_kind(value: Any) -> Any:
+    """What decides how a scalar promotes: its Python type, or its NumPy dtype."""
+    dtype = getattr(value, "dtype", None)
+    return type(value) if dtype is None else (type(value), dtype)
+
+
+class _Step:
+    """One prepared step over fixed arrays: the in-place spans plus the leaves updated out of place."""
+
+    def __init__(self, engine: NumpyEngine, program: Program, params, grads, slots, hps):
+        self.program = program
+        self.slot_names = list(slots)
+        self.params = list(params)
+        self.grads = list(grads)
+        self.slots = {name: list(values) for name, values in slots.items()}
+        columns = [self.params, self.grads, *self.slots.values()]
+        count = len(self.params)
+        self.in_place = [
+            i
+            for i in range(count)
+            if all(_writable_contiguous(column[i]) for column in (self.params, *self.slots.values()))
+            and isinstance(self.grads[i], np.ndarray)
+            and self.grads[i].flags.c_contiguous
+        ]
+        chosen = set(self.in_place)
+        self.out_of_place = [i for i in range(count) if i not in chosen]
+        runs = contiguous_runs(
+            [[column[i] for i in self.in_place] for column in columns],
+            [hps[i] for i in self.in_place],
+            address=_address,
+            owner=_owner,
+        )
+        groups: dict[Any, list[tuple[list[np.ndarray], Mapping[str, Any], int]]] = {}
+        for start, stop in runs:
+            indices = self.in_place[start:stop]
+            span_columns = [_span([column[i] for i in indices]) for column in columns]
+            hp = hps[indices[0]]
+            key = (span_columns[0].dtype, tuple(sorted((k, _scalar_kind(v)) for k, v in hp.items())))
+            groups.setdefault(key, []).append((span_columns, hp, indices[0]))
+        # One plan and one set of scratch buffers per dtype and kind of scalars.
+        self.runners: list[tuple[Any, list[int]]] = []
+        for (dtype, kinds), spans in groups.items():
+            plan = engine.plan(program, dtype, self.slot_names, spans[0][1], kinds)
+            columns_of = [span_columns for span_columns, _, _ in spans]
+            if plan is None:
+                runner: Any = _DirectSpans(program, self.slot_names, columns_of, engine.block_size)
+            else:
+                runner = _TracedSpans(plan, columns_of, engine.block_size)
+            self.runners.append((runner, [first for _, _, first in spans]))
+
+    def __call__(self, hps: Sequence[Mapping[str, Any]]) -> tuple[list[Any], dict[str, list[Any]]]:
+        """Run the step with this step's scalars ``hps`` (one mapping per leaf, grouped as when prepared)."""
+        new_params = list(self.params)
+        new_slots = {name: list(values) for name, values in self.slots.items()}
+        for i in self.out_of_place:
+            leaf_slots = {name: values[i] for name, values in self.slots.items()}
+            new_params[i], updated = self.program(
+                np, np.asarray(self.params[i]), np.asarray(self.grads[i]), leaf_slots, hps[i]
+            )
+            for name in self.slot_names:
+                new_slots[name][i] = updated[name]
+        for runner, firsts in self.runners:
+            runner.run([hps[i] for i in firsts])
+        return new_params, new_slots
+
+
 class NumpyEngine:
-    """Blocked, in-place evaluation of a program on NumPy arrays."""
+    """Blocked, in-place evaluation of a program on NumPy arrays.
+
+    Parameters
+    ----------
+    block_size : int, default DEFAULT_BLOCK_SIZE
+        Elements per block: small enough that a block's operands and scratch
+        stay in the CPU cache, large enough that NumPy's per-call cost is
+        small beside the work.
+    """
 
     name = "numpy"
 
-    def __init__(self, block_size: int = 16384):
-        self.block_size = block_size
+    def __init__(self, block_size: int = DEFAULT_BLOCK_SIZE):
+        if int(block_size) < 1:
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+        self.block_size = int(block_size)
+        self._plans: dict[tuple, _Plan | None] = {}
 
     def init_slots(self, xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> dict[str, list[Any]]:
         """State slots as views of one flat buffer per slot and dtype, laid out like ``leaves``."""
         return flat_slots(xp, leaves, fills)
 
-    def _run_blocks(
-        self, program: Program, p: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray], hp: Mapping[str, Any]
-    ) -> None:
-        size, block = p.shape[0], self.block_size
-        for start in range(0, size, block):
-            stop = min(start + block, size)
-            new_p, new_slots = program(
-                np, p[start:stop], g[start:stop], {name: s[start:stop] for name, s in slots.items()}, hp
-            )
-            p[start:stop] = new_p
-            for name, s in slots.items():
-                s[start:stop] = new_slots[name]
+    def plan(
+        self, program: Program, dtype: np.dtype, slot_names: Sequence[str], hp: Mapping[str, Any], kinds: tuple
+    ) -> _Plan | None:
+        """The traced plan of ``program`` for arrays of ``dtype`` (None if the rule cannot be traced); cached."""
+        key = (program, np.dtype(dtype), tuple(slot_names), kinds)
+        if key not in self._plans:
+            try:
+                self._plans[key] = _trace(program, np.dtype(dtype), slot_names, hp)
+            except Exception:  # any failure to trace means: evaluate the rule as written
+                self._plans[key] = None
+        return self._plans[key]
+
+    def prepare(
+        self,
+        program: Program,
+        xp: Any,
+        params: Sequence[Any],
+        grads: Sequence[Any],
+        slots: Mapping[str, Sequence[Any]],
+        hps: Sequence[Mapping[str, Any]],
+    ) -> _Step:
+        """Bind ``program`` to these very arrays; the result, called with each step's ``hps``, runs a step.
+
+        The arrays must stay the same objects with the same layout between calls
+        (the optimizer checks this before reusing a prepared step).  ``hps`` must
+        be grouped as here: leaves sharing one mapping now share one later.
+        """
+        return _Step(self, program, params, grads, slots, hps)
 
     def apply(
         self,
@@ -86,34 +652,4 @@ class NumpyEngine:
         hps: Sequence[Mapping[str, Any]],
     ) -> tuple[list[Any], dict[str, list[Any]]]:
         """Run ``program`` over every leaf, in place where the arrays allow it."""
-        new_params = list(params)
-        new_slots = {name: list(values) for name, values in slots.items()}
-        columns = [params, grads, *slots.values()]
-        in_place = [
-            i
-            for i in range(len(params))
-            if all(_writable_contiguous(column[i]) for column in (params, *slots.values()))
-            and isinstance(grads[i], np.ndarray)
-            and grads[i].flags.c_contiguous
-        ]
-        for i in sorted(set(range(len(params))) - set(in_place)):
-            leaf_slots = {name: values[i] for name, values in slots.items()}
-            new_params[i], updated = program(np, np.asarray(params[i]), np.asarray(grads[i]), leaf_slots, hps[i])
-            for name in slots:
-                new_slots[name][i] = updated[name]
-        runs = contiguous_runs(
-            [[column[i] for i in in_place] for column in columns],
-            [hps[i] for i in in_place],
-            address=_address,
-            owner=_owner,
-        )
-        for start, stop in runs:
-            chosen = in_place[start:stop]
-            self._run_blocks(
-                program,
-                _span([params[i] for i in chosen]),
-                _span([grads[i] for i in chosen]),
-                {name: _span([values[i] for i in chosen]) for name, values in slots.items()},
-                hps[chosen[0]],
-            )
-        return new_params, new_slots
+        return self.prepare(program, xp, params, grads, slots, hps)(hps)
