@@ -52,8 +52,12 @@ def epoch_seed(seed: Seed, epoch: int) -> np.random.SeedSequence:
     """
     if isinstance(seed, np.random.SeedSequence):
         return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, epoch))
-    host_rng(seed)  # one message for a bad seed
-    return np.random.SeedSequence(seed, spawn_key=(epoch,))
+    if isinstance(seed, bool):
+        raise TypeError(f"seed must be a non-negative int or a sequence of them, got {seed!r}")
+    try:
+        return np.random.SeedSequence(seed, spawn_key=(epoch,))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"seed must be a non-negative int or a sequence of them, got {seed!r} ({error})") from None
 
 
 def resolve_dtype(xp: Any, dtype: Any) -> Any:

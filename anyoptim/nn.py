@@ -10,8 +10,10 @@ Losses are computed from the last layer's *logits* :math:`z_L`, never from
 probabilities, so no logarithm ever sees 0:
 
 * sigmoid + binary cross-entropy:
-  :math:`\ell = \operatorname{softplus}(z) - y z = \max(z, 0) - y z + \log(1 + e^{-|z|})`,
-  :math:`\partial \ell / \partial z = \sigma(z) - y`;
+  :math:`\ell = \operatorname{softplus}(z) - y z` with
+  :math:`\operatorname{softplus}(z) = \log(1 + e^z) = \operatorname{logaddexp}(0, z)`,
+  :math:`\partial \ell / \partial z = \sigma(z) - y` and
+  :math:`\sigma(z) = \exp(z - \operatorname{softplus}(z))`;
 * softmax + categorical cross-entropy, with the row maximum subtracted:
   :math:`\ell = \sum_k y_k (\operatorname{logsumexp}(z) - z_k)`,
   :math:`\partial \ell / \partial z_j = p_j \sum_k y_k - y_j`;
@@ -42,10 +44,19 @@ LEAKY_SLOPE = 0.01
 # of that value alone, so the backward pass keeps one array per layer.
 
 
+def _softplus(xp: Any, z: Any) -> Any:
+    """log(1 + e^z) = logaddexp(0, z), finite for every finite z."""
+    return xp.logaddexp(z * 0.0, z)
+
+
+def _sigmoid_from_softplus(xp: Any, z: Any, softplus: Any) -> Any:
+    """σ(z) = exp(z - softplus(z)): the exponent is log σ(z) <= 0, so nothing overflows."""
+    return xp.exp(z - softplus)
+
+
 def _sigmoid(xp: Any, z: Any) -> Any:
-    """σ(z) without overflow: e = exp(-|z|) is at most 1, σ = 1/(1+e) for z >= 0 and e/(1+e) below."""
-    e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    """The logistic function σ(z) = 1 / (1 + e^{-z}), without overflow."""
+    return _sigmoid_from_softplus(xp, z, _softplus(xp, z))
 
 
 def _activate(xp: Any, name: str, z: Any) -> tuple[Any, Any]:
@@ -75,11 +86,6 @@ def _activation_backward(name: str, da: Any, info: Any) -> Any:
 # --------------------------------------------------------------------------- output losses
 
 
-def _softplus(xp: Any, z: Any) -> Any:
-    """log(1 + e^z) = max(z, 0) + log1p(e^{-|z|}), finite for every finite z."""
-    return (z + xp.abs(z)) * 0.5 + xp.log1p(xp.exp(-xp.abs(z)))
-
-
 def _softmax_parts(xp: Any, z: Any) -> tuple[Any, Any]:
     """Softmax probabilities and log-sum-exp of each row, with the row maximum subtracted first."""
     shifted = z - xp.max(z, axis=1, keepdims=True)
@@ -100,14 +106,10 @@ def _loss_and_delta(xp: Any, kind: str, z: Any, t: Any) -> tuple[Any, Any]:
     """Mean loss over the rows and its gradient with respect to the logits ``z``; ``t`` has z's shape."""
     n = z.shape[0]
     if kind == "sigmoid":
-        # One exponential serves both: e = exp(-|z|) <= 1, softplus(z) = max(z, 0) + log1p(e),
-        # σ(z) = 1/(1+e) for z >= 0 and e/(1+e) below.
-        magnitude = xp.abs(z)
-        e = xp.exp(-magnitude)
-        sigma_of_magnitude = 1 / (1 + e)
-        sigma = xp.where(z >= 0, sigma_of_magnitude, e * sigma_of_magnitude)
-        loss = xp.sum((z + magnitude) * 0.5 + xp.log1p(e) - t * z) / n
-        return loss, (sigma - t) * (1 / n)
+        # softplus(z) serves both the loss and σ(z).
+        softplus = _softplus(xp, z)
+        loss = xp.sum(softplus - t * z) / n
+        return loss, (_sigmoid_from_softplus(xp, z, softplus) - t) * (1 / n)
     if kind == "softmax":
         p, log_p = _softmax_parts(xp, z)
         loss = -xp.sum(t * log_p) / n
