@@ -21,6 +21,7 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -157,8 +158,11 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
-def _prepare_out(args: argparse.Namespace) -> Path | None:
-    """The output folder, created now so that a bad --out fails before any training; None without figures."""
+def _output_folder(args: argparse.Namespace) -> Path | None:
+    """The folder for the figures, checked (not yet created) so that a bad --out fails before any training.
+
+    None when no figures are wanted or matplotlib is missing (then a note says how to install it).
+    """
     if args.no_plots:
         return None
     from . import plots
@@ -171,10 +175,17 @@ def _prepare_out(args: argparse.Namespace) -> Path | None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out!r} is a file, not a folder")
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the figures to --out {args.out!r}: {existing} is not writable")
+    return out
+
+
+def _create(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"cannot create the folder --out {args.out!r}: {error.strerror}") from None
+        raise UsageError(f"cannot create the folder --out {str(out)!r}: {error.strerror}") from None
     return out
 
 
@@ -193,7 +204,7 @@ def _slug(label: str) -> str:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    out = _prepare_out(args)
+    out = _output_folder(args)
     problem = experiments.lesson_problem(args.backend, device=args.device, dtype=args.dtype, seed=args.seed)
     print(
         f"moons: {experiments.LESSON.n_samples} samples, noise {experiments.LESSON.noise}; "
@@ -222,6 +233,7 @@ def _compare(args: argparse.Namespace) -> int:
     if out is not None:
         from . import plots
 
+        _create(out)
         written = [plots.plot_loss_curves({row.label: row.history.cost for row in rows}, out / "loss_curves.png")]
         for row in rows:
             title = f"{row.label} (lr {row.learning_rate:g}): train accuracy {100 * row.train_accuracy:.1f} %"
@@ -240,7 +252,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _trajectories(args: argparse.Namespace) -> int:
-    out = _prepare_out(args)
+    out = _output_folder(args)
     paths = experiments.run_trajectories()
     print(
         _table(
@@ -273,6 +285,7 @@ def _trajectories(args: argparse.Namespace) -> int:
     if out is not None:
         from . import plots
 
+        _create(out)
         written = [
             plots.plot_trajectories(
                 surface, [p for p in paths if p.surface == surface.name], out / f"trajectories_{surface.name}.png"
@@ -284,7 +297,7 @@ def _trajectories(args: argparse.Namespace) -> int:
 
 
 def _batch_sizes(args: argparse.Namespace) -> int:
-    out = _prepare_out(args)
+    out = _output_folder(args)
     problem = experiments.lesson_problem(args.backend, device=args.device, dtype=args.dtype, seed=args.seed)
     curves = experiments.run_batch_sizes(steps=args.steps, seed=args.seed, problem=problem)
     n_samples = int(problem.X.shape[0])
@@ -312,6 +325,7 @@ def _batch_sizes(args: argparse.Namespace) -> int:
     if out is not None:
         from . import plots
 
+        _create(out)
         _print_written([plots.plot_batch_sizes(curves, out / "batch_sizes.png")])
     return 0
 

@@ -88,7 +88,7 @@ def plot_loss_curves(
     path : path-like
         Where to write the PNG.
     """
-    figure = _new_figure()
+    figure = _new_figure(8.0, 4.8)
     axes = figure.add_subplot()
     for label, costs in curves.items():
         style = "--" if label.endswith("decay") else "-"
@@ -98,7 +98,7 @@ def plot_loss_curves(
     axes.set_ylabel("cost (mean binary cross-entropy)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the curves fill the whole plot
     return _save(figure, path)
 
 

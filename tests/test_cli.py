@@ -161,3 +161,10 @@ def test_out_that_is_a_file_fails_before_training(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.strip() == f"anyoptim: error: --out {str(blocker)!r} is a file, not a folder"
+
+
+def test_a_refused_run_leaves_no_folder_behind(tmp_path, capsys):
+    out = tmp_path / "figures"
+    assert main(["compare", "--device", "tpu", "--out", str(out)]) == 2
+    assert "device 'tpu' is not available" in capsys.readouterr().err
+    assert not out.exists()
