@@ -234,9 +234,12 @@ def _compare(args: argparse.Namespace) -> int:
         from . import plots
 
         _create(out)
-        written = [plots.plot_loss_curves({row.label: row.history.cost for row in rows}, out / "loss_curves.png")]
+        title = f"Cost per epoch: moons, 2-5-2-1 network, mini-batch 64 ({args.backend} {args.dtype}, seed {args.seed})"
+        curves = {row.label: row.history.cost for row in rows}
+        written = [plots.plot_loss_curves(curves, out / "loss_curves.png", title=title)]
         for row in rows:
-            title = f"{row.label} (lr {row.learning_rate:g}): train accuracy {100 * row.train_accuracy:.1f} %"
+            rate = f"lr0 {row.learning_rate:g}" if row.decay else f"lr {row.learning_rate:g}"
+            title = f"{row.label} ({rate}): train accuracy {100 * row.train_accuracy:.1f} %"
             written.append(
                 plots.plot_decision_boundary(
                     problem.model,

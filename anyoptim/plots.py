@@ -193,6 +193,8 @@ def plot_trajectories(
             color=_colour(path_.optimizer),
             label=f"{path_.optimizer} (lr {path_.learning_rate:g}, {len(points) - 1} steps)",
         )
+        # Where each path ended: on a curved valley the paths overlap, their ends do not.
+        axes.plot(*points[-1], "o", color=_colour(path_.optimizer), markeredgecolor="k", markersize=6, zorder=10)
     axes.plot(*surface.start, "ko", markersize=5)
     axes.plot(*surface.minimum, "k*", markersize=11)
     axes.set_xlim(x_min, x_max)
