@@ -21,6 +21,7 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -335,12 +336,15 @@ def _batch_sizes(args: argparse.Namespace) -> int:
 
 def _bench(argv: Sequence[str]) -> int:
     try:
-        from . import bench
+        bench = importlib.import_module(f"{__package__}.bench")  # loaded only for this command
     except ModuleNotFoundError as error:
-        if error.name in ("anyoptim.bench", f"{__package__}.bench"):
+        if error.name == f"{__package__}.bench":
             raise UsageError("the benchmark (anyoptim.bench) is not part of this installation") from None
         raise UsageError(f"the benchmark needs {error.name}, which is not installed") from None
-    status = bench.main(list(argv))
+    try:
+        status = bench.main(list(argv))
+    except SystemExit as done:  # the benchmark's own argument parser: --help, or its usage errors
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
     return 0 if status is None else int(status)
 
 

@@ -102,9 +102,27 @@ def test_bench_forwards_its_arguments(monkeypatch):
     fake = types.ModuleType("anyoptim.bench")
     fake.main = lambda argv: seen.append(argv) or 3
     monkeypatch.setitem(sys.modules, "anyoptim.bench", fake)
-    monkeypatch.setattr(anyoptim, "bench", fake, raising=False)
     assert main(["bench", "--backend", "numpy", "--help"]) == 3
     assert seen == [["--backend", "numpy", "--help"]]
+
+
+def test_bench_exit_status_from_its_own_parser(monkeypatch):
+    def main_that_exits(argv):
+        raise SystemExit(0 if argv == ["--help"] else 2)
+
+    fake = types.ModuleType("anyoptim.bench")
+    fake.main = main_that_exits
+    monkeypatch.setitem(sys.modules, "anyoptim.bench", fake)
+    assert main(["bench", "--help"]) == 0
+    assert main(["bench", "--nonsense"]) == 2
+
+
+def test_bench_missing_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "anyoptim.bench", None)
+    assert main(["bench"]) == 2
+    assert (
+        capsys.readouterr().err == "anyoptim: error: the benchmark (anyoptim.bench) is not part of this installation\n"
+    )
 
 
 def _fake_cupy_without_gpu(monkeypatch):
