@@ -24,7 +24,7 @@ from hypothesis.extra import numpy as hnp
 
 import anyoptim
 from anyoptim import schedules
-from tests.helpers import RTOL_SAME_BACKEND, from_numpy, to_numpy
+from tests.helpers import RTOL_SAME_BACKEND, to_numpy
 
 DTYPES = st.sampled_from(["float32", "float64"])
 BETAS = st.sampled_from([0.0, 0.5, 0.9, 0.99, 0.999])
@@ -36,14 +36,17 @@ NONZERO = st.floats(0.01, 8.0).flatmap(lambda x: st.sampled_from([x, -x]))
 
 
 def _array(xp, values: np.ndarray, dtype: str):
-    return from_numpy(xp, np.array(values, dtype=dtype))
+    # Not tests.helpers.from_numpy: np.ascontiguousarray turns 0-D arrays into shape (1,).
+    return xp.asarray(np.array(values, dtype=dtype, copy=True))
 
 
 def _close(actual, expected, dtype: str, *, rtol: float | None = None) -> None:
     rtol = RTOL_SAME_BACKEND[dtype] if rtol is None else rtol
     expected = np.asarray(expected, dtype=np.float64)
     scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 0.0)
-    np.testing.assert_allclose(to_numpy(actual).astype(np.float64), expected, rtol=rtol, atol=rtol * scale)
+    actual = np.asarray(actual) if isinstance(actual, (np.ndarray, np.generic)) else to_numpy(actual)
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual.astype(np.float64), expected, rtol=rtol, atol=rtol * scale)
 
 
 # --------------------------------------------------------------------------- bias correction
