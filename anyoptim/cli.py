@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, experiments
+from .nn import ACTIVATIONS
 
 __all__ = ["main"]
 
@@ -66,6 +68,26 @@ def _seed(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
     return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    """Comma-separated positive layer widths; an empty string for no hidden layer."""
+    if not text.strip():
+        return ()
+    try:
+        return tuple(_positive_int(part.strip()) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be positive integers separated by commas, got {text!r}") from None
 
 
 def _add_output(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +153,33 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"gradient-descent steps of each run (default: {experiments.BATCH_SIZE_STEPS})",
     )
     _add_output(batch_sizes)
+
+    train = commands.add_parser(
+        "train",
+        help="train an MLP on a generated data set or your own .npz/.csv file",
+        description="Train a network with any optimizer of the library on a generated data set or a file "
+        "(.npz with arrays X and y; .csv with the labels in the last column).",
+    )
+    train.add_argument(
+        "--data",
+        default="moons",
+        metavar="NAME|FILE",
+        help=f"{', '.join(experiments.DATASETS)}, or a .npz/.csv file (default: moons)",
+    )
+    train.add_argument("--samples", type=_positive_int, default=300, help="size of a generated data set (default: 300)")
+    train.add_argument("--noise", type=_non_negative_float, default=0.2, help="noise of a generated data set (0.2)")
+    train.add_argument("--hidden", type=_widths, default=(5, 2), help="hidden layer widths, e.g. 5,2 (default: 5,2)")
+    train.add_argument("--activation", default="relu", choices=ACTIVATIONS, help="hidden activation (default: relu)")
+    train.add_argument(
+        "--output", default="auto", choices=experiments.OUTPUT_CHOICES, help="output layer (default: from the labels)"
+    )
+    train.add_argument(
+        "--optimizer", default="adam", choices=tuple(experiments.OPTIMIZER_NAMES), help="(default: adam)"
+    )
+    train.add_argument("--learning-rate", type=_non_negative_float, default=0.001, help="(default: 0.001)")
+    train.add_argument("--batch-size", type=_positive_int, default=64, help="examples per step (default: 64)")
+    _add_training(train, epochs=1000)
+    _add_output(train)
 
     commands.add_parser(
         "bench",
@@ -334,6 +383,78 @@ def _batch_sizes(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_COLUMNS = (
+    "data",
+    "samples",
+    "layers",
+    "optimizer",
+    "learning rate",
+    "batch",
+    "epochs",
+    "final cost",
+    "train accuracy",
+    "wall time",
+)
+
+
+def _train(args: argparse.Namespace) -> int:
+    out = _output_folder(args)
+    run = experiments.run_training(
+        args.backend,
+        args.device,
+        args.dtype,
+        data=args.data,
+        n_samples=args.samples,
+        noise=args.noise,
+        hidden=args.hidden,
+        activation=args.activation,
+        output=args.output,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        seed=args.seed,
+    )
+    layers = ",".join(str(w) for w in run.model.layer_dims)
+    history = run.result.history
+    print(
+        _table(
+            TRAIN_COLUMNS,
+            [
+                [
+                    Path(args.data).name,
+                    str(int(run.X.shape[0])),
+                    f"{layers} ({run.model.hidden_activation}, {run.model.output})",
+                    type(run.optimizer).__name__,
+                    f"{args.learning_rate:g}",
+                    str(args.batch_size),
+                    str(len(history.cost)),
+                    f"{history.cost[-1]:.4f}",
+                    "-" if run.train_accuracy is None else f"{100 * run.train_accuracy:.1f} %",
+                    f"{run.wall_time:.2f} s",
+                ]
+            ],
+        )
+    )
+    if out is not None:
+        from . import plots
+
+        _create(out)
+        label = type(run.optimizer).__name__
+        written = [
+            plots.plot_loss_curves({label: history.cost}, out / "train_loss.png", title=f"Cost per epoch: {args.data}")
+        ]
+        if run.train_accuracy is not None and int(run.X.shape[1]) == 2:
+            title = f"{label} on {Path(args.data).name}: train accuracy {100 * run.train_accuracy:.1f} %"
+            written.append(
+                plots.plot_decision_boundary(
+                    run.model, run.result.params, run.X, run.y, out / "train_boundary.png", title=title
+                )
+            )
+        _print_written(written)
+    return 0
+
+
 def _bench(argv: Sequence[str]) -> int:
     try:
         bench = importlib.import_module(f"{__package__}.bench")  # loaded only for this command
@@ -348,7 +469,7 @@ def _bench(argv: Sequence[str]) -> int:
     return 0 if status is None else int(status)
 
 
-_COMMANDS = {"compare": _compare, "trajectories": _trajectories, "batch-sizes": _batch_sizes}
+_COMMANDS = {"compare": _compare, "trajectories": _trajectories, "batch-sizes": _batch_sizes, "train": _train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

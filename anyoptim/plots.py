@@ -36,6 +36,11 @@ INSTALL_HINT = 'matplotlib is not installed; install it with: pip install "anyop
 _COLOURS = {"GD": "tab:blue", "Momentum": "tab:orange", "RMSprop": "tab:green", "Adam": "tab:red"}
 
 
+# Class colours of decision-boundary plots: points, and the lighter regions behind them.
+_CLASS_DOTS = ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange"]
+_CLASS_FILLS = ["#f4c7c3", "#c6dbef", "#c7e9c0", "#dadaeb", "#fdd0a2"]
+
+
 class MatplotlibMissing(ImportError):
     """matplotlib is needed for figures and is not installed."""
 
@@ -112,7 +117,7 @@ def plot_decision_boundary(
     title: str = "Decision boundary",
     resolution: int = 300,
 ) -> Path:
-    """The model's predicted class over the plane, with the data points on top.
+    """The model's predicted class over the plane, with the data points on top (any number of classes).
 
     The grid is evaluated with ``model`` on NumPy copies of ``params``, so the
     figure looks the same whichever backend trained them.
@@ -124,14 +129,16 @@ def plot_decision_boundary(
     params : dict
         Its parameters (any Array API library).
     X, y
-        The data: ``X`` of shape (n, 2), ``y`` of 0/1 labels, shape (n,) or (n, 1).
+        The data: ``X`` of shape (n, 2), ``y`` class labels (n,) or (n, 1), or one-hot rows (n, K).
     path : path-like
     resolution : int
         Grid points along each axis.
     """
     host_params = {name: to_numpy(value) for name, value in params.items()}
     points = to_numpy(X).astype(np.float64)
-    labels = to_numpy(y).reshape(-1)
+    host_y = to_numpy(y)
+    one_hot = host_y.ndim == 2 and host_y.shape[1] > 1
+    labels = (host_y.argmax(axis=1) if one_hot else host_y.reshape(-1)).astype(np.int64)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f"a decision boundary needs X of shape (n, 2), got {points.shape}")
     dtype = next(iter(host_params.values())).dtype
@@ -146,9 +153,14 @@ def plot_decision_boundary(
 
     figure = _new_figure(5.6, 4.8)
     axes = figure.add_subplot()
-    axes.contourf(grid_x, grid_y, classes, levels=[-0.5, 0.5, 1.5], colors=["#f4c7c3", "#c6dbef"], alpha=0.9)
-    for label, colour in ((0, "tab:red"), (1, "tab:blue")):
+    n_classes = int(max(classes.max(), labels.max())) + 1
+    dots = _CLASS_DOTS[:n_classes] if n_classes <= len(_CLASS_DOTS) else None
+    fills = _CLASS_FILLS[:n_classes] if n_classes <= len(_CLASS_FILLS) else None
+    levels = np.arange(n_classes + 1) - 0.5
+    axes.contourf(grid_x, grid_y, classes, levels=levels, colors=fills, alpha=0.9)
+    for label in range(n_classes):
         chosen = labels == label
+        colour = dots[label] if dots else None
         axes.scatter(points[chosen, 0], points[chosen, 1], s=12, color=colour, edgecolors="k", linewidths=0.3)
     axes.set_xlim(x_min, x_max)
     axes.set_ylim(y_min, y_max)

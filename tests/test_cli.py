@@ -152,7 +152,7 @@ def _no_torch_gpu(monkeypatch):
         (["batch-sizes", "--steps", "0"], "--steps: must be a positive integer", None),
         (["compare", "--seed", "-1"], "--seed: must be an integer >= 0", None),
         (["compare", "--learning-rate", "1"], "unrecognized arguments: --learning-rate 1", None),
-        (["train"], "invalid choice: 'train'", None),
+        (["fit"], "invalid choice: 'fit'", None),
         ([], "choose a command", None),
         (["compare", "--device", "cuda:0"], "device 'cuda:0' is not available here; available: cpu", None),
         (["compare", "--backend", "cupy"], "backend 'cupy' needs a CUDA GPU", _fake_cupy_without_gpu),
@@ -186,3 +186,83 @@ def test_a_refused_run_leaves_no_folder_behind(tmp_path, capsys):
     assert main(["compare", "--device", "tpu", "--out", str(out)]) == 2
     assert "device 'tpu' is not available" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- train: any data, any optimizer
+
+
+def _write_data_files(folder):
+    """Small data files, good and bad, written with NumPy (the test's own host I/O)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 2))
+    y = (X[:, 0] > X[:, 1]).astype(np.int64)
+    np.savez(folder / "good.npz", X=X, y=y)
+    np.savez(folder / "three.npz", X=X, y=np.arange(40) % 3)
+    np.savez(folder / "flat.npz", X=np.arange(5.0), y=np.zeros(5))
+    np.savez(folder / "short_y.npz", X=np.zeros((5, 2)), y=np.zeros(4))
+    with_nan = X.copy()
+    with_nan[3, 1] = np.nan
+    np.savez(folder / "nan.npz", X=with_nan, y=y)
+    (folder / "words.csv").write_text("1.0,2.0,0\n3.0,abc,1\n")
+    (folder / "good.csv").write_text("".join(f"{a:.4f},{b:.4f},{label}\n" for (a, b), label in zip(X, y, strict=True)))
+    (folder / "notes.txt").write_text("1 2 3\n")
+
+
+def test_train_on_a_generated_data_set_writes_its_figures(tmp_path, capsys):
+    assert main(["train", "--data", "moons", "--epochs", "30", "--optimizer", "rmsprop", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "RMSprop" in printed and "2,5,2,1 (relu, sigmoid)" in printed
+    assert _is_png(tmp_path / "train_loss.png")
+    assert _is_png(tmp_path / "train_boundary.png")
+
+
+@pytest.mark.parametrize(
+    ("name", "layers"),
+    [
+        ("good.npz", "2,5,2,1 (relu, sigmoid)"),
+        ("good.csv", "2,5,2,1 (relu, sigmoid)"),
+        ("three.npz", "2,5,2,3 (relu, softmax)"),
+    ],
+)
+def test_train_on_a_file(name, layers, tmp_path, capsys):
+    _write_data_files(tmp_path)
+    assert main(["train", "--data", str(tmp_path / name), "--epochs", "5", "--no-plots"]) == 0
+    printed = capsys.readouterr().out
+    assert layers in printed
+    assert "40" in printed.splitlines()[2].split()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--data", "{tmp}/flat.npz"], "X must be 2-D"),
+        (["--data", "{tmp}/short_y.npz"], "y has shape (4,) but X has 5 samples"),
+        (["--data", "{tmp}/nan.npz"], "NaN"),
+        (["--data", "{tmp}/words.csv"], "'abc' is not a finite number"),
+        (["--data", "{tmp}/missing.npz"], "missing.npz"),
+        (
+            ["--data", "{tmp}/notes.txt"],
+            "is neither a data set (moons, circles, spirals, blobs) nor a .npz or .csv file",
+        ),
+        (["--data", "{tmp}/three.npz", "--output", "sigmoid"], "sigmoid"),
+        (["--activation", "swish"], "argument --activation: invalid choice: 'swish'"),
+        (["--optimizer", "adamm"], "argument --optimizer: invalid choice: 'adamm'"),
+        (["--batch-size", "0"], "argument --batch-size: must be a positive integer, got '0'"),
+        (["--epochs", "0"], "argument --epochs: must be a positive integer, got '0'"),
+        (["--hidden", "5,x"], "argument --hidden: must be positive integers separated by commas"),
+        (["--learning-rate", "nan"], "argument --learning-rate: must be a finite number >= 0"),
+        (["--samples", "0"], "argument --samples: must be a positive integer"),
+    ],
+)
+def test_train_bad_input_is_one_line_and_exit_code_2(argv, message, tmp_path, capsys):
+    _write_data_files(tmp_path)
+    argv = [part.format(tmp=tmp_path) for part in argv]
+    assert main(["train", "--epochs", "2", "--no-plots", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("anyoptim: error: ")
+    assert message in lines[0]

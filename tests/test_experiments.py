@@ -264,3 +264,31 @@ def test_step_noise():
     assert step_noise([1.0]) == 0.0
     assert step_noise([1.0, 2.0, 1.0]) == 1.0
     assert step_noise([3.0, 2.0, 1.0]) == 1.0
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_run_training_picks_the_output_layer_from_the_labels():
+    binary = experiments.run_training(data="moons", epochs=3, progress=False)
+    assert binary.model.layer_dims == (2, 5, 2, 1) and binary.model.output == "sigmoid"
+    three = experiments.run_training(data="blobs", hidden=(4,), epochs=3, optimizer="lion", progress=False)
+    assert three.model.layer_dims == (2, 4, 3) and three.model.output == "softmax"
+    assert type(three.optimizer).__name__ == "Lion"
+    assert len(three.result.history.cost) == 3
+    assert 0.0 <= three.train_accuracy <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"optimizer": "adadelta"}, "unknown optimizer 'adadelta'"),
+        ({"output": "tanh"}, "unknown output 'tanh'"),
+        ({"batch_size": 0}, "batch size must be a positive integer"),
+        ({"hidden": (5, -1)}, "every hidden layer width must be a positive integer"),
+        ({"data": "points.txt"}, "neither a data set"),
+    ],
+)
+def test_run_training_rejects_bad_options(options, message):
+    with pytest.raises(ExperimentError, match=message):
+        experiments.run_training(epochs=1, progress=False, **options)
