@@ -82,6 +82,34 @@ def test_inverse_time_decay_staircase_is_the_courses_schedule_lr_decay(setup):
         assert _close(schedule(count), expected), count
 
 
+@given(
+    lr0=RATES,
+    decay_rate=st.floats(0.0, 5.0),
+    steps_per_epoch=st.integers(1, 6),
+    time_interval=st.integers(1, 4),
+    stepped=st.booleans(),
+)
+def test_the_courses_training_loop_is_one_epoch_behind(lr0, decay_rate, steps_per_epoch, time_interval, stepped):
+    """The course's model() sets ``learning_rate = decay(learning_rate0, i, decay_rate)`` at the END of
+    epoch i, so epoch i trains with decay(lr0, i - 1) (epoch 0 with lr0).  Its exact rates are the
+    staircase schedule started one epoch late: join([constant(lr0), inverse_time_decay(...)], [spe])."""
+    decay = (lambda l0, e, r: schedule_lr_decay(l0, e, r, time_interval)) if stepped else update_lr
+    course_rates, learning_rate = [], lr0
+    for epoch in range(4 * time_interval + 3):
+        course_rates += [float(learning_rate)] * steps_per_epoch
+        learning_rate = decay(lr0, epoch, decay_rate)
+    decay_steps = steps_per_epoch * (time_interval if stepped else 1)
+    schedule = schedules.join(
+        [
+            schedules.constant(lr0),
+            schedules.inverse_time_decay(lr0, decay_steps=decay_steps, decay_rate=decay_rate, staircase=True),
+        ],
+        [steps_per_epoch],
+    )
+    for count, rate in enumerate(course_rates):
+        assert _close(schedule(count), rate), count
+
+
 def test_the_lessons_stepped_decay_in_a_training_loop():
     """300 samples in batches of 64 (5 steps an epoch), lr0 / (1 + floor(epoch / 1000)) from 0.1."""
     spe = math.ceil(300 / 64)
