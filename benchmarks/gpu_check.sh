@@ -123,9 +123,12 @@ except Exception:
     traceback.print_exc()
 
 try:
+    from anyoptim.engines.cupy import matmul  # CuPy refuses cuBLAS (@) inside a capture
+
     def loss_and_grads(p, x, y):
-        r = x @ p["W"] + p["b"] - y
-        return (r * r).sum() / x.shape[0], {"W": (x.T @ r) * (2.0 / x.shape[0]), "b": r.sum(axis=0) * (2.0 / x.shape[0])}
+        r = matmul(x, p["W"]) + p["b"] - y
+        n = x.shape[0]
+        return (r * r).sum() / n, {"W": matmul(x.T, r) * (2.0 / n), "b": r.sum(axis=0) * (2.0 / n)}
 
     p = anyoptim.flatten({"W": xp.asarray(rng.normal(size=(4, 3)).astype("float32")), "b": xp.zeros(3, "float32")})
     x = xp.asarray(rng.normal(size=(16, 4)).astype("float32"))

@@ -199,11 +199,39 @@ def _linear_problem(xp: Any, dtype: str, steps: int) -> tuple[dict, list[tuple[A
 
 
 def loss_and_grads(params: dict, x: Any, y: Any) -> tuple[Any, dict]:
-    """Mean squared error of a linear model, with its gradients: device work only (graph-capturable)."""
+    """Mean squared error of a linear model, with its gradients: device work only, no cuBLAS (graph-capturable)."""
+    from anyoptim.engines.cupy import matmul
+
+    n = x.shape[0]
+    residual = matmul(x, params["W"]) + params["b"] - y
+    loss = (residual * residual).sum() / n
+    return loss, {"W": matmul(x.T, residual) * (2.0 / n), "b": residual.sum(axis=0) * (2.0 / n)}
+
+
+def loss_and_grads_with_cublas(params: dict, x: Any, y: Any) -> tuple[Any, dict]:
+    """The same with ``@``, which CuPy sends to cuBLAS."""
     n = x.shape[0]
     residual = x @ params["W"] + params["b"] - y
-    loss = (residual * residual).sum() / n
-    return loss, {"W": (x.T @ residual) * (2.0 / n), "b": residual.sum(axis=0) * (2.0 / n)}
+    return (residual * residual).sum() / n, {"W": (x.T @ residual) * (2.0 / n), "b": residual.sum(axis=0) * (2.0 / n)}
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_capturable_matmul_equals_the_operator(cp_xp: Any, dtype: str) -> None:
+    from anyoptim.engines.cupy import matmul
+
+    rng = np.random.default_rng(4)
+    pairs = [((64, 2), (2, 5)), ((5,), (5, 3)), ((4, 6), (6,)), ((1, 0), (0, 3))]
+    for left, right in pairs:
+        a, b = (cp_xp.asarray(rng.normal(size=shape).astype(dtype)) for shape in (left, right))
+        _assert_same(matmul(a, b), a @ b, "float32", f"{left} @ {right}")  # summation order may differ
+    a = cp_xp.asarray(rng.normal(size=(6, 64)).astype(dtype))
+    b = cp_xp.asarray(rng.normal(size=(3, 64)).astype(dtype))
+    _assert_same(matmul(a.T, b.T), a.T @ b.T, "float32", "strided operands")
+    with pytest.raises(ValueError, match="align"):
+        matmul(a, b)
+    with pytest.raises(TypeError, match="float32"):
+        matmul(a, b.T.astype("float16"))
 
 
 GRAPH_CONFIGS = [
@@ -269,6 +297,22 @@ def test_graph_with_global_norm_clipping(cp_xp: Any) -> None:
     for name in eager_params:
         _assert_same(graphed.params[name], eager_params[name], "float32", f"params[{name}]")
     assert graphed.state.count == eager_state.count
+
+
+@gpu
+def test_capturing_cublas_fails_with_a_hint(cp_xp: Any) -> None:
+    from anyoptim.engines.cupy import GraphedStep
+
+    params, batches = _linear_problem(cp_xp, "float32", 1)
+    params = anyoptim.flatten(params)
+    before = {name: cp_xp.asarray(value, copy=True) for name, value in params.items()}
+    optimizer = anyoptim.Adam(0.1)
+    state = optimizer.init(params)
+    x, y = batches[0]
+    with pytest.raises(RuntimeError, match=r"anyoptim\.engines\.cupy\.matmul"):
+        GraphedStep(optimizer, params, state, loss_and_grads_with_cublas, x, y)
+    for name in params:  # the warm-up step was undone
+        _assert_same(params[name], before[name], "float32", name)
 
 
 @gpu
@@ -367,3 +411,73 @@ def test_every_kernel_compiles_with_nvrtc() -> None:
                     assert all(line.startswith(allowed) for line in doubles), (name, on_device, doubles)
                     assert on_device or not doubles, (name, doubles)
     assert compiled == 4 * len(ALL_TRACES)
+
+    # The graph-capturable matrix product: raw strided 2-D operands, one output element per thread.
+    from anyoptim.engines.cupy import _MATMUL_BODY
+
+    for dtype in ("float32", "float64"):
+        kernel = cupy.ElementwiseKernel(
+            "raw T a, raw T b, int64 columns, int64 depth", "T out", _MATMUL_BODY, name="anyoptim_small_matmul"
+        )
+        operand = _kernel._ArgInfo(1, cupy.ndarray, np.dtype(dtype), 2, False, True)
+        count = _kernel._ArgInfo(3, _scalar.CScalar, np.dtype("int64"), 0, True, True)
+        infos = (operand, operand, count, count, array(dtype), indexer)
+        type_map = _kernel._TypeMap((("T", np.dtype(dtype)),))
+        code = headers + _kernel._get_elementwise_kernel_code(
+            infos, type_map, kernel.params, kernel.operation, kernel.name, kernel.preamble, **kernel.kwargs
+        )
+        compiler._NVRTCProgram(code, "kern.cu", method="ptx").compile(options)
+
+
+def test_matmul_kernel_body_on_the_cpu(tmp_path: Any) -> None:
+    """The capturable matrix product's CUDA body, compiled with the host C++ compiler around a stand-in of
+    CuPy's raw strided 2-D arrays, equals NumPy's ``@`` (transposed operands included)."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    from anyoptim.engines.cupy import _MATMUL_BODY
+
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    source = f"""
+#include <cstddef>
+typedef double T;
+struct Raw {{
+    const T* data; std::ptrdiff_t s0, s1;
+    const T& operator[](const std::ptrdiff_t (&idx)[2]) const {{ return data[idx[0] * s0 + idx[1] * s1]; }}
+}};
+extern "C" void product(const T* a_data, long long a0, long long a1, const T* b_data, long long b0, long long b1,
+                        long long rows, long long columns, long long depth, T* out_data) {{
+    const Raw a{{a_data, a0, a1}}, b{{b_data, b0, b1}};
+    for (std::ptrdiff_t i = 0; i < rows * columns; ++i) {{
+        T& out = out_data[i];
+        {_MATMUL_BODY}
+    }}
+}}
+"""
+    (tmp_path / "matmul.cpp").write_text(source)
+    library = tmp_path / "matmul.so"
+    subprocess.run([compiler, "-O1", "-shared", "-fPIC", str(tmp_path / "matmul.cpp"), "-o", str(library)], check=True)
+    product = ctypes.CDLL(str(library)).product
+    rng = np.random.default_rng(5)
+    for a, b in [
+        (rng.normal(size=(7, 3)), rng.normal(size=(3, 4))),
+        (rng.normal(size=(3, 7)).T, rng.normal(size=(4, 3)).T),  # strided views, as x.T @ delta
+        (rng.normal(size=(1, 64)), rng.normal(size=(64, 1))),
+        (rng.normal(size=(5, 0)), rng.normal(size=(0, 2))),
+    ]:
+        out = np.empty((a.shape[0], b.shape[1]))
+        item = a.itemsize
+
+        def pointer(x: np.ndarray) -> ctypes.c_void_p:
+            return ctypes.c_void_p(x.__array_interface__["data"][0])
+
+        product(
+            pointer(a), ctypes.c_longlong(a.strides[0] // item), ctypes.c_longlong(a.strides[1] // item),
+            pointer(b), ctypes.c_longlong(b.strides[0] // item), ctypes.c_longlong(b.strides[1] // item),
+            ctypes.c_longlong(out.shape[0]), ctypes.c_longlong(out.shape[1]), ctypes.c_longlong(a.shape[1]),
+            pointer(out),
+        )  # fmt: skip
+        np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)

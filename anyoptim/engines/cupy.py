@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,7 @@ from ._spans import contiguous_runs, flat_slots
 from ._trace import FUSED_DTYPES, KernelSource, Trace, cuda_source, fold_scalars, hp_signature, trace_program
 from .generic import GenericEngine
 
-__all__ = ["COMPILE_OPTIONS", "CupyEngine", "GraphedStep", "capture"]
+__all__ = ["COMPILE_OPTIONS", "CupyEngine", "GraphedStep", "capture", "capturing", "matmul"]
 
 #: NVRTC options of every kernel: no contraction of a*b + c into one FMA, so
 #: the fused kernel rounds each operation as the generic engine does.
@@ -342,6 +343,82 @@ class _PreparedStep:
 
 # --------------------------------------------------------------------------- CUDA graphs
 
+_capture_state = threading.local()
+
+
+def capturing() -> bool:
+    """Whether this thread is recording a :class:`GraphedStep` (its warm-up run or its capture).
+
+    Model code can test it to pick operations a CUDA graph can hold, such as
+    :func:`matmul` instead of ``@``.
+    """
+    return getattr(_capture_state, "active", False)
+
+
+@contextlib.contextmanager
+def _recording() -> Iterator[None]:
+    previous = capturing()
+    _capture_state.active = True
+    try:
+        yield
+    finally:
+        _capture_state.active = previous
+
+
+_MATMUL_BODY = """
+const ptrdiff_t row = i / columns;
+const ptrdiff_t column = i - row * columns;
+T total = 0;
+for (ptrdiff_t k = 0; k < depth; ++k) {
+    const ptrdiff_t left[2] = {row, k};
+    const ptrdiff_t right[2] = {k, column};
+    total += a[left] * b[right];
+}
+out = total;
+"""
+_matmul_kernel: Any = None
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """``a @ b`` for small float matrices, without cuBLAS, so that a CUDA graph can capture it.
+
+    CuPy refuses every cuBLAS call while a stream is being captured
+    (``NotImplementedError: calling cuBLAS API during stream capture is
+    currently unsupported``), so a forward or backward pass written with ``@``
+    cannot be part of a :class:`GraphedStep`.  This product computes one output
+    element per thread (a loop over the shared dimension), reads strided
+    operands in place (``x.T`` costs no copy), and for the small matrices of
+    the models that graphs are for (a few hundred elements) is as fast as
+    cuBLAS's launch.
+
+    Parameters
+    ----------
+    a, b : cupy.ndarray
+        1-D or 2-D, the same float dtype, ``a.shape[-1] == b.shape[0]``.
+
+    Returns
+    -------
+    cupy.ndarray
+        A new C-contiguous array of shape ``a.shape[:-1] + b.shape[1:]``, as ``a @ b``.
+    """
+    global _matmul_kernel
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, cupy.ndarray) or x.ndim not in (1, 2) or str(x.dtype) not in FUSED_DTYPES:
+            raise TypeError(f"matmul: {name} must be a 1-D or 2-D float32 or float64 CuPy array")
+    if a.dtype != b.dtype:
+        raise TypeError(f"matmul: a is {a.dtype} but b is {b.dtype}")
+    if a.shape[-1] != b.shape[0]:
+        raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not align")
+    left = a if a.ndim == 2 else a[None, :]
+    right = b if b.ndim == 2 else b[:, None]
+    out = cupy.empty((left.shape[0], right.shape[1]), dtype=a.dtype)
+    if _matmul_kernel is None:
+        _matmul_kernel = cupy.ElementwiseKernel(
+            "raw T a, raw T b, int64 columns, int64 depth", "T out", _MATMUL_BODY, name="anyoptim_small_matmul"
+        )
+    _matmul_kernel(left, right, right.shape[1], left.shape[1], out)
+    return out.reshape(tuple(a.shape[:-1]) + tuple(b.shape[1:]))
+
 
 class _ScalarPlan:
     """Where each kernel of a captured step reads its host scalars: slices of one float64 device table.
@@ -410,7 +487,9 @@ class GraphedStep:
     loss_and_grads : callable
         ``loss_and_grads(params, *inputs) -> (loss, grads)``: the forward and
         backward pass, on the device only (no ``.item()``, no host copies, no
-        boolean-mask indexing, which synchronise with the host).
+        boolean-mask indexing, which synchronise with the host) and without
+        cuBLAS, which CuPy refuses during a capture: use :func:`matmul` for
+        products (:func:`capturing` tells model code when it is recorded).
     *inputs : cupy.ndarray
         Static input buffers (a batch, its targets).  Each call copies new data
         into them.
@@ -433,7 +512,7 @@ class GraphedStep:
 
         params = anyoptim.flatten(init_mlp(...))            # cupy arrays
         opt = anyoptim.Adam(learning_rate=anyoptim.schedules.cosine_decay(0.01, 5000))
-        x, y = cupy.empty((64, 2), "float32"), cupy.empty((64, 1), "float32")
+        x, y = cupy.zeros((64, 2), "float32"), cupy.zeros((64, 1), "float32")
         step = GraphedStep(opt, params, opt.init(params), loss_and_grads, x, y)
         for xb, yb in batches:
             loss = step(xb, yb)          # copy the batch in, replay forward + backward + Adam
@@ -522,9 +601,10 @@ class GraphedStep:
         self._row_free = [cupy.cuda.Event(disable_timing=True) for _ in range(int(ring))]
 
     def _record(self) -> None:
-        loss, grads = self._loss_and_grads(self._params, *self._inputs)
-        with self._engine._scalars_on_device(self._plan):
-            new_params, _ = self._optimizer.step(self._params, grads, self._captured_state)
+        with _recording():
+            loss, grads = self._loss_and_grads(self._params, *self._inputs)
+            with self._engine._scalars_on_device(self._plan):
+                new_params, _ = self._optimizer.step(self._params, grads, self._captured_state)
         from ..tree import tree_flatten
 
         _, new_leaves, _ = tree_flatten(new_params)
@@ -541,10 +621,16 @@ class GraphedStep:
             except BaseException as error:
                 with contextlib.suppress(Exception):
                     self._stream.end_capture()
+                hint = (
+                    " CuPy refuses cuBLAS calls during a capture: use anyoptim.engines.cupy.matmul instead of @ "
+                    "(anyoptim.engines.cupy.capturing() tells when)."
+                    if "cuBLAS" in str(error)
+                    else ""
+                )
                 raise RuntimeError(
                     "capturing the training step as a CUDA graph failed: everything in loss_and_grads and the "
                     "update must run on the device without synchronising with the host (no .item(), float(), "
-                    f"host copies or boolean-mask indexing). The error was: {error}"
+                    f"host copies or boolean-mask indexing), and without cuBLAS.{hint} The error was: {error!r}"
                 ) from error
             return self._stream.end_capture()
 
