@@ -21,7 +21,7 @@ import numpy as np  # host-side RNG and host arrays only; the math stays in the 
 
 from ._namespace import array_namespace, device_of, is_array, is_floating
 
-__all__ = ["minibatches"]
+__all__ = ["epoch_seed", "minibatches"]
 
 Seed = int | Sequence[int] | np.random.SeedSequence
 
