@@ -11,6 +11,8 @@ trajectories
     on the Rosenbrock function, drawn on contour plots.
 batch-sizes
     Batch, mini-batch and stochastic gradient descent on the same problem.
+train
+    Any optimizer of the library on a generated data set or a user's .npz/.csv file.
 bench
     The optimizer-step benchmark (:mod:`anyoptim.bench`).
 
