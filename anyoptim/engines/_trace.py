@@ -61,6 +61,7 @@ __all__ = [
     "evaluate",
     "fold_scalars",
     "hp_signature",
+    "scalar_folder",
     "trace_program",
 ]
 
@@ -68,16 +69,6 @@ __all__ = [
 FUSED_DTYPES = {"float32": "float", "float64": "double"}
 
 ARRAY, BOOL, SCALAR = "array", "bool", "scalar"
-
-# Arithmetic on scalars, done on the host exactly as Python would do it in the generic engine.
-_HOST_OPS: dict[str, Callable[..., Any]] = {
-    "add": operator.add,
-    "sub": operator.sub,
-    "mul": operator.mul,
-    "div": operator.truediv,
-    "pow": operator.pow,
-    "neg": operator.neg,
-}
 
 _C_OPERATORS = {
     "add": "+",
@@ -523,30 +514,57 @@ def trace_program(
 # --------------------------------------------------------------------------- host scalars
 
 
+_PYTHON_OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
+
+
+def scalar_folder(trace: Trace) -> Callable[[Mapping[str, Any]], list[Any]]:
+    """Compile the host part of a trace into a Python function ``hp -> [c0, c1, ...]``.
+
+    The function evaluates the scalar nodes the kernel needs with Python's own
+    operators on the values in ``hp``, exactly as the generic engine evaluates
+    ``1 - beta1``; it is built once per trace (as ``collections.namedtuple``
+    builds its classes, from generated source) so that a step costs a few
+    Python statements, not a walk of the graph.
+    """
+    needed: set[int] = set()
+    pending = list(trace.kernel_scalars)
+    while pending:
+        index = pending.pop()
+        if index not in needed:
+            needed.add(index)
+            pending.extend(trace.nodes[index].args)
+    keys: list[Any] = []  # hyperparameter names and constants enter as values, never as source text
+    constants: list[Any] = []
+    lines = ["def fold(hp):"]
+    for index in sorted(needed):  # node order is topological
+        node = trace.nodes[index]
+        if node.op == "hp_scalar":
+            lines.append(f"    v{index} = hp[K[{len(keys)}]]")
+            keys.append(node.value)
+        elif node.op == "const":
+            lines.append(f"    v{index} = C[{len(constants)}]")
+            constants.append(node.value)
+        elif node.op == "neg":
+            lines.append(f"    v{index} = -v{node.args[0]}")
+        elif node.op in _PYTHON_OPERATORS:
+            a, b = node.args
+            lines.append(f"    v{index} = v{a} {_PYTHON_OPERATORS[node.op]} v{b}")
+        else:  # pragma: no cover - the tracer builds no other scalar nodes
+            raise AssertionError(f"node {index} ({node.op}) is not a host scalar")
+    lines.append(f"    return [{', '.join(f'v{index}' for index in trace.kernel_scalars)}]")
+    namespace: dict[str, Any] = {"K": tuple(keys), "C": tuple(constants)}
+    # The source is generated above from the trace's structure; names and constants are passed as values.
+    exec(compile("\n".join(lines), f"<scalars of {trace.name}>", "exec"), namespace)
+    return namespace["fold"]
+
+
 def fold_scalars(trace: Trace, hp: Mapping[str, Any]) -> list[Any]:
     """The host values of the kernel's scalar arguments, computed as the generic engine computes them.
 
-    Returns one Python number per entry of ``trace.kernel_scalars``, evaluated
-    with Python's own arithmetic on the values in ``hp``.
+    Returns one Python number per entry of ``trace.kernel_scalars`` (see
+    :func:`scalar_folder`, which engines keep to avoid recompiling each step).
     """
-    values: dict[int, Any] = {}
-
-    def value(index: int) -> Any:
-        if index in values:
-            return values[index]
-        node = trace.nodes[index]
-        if node.op == "hp_scalar":
-            result = hp[node.value]
-        elif node.op == "const":
-            result = node.value
-        elif node.op in _HOST_OPS:
-            result = _HOST_OPS[node.op](*(value(arg) for arg in node.args))
-        else:  # pragma: no cover - the tracer builds no other scalar nodes
-            raise AssertionError(f"node {index} ({node.op}) is not a host scalar")
-        values[index] = result
-        return result
-
-    return [value(index) for index in trace.kernel_scalars]
+    return scalar_folder(trace)(hp)
 
 
 def _scalar_expression(trace: Trace, index: int) -> str:

@@ -46,7 +46,15 @@ except ImportError:  # pragma: no cover - the module stays importable (docs, CPU
 
 from ..rules import Program
 from ._spans import contiguous_runs, flat_slots
-from ._trace import FUSED_DTYPES, KernelSource, Trace, cuda_source, fold_scalars, hp_signature, trace_program
+from ._trace import (
+    FUSED_DTYPES,
+    KernelSource,
+    Trace,
+    cuda_source,
+    hp_signature,
+    scalar_folder,
+    trace_program,
+)
 from .generic import GenericEngine
 
 __all__ = ["COMPILE_OPTIONS", "CupyEngine", "GraphedStep", "capture", "capturing", "matmul"]
@@ -212,7 +220,7 @@ class CupyEngine:
 class _Run:
     """One kernel launch of a prepared step: a span of leaves, its kernel, and where its scalars come from."""
 
-    __slots__ = ("copy_grad", "engine", "first", "grad", "kernel", "outputs", "plan", "source", "trace")
+    __slots__ = ("copy_grad", "engine", "first", "fold", "grad", "kernel", "outputs", "plan", "source", "trace")
 
     def __init__(
         self,
@@ -230,6 +238,7 @@ class _Run:
         self.engine = engine
         self.plan = engine._plan
         self.trace = compiled.trace
+        self.fold = scalar_folder(compiled.trace)
         self.source, self.kernel = engine.kernel(compiled, str(p.dtype), self.plan is not None)
         self.first = first  # index of the run's first leaf in the step's lists
         self.grad = g
@@ -239,7 +248,7 @@ class _Run:
     def __call__(self, hps: Sequence[Mapping[str, Any]], first_param: Any) -> None:
         hp = hps[self.first]
         dtype = self.outputs[0].dtype
-        scalars = fold_scalars(self.trace, hp)
+        scalars = self.fold(hp)
         engine = self.engine
         args: list[Any] = []
         for role, name in self.source.inputs:
@@ -250,7 +259,7 @@ class _Run:
             elif role == "scalar":
                 args.append(engine._device_scalar(scalars[name], dtype))
             else:  # "scalar_table": a captured step reads its scalars from the device
-                args.append(self.plan.table_for(self.trace, first_param, scalars))
+                args.append(self.plan.table_for(self.trace, self.fold, first_param, scalars))
         args.extend(self.outputs)
         engine._launch(self.kernel, args)
 
@@ -431,22 +440,24 @@ class _ScalarPlan:
 
     def __init__(self, leaf_index: Mapping[int, int]):
         self.leaf_index = dict(leaf_index)  # id(parameter leaf) -> its index in the optimizer's leaf list
-        self.entries: list[tuple[Trace, int, int, int]] = []  # (trace, leaf index, offset, count)
+        # (trace, its scalar folder, leaf index, offset, count) per launch, in launch order
+        self.entries: list[tuple[Trace, Callable[..., list[Any]], int, int, int]] = []
         self.size = 0
         self.table: Any = None
         self._cursor = 0
 
-    def table_for(self, trace: Trace, first_param: Any, values: Sequence[float]) -> Any:
+    def table_for(self, trace: Trace, fold: Callable[..., list[Any]], first_param: Any, values: Sequence[float]) -> Any:
         index = self.leaf_index.get(id(first_param))
         if index is None:
             raise ValueError("a captured step updated an array that is not one of the parameters it was given")
         if self.table is None:
-            self.entries.append((trace, index, self.size, len(values)))
+            self.entries.append((trace, fold, index, self.size, len(values)))
             self.size += len(values)
             return cupy.asarray(np.asarray(values, dtype=np.float64))
-        if self._cursor >= len(self.entries) or self.entries[self._cursor][:2] != (trace, index):
+        entry = self.entries[self._cursor] if self._cursor < len(self.entries) else None
+        if entry is None or entry[0] is not trace or entry[2] != index:
             raise RuntimeError("the step launched other kernels while captured than while warming up")
-        _, _, offset, count = self.entries[self._cursor]
+        _, _, _, offset, count = entry
         self._cursor += 1
         return self.table[offset : offset + count]
 
@@ -455,8 +466,32 @@ class _ScalarPlan:
         self._cursor = 0
 
     def fill(self, row: np.ndarray, hps: Sequence[Mapping[str, Any]]) -> None:
-        for trace, index, offset, count in self.entries:
-            row[offset : offset + count] = fold_scalars(trace, hps[index])
+        for _, fold, index, offset, count in self.entries:
+            row[offset : offset + count] = fold(hps[index])
+
+
+class _HostScalars:
+    """Every host scalar of a step, from the optimizer's own code, without touching the device.
+
+    The leaf groups are fixed with the arrays; the scalars of a step are asked
+    of a copy of the optimizer without global-norm clipping (inside a graph the
+    clip factor is computed on the device, by the captured step itself).
+    """
+
+    def __init__(self, optimizer: Any, xp: Any, names: list[str], param_leaves: list[Any], treedef: Any):
+        self.optimizer = optimizer
+        self.xp = xp
+        self.keys, self.key_of_leaf, _ = optimizer._leaf_groups(names, param_leaves, treedef)
+        self.host_optimizer = copy.copy(optimizer)
+        self.host_optimizer.clip_global_norm = None
+
+    def __call__(self, count: int) -> tuple[list[dict[str, Any]], float]:
+        """Each leaf's scalars for the step after ``count`` steps, and that step's learning rate."""
+        learning_rate = self.optimizer.learning_rate_at(count)
+        hps = self.host_optimizer._step_scalars_of_leaves(
+            self.xp, self.keys, self.key_of_leaf, [], count, learning_rate
+        )
+        return hps, learning_rate
 
 
 class GraphedStep:
@@ -562,15 +597,9 @@ class GraphedStep:
                     f"inputs[{position}] must be a CuPy array (a static buffer), got {type(array).__name__}"
                 )
         _, slot_leaves, _ = tree_flatten(list(state.slots.values()))
-        self._xp = xp
         self._engine = engine
         self._optimizer = optimizer
-        # Each replay's host scalars come from the optimizer's own code: its leaf groups (fixed with the arrays)
-        # and the scalars of a step, asked of a copy without global-norm clipping so that nothing touches the
-        # device (the clip factor itself is computed inside the graph).
-        self._keys, self._key_of_leaf, _ = optimizer._leaf_groups(self._names, self._param_leaves, self._treedef)
-        self._host_optimizer = copy.copy(optimizer)
-        self._host_optimizer.clip_global_norm = None
+        self._host_scalars = _HostScalars(optimizer, xp, self._names, self._param_leaves, self._treedef)
         self._params = params
         self._captured_state = state
         self._inputs = inputs
@@ -653,14 +682,8 @@ class GraphedStep:
                 static[...] = new
         stream = cupy.cuda.get_current_stream()
         count = self._count
-        learning_rate = self._optimizer.learning_rate_at(count)
+        hps, learning_rate = self._host_scalars(count)
         if self._plan.size:
-            from ..tree import tree_flatten
-
-            _, grad_leaves, _ = tree_flatten(self._grads)
-            hps = self._host_optimizer._step_scalars_of_leaves(
-                self._xp, self._keys, self._key_of_leaf, grad_leaves, count, learning_rate
-            )
             slot = count % len(self._row_free)
             self._row_free[slot].synchronize()  # the copy that last read this row has finished
             row = self._host_rows[slot]
