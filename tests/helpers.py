@@ -59,6 +59,9 @@ def to_numpy(x: Any) -> np.ndarray:
         return x.get()
     if type(x).__module__.startswith("torch"):
         return x.detach().cpu().numpy().copy()
+    if type(x).__module__.startswith("jax"):
+        # from_dlpack refuses JAX arrays on a GPU ("Unsupported device").
+        return np.array(x, copy=True)
     return np.array(np.from_dlpack(x), copy=True)
 
 
