@@ -613,16 +613,15 @@ class GraphedStep:
         touched = [*self._param_leaves, *slot_leaves]
         saved = [leaf.copy() for leaf in touched]
         cupy.cuda.get_current_stream().synchronize()  # our stream does not wait for the caller's
-        try:
-            with cupy.cuda.using_allocator(self._pool.malloc), self._stream:
+        with cupy.cuda.using_allocator(self._pool.malloc), self._stream:
+            try:
                 self._record()  # warm-up: compiles the kernels, fills the pool, fixes the plan
+            finally:
                 self._loss = self._grads = None  # give the warm-up's buffers back for the capture to reuse
-            with self._stream:
                 for leaf, original in zip(touched, saved, strict=True):
-                    leaf[...] = original
-            self._stream.synchronize()
-        finally:
-            del saved
+                    leaf[...] = original  # undo the warm-up step, even a failed one
+        self._stream.synchronize()
+        del saved
         self._plan.freeze()
         self._graph = self._capture()
         self._stream.synchronize()
@@ -649,19 +648,14 @@ class GraphedStep:
                 self._record()
             except BaseException as error:
                 with contextlib.suppress(Exception):
-                    self._stream.end_capture()
-                hint = (
-                    " CuPy refuses cuBLAS calls during a capture: use anyoptim.engines.cupy.matmul instead of @ "
-                    "(anyoptim.engines.cupy.capturing() tells when)."
-                    if "cuBLAS" in str(error)
-                    else ""
-                )
-                raise RuntimeError(
-                    "capturing the training step as a CUDA graph failed: everything in loss_and_grads and the "
-                    "update must run on the device without synchronising with the host (no .item(), float(), "
-                    f"host copies or boolean-mask indexing), and without cuBLAS.{hint} The error was: {error!r}"
-                ) from error
-            return self._stream.end_capture()
+                    self._stream.end_capture()  # leave capture mode; the partial graph is dropped
+                if isinstance(error, Exception):
+                    raise RuntimeError(_capture_failure(error)) from error
+                raise
+            try:
+                return self._stream.end_capture()
+            except Exception as error:  # an operation invalidated the capture without raising itself
+                raise RuntimeError(_capture_failure(error)) from error
 
     def __call__(self, *inputs: Any) -> Any:
         """Copy ``inputs`` into the static input buffers (if given), take one step, and return the loss array.
@@ -721,6 +715,20 @@ class GraphedStep:
     def inputs(self) -> tuple[Any, ...]:
         """The static input buffers."""
         return self._inputs
+
+
+def _capture_failure(error: Exception) -> str:
+    hint = (
+        " CuPy refuses cuBLAS calls during a capture: use anyoptim.engines.cupy.matmul instead of @ "
+        "(anyoptim.engines.cupy.capturing() tells model code when it is recorded)."
+        if "cuBLAS" in str(error)
+        else ""
+    )
+    return (
+        "capturing the training step as a CUDA graph failed: everything in loss_and_grads and the update must run "
+        "on the device without synchronising with the host (no .item(), float(), host copies or boolean-mask "
+        f"indexing), and without cuBLAS.{hint} The error was: {error!r}"
+    )
 
 
 def _pinned(shape: tuple[int, ...]) -> np.ndarray:
