@@ -10,9 +10,11 @@ processes gradients (clipping, weight decay, non-finite policy) and hands one
 from __future__ import annotations
 
 import math
+import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from typing import Any, ClassVar
 
 from . import rules
@@ -261,6 +263,12 @@ class Optimizer:
             structure=treedef,
         )
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if not name.startswith("_"):
+            # A changed setting may change programs, masks or slots: validate the next step in full.
+            object.__setattr__(self, "_prepared", None)
+
     def step(self, params: Any, grads: Any, state: OptimizerState) -> tuple[Any, OptimizerState]:
         """Take one step: return the new parameters and state.
 
@@ -268,24 +276,34 @@ class Optimizer:
         place and returned; on JAX new arrays are returned.  The returned values
         are always the truth.  Every check runs before any array is touched, so a
         call that raises changes nothing.
+
+        A training loop that passes the same arrays every step (the returned
+        params and state, and one gradient buffer) takes a fast path: the checks
+        that depend only on which arrays these are, their shapes and dtypes, and
+        the tree structures ran on the first such step and are not repeated, and
+        the engine's bound plan is reused.  It then returns the very params tree
+        and state slots it returned the step before (their arrays updated in place).
         """
+        prepared = self._prepared
+        if prepared is not None and prepared.matches(params, grads, state):
+            return self._prepared_step(prepared, params, state)
         names, p_leaves, treedef = tree_flatten(params)
         xp, device = check_leaves(names, p_leaves, what="params")
         g_leaves = self._check_grads(xp, device, names, p_leaves, treedef, grads)
         slots = self._check_state(names, p_leaves, treedef, state)
         learning_rate = self.learning_rate_at(state.count)
-        if self.on_nonfinite != "ignore":
-            bad = _first_nonfinite(xp, names, g_leaves)
-            if bad is not None:
-                if self.on_nonfinite == "raise":
-                    raise FloatingPointError(f"grads[{bad!r}] holds NaN or infinity (on_nonfinite='raise')")
-                return params, replace(state, skipped=state.skipped + 1)
-        hps, programs = self._leaf_scalars(xp, names, p_leaves, g_leaves, treedef, state.count, learning_rate)
+        skipped = self._nonfinite(xp, names, g_leaves, params, state)
+        if skipped is not None:
+            return skipped
+        keys, key_of_leaf, programs = self._leaf_groups(names, p_leaves, treedef)
+        hps = self._step_scalars_of_leaves(xp, keys, key_of_leaf, g_leaves, state.count, learning_rate)
         engine = select_engine(xp, self.engine)
+        prepare = getattr(engine, "prepare", None)
+        runs = []
         new_params = list(p_leaves)
         new_slots = {slot: list(values) for slot, values in slots.items()}
         for program, indices in programs:
-            updated_p, updated_slots = engine.apply(
+            arguments = (
                 program,
                 xp,
                 [p_leaves[i] for i in indices],
@@ -293,6 +311,12 @@ class Optimizer:
                 {slot: [values[i] for i in indices] for slot, values in slots.items()},
                 [hps[i] for i in indices],
             )
+            if prepare is None:
+                updated_p, updated_slots = engine.apply(*arguments)
+            else:
+                run = prepare(*arguments)
+                runs.append((run, indices))
+                updated_p, updated_slots = run(arguments[-1])
             for position, i in enumerate(indices):
                 new_params[i] = updated_p[position]
                 for slot in slots:
@@ -304,7 +328,29 @@ class Optimizer:
             skipped=state.skipped,
             structure=treedef,
         )
-        return tree_unflatten(treedef, new_params), new_state
+        params_out = tree_unflatten(treedef, new_params)
+        self._prepared = None
+        if prepare is not None and all(run.in_place for run, _ in runs):
+            self._prepared = _Prepared(
+                xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, new_state.slots
+            )
+        return params_out, new_state
+
+    def _prepared_step(self, prepared: _Prepared, params: Any, state: OptimizerState) -> tuple[Any, OptimizerState]:
+        """The step on the arrays ``prepared`` was made for (already checked by :meth:`_Prepared.matches`)."""
+        learning_rate = self.learning_rate_at(state.count)
+        if self.on_nonfinite != "ignore":
+            skipped = self._nonfinite(prepared.xp, prepared.names, prepared.g_leaves, params, state)
+            if skipped is not None:
+                return skipped
+        hps = self._step_scalars_of_leaves(
+            prepared.xp, prepared.keys, prepared.key_of_leaf, prepared.g_leaves, state.count, learning_rate
+        )
+        for run, indices in prepared.runs:
+            run(hps if indices is None else [hps[i] for i in indices])
+        return prepared.params_out, _next_state(
+            state.count + 1, learning_rate, prepared.slots_out, state.skipped, prepared.treedef
+        )
 
     # -- helpers of step
 
@@ -347,17 +393,54 @@ class Optimizer:
             slots[slot] = leaves
         return slots
 
-    def _leaf_scalars(
+    def _nonfinite(
+        self, xp: Any, names: list[str], g_leaves: list[Any], params: Any, state: OptimizerState
+    ) -> tuple[Any, OptimizerState] | None:
+        """Apply ``on_nonfinite``: raise, or the result of a skipped step, or None to go on."""
+        if self.on_nonfinite == "ignore":
+            return None
+        bad = _first_nonfinite(xp, names, g_leaves)
+        if bad is None:
+            return None
+        if self.on_nonfinite == "raise":
+            raise FloatingPointError(f"grads[{bad!r}] holds NaN or infinity (on_nonfinite='raise')")
+        return params, replace(state, skipped=state.skipped + 1)
+
+    def _leaf_groups(
+        self, names: list[str], p_leaves: list[Any], treedef: TreeDef
+    ) -> tuple[list[tuple[Any, bool]], list[int], list[tuple[rules.Program, list[int]]]]:
+        """What is fixed while the arrays are: which leaves share scalars, and which program each runs.
+
+        Returns the distinct ``(dtype, decayed)`` keys, the index of each leaf's
+        key, and the leaves grouped by program.
+        """
+        decayed = (
+            _mask_values(self.weight_decay_mask, names, p_leaves, treedef)
+            if self.weight_decay
+            else [False] * len(p_leaves)
+        )
+        keys: list[tuple[Any, bool]] = []
+        key_of_leaf = []
+        for p, is_decayed in zip(p_leaves, decayed, strict=True):
+            key = (p.dtype, is_decayed)
+            if key not in keys:
+                keys.append(key)
+            key_of_leaf.append(keys.index(key))
+        groups: dict[bool, list[int]] = {}
+        for index, is_decayed in enumerate(decayed):
+            groups.setdefault(is_decayed, []).append(index)
+        return keys, key_of_leaf, [(self._program(is_decayed), indices) for is_decayed, indices in groups.items()]
+
+    def _step_scalars_of_leaves(
         self,
         xp: Any,
-        names: list[str],
-        p_leaves: list[Any],
+        keys: list[tuple[Any, bool]],
+        key_of_leaf: list[int],
         g_leaves: list[Any],
-        treedef: TreeDef,
         count: int,
         learning_rate: float,
-    ) -> tuple[list[dict[str, Any]], list[tuple[rules.Program, list[int]]]]:
-        """Each leaf's scalars, and the leaves grouped by the program they run.
+    ) -> list[dict[str, Any]]:
+        """Each leaf's scalars for this step.
 
         Leaves with equal dtype and weight decay share one scalars mapping (the
         same object), which lets fused engines join them into one span.
@@ -368,28 +451,145 @@ class Optimizer:
         grad_scale = None
         if self.clip_global_norm is not None:
             grad_scale = self.clip_global_norm / xp.clip(_global_norm(xp, g_leaves), min=self.clip_global_norm)
-        decayed = (
-            _mask_values(self.weight_decay_mask, names, p_leaves, treedef)
-            if self.weight_decay
-            else [False] * len(p_leaves)
+        shared = []
+        for dtype, is_decayed in keys:
+            hp = common if len(keys) == 1 else dict(common)
+            if grad_scale is not None:
+                hp["grad_scale"] = xp.astype(grad_scale, dtype)
+            if is_decayed:
+                hp["weight_decay"] = self.weight_decay
+                hp["decay"] = learning_rate * self.weight_decay
+            shared.append(hp)
+        if len(shared) == 1:
+            return shared * len(key_of_leaf)
+        return [shared[index] for index in key_of_leaf]
+
+
+def _next_state(
+    count: int, learning_rate: float, slots: dict[str, Any], skipped: int, structure: TreeDef
+) -> OptimizerState:
+    """``OptimizerState(count=..., ...)`` made without the frozen dataclass's per-field ``object.__setattr__``.
+
+    The result is the same object the constructor makes (OptimizerState has no
+    ``__post_init__`` and no ``__slots__``); it saves half a microsecond of the
+    few that a small model's step costs.
+    """
+    state = object.__new__(OptimizerState)
+    fields = state.__dict__
+    fields["count"] = count
+    fields["learning_rate"] = learning_rate
+    fields["slots"] = slots
+    fields["skipped"] = skipped
+    fields["structure"] = structure
+    return state
+
+
+class _Prepared:
+    """What a validated step established about its arrays, for the steps that pass the same ones.
+
+    Holds the leaves of params, grads and state slots, the shapes and dtypes of
+    params and grads, the tree structure, and the engine's prepared runs.
+    :meth:`matches` is the whole check of a later call: the same structure
+    (exact container types), the very same leaf objects, unchanged shapes and
+    dtypes.  Anything else takes the fully validated path.
+    """
+
+    __slots__ = (
+        "g_leaves",
+        "key_of_leaf",
+        "keys",
+        "layout",
+        "leaves",
+        "leaves_of",
+        "names",
+        "params_out",
+        "runs",
+        "slot_names",
+        "slots_out",
+        "treedef",
+        "xp",
+    )
+
+    def __init__(self, xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, slots_out):
+        self.xp = xp
+        self.names = names
+        self.treedef = treedef
+        self.leaves_of = _leaf_getter(treedef)
+        self.g_leaves = list(g_leaves)
+        self.slot_names = tuple(slots)
+        # Every leaf in the order matches() gathers them: params, grads, then each slot.
+        self.leaves = (*p_leaves, *g_leaves, *(leaf for values in slots.values() for leaf in values))
+        self.layout = list(map(_shape_and_dtype, (*p_leaves, *g_leaves)))
+        self.keys = keys
+        self.key_of_leaf = key_of_leaf
+        everything = list(range(len(p_leaves)))
+        # A prepared step is called with this step's scalars; update() does the same without building results.
+        self.runs = [
+            (getattr(run, "update", run), None if indices == everything else indices) for run, indices in runs
+        ]
+        self.params_out = params_out
+        self.slots_out = slots_out
+
+    def matches(self, params: Any, grads: Any, state: Any) -> bool:
+        """Whether a call passes exactly the arrays (and structures) this was made for."""
+        if type(state) is not OptimizerState or state.structure is not self.treedef:
+            return False
+        slots = state.slots
+        if type(slots) is not dict or tuple(slots) != self.slot_names:
+            return False
+        leaves_of = self.leaves_of
+        trees = [leaves_of(params), leaves_of(grads), *[leaves_of(slots[name]) for name in self.slot_names]]
+        if None in trees:
+            return False
+        found = tuple(chain.from_iterable(trees))
+        if len(found) != len(self.leaves) or not all(map(operator.is_, found, self.leaves)):
+            return False
+        # NumPy lets code set .shape and .dtype of an existing array: check those of params and grads.
+        return list(map(_shape_and_dtype, found[: len(self.layout)])) == self.layout
+
+
+_shape_and_dtype = operator.attrgetter("shape", "dtype")
+
+
+def _leaf_getter(treedef: TreeDef) -> Callable[[Any], tuple | None]:
+    """A fast ``tree -> leaves`` for trees of exactly this structure (exact container types), else None."""
+    if treedef.kind == "dict" and treedef.keys and all(child.kind == "leaf" for child in treedef.children):
+        keys, count = treedef.keys, len(treedef.keys)
+        get = operator.itemgetter(*keys)
+
+        def leaves_of_dict(tree: Any) -> tuple | None:
+            if type(tree) is not dict or len(tree) != count:
+                return None
+            try:
+                found = get(tree)
+            except KeyError:
+                return None
+            return found if count > 1 else (found,)
+
+        return leaves_of_dict
+
+    def leaves_of(tree: Any) -> tuple | None:
+        found: list[Any] = []
+        return tuple(found) if _collect_leaves(treedef, tree, found) else None
+
+    return leaves_of
+
+
+def _collect_leaves(treedef: TreeDef, node: Any, found: list[Any]) -> bool:
+    if treedef.kind == "leaf":
+        found.append(node)
+        return True
+    if treedef.kind == "dict":
+        if type(node) is not dict or len(node) != len(treedef.keys):
+            return False
+        return all(
+            key in node and _collect_leaves(child, node[key], found)
+            for key, child in zip(treedef.keys, treedef.children, strict=True)
         )
-        shared: dict[tuple[Any, bool], dict[str, Any]] = {}
-        hps: list[dict[str, Any]] = []
-        for p, is_decayed in zip(p_leaves, decayed):
-            key = (p.dtype, is_decayed)
-            if key not in shared:
-                hp = dict(common)
-                if grad_scale is not None:
-                    hp["grad_scale"] = xp.astype(grad_scale, p.dtype)
-                if is_decayed:
-                    hp["weight_decay"] = self.weight_decay
-                    hp["decay"] = learning_rate * self.weight_decay
-                shared[key] = hp
-            hps.append(shared[key])
-        groups: dict[bool, list[int]] = {}
-        for index, is_decayed in enumerate(decayed):
-            groups.setdefault(is_decayed, []).append(index)
-        return hps, [(self._program(is_decayed), indices) for is_decayed, indices in groups.items()]
+    expected = list if treedef.kind == "list" else (treedef.node_type or tuple)
+    if type(node) is not expected or len(node) != len(treedef.children):
+        return False
+    return all(_collect_leaves(child, value, found) for child, value in zip(treedef.children, node, strict=True))
 
 
 def _first_nonfinite(xp: Any, names: list[str], leaves: list[Any]) -> str | None:

@@ -320,7 +320,7 @@ class _Plan:
         self.array_steps = [step for step in tracer.operations if tracer.is_array[step[0]]]
         self._operand_dtypes()
         self._allocate()
-        self._templates()
+        self._source()
 
     def _operand_dtypes(self) -> None:
         """For each scalar operand of an array operation, the dtype NumPy casts it to there."""
@@ -390,100 +390,124 @@ class _Plan:
             for dead in releases.pop(position, []):
                 free[self.samples[dead].dtype].append(self.location[dead])
 
-    def _templates(self) -> None:
-        """Each call as a function and the register indices of its arguments.
+    def _source(self) -> None:
+        """Write the plan as the Python source of one function, ``run(hp, blocks)``, and compile it.
 
-        Registers are the block's columns (p, g, slots), then the scratch
-        buffers, then the 0-D scalar arrays, so binding a block is one lookup.
+        The function first computes this step's scalars from ``hp`` (Python
+        arithmetic, as the rule would) and stores them in the 0-D arrays
+        ``s0, s1, ...``; then, for each block, calls the ufuncs ``k0, k1, ...``
+        on registers ``r0, r1, ...`` (the block's p, g and slots, then the
+        scratch buffers).  It is generated from the trace, never written by
+        hand: a call per recorded operation, in the recorded order.  Local
+        names make each call as cheap as Python allows, which is what a small
+        model's step costs.
         """
         roles = 2 + len(self.slot_roles)
-        scalars_at = roles + len(self.scratch_dtypes)
-        register: dict[int, int] = {node: role for node, role in self.inputs.items()}
-        register.update({node: roles + index for node, index in self.location.items()})
-        register.update(self.direct)
-        use_index = {use: scalars_at + index for index, use in enumerate(self.scalar_uses)}
-        self.templates: list[tuple[Callable[..., Any], Callable[[list], tuple]]] = []
-        for (node, name, operands), common in zip(self.array_steps, self.common_dtypes, strict=True):
-            indices = [register[op] if self.is_array[op] else use_index[(op, common)] for op in operands]
-            function = _CALLS.get(name, _OPERATIONS[name][1])
-            self.templates.append((function, operator.itemgetter(*indices, register[node])))
+        register = {node: f"r{role}" for node, role in self.inputs.items()}
+        register.update({node: f"r{roles + index}" for node, index in self.location.items()})
+        register.update({node: f"r{role}" for node, role in self.direct.items()})
+        scalar_name = {use: f"s{index}" for index, use in enumerate(self.scalar_uses)}
+        self.functions: dict[str, Callable[..., Any]] = {}
+        lines = ["def run(hp, blocks):"]
+        lines += [f"    v{node} = hp[{key!r}]" for node, key in self.hp_inputs]
+        lines += [f"    v{node} = c{node}" for node, _ in self.constants]
+        for node, function, operands in self.scalar_steps:
+            self.functions[f"f{node}"] = function
+            lines.append(f"    v{node} = f{node}({', '.join(f'v{operand}' for operand in operands)})")
+        constant = dict(self.constants)
+        for use, name in scalar_name.items():
+            if use[0] not in constant:  # constants are stored once, when the arrays are made
+                lines.append(f"    {name}[()] = v{use[0]}")
+        self.registers = roles + len(self.scratch_dtypes)
+        lines.append(f"    for {', '.join(f'r{index}' for index in range(self.registers))} in blocks:")
+        for position, ((node, name, operands), common) in enumerate(
+            zip(self.array_steps, self.common_dtypes, strict=True)
+        ):
+            self.functions[f"k{position}"] = _CALLS.get(name, _OPERATIONS[name][1])
+            arguments = [register[op] if self.is_array[op] else scalar_name[(op, common)] for op in operands]
+            lines.append(f"        k{position}({', '.join([*arguments, register[node]])})")
+        self.functions["copyto"] = np.copyto
         for role, node in self.final_copies:
-            source = register[node] if self.is_array[node] else use_index[(node, self.dtype)]
-            self.templates.append((np.copyto, operator.itemgetter(role, source)))
-        constant = dict(self.constants)
-        self.refreshed = [(index, node) for index, (node, _) in enumerate(self.scalar_uses) if node not in constant]
+            source = register[node] if self.is_array[node] else scalar_name[(node, self.dtype)]
+            lines.append(f"        copyto(r{role}, {source})")
+        if not self.array_steps and not self.final_copies:
+            lines.append("        pass")
+        self.source = "\n".join(lines) + "\n"
+        self.code = compile(self.source, "<anyoptim.engines.numpy traced program>", "exec")
 
-    def scalar_arrays(self) -> list[np.ndarray]:
-        """New 0-D arrays for the scalar operands, one per (node, dtype), constants already filled."""
-        constant = dict(self.constants)
+    def compile(self) -> tuple[Callable[[Mapping[str, Any], list[tuple]], None], list[np.ndarray]]:
+        """A fresh ``run(hp, blocks)`` with its own 0-D scalar arrays (constants filled in), and those arrays."""
+        namespace: dict[str, Any] = dict(self.functions)
+        namespace.update({f"c{node}": value for node, value in self.constants})
         arrays = []
-        for node, dtype in self.scalar_uses:
+        constant = dict(self.constants)
+        for index, (node, dtype) in enumerate(self.scalar_uses):
             array = np.empty((), dtype=dtype)
             if node in constant:
                 array[()] = constant[node]
+            namespace[f"s{index}"] = array
             arrays.append(array)
-        return arrays
+        exec(self.code, namespace)  # the generated source of _source(), from the trace alone
+        return namespace["run"], arrays
 
-    def scalar_values(self, hp: Mapping[str, Any]) -> dict[int, Any]:
-        """Every scalar node's value for this step's ``hp``."""
-        values = {node: hp[key] for node, key in self.hp_inputs}
-        values.update(self.constants)
-        for node, function, operands in self.scalar_steps:
-            values[node] = function(*[values[operand] for operand in operands])
-        return values
-
-    def bind(
-        self, columns: Sequence[np.ndarray], scratch: Sequence[np.ndarray], scalar_arrays: Sequence[np.ndarray]
-    ) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:
-        """The calls that run the plan on one block: ``columns`` are the block's p, g and slots."""
+    def blocks(self, columns: Sequence[np.ndarray], scratch: Sequence[np.ndarray], block_size: int) -> list[tuple]:
+        """The registers of every block of one span: its slices of p, g and the slots, then the scratch."""
         size = columns[0].shape[0]
-        registers = [*columns, *(buffer[:size] for buffer in scratch), *scalar_arrays]
-        return [(function, arguments(registers)) for function, arguments in self.templates]
+        found = []
+        for start in range(0, size, block_size):
+            stop = min(start + block_size, size)
+            length = stop - start
+            found.append((*(column[start:stop] for column in columns), *(buffer[:length] for buffer in scratch)))
+        return found
 
 
 # --------------------------------------------------------------------------- running plans on spans
 
 
 class _TracedSpans:
-    """A plan bound to every block of some spans: refresh the scalars, then make the calls."""
+    """A compiled plan over the blocks of some spans.
 
-    def __init__(self, plan: _Plan, spans: list[list[np.ndarray]], block_size: int):
-        self.plan = plan
-        self.scalar_arrays = plan.scalar_arrays()
-        self.refresh = [(self.scalar_arrays[index], node) for index, node in plan.refreshed]
+    Consecutive spans that share one scalars mapping form one segment: its
+    scalars are computed once and its blocks run in one call.
+    """
+
+    def __init__(self, plan: _Plan, spans: list[list[np.ndarray]], leaves: list[int], hps: list[Any], block_size: int):
+        self.run_blocks, _ = plan.compile()
         longest = max(columns[0].shape[0] for columns in spans)
         scratch = [np.empty(min(block_size, longest), dtype=dtype) for dtype in plan.scratch_dtypes]
-        self.calls = []
-        for columns in spans:
-            size = columns[0].shape[0]
-            calls = []
-            for start in range(0, size, block_size):
-                stop = min(start + block_size, size)
-                calls += plan.bind([column[start:stop] for column in columns], scratch, self.scalar_arrays)
-            self.calls.append(calls)
+        self.segments: list[tuple[int, list[tuple]]] = []
+        for index, columns in enumerate(spans):
+            if index == 0 or hps[index] is not hps[index - 1]:
+                self.segments.append((leaves[index], []))
+            self.segments[-1][1].extend(plan.blocks(columns, scratch, block_size))
 
     def run(self, hps: Sequence[Mapping[str, Any]]) -> None:
-        """Run every span; ``hps[i]`` holds span ``i``'s scalars."""
-        for hp, calls in zip(hps, self.calls, strict=True):
-            values = self.plan.scalar_values(hp)
-            for array, node in self.refresh:
-                array[()] = values[node]
-            for function, arguments in calls:
-                function(*arguments)
+        """Run every span with the scalars of its leaves in ``hps`` (one mapping per leaf)."""
+        for leaf, blocks in self.segments:
+            self.run_blocks(hps[leaf], blocks)
 
 
 class _DirectSpans:
     """The program evaluated as written on each block, results copied back (for rules the tracer cannot follow)."""
 
-    def __init__(self, program: Program, slot_names: Sequence[str], spans: list[list[np.ndarray]], block_size: int):
+    def __init__(
+        self,
+        program: Program,
+        slot_names: Sequence[str],
+        spans: list[list[np.ndarray]],
+        leaves: list[int],
+        block_size: int,
+    ):
         self.program = program
         self.slot_names = slot_names
         self.spans = spans
+        self.leaves = leaves
         self.block_size = block_size
 
     def run(self, hps: Sequence[Mapping[str, Any]]) -> None:
-        """Run every span; ``hps[i]`` holds span ``i``'s scalars."""
-        for columns, hp in zip(self.spans, hps, strict=True):
+        """Run every span with the scalars of its leaves in ``hps`` (one mapping per leaf)."""
+        for columns, leaf in zip(self.spans, self.leaves, strict=True):
+            hp = hps[leaf]
             p, g, *slots = columns
             for start in range(0, p.shape[0], self.block_size):
                 block = slice(start, start + self.block_size)
@@ -541,41 +565,54 @@ class _Step:
         self.slots = {name: list(values) for name, values in slots.items()}
         columns = [self.params, self.grads, *self.slots.values()]
         count = len(self.params)
-        self.in_place = [
+        self.in_place_leaves = [
             i
             for i in range(count)
             if all(_writable_contiguous(column[i]) for column in (self.params, *self.slots.values()))
             and isinstance(self.grads[i], np.ndarray)
             and self.grads[i].flags.c_contiguous
         ]
-        chosen = set(self.in_place)
+        chosen = set(self.in_place_leaves)
+        #: Whether every leaf is updated in place (the returned arrays are the ones given).
         self.out_of_place = [i for i in range(count) if i not in chosen]
+        self.in_place = not self.out_of_place
         runs = contiguous_runs(
-            [[column[i] for i in self.in_place] for column in columns],
-            [hps[i] for i in self.in_place],
+            [[column[i] for i in self.in_place_leaves] for column in columns],
+            [hps[i] for i in self.in_place_leaves],
             address=_address,
             owner=_owner,
         )
-        groups: dict[Any, list[tuple[list[np.ndarray], Mapping[str, Any], int]]] = {}
+        groups: dict[Any, list[tuple[list[np.ndarray], int]]] = {}
         for start, stop in runs:
-            indices = self.in_place[start:stop]
+            indices = self.in_place_leaves[start:stop]
             span_columns = [_span([column[i] for i in indices]) for column in columns]
             hp = hps[indices[0]]
             key = (span_columns[0].dtype, tuple(sorted((k, _scalar_kind(v)) for k, v in hp.items())))
-            groups.setdefault(key, []).append((span_columns, hp, indices[0]))
+            groups.setdefault(key, []).append((span_columns, indices[0]))
         # One plan and one set of scratch buffers per dtype and kind of scalars.
-        self.runners: list[tuple[Any, list[int]]] = []
+        self.runners: list[Any] = []
         for (dtype, kinds), spans in groups.items():
-            plan = engine.plan(program, dtype, self.slot_names, spans[0][1], kinds)
-            columns_of = [span_columns for span_columns, _, _ in spans]
+            span_columns = [columns for columns, _ in spans]
+            firsts = [first for _, first in spans]
+            plan = engine.plan(program, dtype, self.slot_names, hps[firsts[0]], kinds)
             if plan is None:
-                runner: Any = _DirectSpans(program, self.slot_names, columns_of, engine.block_size)
+                self.runners.append(_DirectSpans(program, self.slot_names, span_columns, firsts, engine.block_size))
             else:
-                runner = _TracedSpans(plan, columns_of, engine.block_size)
-            self.runners.append((runner, [first for _, _, first in spans]))
+                self.runners.append(
+                    _TracedSpans(plan, span_columns, firsts, [hps[i] for i in firsts], engine.block_size)
+                )
+
+    def update(self, hps: Sequence[Mapping[str, Any]]) -> None:
+        """Run the step in place (only when :attr:`in_place`): ``hps`` as for :meth:`__call__`."""
+        for runner in self.runners:
+            runner.run(hps)
 
     def __call__(self, hps: Sequence[Mapping[str, Any]]) -> tuple[list[Any], dict[str, list[Any]]]:
-        """Run the step with this step's scalars ``hps`` (one mapping per leaf, grouped as when prepared)."""
+        """Run the step with this step's scalars ``hps`` (one mapping per leaf, grouped as when prepared).
+
+        Returns the new parameters and slots, leaf by leaf: the very arrays
+        given for leaves updated in place, new arrays for the others.
+        """
         new_params = list(self.params)
         new_slots = {name: list(values) for name, values in self.slots.items()}
         for i in self.out_of_place:
@@ -585,8 +622,7 @@ class _Step:
             )
             for name in self.slot_names:
                 new_slots[name][i] = updated[name]
-        for runner, firsts in self.runners:
-            runner.run([hps[i] for i in firsts])
+        self.update(hps)
         return new_params, new_slots
 
 
