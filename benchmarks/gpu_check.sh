@@ -5,7 +5,7 @@
 #
 # The GPU machines are offline and lack array-api-compat and array-api-strict: bring their wheels in .whl/
 # (see ../shared/GPU.md).  Each part is guarded (its own time limit, its own log), so one failure does not stop
-# the others; summary.txt lists every part's exit status.  Worst case about 8 minutes, typically less.
+# the others; summary.txt lists every part's exit status.  Worst case about 8 minutes (the sum of the limits), typically less.
 #
 #   env.txt           card, driver, versions, and a smoke run: one fused step, its kernel source, a graph replay
 #   engine-tests.txt  pytest -m gpu tests/test_cupy_engine.py (the CuPy engine: agreement, launches, memory, graphs)
@@ -148,22 +148,22 @@ try:
 except Exception:
     traceback.print_exc()
 EOF
-part "smoke" 120 "$OUT/env.txt" python3 /tmp/anyoptim_smoke.py
+part "smoke" 60 "$OUT/env.txt" python3 /tmp/anyoptim_smoke.py
 
 # ---------------------------------------------------------------- 2. the CuPy engine's GPU tests
-part "engine tests" 180 "$OUT/engine-tests.txt" \
+part "engine tests" 150 "$OUT/engine-tests.txt" \
     python3 -m pytest -q -m gpu -p no:cacheprovider -rfEsx --durations=10 tests/test_cupy_engine.py
 
 # ---------------------------------------------------------------- 3. the benchmark
 if [ -f benchmarks/step.py ]; then
-    part "benchmark" 240 "$OUT/bench.txt" \
+    part "benchmark" 180 "$OUT/bench.txt" \
         python3 benchmarks/step.py --backend cupy --compare torch,optax --json "$OUT/bench.json"
 else
     note "benchmark: benchmarks/step.py not found"
 fi
 
 # ---------------------------------------------------------------- 4. every other GPU-marked test
-part "other gpu tests" 150 "$OUT/gpu-tests.txt" \
+part "other gpu tests" 90 "$OUT/gpu-tests.txt" \
     python3 -m pytest -q -m gpu -p no:cacheprovider -rfEx --durations=10 tests \
     --ignore=tests/test_cupy_engine.py
 
