@@ -191,7 +191,7 @@ def _extreme_values(dtype: str) -> list[float]:
 
 
 @pytest.mark.parametrize("name", sorted(ALL_OPTIMIZERS))
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(
     dtype=DTYPES, shape=hnp.array_shapes(min_dims=1, max_dims=2, max_side=5), n_steps=st.integers(1, 6), data=st.data()
 )
@@ -242,7 +242,7 @@ def test_global_norm_clipping_of_the_largest_gradients_keeps_the_clipped_norm(dt
 
 
 @pytest.mark.parametrize("name", sorted(ALL_OPTIMIZERS))
-@settings(max_examples=6)
+@settings(max_examples=4)
 @given(dtype=DTYPES, shape=SHAPES, n_steps=st.integers(1, 5), data=st.data())
 def test_zero_gradients_do_not_move_a_fresh_optimizer(xp, name, dtype, shape, n_steps, data):
     """Nothing accumulated, nothing to follow: every optimizer (weight decay off) stays put, bit for bit."""

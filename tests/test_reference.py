@@ -474,7 +474,7 @@ def check_against_reference(xp: Any, case: Case, problem: dict[str, Any], engine
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-@settings(max_examples=10)
+@settings(max_examples=7)
 @given(data=st.data())
 def test_matches_reference(xp, case, data):
     """Every optimizer, every backend, both engines: plain hyperparameters over random gradient sequences."""
@@ -484,7 +484,7 @@ def test_matches_reference(xp, case, data):
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(data=st.data())
 def test_matches_reference_with_gradient_processing(xp, case, data):
     """Clipping, coupled/decoupled weight decay with masks, and schedules, drawn together."""
@@ -689,7 +689,7 @@ def course_problems(draw):
     }
 
 
-@settings(max_examples=15)
+@settings(max_examples=10)
 @given(problem=course_problems())
 def test_matches_the_courses_adam(xp, problem):
     """The lesson's initialize_adam / update_parameters_with_adam on a W1, b1, W2, b2... dict."""
