@@ -430,10 +430,20 @@ def problems(draw, case: Case, *, max_steps: int = 4, processing: bool = True):
     return problem
 
 
-def check_against_reference(xp: Any, case: Case, problem: dict[str, Any], engine: str) -> None:
+def check_against_reference(
+    xp: Any, case: Case, problem: dict[str, Any], engine: str, *, reuse_buffers: bool = False
+) -> None:
+    """Run anyoptim on the problem and compare every step with the reference.
+
+    With ``reuse_buffers`` the loop is a training loop's: one gradient tree (flattened like the
+    params when they are) is allocated once and overwritten in place before every step, and the
+    returned params and state are passed back, so steps after the first take the fast path for
+    repeated arrays.  A ``None`` in the gradient sequence is a step poisoned with NaN, which
+    ``on_nonfinite="skip"`` must skip.
+    """
     dtypes = _dtypes(problem["dtype"])
     params0 = _cast(problem["params"], dtypes)
-    grad_sequence = [_cast(grads, dtypes) for grads in problem["grads"]]
+    grad_sequence = [None if grads is None else _cast(grads, dtypes) for grads in problem["grads"]]
     learning_rate = SCHEDULES[problem["schedule"]](problem["learning_rate"])
     options = {
         "clip_global_norm": problem["clip_global_norm"],
@@ -452,20 +462,39 @@ def check_against_reference(xp: Any, case: Case, problem: dict[str, Any], engine
         clip_global_norm=problem["clip_global_norm"],
         clip_value=problem["clip_value"],
     )
+    if reuse_buffers:
+        options["on_nonfinite"] = "skip"
     optimizer = case.optimizer(learning_rate, problem["hyper"], engine=engine, **options)
     params = _to_xp(xp, params0)
     if problem["flat"]:
         params = anyoptim.flatten(params)
     state = optimizer.init(params)
+    buffers = None
+    if reuse_buffers:
+        buffers = _to_xp(xp, [np.zeros_like(p) for p in params0])
+        if problem["flat"]:
+            buffers = anyoptim.flatten(buffers)
     if problem["dtype"] == "mixed" and problem["clip_global_norm"] is not None:
         # The joint norm of a mixed tree carries float32 rounding into the float64 leaves'
         # scale (see test_global_norm_of_a_mixed_tree_keeps_float64_precision).
         dtypes = [dt if dt == "float32" else "float64-via-float32" for dt in dtypes]
+    count = 0
     for step, grads in enumerate(grad_sequence):
-        params, state = optimizer.step(params, _to_xp(xp, grads), state)
         where = f"{case.id}, engine={engine}, step {step + 1}"
-        assert state.count == step + 1, where
-        rate = learning_rate(step) if callable(learning_rate) else learning_rate
+        if buffers is None:
+            params, state = optimizer.step(params, _to_xp(xp, grads), state)
+        else:
+            values = grads if grads is not None else [np.full_like(p, np.nan) for p in params0]
+            for leaf, value in zip(_leaves(buffers), values, strict=True):
+                leaf[...] = from_numpy(xp, np.array(value, dtype=value.dtype, copy=True))
+            params, state = optimizer.step(params, buffers, state)
+            if grads is None:
+                assert (state.count, state.skipped) == (count, step + 1 - count), where
+                assert_leaves_close(_leaves(params), expected[step], dtypes, where)
+                continue
+        count += 1
+        assert state.count == count, where
+        rate = learning_rate(count - 1) if callable(learning_rate) else learning_rate
         assert state.learning_rate == pytest.approx(rate, rel=1e-15), where
         assert_leaves_close(_leaves(params), expected[step], dtypes, where)
 
@@ -491,6 +520,24 @@ def test_matches_reference_with_gradient_processing(xp, case, data):
     problem = data.draw(problems(case, max_steps=3), label="problem")
     for engine in ("generic", "auto"):
         check_against_reference(xp, case, problem, engine)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@settings(max_examples=4)
+@given(data=st.data())
+def test_matches_reference_when_a_loop_reuses_its_buffers(xp, backend, case, data):
+    """A training loop's steps: the same params, state and gradient buffers every step (the fast path
+    for repeated arrays), gradients written in place, with NaN-poisoned steps skipped in between."""
+    if backend == "jax":
+        pytest.skip("JAX arrays cannot be overwritten in place")
+    problem = data.draw(problems(case, max_steps=4), label="problem")
+    poisoned = data.draw(st.lists(st.booleans(), min_size=len(problem["grads"]), max_size=len(problem["grads"])))
+    grads = []
+    for step_grads, poison in zip(problem["grads"], poisoned, strict=True):
+        grads += [None, step_grads] if poison else [step_grads]
+    problem = {**problem, "grads": grads}
+    for engine in ("generic", "auto"):
+        check_against_reference(xp, case, problem, engine, reuse_buffers=True)
 
 
 @pytest.mark.xfail(
