@@ -409,20 +409,24 @@ def test_python_scalars_are_not_parameters():
 # --------------------------------------------------------------------------- schedules, masks, policies
 
 
+@pytest.mark.parametrize("reuse", [False, True], ids=["fresh-grads", "same-grads"])
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -0.5, "fast"])
-def test_schedule_returning_a_bad_value_raises_and_changes_nothing(xp, bad):
+def test_schedule_returning_a_bad_value_raises_and_changes_nothing(xp, bad, reuse):
+    """Also when the loop passes the same arrays every step (the step's fast path)."""
+
     def schedule(count):
         return 0.1 if count < 2 else bad
 
     optimizer = anyoptim.Adam(schedule)
     rng = np.random.default_rng(2)
     params = _params(xp, rng)
+    grads = _params(xp, rng)
     state = optimizer.init(params)
     for _ in range(2):
-        params, state = optimizer.step(params, _params(xp, rng), state)
+        params, state = optimizer.step(params, grads if reuse else _params(xp, rng), state)
     before = _snapshot(params, state)
     with pytest.raises(ValueError, match=rf"schedule returned {re.escape(repr(bad))} at step count 2"):
-        optimizer.step(params, _params(xp, rng), state)
+        optimizer.step(params, grads if reuse else _params(xp, rng), state)
     assert _snapshot(params, state) == before
     assert (state.count, state.learning_rate) == (2, 0.1)
 
@@ -461,9 +465,24 @@ def test_nonfinite_raise_after_in_place_poisoning():
     params = {"w": np.ones(3), "z": np.ones(2)}
     grads = {"w": np.full(3, 0.5), "z": np.full(2, 0.5)}
     params, state = optimizer.step(params, grads, optimizer.init(params))
+    params, state = optimizer.step(params, grads, state)  # the same arrays again: the fast path
     grads["z"][1] = np.inf
     before = _snapshot(params, state)
     with pytest.raises(FloatingPointError, match=r"grads\['z'\] holds NaN or infinity"):
+        optimizer.step(params, grads, state)
+    assert _snapshot(params, state) == before
+
+
+def test_dtype_changed_in_place_is_caught():
+    """Same array object, new dtype (a NumPy view trick): the fast path must not accept it."""
+    optimizer = anyoptim.Adam(0.1)
+    params = {"w": np.ones(4), "z": np.ones(2)}
+    grads = {"w": np.full(4, 0.5), "z": np.full(2, 0.5)}
+    params, state = optimizer.step(params, grads, optimizer.init(params))
+    params, state = optimizer.step(params, grads, state)
+    grads["z"].dtype = np.int64
+    before = _snapshot(params, state)
+    with pytest.raises(TypeError, match=r"grads\['z'\] has dtype int64"):
         optimizer.step(params, grads, state)
     assert _snapshot(params, state) == before
 
@@ -474,6 +493,7 @@ def test_shape_changed_in_place_is_caught():
     params = {"w": np.ones(6), "z": np.ones(2)}
     grads = {"w": np.full(6, 0.5), "z": np.full(2, 0.5)}
     params, state = optimizer.step(params, grads, optimizer.init(params))
+    params, state = optimizer.step(params, grads, state)  # the same arrays again: the fast path
     grads["w"].shape = (2, 3)
     before = _snapshot(params, state)
     with pytest.raises(ValueError, match=r"grads\['w'\] has shape \(2, 3\)"):
