@@ -14,7 +14,6 @@ import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import chain
 from typing import Any, ClassVar
 
 from . import rules
@@ -538,10 +537,12 @@ class _Prepared:
         if type(slots) is not dict or tuple(slots) != self.slot_names:
             return False
         leaves_of = self.leaves_of
-        trees = [leaves_of(params), leaves_of(grads), *[leaves_of(slots[name]) for name in self.slot_names]]
-        if None in trees:
+        try:  # a getter gives None for another structure, and None + tuple raises
+            found = leaves_of(params) + leaves_of(grads)
+            for name in self.slot_names:
+                found += leaves_of(slots[name])
+        except TypeError:
             return False
-        found = tuple(chain.from_iterable(trees))
         if len(found) != len(self.leaves) or not all(map(operator.is_, found, self.leaves)):
             return False
         # NumPy lets code set .shape and .dtype of an existing array: check those of params and grads.

@@ -34,7 +34,7 @@ from hypothesis.extra import numpy as hnp
 import anyoptim
 from anyoptim import rules
 from anyoptim.engines import GenericEngine
-from anyoptim.engines.numpy import DEFAULT_BLOCK_SIZE, NumpyEngine
+from anyoptim.engines.numpy import DEFAULT_BLOCK_BYTES, NumpyEngine
 from anyoptim.optimizers import OptimizerState, _next_state
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace
 
@@ -286,7 +286,10 @@ def test_rules_the_tracer_cannot_follow_are_evaluated_as_written() -> None:
 def test_a_block_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="block_size must be a positive integer"):
         NumpyEngine(0)
-    assert NumpyEngine().block_size == DEFAULT_BLOCK_SIZE
+    default = NumpyEngine()
+    assert default.elements_per_block(np.float32) * 4 == default.elements_per_block(np.float64) * 8
+    assert default.elements_per_block(np.float64) * 8 == DEFAULT_BLOCK_BYTES
+    assert NumpyEngine(100).elements_per_block(np.float32) == 100
 
 
 # --------------------------------------------------------------------------- no parameter-sized temporaries

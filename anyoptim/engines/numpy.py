@@ -38,11 +38,13 @@ import numpy as np
 from ..rules import Program
 from ._spans import contiguous_runs, flat_slots
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "NumpyEngine"]
+__all__ = ["DEFAULT_BLOCK_BYTES", "NumpyEngine"]
 
-#: Elements per block.  Measured on one core of this project's CPU machines
-#: (Xeon, 2 MiB L2 per core, Adam fp32 on 2**23 parameters; see benchmarks/README.md).
-DEFAULT_BLOCK_SIZE = 8192
+#: Bytes of one array per block (32 Ki float32 or 16 Ki float64 elements).  Measured on one
+#: core of this project's CPU machines (Xeon, 2 MiB L2), Adam on 2**23 parameters: blocks of
+#: 128-256 KiB per array were fastest in both dtypes, a block's p, g, slots and 3 scratch
+#: buffers then still fitting L2 (benchmarks/README.md has the table).
+DEFAULT_BLOCK_BYTES = 128 * 1024
 
 
 # --------------------------------------------------------------------------- tracing
@@ -480,6 +482,13 @@ class _TracedSpans:
             if index == 0 or hps[index] is not hps[index - 1]:
                 self.segments.append((leaves[index], []))
             self.segments[-1][1].extend(plan.blocks(columns, scratch, block_size))
+        if len(self.segments) == 1:  # the usual case, a flat model: one call less per step
+            run_blocks, (leaf, blocks) = self.run_blocks, self.segments[0]
+
+            def run_one(hps: Sequence[Mapping[str, Any]]) -> None:
+                run_blocks(hps[leaf], blocks)
+
+            self.run = run_one
 
     def run(self, hps: Sequence[Mapping[str, Any]]) -> None:
         """Run every span with the scalars of its leaves in ``hps`` (one mapping per leaf)."""
@@ -596,11 +605,16 @@ class _Step:
             firsts = [first for _, first in spans]
             plan = engine.plan(program, dtype, self.slot_names, hps[firsts[0]], kinds)
             if plan is None:
-                self.runners.append(_DirectSpans(program, self.slot_names, span_columns, firsts, engine.block_size))
+                self.runners.append(
+                    _DirectSpans(program, self.slot_names, span_columns, firsts, engine.elements_per_block(dtype))
+                )
             else:
                 self.runners.append(
-                    _TracedSpans(plan, span_columns, firsts, [hps[i] for i in firsts], engine.block_size)
+                    _TracedSpans(plan, span_columns, firsts, [hps[i] for i in firsts], engine.elements_per_block(dtype))
                 )
+
+        if len(self.runners) == 1:
+            self.update = self.runners[0].run  # one call less per step
 
     def update(self, hps: Sequence[Mapping[str, Any]]) -> None:
         """Run the step in place (only when :attr:`in_place`): ``hps`` as for :meth:`__call__`."""
@@ -631,19 +645,26 @@ class NumpyEngine:
 
     Parameters
     ----------
-    block_size : int, default DEFAULT_BLOCK_SIZE
-        Elements per block: small enough that a block's operands and scratch
+    block_size : int, optional
+        Elements per block.  By default :data:`DEFAULT_BLOCK_BYTES` worth of
+        the arrays' dtype: small enough that a block's operands and scratch
         stay in the CPU cache, large enough that NumPy's per-call cost is
         small beside the work.
     """
 
     name = "numpy"
 
-    def __init__(self, block_size: int = DEFAULT_BLOCK_SIZE):
-        if int(block_size) < 1:
+    def __init__(self, block_size: int | None = None):
+        if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-        self.block_size = int(block_size)
+        self.block_size = block_size
         self._plans: dict[tuple, _Plan | None] = {}
+
+    def elements_per_block(self, dtype: np.dtype) -> int:
+        """How many elements of ``dtype`` one block holds."""
+        if self.block_size is not None:
+            return self.block_size
+        return max(1, DEFAULT_BLOCK_BYTES // np.dtype(dtype).itemsize)
 
     def init_slots(self, xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> dict[str, list[Any]]:
         """State slots as views of one flat buffer per slot and dtype, laid out like ``leaves``."""
