@@ -185,6 +185,22 @@ def test_zero_dimensional_parameters_stay_arrays(xp, backend, name, engine, requ
     assert float(to_numpy(params["w"])) < 1.5
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: the NumPy engine's fallback for read-only leaves calls the program on whole arrays and "
+    "returns NumPy scalars for 0-D leaves, so the next step rejects params['w'] as not an array",
+)
+def test_read_only_zero_dimensional_numpy_params_stay_arrays():
+    w = np.array(1.5)
+    w.flags.writeable = False
+    optimizer = anyoptim.Adam(0.1)
+    params = {"w": w}
+    state = optimizer.init(params)
+    for _ in range(2):
+        params, state = optimizer.step(params, {"w": np.array(0.5)}, state)
+    assert isinstance(params["w"], np.ndarray) and params["w"].shape == ()
+
+
 # --------------------------------------------------------------------------- structure
 
 Pair = namedtuple("Pair", ["weight", "bias"])
