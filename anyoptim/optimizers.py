@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from . import rules
-from ._namespace import check_leaves
+from ._namespace import check_leaves, device_of
 from .engines import ENGINE_CHOICES, select_engine
 from .schedules import Schedule
 from .tree import TreeDef, check_same_structure, tree_flatten, tree_unflatten
@@ -449,7 +449,7 @@ class Optimizer:
             common["clip_value"] = self.clip_value
         grad_scale = None
         if self.clip_global_norm is not None:
-            grad_scale = self.clip_global_norm / xp.clip(_global_norm(xp, g_leaves), min=self.clip_global_norm)
+            grad_scale = _clip_factor(xp, g_leaves, self.clip_global_norm)
         shared = []
         for dtype, is_decayed in keys:
             hp = common if len(keys) == 1 else dict(common)
@@ -600,18 +600,34 @@ def _first_nonfinite(xp: Any, names: list[str], leaves: list[Any]) -> str | None
     return None
 
 
-def _global_norm(xp: Any, leaves: list[Any]) -> Any:
-    """Joint L2 norm of all leaves, scaled by the largest magnitude so that huge float32 values do not overflow."""
+def _clip_factor(xp: Any, leaves: list[Any], max_norm: float) -> Any:
+    r"""The global-norm clip factor :math:`\min(1, c / \lVert g \rVert_2)` over all leaves, a 0-D array.
+
+    The norm is accumulated in the widest dtype of the tree, and every leaf is
+    divided by the largest magnitude first, so that neither float32 rounding nor
+    overflow of the squares (gradients near the dtype's maximum) changes the
+    factor: :math:`c/\lVert g\rVert = (c/a) / \lVert g/a \rVert` with :math:`a = \max|g|`.
+    The scaled copy is one leaf at a time, so the extra memory is one leaf's.
+    Computed with device-side operations only: no value is read back to the host.
+    """
+    wide = xp.result_type(*(leaf.dtype for leaf in leaves))
+    flat = [xp.reshape(leaf, (-1,)) for leaf in leaves if math.prod(leaf.shape)]
+    if not flat:
+        return xp.ones((), dtype=wide, device=device_of(leaves[0]))
     largest = None
-    for leaf in leaves:
-        leaf_max = xp.max(xp.abs(leaf)) if leaf.size else xp.zeros((), dtype=leaf.dtype)
-        largest = leaf_max if largest is None else xp.maximum(largest, leaf_max)
-    safe = xp.where(largest > 0, largest, xp.ones_like(largest))
+    for leaf in flat:
+        # max and -min instead of max(abs(.)): no leaf-sized temporary.
+        magnitude = xp.astype(xp.maximum(xp.max(leaf), -xp.min(leaf)), wide)
+        largest = magnitude if largest is None else xp.maximum(largest, magnitude)
+    one = xp.ones_like(largest)
+    scale = xp.where(largest > 0, largest, one)
     total = None
-    for leaf in leaves:
-        part = xp.sum((leaf / xp.astype(safe, leaf.dtype)) ** 2)
+    for leaf in flat:
+        scaled = xp.astype(leaf, wide, copy=False) / scale
+        part = xp.vecdot(scaled, scaled)
         total = part if total is None else total + part
-    return safe * xp.sqrt(total)
+    norm_of_scaled = xp.where(total > 0, xp.sqrt(total), one)
+    return xp.where(total > 0, xp.minimum((max_norm / scale) / norm_of_scaled, one), one)
 
 
 # --------------------------------------------------------------------------- the optimizers
@@ -959,8 +975,9 @@ class Adamax(Optimizer):
     learning_rate : float or callable, default 0.002
     beta1, beta2 : float, default 0.9, 0.999
     epsilon : float, default 1e-8
-        Added to :math:`u`, as optax and Keras; torch.optim.Adamax puts it inside
-        the max (:math:`\max(\beta_2 u, |g| + \epsilon)`).
+        Added to :math:`u`, as Keras; torch.optim.Adamax and optax.adamax put it
+        inside the max (:math:`\max(\beta_2 u, |g| + \epsilon)`), which differs
+        from ours only while :math:`|g|` is within ε of :math:`\beta_2 u`.
     **options
         See :class:`Optimizer`.
     """
@@ -1079,6 +1096,9 @@ class RAdam(Adam):
     ):
         super().__init__(learning_rate, beta1, beta2, epsilon, **options)
         self.threshold = _finite("threshold", threshold)
+        if self.threshold < 4:
+            # r_t has the factor (rho_t - 4): below 4 its square root is undefined.
+            raise ValueError(f"threshold must be >= 4, got {threshold!r}")
 
     def _slot_fills(self) -> dict[str, float]:
         return {"m": 0.0, "v": 0.0}

@@ -49,6 +49,9 @@ def _flatten_into(node: Any, path: str, names: list[str], leaves: list[Any]) -> 
         for key in node:
             if not isinstance(key, str):
                 raise TypeError(f"tree keys must be strings; {path or 'the root'} has key {key!r}")
+            if not key or "." in key:
+                # Dots join names, so "a.b" and {"a": {"b": ...}} would name two leaves alike.
+                raise ValueError(f"tree keys must be non-empty and free of '.'; {path or 'the root'} has key {key!r}")
         # Sorted, as in JAX: grads built in another insertion order still match params.
         keys = tuple(sorted(node))
         children = tuple(_flatten_into(node[key], f"{path}.{key}" if path else key, names, leaves) for key in keys)

@@ -67,7 +67,9 @@ def to_numpy(x: Any) -> np.ndarray:
 
 def from_numpy(xp: Any, array: np.ndarray) -> Any:
     """Move a NumPy array to backend ``xp`` with the same dtype."""
-    return xp.asarray(np.ascontiguousarray(array))
+    # A fresh C-ordered copy: keeps 0-D arrays 0-D (ascontiguousarray makes them 1-D), and an
+    # in-place engine on a library that shares NumPy memory (torch) cannot write into test data.
+    return xp.asarray(np.array(array, copy=True, order="C"))
 
 
 def tree_to_numpy(tree: Any) -> Any:

@@ -160,19 +160,8 @@ def test_dtype_device_and_library_are_preserved(xp, name, dtypes, engine):
 
 @pytest.mark.parametrize("engine", ["generic", "auto"])
 @pytest.mark.parametrize("name", ["sgd", "adam", "lion"])
-def test_zero_dimensional_parameters_stay_arrays(xp, backend, name, engine, request):
-    if backend == "numpy" and engine == "generic":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="defect: the generic engine returns NumPy scalars (np.float64) for 0-D NumPy leaves "
-                "(0-D array arithmetic yields scalars), so the next step rejects params['w'] as not an array",
-            )
-        )
+def test_zero_dimensional_parameters_stay_arrays(xp, backend, name, engine):
     optimizer = OPTIMIZERS[name](engine=engine)
-
-    def from_numpy(xp, array):  # tests.helpers.from_numpy makes 0-D arrays 1-D (np.ascontiguousarray)
-        return xp.asarray(np.array(array, copy=True))
 
     params = {"w": from_numpy(xp, np.array(1.5)), "v": from_numpy(xp, np.array([1.0, 2.0]))}
     state = optimizer.init(params)

@@ -540,11 +540,6 @@ def test_matches_reference_when_a_loop_reuses_its_buffers(xp, backend, case, dat
         check_against_reference(xp, case, problem, engine, reuse_buffers=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: _global_norm divides and squares float32 leaves in float32, so the clip scale "
-    "applied to the float64 leaves of a mixed tree is only float32-accurate",
-)
 def test_global_norm_of_a_mixed_tree_keeps_float64_precision():
     params = {"a": np.zeros(1, dtype=np.float32), "b": np.zeros(1)}
     grads = {"a": np.array([1.0], dtype=np.float32), "b": np.array([3.0])}

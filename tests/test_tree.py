@@ -216,11 +216,6 @@ def test_the_first_of_several_differences_is_named():
     assert _difference(expected, actual) == "at b: missing keys ['x'], unexpected keys ['y']"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: leaf names join keys with '.', so a key that contains a dot collides with a nested "
-    "path ({'a.b': x, 'a': {'b': y}} names both leaves 'a.b'); names must be unique for masks and checkpoints",
-)
 def test_keys_with_dots_cannot_make_two_leaves_share_a_name():
     try:
         names = leaf_names({"a.b": 1, "a": {"b": 2}})

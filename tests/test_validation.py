@@ -107,11 +107,6 @@ def test_unknown_choices_raise_at_construction(make, name, value):
         make(value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: RAdam accepts threshold < 4, where r_t needs sqrt((rho-4)(rho-2)...) of a negative "
-    "number; training then dies mid-run with 'math domain error' instead of a ValueError at construction",
-)
 def test_radam_threshold_below_four_raises_at_construction():
     with pytest.raises(ValueError, match="threshold"):
         anyoptim.RAdam(threshold=1.0)

@@ -38,6 +38,10 @@ class GenericEngine:
         for index, (p, g) in enumerate(zip(params, grads)):
             leaf_slots = {name: values[index] for name, values in slots.items()}
             new_p, updated = program(xp, p, g, leaf_slots, hps[index])
+            if p.ndim == 0:
+                # NumPy turns 0-D results into scalars (np.float64); keep them arrays.
+                new_p = xp.asarray(new_p, dtype=p.dtype)
+                updated = {name: xp.asarray(value, dtype=p.dtype) for name, value in updated.items()}
             new_params.append(new_p)
             for name in slots:
                 new_slots[name].append(updated[name])
