@@ -16,12 +16,13 @@ only place outside the engines that knows which libraries have a fused engine.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from .._namespace import backend_name
 from .generic import GenericEngine
 
-__all__ = ["ENGINE_CHOICES", "GenericEngine", "select_engine"]
+__all__ = ["ENGINE_CHOICES", "GenericEngine", "matmul", "select_engine"]
 
 ENGINE_CHOICES = ("auto", "generic", "fused")
 
@@ -61,3 +62,18 @@ def select_engine(xp: Any, choice: str) -> Any:
     if choice == "fused":
         raise ValueError(f"engine='fused' is not available for {backend} arrays; use 'auto' or 'generic'")
     return _GENERIC
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """``a @ b`` — or, while a CUDA graph is being recorded, the CuPy engine's capturable product.
+
+    CuPy refuses cuBLAS calls during stream capture; model code that calls this
+    instead of ``@`` can be captured whole by
+    :class:`anyoptim.engines.cupy.GraphedStep`.  Outside a capture it is ``@``.
+    """
+    cupy_engine = sys.modules.get("anyoptim.engines.cupy")
+    if cupy_engine is not None and cupy_engine.capturing():
+        if a.ndim == 1:
+            return cupy_engine.matmul(a[None, :], b)[0]
+        return cupy_engine.matmul(a, b)
+    return a @ b
