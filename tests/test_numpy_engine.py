@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -492,3 +493,56 @@ def test_the_next_state_is_the_constructors() -> None:
     assert type(made) is OptimizerState
     with pytest.raises(AttributeError):
         made.count = 4  # still frozen
+
+
+# --------------------------------------------------------------------------- the benchmark runs (anyoptim bench)
+
+
+def test_the_benchmark_times_a_workload_and_writes_json(tmp_path, capsys) -> None:
+    """A short run of ``anyoptim bench`` on the CPU: rows with times, ratios, bandwidth fractions, JSON."""
+    from anyoptim import bench
+
+    target = tmp_path / "bench.json"
+    status = bench.main(["--backend", "numpy", "--quick", "--only", "adam-mlp", "--json", str(target)])
+    assert status == 0
+    result = json.loads(target.read_text())
+    rows = {row["implementation"]: row for row in result["rows"]}
+    assert {"anyoptim fused, flat", "anyoptim fused, per tensor", "anyoptim generic, flat"} <= set(rows)
+    for row in rows.values():
+        assert row["error"] is None and row["seconds"] > 0
+        assert row["bytes_moved"] == 28 * 37  # Adam: 28 B per float32 parameter, 37 parameters
+        assert row["bandwidth_fraction"] is not None
+    assert result["meta"]["bandwidth_bytes_per_second"] > 0
+    printed = capsys.readouterr().out
+    assert "adam-mlp-6-tensors" in printed and "anyoptim fused, flat" in printed
+
+
+def test_the_benchmark_reports_a_failing_implementation_as_a_row() -> None:
+    from anyoptim import bench
+
+    workload = bench.Workload("adam-mlp-6-tensors", "adam", bench._mlp_shapes(bench.LESSON_DIMS))
+
+    def broken():
+        raise RuntimeError("no such library")
+
+    row = bench._measure(bench.Device("numpy"), workload, "broken", broken, min_time=0.001, repeats=1)
+    assert row.seconds is None and row.error == "RuntimeError: no such library"
+    assert "error" in bench._table_line(row)
+
+
+def test_the_end_to_end_run_compares_fit_with_the_lessons_code() -> None:
+    from anyoptim import bench
+
+    rows = bench._end_to_end(epochs=3, repeats=1)
+    assert [row.implementation for row in rows] == ["lesson NumPy code", "anyoptim.fit"]
+    assert all(row.error is None and row.seconds > 0 for row in rows)
+    assert rows[0].ratio == 1.0 and rows[1].ratio == rows[1].seconds / rows[0].seconds
+
+
+def test_bad_benchmark_arguments_are_usage_errors(capsys) -> None:
+    from anyoptim import bench
+
+    with pytest.raises(SystemExit) as raised:
+        bench.main(["--compare", "tensorflow"])
+    assert raised.value.code == 2
+    assert "unknown libraries tensorflow" in capsys.readouterr().err
