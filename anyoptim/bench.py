@@ -13,7 +13,7 @@ name                   what                                                  byt
 adam-1-tensor          Adam on one tensor of 2**27 (GPU) / 2**23 (CPU)       28 B/param
 adam-200-tensors       Adam on 100 weights (w, w) and 100 biases (w,):       28 B/param
                        w = 853, 72.8 M params (GPU) / w = 200, 4.0 M (CPU)
-adam-mlp-6-tensors     Adam on the lesson's 2-5-2-1 MLP (6 tensors, 37)      28 B/param
+adam-mlp-6-tensors     Adam on the lesson's 2-5-2-1 MLP (6 tensors, 30)      28 B/param
 momentum-1-tensor      heavy-ball momentum 0.9 on the one tensor             20 B/param
 rmsprop-1-tensor       RMSprop (decay 0.9) on the one tensor                 20 B/param
 train-mlp-64           forward + backward + Adam of the 2-5-2-1 MLP on a     -

@@ -510,7 +510,7 @@ def test_the_benchmark_times_a_workload_and_writes_json(tmp_path, capsys) -> Non
     assert {"anyoptim fused, flat", "anyoptim fused, per tensor", "anyoptim generic, flat"} <= set(rows)
     for row in rows.values():
         assert row["error"] is None and row["seconds"] > 0
-        assert row["bytes_moved"] == 28 * 37  # Adam: 28 B per float32 parameter, 37 parameters
+        assert row["bytes_moved"] == 28 * 30  # Adam: 28 B per float32 parameter, 30 parameters
         assert row["bandwidth_fraction"] is not None
     assert result["meta"]["bandwidth_bytes_per_second"] > 0
     printed = capsys.readouterr().out
