@@ -284,6 +284,37 @@ def test_rules_the_tracer_cannot_follow_are_evaluated_as_written() -> None:
     assert not np.array_equal(results["fused"]["W"], start["W"])
 
 
+def _shuffling_rule(xp, p, g, slots, hp):
+    """A rule that moves values between slots and keeps the gradient: results that are other inputs."""
+    return p - hp["learning_rate"] * slots["a"], {"a": slots["b"], "b": g, "c": slots["c"] * 0.5 + slots["a"]}
+
+
+class ShufflingOptimizer(anyoptim.Optimizer):
+    rule = staticmethod(_shuffling_rule)
+
+    def _slot_fills(self) -> dict[str, float]:
+        return {"a": 1.0, "b": 2.0, "c": 3.0}
+
+
+def test_results_that_are_other_inputs_land_where_they_belong() -> None:
+    rng = np.random.default_rng(1)
+    start = {"W": rng.standard_normal((20, 3)), "b": rng.standard_normal(3)}
+    results = {}
+    for engine in ("fused", "generic"):
+        optimizer = ShufflingOptimizer(0.1, engine=engine)
+        params = anyoptim.flatten({name: value.copy() for name, value in start.items()})
+        state = optimizer.init(params)
+        for step in range(4):
+            grads = {name: np.full_like(value, float(step)) for name, value in start.items()}
+            params, state = optimizer.step(params, grads, state)
+        results[engine] = (params, state)
+    (p_fused, s_fused), (p_generic, s_generic) = results["fused"], results["generic"]
+    for name in start:
+        np.testing.assert_array_equal(p_fused[name], p_generic[name])
+        for slot in ("a", "b", "c"):
+            np.testing.assert_array_equal(s_fused.slots[slot][name], s_generic.slots[slot][name])
+
+
 def test_a_block_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="block_size must be a positive integer"):
         NumpyEngine(0)

@@ -145,6 +145,7 @@ _OPERATIONS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "eq": (operator.eq, np.equal),
     "ne": (operator.ne, np.not_equal),
     "neg": (operator.neg, np.negative),
+    "positive": (operator.pos, np.positive),
     "abs": (operator.abs, np.absolute),
     # The namespace functions a rule may call: on scalars too they are NumPy's, as in the rule run with numpy.
     "sqrt": (np.sqrt, np.sqrt),
@@ -263,6 +264,7 @@ class _Tracer:
 
 
 def _trace(program: Program, dtype: np.dtype, slot_names: Sequence[str], hp: Mapping[str, Any]) -> _Plan:
+    """Record ``program`` on stand-ins of ``dtype`` (and ``hp``'s kinds of scalars) and plan its calls."""
     tracer = _Tracer()
     p = tracer.array_input(0, dtype)
     g = tracer.array_input(1, dtype)
@@ -270,8 +272,17 @@ def _trace(program: Program, dtype: np.dtype, slot_names: Sequence[str], hp: Map
     new_p, new_slots = program(_Namespace(tracer), p, g, slots, _Scalars(tracer, hp))
     if set(new_slots) != set(slot_names):
         raise _Untraceable("the rule returned other slots than it was given")
-    outputs = [(0, tracer._operand(new_p))]
-    outputs += [(2 + index, tracer._operand(new_slots[name])) for index, name in enumerate(slot_names)]
+    results = [new_p, *(new_slots[name] for name in slot_names)]
+    roles = [0, *range(2, 2 + len(slot_names))]
+    inputs = dict(tracer.inputs)
+    outputs = []
+    for role, result in zip(roles, results, strict=True):
+        node = tracer._operand(result)
+        if inputs.get(node, role) != role:
+            # Another input returned as is (a swap, g kept as a slot): copy it by an operation of its own,
+            # so that where it lands is decided like any other result's.
+            node = tracer.apply("positive", (result,)).node
+        outputs.append((role, node))
     return _Plan(tracer, outputs)
 
 
@@ -355,17 +366,16 @@ class _Plan:
                 continue  # unchanged: the destination already holds it
             copies_needed.append((role, node))
         for role, node in copies_needed:
+            # A result goes straight into its destination when the destination's old value is not read
+            # after the operation that makes it (reading it in that very operation is fine: elementwise).
             position = produced_at.get(node)
             old_value = role_input[role]
-            # Other outputs copied at the end from inputs read the old values then.
-            read_at_end = any(other == old_value for r, other in copies_needed if other not in produced_at)
             safe = (
                 position is not None
                 and node not in self.direct
                 and self.samples[node].dtype == self.samples[old_value].dtype
                 and self.array_steps[position][1] != "where"
                 and last_read.get(old_value, -1) <= position
-                and not read_at_end
             )
             if safe:
                 self.direct[node] = role
