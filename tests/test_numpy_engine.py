@@ -393,6 +393,20 @@ def test_read_only_and_non_contiguous_leaves_are_never_written() -> None:
     assert new_params["frozen"] is not frozen and new_params["transposed"] is not transposed
 
 
+@pytest.mark.parametrize("writeable", [True, False], ids=["writeable", "read-only"])
+def test_zero_dimensional_leaves_stay_arrays(writeable: bool) -> None:
+    w = np.array(1.5)
+    w.flags.writeable = writeable
+    optimizer = anyoptim.Adam(0.1)
+    params = {"w": w, "v": np.ones(2)}
+    state = optimizer.init(params)
+    for _ in range(3):
+        params, state = optimizer.step(params, {"w": np.array(0.5), "v": np.ones(2)}, state)
+    for tree in (params, *state.slots.values()):
+        assert isinstance(tree["w"], np.ndarray) and tree["w"].shape == () and tree["w"].dtype == np.float64
+    assert (params["w"] is w) == writeable
+
+
 # --------------------------------------------------------------------------- the fast path changes nothing observable
 
 
