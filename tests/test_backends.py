@@ -174,11 +174,6 @@ def test_zero_dimensional_parameters_stay_arrays(xp, backend, name, engine):
     assert float(to_numpy(params["w"])) < 1.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the NumPy engine's fallback for read-only leaves calls the program on whole arrays and "
-    "returns NumPy scalars for 0-D leaves, so the next step rejects params['w'] as not an array",
-)
 def test_read_only_zero_dimensional_numpy_params_stay_arrays():
     w = np.array(1.5)
     w.flags.writeable = False
