@@ -66,6 +66,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._namespace import array_namespace
+
 __all__ = ["Row", "main", "run"]
 
 BACKENDS = ("numpy", "cupy")
@@ -416,18 +418,22 @@ def _anyoptim_train(device: Device, engine: str, flat: bool, graphed: bool = Fal
     else:
         grads = None  # new gradient arrays every step, as without flat buffers
     state = optimizer.init(params)
+    # What fit runs each step: targets checked and prepared once, then the unchecked pass
+    # (the checked loss_and_grad reads a flag back from the device, which a graph cannot hold).
+    xp = array_namespace(X)
+    targets = model.targets(y, xp, X.dtype)
     if graphed:
         from .engines.cupy import GraphedStep
 
-        def loss_and_grads(params: Any, X: Any, y: Any) -> tuple[Any, Any]:
-            return model.loss_and_grad(params, X, y, out=grads)
+        def loss_and_grads(params: Any, X: Any, t: Any) -> tuple[Any, Any]:
+            return model.value_and_grad(xp, params, X, t, out=grads)
 
-        graph = GraphedStep(optimizer, params, state, loss_and_grads, X, y)
-        return (lambda: graph(X, y)), device.sync, "CUDA graph replay"
+        graph = GraphedStep(optimizer, params, state, loss_and_grads, X, targets)
+        return (lambda: graph(X, targets)), device.sync, "CUDA graph replay"
     box = [params, state]
 
     def step() -> None:
-        _, gradients = model.loss_and_grad(box[0], X, y, out=grads)
+        _, gradients = model.value_and_grad(xp, box[0], X, targets, out=grads)
         box[0], box[1] = optimizer.step(box[0], gradients, box[1])
 
     return step, device.sync, ""

@@ -148,22 +148,22 @@ try:
 except Exception:
     traceback.print_exc()
 EOF
-part "smoke" 60 "$OUT/env.txt" python3 /tmp/anyoptim_smoke.py
+part "smoke" 45 "$OUT/env.txt" python3 /tmp/anyoptim_smoke.py
 
 # ---------------------------------------------------------------- 2. the CuPy engine's GPU tests
-part "engine tests" 150 "$OUT/engine-tests.txt" \
+part "engine tests" 120 "$OUT/engine-tests.txt" \
     python3 -m pytest -q -m gpu -p no:cacheprovider -rfEsx --durations=10 tests/test_cupy_engine.py
 
 # ---------------------------------------------------------------- 3. the benchmark
 if [ -f benchmarks/step.py ]; then
-    part "benchmark" 180 "$OUT/bench.txt" \
+    part "benchmark" 170 "$OUT/bench.txt" \
         python3 benchmarks/step.py --backend cupy --compare torch,optax --json "$OUT/bench.json"
 else
     note "benchmark: benchmarks/step.py not found"
 fi
 
 # ---------------------------------------------------------------- 4. every other GPU-marked test
-part "other gpu tests" 90 "$OUT/gpu-tests.txt" \
+part "other gpu tests" 75 "$OUT/gpu-tests.txt" \
     python3 -m pytest -q -m gpu -p no:cacheprovider -rfEx --durations=10 tests \
     --ignore=tests/test_cupy_engine.py
 
