@@ -4,27 +4,15 @@ The same code runs on NumPy, CuPy, PyTorch, JAX and any other library that
 array-api-compat covers.
 """
 
-from . import datasets, schedules
+from . import datasets, schedules, transforms
+from .base import Optimizer
 from .data import minibatches
 from .flat import flatten
 from .nn import MLP
-from .optimizers import (
-    SGD,
-    Adagrad,
-    Adam,
-    Adamax,
-    AdamW,
-    Lion,
-    Momentum,
-    NAdam,
-    Optimizer,
-    OptimizerState,
-    RAdam,
-    RMSprop,
-    decay_all,
-    decay_weights_only,
-)
+from .optimizers import SGD, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam, RAdam, RMSprop
+from .state import OptimizerState
 from .train import FitResult, History, accuracy, fit, predict
+from .transforms import decay_all, decay_weights_only
 
 __version__ = "0.1.0"
 
@@ -53,4 +41,5 @@ __all__ = [
     "minibatches",
     "predict",
     "schedules",
+    "transforms",
 ]

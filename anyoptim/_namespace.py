@@ -98,7 +98,7 @@ def check_leaves(names: Sequence[str], leaves: Sequence[Any], *, what: str = "pa
         raise TypeError(f"{what}[{first_name!r}] is a {type(first).__name__}, not an array")
     xp = array_namespace(first)
     device = device_of(first)
-    for name, leaf in zip(names, leaves):
+    for name, leaf in zip(names, leaves, strict=False):
         if not is_array(leaf):
             raise TypeError(f"{what}[{name!r}] is a {type(leaf).__name__}, not an array")
         leaf_xp = array_namespace(leaf)
@@ -108,9 +108,7 @@ def check_leaves(names: Sequence[str], leaves: Sequence[Any], *, what: str = "pa
                 f"is a {backend_name(xp)} array: one tree must use one array library"
             )
         if not is_floating(xp, leaf.dtype):
-            raise TypeError(
-                f"{what}[{name!r}] has dtype {leaf.dtype}; optimizers need real floating-point arrays"
-            )
+            raise TypeError(f"{what}[{name!r}] has dtype {leaf.dtype}; optimizers need real floating-point arrays")
         leaf_device = device_of(leaf)
         if leaf_device != device:
             raise ValueError(

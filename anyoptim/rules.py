@@ -57,9 +57,7 @@ def sgd(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[A
     return p - hp["learning_rate"] * g, {}
 
 
-def momentum(
-    xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, nesterov: bool
-) -> tuple[Any, Slots]:
+def momentum(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, nesterov: bool) -> tuple[Any, Slots]:
     r"""Momentum, as an exponential moving average or as a heavy ball.
 
     .. math::
@@ -118,9 +116,7 @@ def rmsprop(
     return p - hp["learning_rate"] * step, new_slots
 
 
-def adam(
-    xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, amsgrad: bool
-) -> tuple[Any, Slots]:
+def adam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, amsgrad: bool) -> tuple[Any, Slots]:
     r"""Adam (Kingma & Ba, 2015) with bias correction, ε outside the root and ``eps_root`` inside.
 
     .. math::
@@ -268,4 +264,3 @@ class Program:
         if self.decoupled_decay:
             new_p = new_p - hp["decay"] * p
         return new_p, new_slots
-

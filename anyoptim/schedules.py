@@ -20,8 +20,11 @@ epoch of a step is ``count // steps_per_epoch``, so:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
+
+from ._checks import check_non_negative, check_positive
 
 __all__ = [
     "Schedule",
@@ -37,23 +40,9 @@ __all__ = [
 Schedule = Callable[[int], float]
 
 
-def _check_finite_nonnegative(name: str, value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value
-
-
-def _check_positive(name: str, value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
-
-
 def constant(value: float) -> Schedule:
     """The same rate at every step."""
-    value = _check_finite_nonnegative("value", value)
+    value = check_non_negative("value", value)
     return lambda count: value
 
 
@@ -68,9 +57,9 @@ def exponential_decay(
     >>> schedules.exponential_decay(0.1, decay_steps=10, decay_rate=0.5)(20)
     0.025
     """
-    lr0 = _check_finite_nonnegative("initial_learning_rate", initial_learning_rate)
-    decay_steps = _check_positive("decay_steps", decay_steps)
-    rate = _check_positive("decay_rate", decay_rate)
+    lr0 = check_non_negative("initial_learning_rate", initial_learning_rate)
+    decay_steps = check_positive("decay_steps", decay_steps)
+    rate = check_positive("decay_rate", decay_rate)
 
     def schedule(count: int) -> float:
         exponent = count / decay_steps
@@ -82,7 +71,7 @@ def exponential_decay(
 def inverse_time_decay(
     initial_learning_rate: float, decay_steps: float, decay_rate: float, staircase: bool = False
 ) -> Schedule:
-    r"""Inverse-time decay: :math:`\alpha_0 / (1 + r \cdot t / T)`, floored :math:`\lfloor t/T \rfloor` with ``staircase``.
+    r"""Inverse-time decay: :math:`\alpha_0 / (1 + r \cdot t / T)`, with :math:`\lfloor t/T \rfloor` if ``staircase``.
 
     This is the course's ``update_lr`` and ``schedule_lr_decay``; see the module
     docstring for the epoch-to-step conversion.
@@ -96,9 +85,9 @@ def inverse_time_decay(
     >>> lr(0), lr(4999), lr(5000)
     (0.1, 0.1, 0.05)
     """
-    lr0 = _check_finite_nonnegative("initial_learning_rate", initial_learning_rate)
-    decay_steps = _check_positive("decay_steps", decay_steps)
-    rate = _check_finite_nonnegative("decay_rate", decay_rate)
+    lr0 = check_non_negative("initial_learning_rate", initial_learning_rate)
+    decay_steps = check_positive("decay_steps", decay_steps)
+    rate = check_non_negative("decay_rate", decay_rate)
 
     def schedule(count: int) -> float:
         ratio = count / decay_steps
@@ -118,14 +107,16 @@ def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Sc
     (1.0, 0.5, 0.1)
     """
     boundaries = [int(b) for b in boundaries]
-    values = [_check_finite_nonnegative("values", v) for v in values]
+    values = [check_non_negative("values", v) for v in values]
     if len(values) != len(boundaries) + 1:
-        raise ValueError(f"piecewise_constant needs len(values) == len(boundaries) + 1, got {len(values)} and {len(boundaries)}")
-    if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
+        raise ValueError(
+            f"piecewise_constant needs len(values) == len(boundaries) + 1, got {len(values)} and {len(boundaries)}"
+        )
+    if any(b2 <= b1 for b1, b2 in itertools.pairwise(boundaries)):
         raise ValueError(f"boundaries must increase strictly, got {boundaries}")
 
     def schedule(count: int) -> float:
-        for boundary, value in zip(boundaries, values):
+        for boundary, value in zip(boundaries, values, strict=False):
             if count < boundary:
                 return value
         return values[-1]
@@ -136,11 +127,13 @@ def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Sc
 def cosine_decay(initial_learning_rate: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
     r"""Cosine decay (Loshchilov & Hutter, 2017) to :math:`\alpha \cdot \alpha_0` over ``decay_steps``.
 
-    .. math:: \alpha_t = \alpha_0 \left((1-\alpha)\tfrac{1}{2}\left(1 + \cos\tfrac{\pi \min(t, T)}{T}\right) + \alpha\right)
+    .. math::
+
+        \alpha_t = \alpha_0 \left((1-\alpha)\tfrac{1}{2}\left(1 + \cos\tfrac{\pi \min(t, T)}{T}\right) + \alpha\right)
     """
-    lr0 = _check_finite_nonnegative("initial_learning_rate", initial_learning_rate)
-    decay_steps = _check_positive("decay_steps", decay_steps)
-    alpha = _check_finite_nonnegative("alpha", alpha)
+    lr0 = check_non_negative("initial_learning_rate", initial_learning_rate)
+    decay_steps = check_positive("decay_steps", decay_steps)
+    alpha = check_non_negative("alpha", alpha)
 
     def schedule(count: int) -> float:
         progress = min(count, decay_steps) / decay_steps
@@ -162,13 +155,15 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     schedules = list(schedules)
     boundaries = [int(b) for b in boundaries]
     if len(schedules) != len(boundaries) + 1:
-        raise ValueError(f"join needs len(schedules) == len(boundaries) + 1, got {len(schedules)} and {len(boundaries)}")
-    if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])) or any(b < 0 for b in boundaries):
+        raise ValueError(
+            f"join needs len(schedules) == len(boundaries) + 1, got {len(schedules)} and {len(boundaries)}"
+        )
+    if any(b2 <= b1 for b1, b2 in itertools.pairwise(boundaries)) or any(b < 0 for b in boundaries):
         raise ValueError(f"boundaries must be >= 0 and increase strictly, got {boundaries}")
 
     def schedule(count: int) -> float:
         start = 0
-        for boundary, part in zip(boundaries, schedules):
+        for boundary, part in zip(boundaries, schedules, strict=False):
             if count < boundary:
                 return part(count - start)
             start = boundary
@@ -189,9 +184,9 @@ def warmup_cosine_decay(
 
     ``decay_steps`` counts the whole schedule, warm-up included, as in optax.
     """
-    peak = _check_finite_nonnegative("peak_learning_rate", peak_learning_rate)
-    start = _check_finite_nonnegative("initial_learning_rate", initial_learning_rate)
-    end = _check_finite_nonnegative("end_learning_rate", end_learning_rate)
+    peak = check_non_negative("peak_learning_rate", peak_learning_rate)
+    start = check_non_negative("initial_learning_rate", initial_learning_rate)
+    end = check_non_negative("end_learning_rate", end_learning_rate)
     warmup_steps = int(warmup_steps)
     if warmup_steps < 0 or int(decay_steps) <= warmup_steps:
         raise ValueError(f"need 0 <= warmup_steps < decay_steps, got {warmup_steps} and {decay_steps}")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TreeDef", "tree_flatten", "tree_unflatten", "leaf_names", "map_leaves", "check_same_structure"]
+__all__ = ["TreeDef", "check_same_structure", "leaf_names", "map_leaves", "tree_flatten", "tree_unflatten"]
 
 ROOT_LEAF_NAME = "param"
 
@@ -31,7 +31,7 @@ class TreeDef:
 
     kind: str
     keys: tuple = ()
-    children: tuple["TreeDef", ...] = ()
+    children: tuple[TreeDef, ...] = ()
     node_type: type | None = None
 
     @property
@@ -97,7 +97,7 @@ def _unflatten_from(treedef: TreeDef, leaves: Any) -> Any:
         return next(leaves)
     children = [_unflatten_from(child, leaves) for child in treedef.children]
     if treedef.kind == "dict":
-        return dict(zip(treedef.keys, children))
+        return dict(zip(treedef.keys, children, strict=False))
     if treedef.kind == "list":
         return children
     if treedef.node_type is not None:
@@ -140,7 +140,7 @@ def _first_difference(expected: TreeDef, actual: TreeDef, path: str) -> str | No
         extra = [k for k in actual.keys if k not in expected.keys]
         return f"at {where}: missing keys {missing}, unexpected keys {extra}"
     labels = expected.keys if expected.kind == "dict" else range(len(expected.children))
-    for label, e, a in zip(labels, expected.children, actual.children):
+    for label, e, a in zip(labels, expected.children, actual.children, strict=False):
         found = _first_difference(e, a, f"{path}.{label}" if path else str(label))
         if found:
             return found

@@ -34,9 +34,10 @@ from hypothesis.extra import numpy as hnp
 
 import anyoptim
 from anyoptim import rules
+from anyoptim._fast_path import next_state as _next_state
 from anyoptim.engines import GenericEngine
 from anyoptim.engines.numpy import DEFAULT_BLOCK_BYTES, NumpyEngine
-from anyoptim.optimizers import OptimizerState, _next_state
+from anyoptim.state import OptimizerState
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace
 
 XP = load_namespace("numpy")  # the array-api-compat namespace the generic engine runs NumPy arrays with

@@ -688,7 +688,7 @@ class NumpyStandInEngine(CupyEngine):
 @pytest.fixture
 def stand_in(monkeypatch: pytest.MonkeyPatch) -> NumpyStandInEngine:
     """Make optimizers on NumPy arrays run the CuPy engine's logic (with engine="fused" or "auto")."""
-    import anyoptim.optimizers
+    import anyoptim.base
     from anyoptim.engines import select_engine
 
     engine = NumpyStandInEngine()
@@ -696,7 +696,7 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> NumpyStandInEngine:
     def choose(xp: Any, choice: str) -> Any:
         return select_engine(xp, "generic") if choice == "generic" else engine
 
-    monkeypatch.setattr(anyoptim.optimizers, "select_engine", choose)
+    monkeypatch.setattr(anyoptim.base, "select_engine", choose)
     return engine
 
 

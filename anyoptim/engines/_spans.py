@@ -12,7 +12,6 @@ engine passes in how to read an array's address and owning buffer.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -53,8 +52,10 @@ def contiguous_runs(
     runs: list[tuple[int, int]] = []
     start = 0
     for index in range(1, count + 1):
-        joined = index < count and hps[index] is hps[index - 1] and all(
-            _follows(column[index - 1], column[index], address, owner) for column in columns
+        joined = (
+            index < count
+            and hps[index] is hps[index - 1]
+            and all(_follows(column[index - 1], column[index], address, owner) for column in columns)
         )
         if not joined:
             runs.append((start, index))
@@ -81,7 +82,7 @@ def flat_slots(xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> di
             sizes = [math.prod(leaves[i].shape) for i in indices]
             buffer = xp.full((sum(sizes),), fill, dtype=dtype, device=leaves[indices[0]].device)
             offset = 0
-            for i, size in zip(indices, sizes):
+            for i, size in zip(indices, sizes, strict=False):
                 views[i] = xp.reshape(buffer[offset : offset + size], tuple(leaves[i].shape))
                 offset += size
         slots[slot] = views

@@ -35,7 +35,7 @@ class GenericEngine:
         """Run ``program`` on every leaf; ``hps[i]`` holds leaf ``i``'s scalars."""
         new_params: list[Any] = []
         new_slots: dict[str, list[Any]] = {name: [] for name in slots}
-        for index, (p, g) in enumerate(zip(params, grads)):
+        for index, (p, g) in enumerate(zip(params, grads, strict=False)):
             leaf_slots = {name: values[index] for name, values in slots.items()}
             new_p, updated = program(xp, p, g, leaf_slots, hps[index])
             if p.ndim == 0:

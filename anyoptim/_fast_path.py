@@ -1,0 +1,144 @@
+"""The step's fast path: what a validated step established, reused while a loop passes the same arrays.
+
+A training loop passes the very same parameter, gradient and state arrays every
+step (updated in place).  :class:`PreparedStep` remembers them with the engine's
+bound plan; :meth:`PreparedStep.matches` is then the whole check of a later call.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from .state import OptimizerState
+from .tree import TreeDef
+
+__all__ = ["PreparedStep", "next_state"]
+
+
+def next_state(
+    count: int, learning_rate: float, slots: dict[str, Any], skipped: int, structure: TreeDef
+) -> OptimizerState:
+    """``OptimizerState(count=..., ...)`` made without the frozen dataclass's per-field ``object.__setattr__``.
+
+    The result is the same object the constructor makes (OptimizerState has no
+    ``__post_init__`` and no ``__slots__``); it saves half a microsecond of the
+    few that a small model's step costs.
+    """
+    state = object.__new__(OptimizerState)
+    fields = state.__dict__
+    fields["count"] = count
+    fields["learning_rate"] = learning_rate
+    fields["slots"] = slots
+    fields["skipped"] = skipped
+    fields["structure"] = structure
+    return state
+
+
+class PreparedStep:
+    """What a validated step established about its arrays, for the steps that pass the same ones.
+
+    Holds the leaves of params, grads and state slots, the shapes and dtypes of
+    params and grads, the tree structure, and the engine's prepared runs.
+    :meth:`matches` is the whole check of a later call: the same structure
+    (exact container types), the very same leaf objects, unchanged shapes and
+    dtypes.  Anything else takes the fully validated path.
+    """
+
+    __slots__ = (
+        "g_leaves",
+        "key_of_leaf",
+        "keys",
+        "layout",
+        "leaves",
+        "leaves_of",
+        "names",
+        "params_out",
+        "runs",
+        "slot_names",
+        "slots_out",
+        "treedef",
+        "xp",
+    )
+
+    def __init__(self, xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, slots_out):
+        self.xp = xp
+        self.names = names
+        self.treedef = treedef
+        self.leaves_of = leaf_getter(treedef)
+        self.g_leaves = list(g_leaves)
+        self.slot_names = tuple(slots)
+        # Every leaf in the order matches() gathers them: params, grads, then each slot.
+        self.leaves = (*p_leaves, *g_leaves, *(leaf for values in slots.values() for leaf in values))
+        self.layout = list(map(shape_and_dtype, (*p_leaves, *g_leaves)))
+        self.keys = keys
+        self.key_of_leaf = key_of_leaf
+        everything = list(range(len(p_leaves)))
+        # A prepared step is called with this step's scalars; update() does the same without building results.
+        self.runs = [(getattr(run, "update", run), None if indices == everything else indices) for run, indices in runs]
+        self.params_out = params_out
+        self.slots_out = slots_out
+
+    def matches(self, params: Any, grads: Any, state: Any) -> bool:
+        """Whether a call passes exactly the arrays (and structures) this was made for."""
+        if type(state) is not OptimizerState or state.structure is not self.treedef:
+            return False
+        slots = state.slots
+        if type(slots) is not dict or tuple(slots) != self.slot_names:
+            return False
+        leaves_of = self.leaves_of
+        try:  # a getter gives None for another structure, and None + tuple raises
+            found = leaves_of(params) + leaves_of(grads)
+            for name in self.slot_names:
+                found += leaves_of(slots[name])
+        except TypeError:
+            return False
+        if len(found) != len(self.leaves) or not all(map(operator.is_, found, self.leaves)):
+            return False
+        # NumPy lets code set .shape and .dtype of an existing array: check those of params and grads.
+        return list(map(shape_and_dtype, found[: len(self.layout)])) == self.layout
+
+
+shape_and_dtype = operator.attrgetter("shape", "dtype")
+
+
+def leaf_getter(treedef: TreeDef) -> Callable[[Any], tuple | None]:
+    """A fast ``tree -> leaves`` for trees of exactly this structure (exact container types), else None."""
+    if treedef.kind == "dict" and treedef.keys and all(child.kind == "leaf" for child in treedef.children):
+        keys, count = treedef.keys, len(treedef.keys)
+        get = operator.itemgetter(*keys)
+
+        def leaves_of_dict(tree: Any) -> tuple | None:
+            if type(tree) is not dict or len(tree) != count:
+                return None
+            try:
+                found = get(tree)
+            except KeyError:
+                return None
+            return found if count > 1 else (found,)
+
+        return leaves_of_dict
+
+    def leaves_of(tree: Any) -> tuple | None:
+        found: list[Any] = []
+        return tuple(found) if collect_leaves(treedef, tree, found) else None
+
+    return leaves_of
+
+
+def collect_leaves(treedef: TreeDef, node: Any, found: list[Any]) -> bool:
+    if treedef.kind == "leaf":
+        found.append(node)
+        return True
+    if treedef.kind == "dict":
+        if type(node) is not dict or len(node) != len(treedef.keys):
+            return False
+        return all(
+            key in node and collect_leaves(child, node[key], found)
+            for key, child in zip(treedef.keys, treedef.children, strict=True)
+        )
+    expected = list if treedef.kind == "list" else (treedef.node_type or tuple)
+    if type(node) is not expected or len(node) != len(treedef.children):
+        return False
+    return all(collect_leaves(child, value, found) for child, value in zip(treedef.children, node, strict=True))

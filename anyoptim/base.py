@@ -1,0 +1,356 @@
+"""The optimizer base class: validation, gradient processing and one step, the same for every optimizer.
+
+Each optimizer (:mod:`anyoptim.optimizers`) names its rule (:mod:`anyoptim.rules`),
+the state slots the rule needs and the scalars of a step; :class:`Optimizer`
+does everything else: it validates input before touching any array, processes
+gradients (clipping, weight decay, non-finite policy, :mod:`anyoptim.transforms`)
+and hands one :class:`~anyoptim.rules.Program` to the engine chosen for the
+arrays' library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from . import rules
+from ._checks import check_choice, check_learning_rate, check_non_negative, check_positive
+from ._fast_path import PreparedStep, next_state
+from ._namespace import check_leaves
+from .engines import ENGINE_CHOICES, select_engine
+from .schedules import Schedule
+from .state import OptimizerState
+from .transforms import clip_factor, decay_all, first_nonfinite, mask_values
+from .tree import TreeDef, check_same_structure, tree_flatten, tree_unflatten
+
+__all__ = ["NONFINITE_POLICIES", "Optimizer"]
+
+NONFINITE_POLICIES = ("ignore", "raise", "skip")
+
+
+class Optimizer:
+    """Base class of every optimizer: validation, gradient processing and the step.
+
+    Subclasses set :attr:`rule` and override :meth:`_slot_fills`,
+    :meth:`_options` and :meth:`_step_scalars`.
+
+    Parameters
+    ----------
+    learning_rate : float or callable
+        A rate >= 0, or a schedule ``f(count) -> float`` (:mod:`anyoptim.schedules`).
+    weight_decay : float, default 0
+        L2 penalty added to the gradient (``g + λθ``), or for AdamW and Lion decoupled decay.
+    weight_decay_mask : callable or tree of bool, optional
+        Which parameters are decayed: ``mask(name, array) -> bool`` or a tree of
+        bools shaped like the parameters.  Default: every parameter
+        (:func:`decay_all`), except for AdamW and Lion (:func:`decay_weights_only`).
+    clip_global_norm : float, optional
+        Rescale the gradients so that their joint L2 norm is at most this value.
+    clip_value : float, optional
+        Clip every gradient element to ``[-clip_value, clip_value]`` (after global-norm clipping).
+    on_nonfinite : {"ignore", "raise", "skip"}, default "ignore"
+        What a NaN or infinite gradient does: nothing special (free), raise
+        ``FloatingPointError`` naming the leaf, or skip the step leaving params and
+        state untouched and counting it in ``state.skipped``.  The last two read a
+        flag back from the device each step.
+    engine : {"auto", "generic", "fused"}, default "auto"
+        How the update runs (:mod:`anyoptim.engines`); "auto" takes the fused
+        engine when the arrays' library has one.
+    """
+
+    rule: ClassVar[Callable[..., Any]]
+    decoupled_weight_decay: ClassVar[bool] = False
+    default_weight_decay_mask: ClassVar[Callable[[str, Any], bool]] = staticmethod(decay_all)
+
+    def __init__(
+        self,
+        learning_rate: float | Schedule,
+        *,
+        weight_decay: float = 0.0,
+        weight_decay_mask: Any = None,
+        clip_global_norm: float | None = None,
+        clip_value: float | None = None,
+        on_nonfinite: str = "ignore",
+        engine: str = "auto",
+    ):
+        self.learning_rate = check_learning_rate(learning_rate)
+        self.weight_decay = check_non_negative("weight_decay", weight_decay)
+        self.weight_decay_mask = self.default_weight_decay_mask if weight_decay_mask is None else weight_decay_mask
+        if not callable(self.weight_decay_mask):
+            tree_flatten(self.weight_decay_mask)  # a malformed tree fails here, not at the first step
+        self.clip_global_norm = (
+            None if clip_global_norm is None else check_positive("clip_global_norm", clip_global_norm)
+        )
+        self.clip_value = None if clip_value is None else check_positive("clip_value", clip_value)
+        self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
+        self.engine = check_choice("engine", engine, ENGINE_CHOICES)
+
+    # -- what subclasses describe
+
+    def _slot_fills(self) -> dict[str, float]:
+        """State slots of the rule and the value each starts at."""
+        return {}
+
+    def _options(self) -> dict[str, Any]:
+        """Options that choose the rule's code (fixed for the optimizer's life)."""
+        return {}
+
+    def _step_scalars(self, count: int) -> dict[str, float]:
+        """Scalars of step ``count + 1`` other than the learning rate (betas, bias corrections)."""
+        return {}
+
+    # -- the shared machinery
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({settings})"
+
+    def _program(self, decayed: bool) -> rules.Program:
+        return rules.Program(
+            rule=type(self).rule,
+            options=tuple(sorted(self._options().items())),
+            slot_names=tuple(self._slot_fills()),
+            scale_grad=self.clip_global_norm is not None,
+            clip_value=self.clip_value is not None,
+            coupled_decay=decayed and not self.decoupled_weight_decay,
+            decoupled_decay=decayed and self.decoupled_weight_decay,
+        )
+
+    def learning_rate_at(self, count: int) -> float:
+        """The learning rate of the step taken after ``count`` steps, validated."""
+        if not callable(self.learning_rate):
+            return self.learning_rate
+        value = self.learning_rate(count)
+        try:
+            return check_non_negative("learning_rate", value)
+        except ValueError:
+            raise ValueError(
+                f"the learning-rate schedule returned {value!r} at step count {count}: it must be a finite number >= 0"
+            ) from None
+
+    def init(self, params: Any) -> OptimizerState:
+        """Create the state for ``params`` (a tree of floating-point arrays).
+
+        State arrays are created on the parameters' device with their dtype.
+        """
+        names, leaves, treedef = tree_flatten(params)
+        xp, _ = check_leaves(names, leaves, what="params")
+        if self.weight_decay:
+            mask_values(self.weight_decay_mask, names, leaves, treedef)
+        engine = select_engine(xp, self.engine)
+        slots = engine.init_slots(xp, leaves, self._slot_fills())
+        return OptimizerState(
+            count=0,
+            learning_rate=self.learning_rate_at(0),
+            slots={slot: tree_unflatten(treedef, values) for slot, values in slots.items()},
+            structure=treedef,
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if not name.startswith("_"):
+            # A changed setting may change programs, masks or slots: validate the next step in full.
+            object.__setattr__(self, "_prepared", None)
+
+    def step(self, params: Any, grads: Any, state: OptimizerState) -> tuple[Any, OptimizerState]:
+        """Take one step: return the new parameters and state.
+
+        On mutable libraries (NumPy, CuPy, torch) the arrays may be updated in
+        place and returned; on JAX new arrays are returned.  The returned values
+        are always the truth.  Every check runs before any array is touched, so a
+        call that raises changes nothing.
+
+        A training loop that passes the same arrays every step (the returned
+        params and state, and one gradient buffer) takes a fast path: the checks
+        that depend only on which arrays these are, their shapes and dtypes, and
+        the tree structures ran on the first such step and are not repeated, and
+        the engine's bound plan is reused.  It then returns the very params tree
+        and state slots it returned the step before (their arrays updated in place).
+        """
+        prepared = self._prepared
+        if prepared is not None and prepared.matches(params, grads, state):
+            return self._prepared_step(prepared, params, state)
+        names, p_leaves, treedef = tree_flatten(params)
+        xp, device = check_leaves(names, p_leaves, what="params")
+        g_leaves = self._check_grads(xp, device, names, p_leaves, treedef, grads)
+        slots = self._check_state(names, p_leaves, treedef, state)
+        learning_rate = self.learning_rate_at(state.count)
+        skipped = self._nonfinite(xp, names, g_leaves, params, state)
+        if skipped is not None:
+            return skipped
+        keys, key_of_leaf, programs = self._leaf_groups(names, p_leaves, treedef)
+        hps = self._step_scalars_of_leaves(xp, keys, key_of_leaf, g_leaves, state.count, learning_rate)
+        engine = select_engine(xp, self.engine)
+        prepare = getattr(engine, "prepare", None)
+        runs = []
+        new_params = list(p_leaves)
+        new_slots = {slot: list(values) for slot, values in slots.items()}
+        for program, indices in programs:
+            arguments = (
+                program,
+                xp,
+                [p_leaves[i] for i in indices],
+                [g_leaves[i] for i in indices],
+                {slot: [values[i] for i in indices] for slot, values in slots.items()},
+                [hps[i] for i in indices],
+            )
+            if prepare is None:
+                updated_p, updated_slots = engine.apply(*arguments)
+            else:
+                run = prepare(*arguments)
+                runs.append((run, indices))
+                updated_p, updated_slots = run(arguments[-1])
+            for position, i in enumerate(indices):
+                new_params[i] = updated_p[position]
+                for slot in slots:
+                    new_slots[slot][i] = updated_slots[slot][position]
+        new_state = OptimizerState(
+            count=state.count + 1,
+            learning_rate=learning_rate,
+            slots={slot: tree_unflatten(treedef, values) for slot, values in new_slots.items()},
+            skipped=state.skipped,
+            structure=treedef,
+        )
+        params_out = tree_unflatten(treedef, new_params)
+        self._prepared = None
+        if prepare is not None and all(run.in_place for run, _ in runs):
+            self._prepared = PreparedStep(
+                xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, new_state.slots
+            )
+        return params_out, new_state
+
+    def _prepared_step(self, prepared: PreparedStep, params: Any, state: OptimizerState) -> tuple[Any, OptimizerState]:
+        """The step on the arrays ``prepared`` was made for (already checked by :meth:`PreparedStep.matches`)."""
+        learning_rate = self.learning_rate_at(state.count)
+        if self.on_nonfinite != "ignore":
+            skipped = self._nonfinite(prepared.xp, prepared.names, prepared.g_leaves, params, state)
+            if skipped is not None:
+                return skipped
+        hps = self._step_scalars_of_leaves(
+            prepared.xp, prepared.keys, prepared.key_of_leaf, prepared.g_leaves, state.count, learning_rate
+        )
+        for run, indices in prepared.runs:
+            run(hps if indices is None else [hps[i] for i in indices])
+        return prepared.params_out, next_state(
+            state.count + 1, learning_rate, prepared.slots_out, state.skipped, prepared.treedef
+        )
+
+    # -- helpers of step
+
+    def _check_grads(
+        self, xp: Any, device: Any, names: list[str], p_leaves: list[Any], treedef: TreeDef, grads: Any
+    ) -> list[Any]:
+        grad_names, g_leaves, grad_def = tree_flatten(grads)
+        check_same_structure(treedef, grad_def, what="grads", like="params")
+        g_xp, g_device = check_leaves(grad_names, g_leaves, what="grads")
+        if g_xp is not xp:
+            raise TypeError("grads and params must come from the same array library")
+        if g_device != device:
+            raise ValueError(f"grads are on device {g_device} but params are on {device}")
+        for name, p, g in zip(names, p_leaves, g_leaves, strict=True):
+            if tuple(g.shape) != tuple(p.shape):
+                raise ValueError(
+                    f"grads[{name!r}] has shape {tuple(g.shape)} but params[{name!r}] has shape {tuple(p.shape)}"
+                )
+            if g.dtype != p.dtype:
+                raise TypeError(f"grads[{name!r}] has dtype {g.dtype} but params[{name!r}] has dtype {p.dtype}")
+        return g_leaves
+
+    def _check_state(
+        self, names: list[str], p_leaves: list[Any], treedef: TreeDef, state: OptimizerState
+    ) -> dict[str, list[Any]]:
+        if not isinstance(state, OptimizerState):
+            raise TypeError(f"state must be the OptimizerState returned by init or step, got {type(state).__name__}")
+        if state.structure is not None:
+            check_same_structure(state.structure, treedef, what="params", like="the params this state was made for")
+        expected = tuple(self._slot_fills())
+        if tuple(state.slots) != expected:
+            raise ValueError(
+                f"state has slots {list(state.slots)} but {type(self).__name__} needs {list(expected)}: "
+                "was it made by another optimizer?"
+            )
+        slots: dict[str, list[Any]] = {}
+        for slot, tree in state.slots.items():
+            _, leaves, _ = tree_flatten(tree)
+            if len(leaves) != len(p_leaves):
+                raise ValueError(f"state slot {slot!r} has {len(leaves)} arrays but params have {len(p_leaves)}")
+            for name, p, s in zip(names, p_leaves, leaves, strict=True):
+                if tuple(s.shape) != tuple(p.shape) or s.dtype != p.dtype:
+                    raise ValueError(
+                        f"state slot {slot!r} of {name!r} has shape {tuple(s.shape)} and dtype {s.dtype}, "
+                        f"but the parameter has {tuple(p.shape)} and {p.dtype}"
+                    )
+            slots[slot] = leaves
+        return slots
+
+    def _nonfinite(
+        self, xp: Any, names: list[str], g_leaves: list[Any], params: Any, state: OptimizerState
+    ) -> tuple[Any, OptimizerState] | None:
+        """Apply ``on_nonfinite``: raise, or the result of a skipped step, or None to go on."""
+        if self.on_nonfinite == "ignore":
+            return None
+        bad = first_nonfinite(xp, names, g_leaves)
+        if bad is None:
+            return None
+        if self.on_nonfinite == "raise":
+            raise FloatingPointError(f"grads[{bad!r}] holds NaN or infinity (on_nonfinite='raise')")
+        return params, replace(state, skipped=state.skipped + 1)
+
+    def _leaf_groups(
+        self, names: list[str], p_leaves: list[Any], treedef: TreeDef
+    ) -> tuple[list[tuple[Any, bool]], list[int], list[tuple[rules.Program, list[int]]]]:
+        """What is fixed while the arrays are: which leaves share scalars, and which program each runs.
+
+        Returns the distinct ``(dtype, decayed)`` keys, the index of each leaf's
+        key, and the leaves grouped by program.
+        """
+        decayed = (
+            mask_values(self.weight_decay_mask, names, p_leaves, treedef)
+            if self.weight_decay
+            else [False] * len(p_leaves)
+        )
+        keys: list[tuple[Any, bool]] = []
+        key_of_leaf = []
+        for p, is_decayed in zip(p_leaves, decayed, strict=True):
+            key = (p.dtype, is_decayed)
+            if key not in keys:
+                keys.append(key)
+            key_of_leaf.append(keys.index(key))
+        groups: dict[bool, list[int]] = {}
+        for index, is_decayed in enumerate(decayed):
+            groups.setdefault(is_decayed, []).append(index)
+        return keys, key_of_leaf, [(self._program(is_decayed), indices) for is_decayed, indices in groups.items()]
+
+    def _step_scalars_of_leaves(
+        self,
+        xp: Any,
+        keys: list[tuple[Any, bool]],
+        key_of_leaf: list[int],
+        g_leaves: list[Any],
+        count: int,
+        learning_rate: float,
+    ) -> list[dict[str, Any]]:
+        """Each leaf's scalars for this step.
+
+        Leaves with equal dtype and weight decay share one scalars mapping (the
+        same object), which lets fused engines join them into one span.
+        """
+        common: dict[str, Any] = {"learning_rate": learning_rate, **self._step_scalars(count)}
+        if self.clip_value is not None:
+            common["clip_value"] = self.clip_value
+        grad_scale = None
+        if self.clip_global_norm is not None:
+            grad_scale = clip_factor(xp, g_leaves, self.clip_global_norm)
+        shared = []
+        for dtype, is_decayed in keys:
+            hp = common if len(keys) == 1 else dict(common)
+            if grad_scale is not None:
+                hp["grad_scale"] = xp.astype(grad_scale, dtype)
+            if is_decayed:
+                hp["weight_decay"] = self.weight_decay
+                hp["decay"] = learning_rate * self.weight_decay
+            shared.append(hp)
+        if len(shared) == 1:
+            return shared * len(key_of_leaf)
+        return [shared[index] for index in key_of_leaf]
