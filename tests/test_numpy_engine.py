@@ -7,6 +7,12 @@
   Float64 to 1e-12 and float32 to 1e-6 relative; in fact bit for bit.
 * Spans longer than a block, blocks of any size, and rules the tracer cannot
   follow (they are evaluated as written) give the generic results too.
+* The plan is built from the one tracer the CuPy engine uses too
+  (``engines._trace``): every optimizer is planned, one ufunc call per array
+  node of its trace; the plan's corners (0-D array hyperparameters, one-sided
+  clip, dead and repeated expressions, one node for two slots, scalars and
+  other inputs as results, a float64 scalar lifting float32 blocks) match the
+  generic engine bit for bit, and host scalars that raise raise as the rule does.
 * No parameter-sized temporary per step (tracemalloc), on the fast path and
   on the fully validated one.
 * In-place semantics: returned arrays are the truth, writable contiguous
@@ -35,7 +41,7 @@ from hypothesis.extra import numpy as hnp
 import anyoptim
 from anyoptim import rules
 from anyoptim._fast_path import next_state as _next_state
-from anyoptim.engines import GenericEngine
+from anyoptim.engines import GenericEngine, _trace
 from anyoptim.engines.numpy import DEFAULT_BLOCK_BYTES, NumpyEngine
 from anyoptim.state import OptimizerState
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace
@@ -314,6 +320,104 @@ def test_results_that_are_other_inputs_land_where_they_belong() -> None:
         np.testing.assert_array_equal(p_fused[name], p_generic[name])
         for slot in ("a", "b", "c"):
             np.testing.assert_array_equal(s_fused.slots[slot][name], s_generic.slots[slot][name])
+
+
+# --------------------------------------------------------------------------- the plan is the one trace's array part
+
+
+@pytest.mark.parametrize("config", CONFIG_PARAMS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_optimizer_runs_as_the_plan_of_its_trace(config: Config, dtype: Any) -> None:
+    """No optimizer falls back to the rule run as written: its plan is one ufunc call per array node of the trace."""
+    program, hp, slot_names, _ = _program_and_scalars(config, 3, dtype)
+    plan = NumpyEngine().plan(program, np.dtype(dtype), slot_names, hp, ())
+    assert plan is not None
+    trace = _trace.trace_program(program, slot_names, _trace.hp_signature(hp))
+    assert plan.trace == trace  # the graph the CuPy engine prints its kernel from
+    array_nodes = [
+        index
+        for index in trace.live_nodes()
+        if trace.nodes[index].kind != _trace.SCALAR
+        and trace.nodes[index].op not in ("param", "grad", "slot", "hp_array")  # leaves: blocks and 0-D inputs
+    ]
+    assert [node for node, op, _ in plan.steps if op != "copy"] == array_nodes
+
+
+def _corner_case_rule(xp, p, g, slots, hp):
+    """The rule contract's constructs, and the corners of a plan (each commented)."""
+    scale = hp["scale"] * 2.0  # a 0-D array hyperparameter: an array node that reads no block
+    clipped = xp.clip(g * scale, min=-1.0)  # clip with one bound
+    _ = xp.sqrt(xp.abs(p)) * 3.0  # dead: never computed
+    step = hp["lr"] * (clipped**3 + xp.sign(g) * (1 - hp["beta"]))
+    again = hp["lr"] * (clipped**3 + xp.sign(g) * (1 - hp["beta"]))  # the same expression: one node
+    kept = xp.where(g > 0, slots["a"], 0.5)  # a scalar branch; where never writes into its destination
+    bigger = xp.maximum(slots["a"], xp.minimum(-g, hp["beta"]))
+    new_slots = {
+        "a": bigger,
+        "b": hp["beta"],  # a host scalar as a slot
+        "c": kept,
+        "d": bigger,  # one node for two slots
+        "e": slots["a"] / hp["base"] ** hp["power"],  # reads a's old value after a's new one is made
+        "f": g,  # another input: copied
+    }
+    return p - step + 0 * again, new_slots
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lr", [0.1, np.float32(0.1), np.float64(0.1)], ids=["python", "float32", "float64"])
+def test_plan_corner_cases_give_the_generic_results(dtype: Any, lr: Any) -> None:
+    """Bit for bit, the values NumPy's promotion gives (a float64 scalar lifts float32 blocks), cast into place."""
+    program = rules.Program(rule=_corner_case_rule, slot_names=tuple("abcdef"))
+    hp = {"lr": lr, "beta": 0.9, "scale": np.asarray(0.5, dtype=dtype), "base": 2.0, "power": 3}
+    slot_names = list(program.slot_names)
+    rng = np.random.default_rng(5)
+    sizes = [9, 1, 20]
+    start = {role: rng.uniform(-2, 2, sum(sizes)).astype(dtype) for role in ("p", "g", *slot_names)}
+    offsets = np.cumsum([0, *sizes])
+
+    def leaves(buffers: dict[str, np.ndarray], role: str) -> list[np.ndarray]:
+        return [buffers[role][a:b] for a, b in itertools.pairwise(offsets)]
+
+    expected = GenericEngine().apply(
+        program, XP, leaves(start, "p"), leaves(start, "g"), {s: leaves(start, s) for s in slot_names}, [hp] * 3
+    )
+    buffers = {role: value.copy() for role, value in start.items()}
+    given_p = leaves(buffers, "p")
+    given_slots = {s: leaves(buffers, s) for s in slot_names}
+    engine = NumpyEngine(block_size=7)
+    assert engine.plan(program, np.dtype(dtype), slot_names, hp, ()) is not None
+    new_p, new_slots = engine.apply(program, np, given_p, leaves(buffers, "g"), given_slots, [hp] * 3)
+    for index, size in enumerate(sizes):
+        assert new_p[index] is given_p[index]  # in place
+        np.testing.assert_array_equal(new_p[index], np.asarray(expected[0][index]).astype(dtype))
+        for name in slot_names:
+            assert new_slots[name][index] is given_slots[name][index]
+            want = np.broadcast_to(np.asarray(expected[1][name][index]), (size,)).astype(dtype)
+            np.testing.assert_array_equal(new_slots[name][index], want, err_msg=f"slot {name}")
+
+
+def _ratio_rule(xp, p, g, slots, hp):
+    """A host scalar that Python cannot always compute: ``lr / steps`` with ``steps == 0``."""
+    return p - hp["lr"] / hp["steps"] * g, {}
+
+
+def test_host_scalars_that_raise_raise_as_the_rule_does_and_change_nothing() -> None:
+    program = rules.Program(rule=_ratio_rule)
+    engine = NumpyEngine()
+    p, g = np.ones(5), np.full(5, 0.5)
+    for steps in (0.0, 2.0, 0.0):  # fails before the plan exists, works, fails with the plan cached
+        before = p.copy()
+        if steps == 0.0:
+            with pytest.raises(ZeroDivisionError):
+                _ratio_rule(XP, p, g, {}, {"lr": 0.1, "steps": steps})
+            with pytest.raises(ZeroDivisionError):
+                engine.apply(program, np, [p], [g], {}, [{"lr": 0.1, "steps": steps}])
+            np.testing.assert_array_equal(p, before)
+        else:
+            (new_p,), _ = engine.apply(program, np, [p], [g], {}, [{"lr": 0.1, "steps": steps}])
+            assert new_p is p
+            np.testing.assert_array_equal(p, before - 0.1 / 2.0 * g)
+    assert engine.plan(program, np.dtype(np.float64), [], {"lr": 0.1, "steps": 2.0}, ()) is not None
 
 
 def test_a_block_size_must_be_positive() -> None:

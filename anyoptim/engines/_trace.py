@@ -1,13 +1,16 @@
-"""Tracing a :class:`~anyoptim.rules.Program` into an expression graph, and printing it as CUDA.
+"""The one tracer of the fused engines: a :class:`~anyoptim.rules.Program` as an expression graph.
 
-The CuPy engine never types an update formula: it calls the very program the
-other engines run, with a *symbolic* namespace and symbolic arrays, and the
-operators the rule applies record an expression graph (a DAG).  That graph is
-then
+Neither fused engine types an update formula: each calls the very program the
+generic engine runs, with a *symbolic* namespace and symbolic arrays, and the
+operators the rule applies record an expression graph (a DAG, :class:`Trace`,
+made by :func:`trace_program`).  That one graph is then
 
-* printed as the body of one ``cupy.ElementwiseKernel`` (:func:`cuda_source`):
-  one typed temporary per node, parameter and state slots as in-out arguments
-  written at the end;
+* printed as the body of one ``cupy.ElementwiseKernel`` (:func:`cuda_source`)
+  by the CuPy engine: one typed temporary per node, parameter and state slots
+  as in-out arguments written at the end;
+* turned by the NumPy engine (:mod:`anyoptim.engines.numpy`) into ufunc calls
+  with ``out=`` on cache-sized blocks, each node given the dtype NumPy's own
+  promotion gives it;
 * or evaluated with any Array API namespace (:func:`evaluate`), which is how
   the tests prove on a CPU that the traced graph is the rule.
 
@@ -25,19 +28,24 @@ Three kinds of values flow through a rule, and the graph keeps them apart:
     the rule, and arithmetic among them (``1 - beta1``).
 
 Scalar subexpressions are evaluated **on the host, in Python**, exactly as the
-generic engine evaluates them (``1 - beta1`` in double precision), and only
-their values enter the kernel, converted to ``T`` (:func:`fold_scalars`).  This
+generic engine evaluates them (``1 - beta1`` in double precision), by the
+statements of :func:`scalar_statements` (which both engines compile into their
+step), and only their values enter the kernel, converted to ``T``.  This
 matters in float32: ``1 - 0.999`` rounded once to float32 differs from
 ``1.0f - 0.999f`` by 1.3e-5 relative, which a fused Adam would otherwise carry
 into every second moment.  A bare constant that meets an array (``0.5 * g``)
 becomes a literal of ``T`` (``0.5f`` in a float32 kernel), so a kernel never
-computes in double or half precision by accident.
+computes in double or half precision by accident.  (The NumPy engine instead
+casts each scalar as NumPy would where it meets an array, so that it matches
+the generic engine bit for bit.)
 
 The rule contract (see :mod:`anyoptim.rules`) is enforced here: the operators
 ``+ - * /``, unary ``-``, ``**`` with a scalar exponent and comparisons, and the
 functions ``sqrt``, ``abs``, ``sign``, ``maximum``, ``minimum``, ``where`` and
 ``clip``.  Anything else raises a ``TypeError`` or ``AttributeError`` naming
-what the rule tried.
+what the rule tried (a returned slot set that differs from the given one, a
+``ValueError``); the NumPy engine takes any of these as its signal to run the
+rule as written instead.
 
 This module is pure Python: it imports neither NumPy nor CuPy.
 """
@@ -62,6 +70,7 @@ __all__ = [
     "fold_scalars",
     "hp_signature",
     "scalar_folder",
+    "scalar_statements",
     "trace_program",
 ]
 
@@ -392,7 +401,7 @@ class _SymbolicNamespace:
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(
-            f"the rule called xp.{name}, which is outside the rule contract (anyoptim.rules): the CuPy engine "
+            f"the rule called xp.{name}, which is outside the rule contract (anyoptim.rules): the fused engines "
             "can trace operators and xp.sqrt, abs, sign, maximum, minimum, where and clip only"
         )
 
@@ -517,14 +526,16 @@ def trace_program(
 _PYTHON_OPERATORS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
 
 
-def scalar_folder(trace: Trace) -> Callable[[Mapping[str, Any]], list[Any]]:
-    """Compile the host part of a trace into a Python function ``hp -> [c0, c1, ...]``.
+def scalar_statements(trace: Trace) -> tuple[list[str], dict[str, Any]]:
+    """Python statements that compute the host scalars of a trace from ``hp``, and the names they read.
 
-    The function evaluates the scalar nodes the kernel needs with Python's own
+    Statement ``v{i} = ...`` computes scalar node ``i`` with Python's own
     operators on the values in ``hp``, exactly as the generic engine evaluates
-    ``1 - beta1``; it is built once per trace (as ``collections.namedtuple``
-    builds its classes, from generated source) so that a step costs a few
-    Python statements, not a walk of the graph.
+    ``1 - beta1``; after them, ``v{i}`` is bound for every ``i`` in
+    ``trace.kernel_scalars``.  Hyperparameter names and constants enter as values
+    of the returned names (``K``, ``C``), never as source text.  Engines embed the
+    statements in code they generate (:func:`scalar_folder`, the NumPy engine's
+    step), so a step costs a few Python statements, not a walk of the graph.
     """
     needed: set[int] = set()
     pending = list(trace.kernel_scalars)
@@ -533,26 +544,37 @@ def scalar_folder(trace: Trace) -> Callable[[Mapping[str, Any]], list[Any]]:
         if index not in needed:
             needed.add(index)
             pending.extend(trace.nodes[index].args)
-    keys: list[Any] = []  # hyperparameter names and constants enter as values, never as source text
+    keys: list[Any] = []
     constants: list[Any] = []
-    lines = ["def fold(hp):"]
+    lines = []
     for index in sorted(needed):  # node order is topological
         node = trace.nodes[index]
         if node.op == "hp_scalar":
-            lines.append(f"    v{index} = hp[K[{len(keys)}]]")
+            lines.append(f"v{index} = hp[K[{len(keys)}]]")
             keys.append(node.value)
         elif node.op == "const":
-            lines.append(f"    v{index} = C[{len(constants)}]")
+            lines.append(f"v{index} = C[{len(constants)}]")
             constants.append(node.value)
         elif node.op == "neg":
-            lines.append(f"    v{index} = -v{node.args[0]}")
+            lines.append(f"v{index} = -v{node.args[0]}")
         elif node.op in _PYTHON_OPERATORS:
             a, b = node.args
-            lines.append(f"    v{index} = v{a} {_PYTHON_OPERATORS[node.op]} v{b}")
+            lines.append(f"v{index} = v{a} {_PYTHON_OPERATORS[node.op]} v{b}")
         else:  # pragma: no cover - the tracer builds no other scalar nodes
             raise AssertionError(f"node {index} ({node.op}) is not a host scalar")
+    return lines, {"K": tuple(keys), "C": tuple(constants)}
+
+
+def scalar_folder(trace: Trace) -> Callable[[Mapping[str, Any]], list[Any]]:
+    """Compile the host part of a trace into a Python function ``hp -> [c0, c1, ...]``.
+
+    The function runs :func:`scalar_statements` and returns the value of each
+    node of ``trace.kernel_scalars``; it is built once per trace (as
+    ``collections.namedtuple`` builds its classes, from generated source).
+    """
+    statements, namespace = scalar_statements(trace)
+    lines = ["def fold(hp):", *(f"    {line}" for line in statements)]
     lines.append(f"    return [{', '.join(f'v{index}' for index in trace.kernel_scalars)}]")
-    namespace: dict[str, Any] = {"K": tuple(keys), "C": tuple(constants)}
     # The source is generated above from the trace's structure; names and constants are passed as values.
     exec(compile("\n".join(lines), f"<scalars of {trace.name}>", "exec"), namespace)
     return namespace["fold"]

@@ -1,14 +1,17 @@
-"""The NumPy engine: the program traced once into ufunc calls, run in place on cache-sized blocks of flat spans.
+"""The NumPy engine: a program's trace run as ufunc calls, in place, on cache-sized blocks of flat spans.
 
 Evaluating an elementwise rule on a whole array makes a full-size temporary for
 every operator and streams each one through memory.  This engine instead
 
-1. **traces** the program once per (program, dtype, kinds of scalars): it calls
-   the rule with stand-in arrays and scalars that record every operation, so
-   the list of NumPy calls is derived from the one rule, never written twice;
-2. **splits the recording**: operations between scalars only (``1 - beta1``)
-   run once per step in plain Python, exactly as the rule would compute them;
-   operations on arrays become ufunc calls with ``out=``;
+1. **traces** the program once per (program, dtype, kinds of scalars) with the
+   tracer the CuPy engine prints its kernels from
+   (:func:`anyoptim.engines._trace.trace_program`), so the list of NumPy calls
+   comes from the one rule through the one expression graph, never written twice;
+2. **splits the graph**: its scalar part (``1 - beta1``) runs once per step on
+   the host, in plain Python, exactly as the rule computes it
+   (:func:`~anyoptim.engines._trace.scalar_statements`); every array operation
+   becomes a ufunc call with ``out=``, each node given the dtype NumPy itself
+   gives it (found by running the graph once on 1-element samples);
 3. **binds** those calls to blocks of a few thousand elements of each flat span
    (leaves that lie back to back in one buffer, see :func:`anyoptim.flatten`,
    are one span), with a handful of block-sized scratch buffers, and writes
@@ -17,19 +20,19 @@ every operator and streams each one through memory.  This engine instead
 
 So a step allocates nothing parameter-sized, its temporaries stay in the CPU
 cache, and a small model costs one pass of the rule, not one per leaf.  Scalars
-reach the ufuncs as 0-D arrays of the dtype NumPy would have cast them to
-(NEP 50), refreshed in place each step, so results are bit-identical to
-evaluating the rule with ``numpy`` on the same blocks.
+(and 0-D array hyperparameters) reach the ufuncs as 0-D arrays of the dtype
+NumPy would have cast them to (NEP 50), refreshed in place each step, so results
+are bit-identical to evaluating the rule with ``numpy`` on the same blocks.
 
 Parameters and state are updated in place and returned; leaves that are not
 C-contiguous or not writeable get new arrays instead (the rule evaluated on the
 whole leaf).  A rule that the tracer cannot follow (data-dependent control
-flow, an unsupported function) is evaluated directly on each block instead.
+flow, a function outside the rule contract) is evaluated directly on each
+block instead.
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -37,6 +40,7 @@ import numpy as np
 
 from ..rules import Program
 from ._spans import contiguous_runs, flat_slots
+from ._trace import SCALAR, Trace, fold_scalars, hp_signature, scalar_statements, trace_program
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "NumpyEngine"]
 
@@ -47,246 +51,7 @@ __all__ = ["DEFAULT_BLOCK_BYTES", "NumpyEngine"]
 DEFAULT_BLOCK_BYTES = 128 * 1024
 
 
-# --------------------------------------------------------------------------- tracing
-
-
-class _Untraceable(Exception):
-    """The rule did something the tracer cannot record; the engine evaluates it directly."""
-
-
-class _Value:
-    """A stand-in for an array or a scalar while a program is traced; operators record nodes."""
-
-    __slots__ = ("node", "tracer")
-
-    def __init__(self, tracer: _Tracer, node: int):
-        self.tracer = tracer
-        self.node = node
-
-    def _binary(self, name: str, other: Any, reflected: bool = False) -> _Value:
-        operands = (other, self) if reflected else (self, other)
-        return self.tracer.apply(name, operands)
-
-    def __add__(self, other):
-        return self._binary("add", other)
-
-    def __radd__(self, other):
-        return self._binary("add", other, True)
-
-    def __sub__(self, other):
-        return self._binary("sub", other)
-
-    def __rsub__(self, other):
-        return self._binary("sub", other, True)
-
-    def __mul__(self, other):
-        return self._binary("mul", other)
-
-    def __rmul__(self, other):
-        return self._binary("mul", other, True)
-
-    def __truediv__(self, other):
-        return self._binary("truediv", other)
-
-    def __rtruediv__(self, other):
-        return self._binary("truediv", other, True)
-
-    def __pow__(self, other):
-        return self._binary("pow", other)
-
-    def __rpow__(self, other):
-        return self._binary("pow", other, True)
-
-    def __lt__(self, other):
-        return self._binary("lt", other)
-
-    def __le__(self, other):
-        return self._binary("le", other)
-
-    def __gt__(self, other):
-        return self._binary("gt", other)
-
-    def __ge__(self, other):
-        return self._binary("ge", other)
-
-    def __eq__(self, other):  # type: ignore[override]
-        return self._binary("eq", other)
-
-    def __ne__(self, other):  # type: ignore[override]
-        return self._binary("ne", other)
-
-    def __neg__(self):
-        return self.tracer.apply("neg", (self,))
-
-    def __pos__(self):
-        return self
-
-    def __abs__(self):
-        return self.tracer.apply("abs", (self,))
-
-    def __bool__(self):
-        raise _Untraceable("the rule branches on an array value")
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-# name -> (how two Python scalars combine, the NumPy function for arrays).  Scalar-only
-# operations use Python's operators so that they round exactly as the rule would.
-_OPERATIONS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
-    "add": (operator.add, np.add),
-    "sub": (operator.sub, np.subtract),
-    "mul": (operator.mul, np.multiply),
-    "truediv": (operator.truediv, np.true_divide),
-    "pow": (operator.pow, np.power),
-    "lt": (operator.lt, np.less),
-    "le": (operator.le, np.less_equal),
-    "gt": (operator.gt, np.greater),
-    "ge": (operator.ge, np.greater_equal),
-    "eq": (operator.eq, np.equal),
-    "ne": (operator.ne, np.not_equal),
-    "neg": (operator.neg, np.negative),
-    "positive": (operator.pos, np.positive),
-    "abs": (operator.abs, np.absolute),
-    # The namespace functions a rule may call: on scalars too they are NumPy's, as in the rule run with numpy.
-    "sqrt": (np.sqrt, np.sqrt),
-    "sign": (np.sign, np.sign),
-    "maximum": (np.maximum, np.maximum),
-    "minimum": (np.minimum, np.minimum),
-    "where": (np.where, np.where),
-    "clip": (np.clip, np.clip),
-}
-
-
-class _Namespace:
-    """The ``xp`` a traced rule sees: exactly the functions that rules.py allows."""
-
-    def __init__(self, tracer: _Tracer):
-        self._tracer = tracer
-
-    def sqrt(self, x):
-        return self._tracer.apply("sqrt", (x,))
-
-    def abs(self, x):
-        return self._tracer.apply("abs", (x,))
-
-    def sign(self, x):
-        return self._tracer.apply("sign", (x,))
-
-    def maximum(self, x, y):
-        return self._tracer.apply("maximum", (x, y))
-
-    def minimum(self, x, y):
-        return self._tracer.apply("minimum", (x, y))
-
-    def where(self, condition, x, y):
-        return self._tracer.apply("where", (condition, x, y))
-
-    def clip(self, x, min=None, max=None):  # the Array API's argument names
-        if min is None or max is None:
-            raise _Untraceable("clip with a missing bound")
-        return self._tracer.apply("clip", (x, min, max))
-
-
-class _Scalars(Mapping):
-    """The ``hp`` a traced rule sees: each value read becomes a scalar input node."""
-
-    def __init__(self, tracer: _Tracer, values: Mapping[str, Any]):
-        self._tracer = tracer
-        self._values = values
-        self._nodes: dict[str, _Value] = {}
-
-    def __getitem__(self, key: str) -> _Value:
-        if key not in self._nodes:
-            self._nodes[key] = self._tracer.scalar_input(key, self._values[key])
-        return self._nodes[key]
-
-    def __iter__(self):
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-
-class _Tracer:
-    """Records a program as nodes: array inputs, scalar inputs and constants, and operations.
-
-    Every node carries a *sample*: for an array a 1-element NumPy array of its
-    dtype, for a scalar its value at trace time.  Computing each operation on the
-    samples with NumPy itself gives every node the dtype NumPy would give it.
-    """
-
-    def __init__(self):
-        self.samples: list[Any] = []
-        self.is_array: list[bool] = []
-        self.inputs: list[tuple[int, int]] = []  # (node, role): role 0 is p, 1 is g, 2.. the slots
-        self.hp_inputs: list[tuple[int, str]] = []
-        self.constants: list[tuple[int, Any]] = []
-        self.operations: list[tuple[int, str, tuple[int, ...]]] = []  # (node, name, operand nodes)
-
-    def _node(self, sample: Any, is_array: bool) -> _Value:
-        self.samples.append(sample)
-        self.is_array.append(is_array)
-        return _Value(self, len(self.samples) - 1)
-
-    def array_input(self, role: int, dtype: np.dtype) -> _Value:
-        value = self._node(np.ones(1, dtype=dtype), True)
-        self.inputs.append((value.node, role))
-        return value
-
-    def scalar_input(self, key: str, sample: Any) -> _Value:
-        value = self._node(sample, False)
-        self.hp_inputs.append((value.node, key))
-        return value
-
-    def _operand(self, operand: Any) -> int:
-        if isinstance(operand, _Value):
-            if operand.tracer is not self:
-                raise _Untraceable("a value from another trace")
-            return operand.node
-        if isinstance(operand, (bool, int, float)):
-            value = self._node(operand, False)
-            self.constants.append((value.node, operand))
-            return value.node
-        raise _Untraceable(f"an operand of type {type(operand).__name__}")
-
-    def apply(self, name: str, operands: tuple[Any, ...]) -> _Value:
-        nodes = tuple(self._operand(operand) for operand in operands)
-        scalar_function, array_function = _OPERATIONS[name]
-        samples = [self.samples[node] for node in nodes]
-        is_array = any(self.is_array[node] for node in nodes)
-        with np.errstate(all="ignore"):
-            sample = array_function(*samples) if is_array else scalar_function(*samples)
-        if is_array and not (isinstance(sample, np.ndarray) and sample.shape == (1,)):
-            raise _Untraceable(f"{name} did not give an array")
-        value = self._node(sample, is_array)
-        self.operations.append((value.node, name, nodes))
-        return value
-
-
-def _trace(program: Program, dtype: np.dtype, slot_names: Sequence[str], hp: Mapping[str, Any]) -> _Plan:
-    """Record ``program`` on stand-ins of ``dtype`` (and ``hp``'s kinds of scalars) and plan its calls."""
-    tracer = _Tracer()
-    p = tracer.array_input(0, dtype)
-    g = tracer.array_input(1, dtype)
-    slots = {name: tracer.array_input(2 + index, dtype) for index, name in enumerate(slot_names)}
-    new_p, new_slots = program(_Namespace(tracer), p, g, slots, _Scalars(tracer, hp))
-    if set(new_slots) != set(slot_names):
-        raise _Untraceable("the rule returned other slots than it was given")
-    results = [new_p, *(new_slots[name] for name in slot_names)]
-    roles = [0, *range(2, 2 + len(slot_names))]
-    inputs = dict(tracer.inputs)
-    outputs = []
-    for role, result in zip(roles, results, strict=True):
-        node = tracer._operand(result)
-        if inputs.get(node, role) != role:
-            # Another input returned as is (a swap, g kept as a slot): copy it by an operation of its own,
-            # so that where it lands is decided like any other result's.
-            node = tracer.apply("positive", (result,)).node
-        outputs.append((role, node))
-    return _Plan(tracer, outputs)
-
-
-# --------------------------------------------------------------------------- the compiled plan
+# --------------------------------------------------------------------------- a trace as ufunc calls
 
 
 def _where(condition: np.ndarray, x: Any, y: Any, out: np.ndarray) -> None:
@@ -303,69 +68,157 @@ def _minimum(x: Any, y: Any, out: np.ndarray) -> None:
     np.minimum(x, y, out=out)
 
 
-_CALLS = {"where": _where, "maximum": _maximum, "minimum": _minimum}
+#: The NumPy function of each array operation of a trace (see :class:`~anyoptim.engines._trace.Node`),
+#: plus ``"copy"``, which the plan adds for a result that is another input (a swapped slot, ``g`` kept).
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.true_divide,
+    "pow": np.power,
+    "lt": np.less,
+    "le": np.less_equal,
+    "gt": np.greater,
+    "ge": np.greater_equal,
+    "eq": np.equal,
+    "ne": np.not_equal,
+    "neg": np.negative,
+    "abs": np.absolute,
+    "sqrt": np.sqrt,
+    "sign": np.sign,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "where": np.where,
+    "copy": np.positive,
+}
+
+#: Each operation called with its output buffer last.
+_CALLS: dict[str, Callable[..., Any]] = {**_FUNCTIONS, "where": _where, "maximum": _maximum, "minimum": _minimum}
+
+
+def _input_roles(trace: Trace) -> dict[int, int]:
+    """Node -> column of the span it reads: 0 the parameter, 1 the gradient, 2.. the slots in order."""
+    slot_role = {name: 2 + index for index, name in enumerate(trace.slot_names)}
+    roles = {}
+    for index, node in enumerate(trace.nodes):
+        if node.op == "param":
+            roles[index] = 0
+        elif node.op == "grad":
+            roles[index] = 1
+        elif node.op == "slot":
+            roles[index] = slot_role[node.value]
+    return roles
+
+
+def _sample(op: str, operands: Sequence[Any]) -> np.ndarray:
+    """``op`` run by NumPy on samples of its operands: the result has the dtype NumPy gives the operation."""
+    with np.errstate(all="ignore"):
+        return np.asarray(_FUNCTIONS[op](*operands))
 
 
 class _Plan:
-    """A traced program, split into per-step scalar work and per-block array calls.
+    """A trace, split into per-step host work and per-block ufunc calls.
 
-    ``scalar_steps`` compute the scalar nodes from ``hp`` once per step.  Each
-    array operation reads operands (array nodes, or scalar nodes through 0-D
-    arrays of the dtype NumPy casts them to) and writes one output buffer: a
-    block of the parameter or a state slot where that is safe, else a scratch
-    buffer.  Scratch buffers are reused once their value is dead.
+    The values of the graph fall in two groups.  *Block values* are the
+    parameter, gradient and slot blocks (registers ``r0, r1, r2, ...``) and
+    every array or boolean operation, written into a destination block where
+    that is safe, else into a scratch buffer reused once its value is dead.
+    *Broadcast values* are the host scalars (computed each step by the trace's
+    :func:`~anyoptim.engines._trace.scalar_statements`), the constants, and the
+    hyperparameters that are 0-D arrays: an operation reads each through a 0-D
+    array of the dtype NumPy casts it to in that operation.
+
+    Parameters
+    ----------
+    trace
+        From :func:`~anyoptim.engines._trace.trace_program`.
+    dtype
+        The dtype of the span's columns.
+    hp
+        Scalars of the kinds the plan is for: their types (Python number, NumPy
+        scalar, 0-D array and its dtype) decide every node's dtype, as in NumPy.
+
+    Raises
+    ------
+    ArithmeticError
+        If ``hp``'s host scalars cannot be computed (as the rule would raise).
     """
 
-    def __init__(self, tracer: _Tracer, outputs: list[tuple[int, int]]):
-        self.samples = tracer.samples
-        self.is_array = tracer.is_array
-        self.inputs = dict(tracer.inputs)  # node -> role
-        self.dtype = tracer.samples[0].dtype
-        self.slot_roles = [role for _, role in tracer.inputs if role >= 2]
-        self.outputs = outputs  # (role, node)
-        self.hp_inputs = tracer.hp_inputs
-        self.constants = tracer.constants
-        self.scalar_steps = [
-            (node, _OPERATIONS[name][0], operands)
-            for node, name, operands in tracer.operations
-            if not tracer.is_array[node]
-        ]
-        self.array_steps = [step for step in tracer.operations if tracer.is_array[step[0]]]
+    def __init__(self, trace: Trace, dtype: np.dtype, hp: Mapping[str, Any]):
+        self.trace = trace
+        self.dtype = np.dtype(dtype)
+        self.roles = _input_roles(trace)  # node -> column
+        self._steps_and_samples(hp)
         self._operand_dtypes()
         self._allocate()
         self._source()
 
+    def _steps_and_samples(self, hp: Mapping[str, Any]) -> None:
+        """The ufunc calls in graph order, and a sample of every value they read or write.
+
+        A block value's sample is a 1-element array of its dtype; a broadcast
+        value's is its value now (a Python number, a NumPy scalar, a 0-D array).
+        """
+        trace = self.trace
+        host = dict(zip(trace.kernel_scalars, fold_scalars(trace, hp), strict=True))
+        samples: dict[int, Any] = {}
+        self.steps: list[tuple[int, str, tuple[int, ...]]] = []  # (node, operation, operand nodes)
+        for index in trace.live_nodes():
+            node = trace.nodes[index]
+            if index in self.roles:
+                samples[index] = np.ones(1, dtype=self.dtype)
+            elif node.op == "hp_array":
+                samples[index] = hp[node.value]
+            elif node.op == "const":
+                samples[index] = node.value
+            elif node.kind == SCALAR:
+                if index in host:  # scalars that only feed other scalars are needed on the host alone
+                    samples[index] = host[index]
+            else:
+                samples[index] = _sample(node.op, [samples[arg] for arg in node.args])
+                self.steps.append((index, node.op, node.args))
+        # Where each result goes: (column, node).  A result that is another input (a swap, g kept as a
+        # slot) is copied by an operation of its own, so that where it lands is decided like any other's.
+        self.outputs: list[tuple[int, int]] = []
+        results = [trace.param_output, *trace.slot_outputs]
+        for role, index in zip((0, *range(2, 2 + len(trace.slot_names))), results, strict=True):
+            if self.roles.get(index, role) != role:
+                copy = len(trace.nodes) + len(self.outputs)  # a node number the graph does not use
+                samples[copy] = _sample("copy", [samples[index]])
+                self.steps.append((copy, "copy", (index,)))
+                index = copy
+            self.outputs.append((role, index))
+        self.samples = samples
+        self.block_values = set(self.roles) | {node for node, _, _ in self.steps}
+
     def _operand_dtypes(self) -> None:
-        """For each scalar operand of an array operation, the dtype NumPy casts it to there."""
-        self.scalar_uses: list[tuple[int, np.dtype]] = []
+        """For each broadcast operand of a ufunc call, the dtype NumPy casts it to there."""
+        self.broadcast_uses: list[tuple[int, np.dtype]] = []
         self.common_dtypes: list[np.dtype] = []
-        for _, _, operands in self.array_steps:
+        for _, _, operands in self.steps:
             common = np.result_type(*[self.samples[node] for node in operands])
             self.common_dtypes.append(common)
             for node in operands:
-                if not self.is_array[node] and (node, common) not in self.scalar_uses:
-                    self.scalar_uses.append((node, common))
+                if node not in self.block_values and (node, common) not in self.broadcast_uses:
+                    self.broadcast_uses.append((node, common))
         for _, node in self.outputs:
-            if not self.is_array[node] and (node, self.dtype) not in self.scalar_uses:
-                self.scalar_uses.append((node, self.dtype))
+            if node not in self.block_values and (node, self.dtype) not in self.broadcast_uses:
+                self.broadcast_uses.append((node, self.dtype))
 
     def _allocate(self) -> None:
-        """Choose where every array operation writes: a destination block or a scratch buffer."""
+        """Choose where every ufunc call writes: a destination block or a scratch buffer."""
         last_read: dict[int, int] = {}
-        for position, (_, _, operands) in enumerate(self.array_steps):
+        for position, (_, _, operands) in enumerate(self.steps):
             for node in operands:
                 last_read[node] = position
-        role_input = {role: node for node, role in self.inputs.items()}
-        produced_at = {node: position for position, (node, _, _) in enumerate(self.array_steps)}
+        role_input = {role: node for node, role in self.roles.items()}
+        produced_at = {node: position for position, (node, _, _) in enumerate(self.steps)}
         # Outputs written straight into their destination, and the copies left for the end.
         self.direct: dict[int, int] = {}  # node -> role
         self.final_copies: list[tuple[int, int]] = []  # (role, node)
-        copies_needed = []
         for role, node in self.outputs:
             if role_input.get(role) == node:
                 continue  # unchanged: the destination already holds it
-            copies_needed.append((role, node))
-        for role, node in copies_needed:
             # A result goes straight into its destination when the destination's old value is not read
             # after the operation that makes it (reading it in that very operation is fine: elementwise).
             position = produced_at.get(node)
@@ -373,8 +226,8 @@ class _Plan:
             safe = (
                 position is not None
                 and node not in self.direct
-                and self.samples[node].dtype == self.samples[old_value].dtype
-                and self.array_steps[position][1] != "where"
+                and self.samples[node].dtype == self.dtype
+                and self.steps[position][1] != "where"  # it writes its output in two passes
                 and last_read.get(old_value, -1) <= position
             )
             if safe:
@@ -387,7 +240,7 @@ class _Plan:
         self.location: dict[int, int] = {}  # node -> scratch index
         free: dict[np.dtype, list[int]] = {}
         releases: dict[int, list[int]] = {}
-        for position, (node, _, _) in enumerate(self.array_steps):
+        for position, (node, _, _) in enumerate(self.steps):
             if node not in self.direct:
                 dtype = self.samples[node].dtype
                 pool = free.setdefault(dtype, [])
@@ -405,58 +258,52 @@ class _Plan:
     def _source(self) -> None:
         """Write the plan as the Python source of one function, ``run(hp, blocks)``, and compile it.
 
-        The function first computes this step's scalars from ``hp`` (Python
-        arithmetic, as the rule would) and stores them in the 0-D arrays
-        ``s0, s1, ...``; then, for each block, calls the ufuncs ``k0, k1, ...``
-        on registers ``r0, r1, ...`` (the block's p, g and slots, then the
-        scratch buffers).  It is generated from the trace, never written by
-        hand: a call per recorded operation, in the recorded order.  Local
-        names make each call as cheap as Python allows, which is what a small
-        model's step costs.
+        The function first computes this step's host scalars ``v{node}`` with
+        the trace's own statements (Python arithmetic, as the rule would) and
+        stores them and the 0-D array hyperparameters in the 0-D arrays ``s0,
+        s1, ...``; then, for each block, calls the ufuncs ``k0, k1, ...`` on
+        registers ``r0, r1, ...`` (the block's p, g and slots, then the scratch
+        buffers).  It is generated from the trace, never written by hand: a
+        call per array node, in the graph's order.  Local names make each call
+        as cheap as Python allows, which is what a small model's step costs.
         """
-        roles = 2 + len(self.slot_roles)
-        register = {node: f"r{role}" for node, role in self.inputs.items()}
-        register.update({node: f"r{roles + index}" for node, index in self.location.items()})
+        trace = self.trace
+        columns = 2 + len(trace.slot_names)
+        register = {node: f"r{role}" for node, role in self.roles.items()}
+        register.update({node: f"r{columns + index}" for node, index in self.location.items()})
         register.update({node: f"r{role}" for node, role in self.direct.items()})
-        scalar_name = {use: f"s{index}" for index, use in enumerate(self.scalar_uses)}
-        self.functions: dict[str, Callable[..., Any]] = {}
-        lines = ["def run(hp, blocks):"]
-        lines += [f"    v{node} = hp[{key!r}]" for node, key in self.hp_inputs]
-        lines += [f"    v{node} = c{node}" for node, _ in self.constants]
-        for node, function, operands in self.scalar_steps:
-            self.functions[f"f{node}"] = function
-            lines.append(f"    v{node} = f{node}({', '.join(f'v{operand}' for operand in operands)})")
-        constant = dict(self.constants)
-        for use, name in scalar_name.items():
-            if use[0] not in constant:  # constants are stored once, when the arrays are made
-                lines.append(f"    {name}[()] = v{use[0]}")
-        self.registers = roles + len(self.scratch_dtypes)
+        holder = {use: f"s{index}" for index, use in enumerate(self.broadcast_uses)}
+        statements, names = scalar_statements(trace)  # v{node} = ..., Python arithmetic as in the rule
+        self.functions: dict[str, Any] = {**names, "H": trace.hp_arrays, "copyto": np.copyto}
+        lines = ["def run(hp, blocks):", *(f"    {statement}" for statement in statements)]
+        for (node, _), name in holder.items():
+            op = trace.nodes[node].op
+            if op == "hp_array":  # names enter as values (H), never as source text
+                lines.append(f"    {name}[()] = hp[H[{trace.hp_arrays.index(trace.nodes[node].value)}]]")
+            elif op != "const":  # constants are stored once, when the arrays are made
+                lines.append(f"    {name}[()] = v{node}")
+        self.registers = columns + len(self.scratch_dtypes)
         lines.append(f"    for {', '.join(f'r{index}' for index in range(self.registers))} in blocks:")
-        for position, ((node, name, operands), common) in enumerate(
-            zip(self.array_steps, self.common_dtypes, strict=True)
-        ):
-            self.functions[f"k{position}"] = _CALLS.get(name, _OPERATIONS[name][1])
-            arguments = [register[op] if self.is_array[op] else scalar_name[(op, common)] for op in operands]
+        for position, ((node, op, operands), common) in enumerate(zip(self.steps, self.common_dtypes, strict=True)):
+            self.functions[f"k{position}"] = _CALLS[op]
+            arguments = [register[x] if x in self.block_values else holder[(x, common)] for x in operands]
             lines.append(f"        k{position}({', '.join([*arguments, register[node]])})")
-        self.functions["copyto"] = np.copyto
         for role, node in self.final_copies:
-            source = register[node] if self.is_array[node] else scalar_name[(node, self.dtype)]
+            source = register[node] if node in self.block_values else holder[(node, self.dtype)]
             lines.append(f"        copyto(r{role}, {source})")
-        if not self.array_steps and not self.final_copies:
+        if not self.steps and not self.final_copies:
             lines.append("        pass")
         self.source = "\n".join(lines) + "\n"
-        self.code = compile(self.source, "<anyoptim.engines.numpy traced program>", "exec")
+        self.code = compile(self.source, f"<anyoptim.engines.numpy: {trace.name}>", "exec")
 
     def compile(self) -> tuple[Callable[[Mapping[str, Any], list[tuple]], None], list[np.ndarray]]:
-        """A fresh ``run(hp, blocks)`` with its own 0-D scalar arrays (constants filled in), and those arrays."""
+        """A fresh ``run(hp, blocks)`` with its own 0-D arrays (constants filled in), and those arrays."""
         namespace: dict[str, Any] = dict(self.functions)
-        namespace.update({f"c{node}": value for node, value in self.constants})
         arrays = []
-        constant = dict(self.constants)
-        for index, (node, dtype) in enumerate(self.scalar_uses):
+        for index, (node, dtype) in enumerate(self.broadcast_uses):
             array = np.empty((), dtype=dtype)
-            if node in constant:
-                array[()] = constant[node]
+            if self.trace.nodes[node].op == "const":
+                array[()] = self.trace.nodes[node].value
             namespace[f"s{index}"] = array
             arrays.append(array)
         exec(self.code, namespace)  # the generated source of _source(), from the trace alone
@@ -683,13 +530,25 @@ class NumpyEngine:
     def plan(
         self, program: Program, dtype: np.dtype, slot_names: Sequence[str], hp: Mapping[str, Any], kinds: tuple
     ) -> _Plan | None:
-        """The traced plan of ``program`` for arrays of ``dtype`` (None if the rule cannot be traced); cached."""
+        """The plan of ``program`` for arrays of ``dtype`` and scalars like ``hp``; cached.
+
+        None if the rule cannot be traced (it steps outside the rule contract):
+        the engine then evaluates it as written, block by block.
+
+        Raises
+        ------
+        ArithmeticError
+            If the rule's host scalars cannot be computed from ``hp`` (``lr / 0``),
+            as the rule itself raises; nothing is cached then.
+        """
         key = (program, np.dtype(dtype), tuple(slot_names), kinds)
         if key not in self._plans:
             try:
-                self._plans[key] = _trace(program, np.dtype(dtype), slot_names, hp)
-            except Exception:  # any failure to trace means: evaluate the rule as written
+                trace = trace_program(program, slot_names, hp_signature(hp))
+            except Exception:  # whatever stops the tracer, the rule run as written raises it again if it is real
                 self._plans[key] = None
+            else:
+                self._plans[key] = _Plan(trace, dtype, hp)
         return self._plans[key]
 
     def prepare(
