@@ -220,6 +220,22 @@ class Optimizer:
             )
         return params_out, new_state
 
+    def _step_again(self, params: Any, grads: Any, state: OptimizerState) -> tuple[Any, OptimizerState]:
+        """:meth:`step` for a loop that passes back, untouched, what the previous step returned.
+
+        For :func:`anyoptim.fit` inside an epoch: the caller guarantees that
+        ``params`` and ``state`` are exactly what the previous call (``step`` or
+        this) returned and ``grads`` the tree it passed then, with the same
+        leaves, shapes and dtypes — only array *values* changed in between.
+        That is what :meth:`PreparedStep.matches` would confirm, so the
+        prepared step runs without asking it; every per-step check (schedule
+        value, ``on_nonfinite``) still runs.  Anything else is a full :meth:`step`.
+        """
+        prepared = self._prepared
+        if prepared is not None and params is prepared.params_out and state.slots is prepared.slots_out:
+            return self._prepared_step(prepared, params, state)
+        return self.step(params, grads, state)
+
     def _prepared_step(self, prepared: PreparedStep, params: Any, state: OptimizerState) -> tuple[Any, OptimizerState]:
         """The step on the arrays ``prepared`` was made for (already checked by :meth:`PreparedStep.matches`)."""
         learning_rate = self.learning_rate_at(state.count)

@@ -148,12 +148,16 @@ def shuffled(X: Any, y: Any, seed: Seed, xp: Any, device: Any) -> tuple[Any, Any
     return xp.take(X, order, axis=0), xp.take(y, order, axis=0)
 
 
+def batch_slices(n_samples: int, batch_size: int) -> list[slice]:
+    """The rows of each mini-batch: consecutive slices of ``batch_size``, the last one holding the remainder."""
+    # Stops clipped to n_samples: the Array API specifies no out-of-range slices.
+    return [slice(start, min(start + batch_size, n_samples)) for start in range(0, n_samples, batch_size)]
+
+
 def split(X: Any, y: Any, batch_size: int) -> list[tuple[Any, Any]]:
     """Consecutive slices of ``batch_size`` rows, the last one holding the remainder (no checks)."""
-    n = X.shape[0]
-    # Stops clipped to n and a trailing "..." on every index: the Array API specifies no more.
-    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
-    return [(X[start:stop, ...], y[start:stop, ...]) for start, stop in bounds]
+    # A trailing "..." on every index: the Array API specifies no fewer indices than axes.
+    return [(X[rows, ...], y[rows, ...]) for rows in batch_slices(X.shape[0], batch_size)]
 
 
 def minibatches(X: Any, y: Any, batch_size: int = 64, seed: Seed = 0, shuffle: bool = True) -> list[tuple[Any, Any]]:

@@ -60,31 +60,71 @@ def _sigmoid(xp: Any, z: Any) -> Any:
     return _sigmoid_from_softplus(xp, z, _softplus(xp, z))
 
 
-def _activate(xp: Any, name: str, z: Any) -> tuple[Any, Any]:
-    """``(a, slope_info)`` of hidden activation ``name``."""
-    if name == "relu":
-        mask = xp.astype(z > 0, z.dtype)
-        return z * mask, mask
-    if name == "leaky_relu":
-        slope = xp.astype(z > 0, z.dtype) * (1 - LEAKY_SLOPE) + LEAKY_SLOPE
-        return z * slope, slope
-    if name == "tanh":
-        a = xp.tanh(z)
-        return a, a
+def _relu(xp: Any, z: Any) -> tuple[Any, Any]:
+    """max(z, 0) as z times its slope (1 where z > 0, else 0), and the slope."""
+    slope = xp.astype(z > 0.0, z.dtype)  # 0.0, not 0: NumPy compares with a float faster
+    return z * slope, slope
+
+
+def _leaky_relu(xp: Any, z: Any) -> tuple[Any, Any]:
+    """z times its slope (1 where z > 0, else LEAKY_SLOPE), and the slope."""
+    slope = xp.astype(z > 0.0, z.dtype) * (1 - LEAKY_SLOPE) + LEAKY_SLOPE
+    return z * slope, slope
+
+
+def _tanh(xp: Any, z: Any) -> tuple[Any, Any]:
+    a = xp.tanh(z)
+    return a, a
+
+
+def _logistic(xp: Any, z: Any) -> tuple[Any, Any]:
     a = _sigmoid(xp, z)
     return a, a
 
 
-def _activation_backward(name: str, da: Any, info: Any) -> Any:
-    """dL/dz from dL/da and what :func:`_activate` kept."""
-    if name in ("relu", "leaky_relu"):
-        return da * info
-    if name == "tanh":
-        return da * (1 - info * info)
-    return da * (info * (1 - info))
+def _times_slope(da: Any, slope: Any) -> Any:
+    return da * slope
+
+
+def _tanh_backward(da: Any, a: Any) -> Any:
+    return da * (1 - a * a)
+
+
+def _logistic_backward(da: Any, a: Any) -> Any:
+    return da * (a * (1 - a))
+
+
+#: name -> (``activate(xp, z) -> (a, kept)``, ``backward(dL/da, kept) -> dL/dz``)
+_HIDDEN = {
+    "relu": (_relu, _times_slope),
+    "leaky_relu": (_leaky_relu, _times_slope),
+    "tanh": (_tanh, _tanh_backward),
+    "sigmoid": (_logistic, _logistic_backward),
+}
 
 
 # --------------------------------------------------------------------------- output losses
+
+
+def _row_ones(X: Any) -> Any:
+    """A vector of ones, one per row of ``X``, with its namespace, device and dtype.
+
+    ``x ** 0.0`` is 1 for every x (NaN and infinity included): one elementwise
+    call, where NumPy's ``ones_like`` behind array-api-compat costs three times as much.
+    """
+    return X[:, 0] ** 0.0
+
+
+def _total(xp: Any, ones: Any, values: Any) -> Any:
+    r"""The sum of every element of ``values`` (n, k), a 0-D array (a NumPy scalar on NumPy).
+
+    First the column sums :math:`1^T V` as a product with a ones vector: one
+    BLAS call, faster than a reduction on the small batches of a training step
+    (NumPy's ``sum`` costs twice as much there); the backward pass takes the
+    bias gradients :math:`1^T \delta` the same way.
+    """
+    sums = matmul(ones, values)
+    return sums[0] if sums.shape[0] == 1 else xp.sum(sums)
 
 
 def _softmax_parts(xp: Any, z: Any) -> tuple[Any, Any]:
@@ -103,21 +143,41 @@ def _output(xp: Any, kind: str, z: Any) -> Any:
     return z
 
 
+# Each takes the logits z (n, k), the targets t of z's shape and a ones vector of
+# length n, and returns the mean loss over the rows and its gradient dL/dz.
+
+
+def _binary_cross_entropy(xp: Any, z: Any, t: Any, ones: Any) -> tuple[Any, Any]:
+    n = z.shape[0]
+    softplus = _softplus(xp, z)  # serves both the loss and σ(z)
+    loss = _total(xp, ones, softplus - t * z) / n
+    return loss, (_sigmoid_from_softplus(xp, z, softplus) - t) * (1 / n)
+
+
+def _categorical_cross_entropy(xp: Any, z: Any, t: Any, ones: Any) -> tuple[Any, Any]:
+    n = z.shape[0]
+    p, log_p = _softmax_parts(xp, z)
+    loss = -_total(xp, ones, t * log_p) / n
+    return loss, (p * xp.sum(t, axis=1, keepdims=True) - t) * (1 / n)
+
+
+def _mean_squared_error(xp: Any, z: Any, t: Any, ones: Any) -> tuple[Any, Any]:
+    diff = z - t
+    size = z.shape[0] * z.shape[1]
+    return _total(xp, ones, diff * diff) / size, diff * (2 / size)
+
+
+#: output -> ``loss(xp, z, t, ones) -> (mean loss, dL/dz)``
+_LOSSES = {
+    "sigmoid": _binary_cross_entropy,
+    "softmax": _categorical_cross_entropy,
+    "identity": _mean_squared_error,
+}
+
+
 def _loss_and_delta(xp: Any, kind: str, z: Any, t: Any) -> tuple[Any, Any]:
     """Mean loss over the rows and its gradient with respect to the logits ``z``; ``t`` has z's shape."""
-    n = z.shape[0]
-    if kind == "sigmoid":
-        # softplus(z) serves both the loss and σ(z).
-        softplus = _softplus(xp, z)
-        loss = xp.sum(softplus - t * z) / n
-        return loss, (_sigmoid_from_softplus(xp, z, softplus) - t) * (1 / n)
-    if kind == "softmax":
-        p, log_p = _softmax_parts(xp, z)
-        loss = -xp.sum(t * log_p) / n
-        return loss, (p * xp.sum(t, axis=1, keepdims=True) - t) * (1 / n)
-    diff = z - t
-    size = n * z.shape[1]
-    return xp.sum(diff * diff) / size, diff * (2 / size)
+    return _LOSSES[kind](xp, z, t, _row_ones(z))
 
 
 # --------------------------------------------------------------------------- the model
@@ -314,9 +374,10 @@ class MLP:
 
     def logits(self, xp: Any, params: dict, X: Any) -> Any:
         """The last layer's pre-activation :math:`z_L` (no checks)."""
+        activate = _HIDDEN[self.hidden_activation][0]
         a = X
         for W, b in self._keys[:-1]:
-            a = _activate(xp, self.hidden_activation, matmul(a, params[W]) + params[b])[0]
+            a = activate(xp, matmul(a, params[W]) + params[b])[0]
         W, b = self._keys[-1]
         return matmul(a, params[W]) + params[b]
 
@@ -327,26 +388,30 @@ class MLP:
         :math:`\nabla W_l = a_{l-1}^T \delta_l`, :math:`\nabla b_l = 1^T \delta_l` and
         :math:`\delta_{l-1} = (\delta_l W_l^T) \odot g'(z_{l-1})`.  With ``out`` on a
         library with mutable arrays, the gradients are written into ``out``.
+
+        With the optimizer's step this is all :func:`anyoptim.fit` does per
+        mini-batch; on a small network each array call counts, so it makes no
+        more than the math needs (one ones vector serves every sum).
         """
+        activate, backward = _HIDDEN[self.hidden_activation]
+        ones = _row_ones(X)
         activations = [X]
         kept = []
         a = X
         for W, b in self._keys[:-1]:
-            a, info = _activate(xp, self.hidden_activation, matmul(a, params[W]) + params[b])
+            a, info = activate(xp, matmul(a, params[W]) + params[b])
             activations.append(a)
             kept.append(info)
         W, b = self._keys[-1]
-        loss, delta = _loss_and_delta(xp, self.output, matmul(a, params[W]) + params[b], t)
-        # Column sums as a product with a ones vector: one BLAS call, faster than a reduction on small batches.
-        ones = xp.ones_like(X[:, 0])
+        loss, delta = _LOSSES[self.output](xp, matmul(a, params[W]) + params[b], t, ones)
         write = out is not None and is_mutable(xp)
         grads = out if write else {}
         for layer in range(self.n_layers - 1, -1, -1):
             W, b = self._keys[layer]
             dW = matmul(activations[layer].T, delta)
-            db = matmul(ones, delta)
+            db = matmul(ones, delta)  # 1^T δ, as in _total
             if layer > 0:
-                delta = _activation_backward(self.hidden_activation, matmul(delta, params[W].T), kept[layer - 1])
+                delta = backward(matmul(delta, params[W].T), kept[layer - 1])
             if write:
                 grads[W][...] = dW
                 grads[b][...] = db

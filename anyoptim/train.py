@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._namespace import array_namespace, device_of, is_mutable
-from .data import Seed, check_features, check_int, check_labels, epoch_seed, host_rng, shuffled, split
+from .base import Optimizer
+from .data import Seed, batch_slices, check_features, check_int, check_labels, epoch_seed, host_rng, shuffled
 from .flat import flatten
 from .nn import MLP
 
@@ -97,6 +98,21 @@ def _progress_bar(progress: Any, epochs: int) -> Any:
     if progress is None and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
         return None
     return tqdm(total=epochs, unit="epoch", desc="training", file=sys.stderr, dynamic_ncols=True)
+
+
+def _step_within_epoch(optimizer: Any) -> Callable[..., Any]:
+    """The step :func:`fit` takes after the first of each epoch.
+
+    Within an epoch only fit's loop touches params, grads and state, so each
+    such step passes back exactly what the last one returned, and an
+    :class:`~anyoptim.base.Optimizer` may skip confirming that
+    (``Optimizer._step_again``).  Not when ``step`` is anything but
+    Optimizer's own (a subclass or an instance that replaces it): then every
+    step goes through it.
+    """
+    if getattr(optimizer.step, "__func__", None) is Optimizer.step:
+        return optimizer._step_again
+    return optimizer.step
 
 
 def _start_params(model: MLP, params: Any, seed: Seed, X: Any, xp: Any, device: Any) -> dict:
@@ -195,15 +211,22 @@ def fit(
 
     grads = flatten({key: xp.zeros_like(value) for key, value in params.items()}) if is_mutable(xp) else None
     n_samples = X.shape[0]
+    batches = batch_slices(n_samples, batch_size)
+    value_and_grad = model.value_and_grad
+    step = optimizer.step
+    step_again = _step_within_epoch(optimizer)
     history = History()
     start = time.perf_counter()
     try:
         for epoch in range(epochs):
             X_epoch, t_epoch = shuffled(X, targets, epoch_seed(seed, epoch), xp, device)
             total = None
-            for X_batch, t_batch in split(X_epoch, t_epoch, batch_size):
-                loss, grads = model.value_and_grad(xp, params, X_batch, t_batch, out=grads)
-                params, state = optimizer.step(params, grads, state)
+            take_step = step
+            for rows in batches:
+                X_batch = X_epoch[rows, ...]
+                loss, grads = value_and_grad(xp, params, X_batch, t_epoch[rows, ...], out=grads)
+                params, state = take_step(params, grads, state)
+                take_step = step_again
                 weighted = loss * X_batch.shape[0]
                 total = weighted if total is None else total + weighted
             cost = float(total) / n_samples
