@@ -2,6 +2,9 @@
 # The whole GPU check of anyoptim, in one run, from the repository root of a CUDA machine:
 #
 #     bash benchmarks/gpu_check.sh          # results under $OUT (default ./gpu-out)
+#     bash benchmarks/gpu_check.sh quick    # a re-check in under 150 s: the CuPy engine's GPU tests (75 s at
+#                                           # most), then the one-tensor and MLP-step workloads of the benchmark
+#                                           # with --quick timings (60 s at most); env.txt has the card only
 #
 # The GPU machines are offline and lack array-api-compat and array-api-strict: bring their wheels in .whl/
 # (see ../shared/GPU.md).  Each part is guarded (its own time limit, its own log), so one failure does not stop
@@ -14,6 +17,14 @@
 #   summary.txt       exit status of each part
 
 set -u
+MODE="${1:-full}"
+case "$MODE" in
+    full | quick) ;;
+    *)
+        echo "usage: bash benchmarks/gpu_check.sh [quick]" >&2
+        exit 2
+        ;;
+esac
 OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
@@ -42,6 +53,22 @@ fi
 export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 export HYPOTHESIS_PROFILE=ci
+
+if [ "$MODE" = quick ]; then
+    {
+        echo "date: $(date -u +%FT%TZ), mode: quick"
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+    } >>"$OUT/env.txt" 2>&1
+    # Each limit is the most that part may take; together with the setup they stay under 150 s.
+    part "engine tests" 75 "$OUT/engine-tests.txt" \
+        python3 -m pytest -q -m gpu -p no:cacheprovider -rfEsx --durations=10 tests/test_cupy_engine.py
+    part "benchmark" 60 "$OUT/bench.txt" \
+        python3 benchmarks/step.py --backend cupy --compare torch,optax --quick \
+        --only adam-1-tensor,rmsprop-1-tensor,momentum-1-tensor,adam-mlp-6-tensors --json "$OUT/bench.json"
+    note "done (quick) after ${SECONDS}s; logs in $OUT"
+    exit 0
+fi
+
 {
     echo "date: $(date -u +%FT%TZ)"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
