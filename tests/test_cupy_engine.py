@@ -789,31 +789,38 @@ class SpanSimulator:
     """
 
     def __init__(self, directory: Any):
-        self.modules: dict[str, int] = {}
+        self.directory = directory
+        self.modules: dict[str, tuple[Any, int]] = {}  # source code -> (library, index of its module)
+        self.sanitized = self._build(_every_span_source(), "spans")
+
+    def _build(self, sources: list[SpanSource], stem: str) -> bool:
+        """Compile ``sources`` into one library; whether the alignment sanitizer is in it."""
         chunks = [_CUDA_STAND_INS]
-        for index, source in enumerate(_every_span_source()):
-            self.modules[source.code] = index
+        first = len(self.modules)
+        for index, source in enumerate(sources, start=first):
             calls = " ".join(f"case {k}: m{index}::{name}(a); break;" for k, name in enumerate(source.kernels.values()))
             code = source.code.replace('extern "C" ', "")  # C++ names, unique per namespace
             chunks.append(f"namespace m{index} {{\n{code}\n}}\n" + _SIMULATE.format(index=index, calls=calls))
-        path = directory / "spans.cpp"
+        path = self.directory / f"{stem}.cpp"
         path.write_text("\n".join(chunks))
-        library = directory / "spans.so"
+        library = self.directory / f"{stem}.so"
         # -ffp-contract=off: like --fmad=false on the GPU, no fused multiply-add (the bodies then round as the
         # ElementwiseKernel stand-in of tests/test_trace.py rounds them).
         command = [_CXX, "-O1", "-std=c++17", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC"]
         built = subprocess.run([*command, "-fsanitize=alignment", str(path), "-o", str(library)], capture_output=True)
-        self.sanitized = built.returncode == 0
-        if not self.sanitized:
+        if built.returncode != 0:
             subprocess.run([*command, str(path), "-o", str(library)], check=True, capture_output=True)
-        self.library = ctypes.CDLL(str(library))
+        loaded = ctypes.CDLL(str(library))
+        for index, source in enumerate(sources, start=first):
+            self.modules[source.code] = (loaded, index)
+        return built.returncode == 0
 
     def function(self, source: SpanSource, name: str) -> Callable[[tuple, tuple, tuple], None]:
         """A stand-in of the compiled kernel ``name``: called as CuPy calls a kernel, with the argument block."""
-        index = self.modules.get(source.code)
-        if index is None:
-            raise KeyError(f"no span module for this source in the simulator (is its trace in ALL_TRACES?): {name}")
-        simulate = getattr(self.library, f"simulate{index}")
+        if source.code not in self.modules:  # a rule setting outside ALL_TRACES: built on demand
+            self._build([source], f"spans{len(self.modules)}")
+        library, index = self.modules[source.code]
+        simulate = getattr(library, f"simulate{index}")
         kernel = list(source.kernels.values()).index(name)
         vectorised = next(key[0] for key, value in source.kernels.items() if value == name)
         itemsize = np.dtype(source.dtype).itemsize
@@ -1126,3 +1133,72 @@ def test_launch_choice_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
         CupyEngine()
     monkeypatch.setenv("ANYOPTIM_CUPY_LAUNCH", "elementwise")
     assert CupyEngine().launch == "elementwise"
+
+
+SCALAR_TABLE_CONFIGS = [
+    pytest.param(
+        lambda e: anyoptim.AdamW(anyoptim.schedules.exponential_decay(0.05, 1, 0.8), weight_decay=0.1, engine=e),
+        id="adamw-schedule-masked",
+    ),
+    pytest.param(lambda e: anyoptim.RAdam(0.02, engine=e), id="radam-both-branches"),
+    pytest.param(lambda e: anyoptim.RMSprop(0.01, centered=True, momentum=0.5, engine=e), id="rmsprop"),
+]
+
+
+@pytest.mark.parametrize("make", SCALAR_TABLE_CONFIGS)
+def test_span_kernels_replay_a_captured_scalar_table(
+    span_stand_in: SpanStandInEngine, monkeypatch: pytest.MonkeyPatch, make: Any
+) -> None:
+    """What GraphedStep does, on the CPU with span kernels: a warm-up step in scalar-table mode (undone), a
+    capture that keeps each launch's argument block as the driver copies it, then replays of those blocks while
+    the host refills the frozen table from the optimizer's own step scalars."""
+    import types
+
+    from anyoptim.tree import tree_flatten
+
+    monkeypatch.setattr(cupy_engine, "cupy", types.SimpleNamespace(asarray=np.asarray, zeros=np.zeros))
+    rng = np.random.default_rng(8)
+    initial = {"W": rng.normal(size=(3, 2)), "b": rng.normal(size=2), "z": rng.normal(size=5)}
+    gradients = [{name: rng.normal(size=value.shape) for name, value in initial.items()} for _ in range(9)]
+    optimizer, reference = make("fused"), make("generic")
+    params = anyoptim.flatten({name: np.array(value, copy=True) for name, value in initial.items()})
+    grads = anyoptim.flatten({name: np.array(value, copy=True) for name, value in gradients[0].items()})
+    state = optimizer.init(params)
+    names, leaves, treedef = tree_flatten(params)
+    plan = cupy_engine._ScalarPlan({id(leaf): i for i, leaf in enumerate(leaves)})
+    arrays = [*leaves, *(leaf for tree in state.slots.values() for leaf in tree_flatten(tree)[1])]
+    saved = [np.array(array, copy=True) for array in arrays]
+    with span_stand_in._scalars_on_device(plan):
+        optimizer.step(params, grads, state)  # the warm-up, really computed ...
+    for array, value in zip(arrays, saved, strict=True):
+        array[...] = value  # ... and undone
+    plan.freeze()
+    recorded: list[tuple[Any, tuple, tuple, np.ndarray]] = []
+
+    def capturing(function: Any, size: int) -> Callable[..., None]:
+        def record(grid: tuple, block: tuple, args: tuple) -> None:
+            recorded.append((function, grid, block, args[0].copy()))  # kernel parameters are copied at launch
+
+        return record
+
+    monkeypatch.setattr(span_stand_in, "_span_launcher", capturing)
+    with span_stand_in._scalars_on_device(plan):
+        optimizer.step(params, grads, state)
+    assert len(recorded) == len(plan.entries) == (2 if optimizer.weight_decay else 1)
+    host = cupy_engine._HostScalars(optimizer, XP, names, leaves, treedef)
+    row = np.zeros(plan.table.shape)
+    ref_params, ref_state = dict(initial), reference.init(dict(initial))
+    for count, step_grads in enumerate(gradients):
+        for name, value in step_grads.items():
+            grads[name][...] = value
+        hps, _ = host(count)
+        plan.fill(row, hps)
+        plan.table[...] = row  # the host-to-device copy before a replay
+        for function, grid, block, words in recorded:
+            function(grid, block, (words,))  # the replay
+        ref_params, ref_state = reference.step(ref_params, step_grads, ref_state)
+    for name in initial:
+        _assert_same(params[name], ref_params[name], "float64", name)
+    for slot, tree in ref_state.slots.items():
+        for name in tree:
+            _assert_same(state.slots[slot][name], tree[name], "float64", f"{slot}[{name}]")
