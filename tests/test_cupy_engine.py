@@ -483,6 +483,44 @@ def test_graph_replay_equals_eager_steps(cp_xp: Any, make: Any, dtype: str) -> N
 
 
 @gpu
+def test_graph_after_eager_steps_on_static_gradient_buffers(cp_xp: Any) -> None:
+    """Eager steps first, then a graph of the same optimizer on the same arrays, with a loss_and_grads that
+    fills static gradient buffers: the graph reads each step's scalars from its table, not the eager step's."""
+    from anyoptim.engines.cupy import GraphedStep, matmul
+
+    params, batches = _linear_problem(cp_xp, "float32", 8)
+    params = anyoptim.flatten(params)
+    reference_params = {name: cp_xp.asarray(value, copy=True) for name, value in params.items()}
+    static = anyoptim.flatten({name: cp_xp.zeros_like(value) for name, value in params.items()})
+
+    def into_static(p: dict, x: Any, y: Any) -> tuple[Any, dict]:
+        n = x.shape[0]
+        residual = matmul(x, p["W"]) + p["b"] - y
+        static["W"][...] = matmul(x.T, residual) * (2.0 / n)
+        static["b"][...] = residual.sum(axis=0) * (2.0 / n)
+        return (residual * residual).sum() / n, static
+
+    make = lambda: anyoptim.Adam(anyoptim.schedules.exponential_decay(0.05, 1, 0.8))  # noqa: E731
+    optimizer, reference = make(), make()
+    state, reference_state = optimizer.init(params), reference.init(reference_params)
+    for x, y in batches[:2]:
+        _, grads = into_static(params, x, y)
+        params, state = optimizer.step(params, grads, state)
+    assert optimizer._prepared is not None  # the eager fast path is armed on these arrays
+    graphed = GraphedStep(
+        optimizer, params, state, into_static, cp_xp.zeros_like(batches[0][0]), cp_xp.zeros_like(batches[0][1])
+    )
+    for x, y in batches[2:]:
+        graphed(x, y)
+    for x, y in batches:
+        _, grads = loss_and_grads(reference_params, x, y)
+        reference_params, reference_state = reference.step(reference_params, grads, reference_state)
+    for name in params:
+        _assert_same(graphed.params[name], reference_params[name], "float32", f"params[{name}]")
+    assert graphed.state.count == reference_state.count == len(batches)
+
+
+@gpu
 def test_graph_with_global_norm_clipping(cp_xp: Any) -> None:
     """Global-norm clipping computes its factor on the device inside the graph."""
     make = lambda: anyoptim.Adam(0.05, clip_global_norm=0.5)  # noqa: E731

@@ -111,7 +111,7 @@ def _default_launch() -> str:
 
 
 def _argument_pointers_work() -> bool:
-    """Whether this CuPy passes ``CPointer(address)`` to a kernel as that very address (CuPy 13 and later)."""
+    """Whether this CuPy passes ``CPointer(address)`` to a kernel as that very address (as CuPy 14 does)."""
     try:
         from cupy.cuda.function import CPointer
 
@@ -1108,6 +1108,9 @@ class GraphedStep:
         self._pool = cupy.cuda.MemoryPool()
         self._stream = cupy.cuda.Stream(non_blocking=True)
         self._plan = _ScalarPlan({id(leaf): i for i, leaf in enumerate(self._param_leaves)})
+        # A step the optimizer prepared eagerly on these very arrays (a loss_and_grads that fills static
+        # gradient buffers) would be taken again by its fast path, scalars baked in: the capture must not.
+        optimizer._prepared = None
 
         touched = [*self._param_leaves, *slot_leaves]
         saved = [leaf.copy() for leaf in touched]
