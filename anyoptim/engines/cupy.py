@@ -58,7 +58,8 @@ except ImportError:  # pragma: no cover - the module stays importable (docs, CPU
     cupy = None
 
 from ..rules import Program
-from ._spans import contiguous_runs, flat_slots
+from ._fused import FusedEngine
+from ._spans import contiguous_runs
 from ._trace import (
     FUSED_DTYPES,
     KernelSource,
@@ -357,7 +358,7 @@ def span_grid(items: int, block: int, wave: int) -> int:
     return max(1, min(-(-items // block), wave))
 
 
-class CupyEngine:
+class CupyEngine(FusedEngine):
     """Run a program as one fused, in-place CUDA kernel per contiguous run of leaves.
 
     The methods whose names start with ``_device`` are the only code that
@@ -389,10 +390,6 @@ class CupyEngine:
 
     # -- the interface every engine has
 
-    def init_slots(self, xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> dict[str, list[Any]]:
-        """State slots as views of one flat buffer per slot and dtype, laid out like ``leaves``."""
-        return flat_slots(xp, leaves, fills)
-
     def prepare(
         self,
         program: Program,
@@ -410,18 +407,6 @@ class CupyEngine:
         here (leaves sharing one mapping now share one later).
         """
         return _PreparedStep(self, program, xp, params, grads, slots, hps)
-
-    def apply(
-        self,
-        program: Program,
-        xp: Any,
-        params: Sequence[Any],
-        grads: Sequence[Any],
-        slots: Mapping[str, Sequence[Any]],
-        hps: Sequence[Mapping[str, Any]],
-    ) -> tuple[list[Any], dict[str, list[Any]]]:
-        """Run ``program`` on every leaf; fused leaves are updated in place and returned."""
-        return self.prepare(program, xp, params, grads, slots, hps)(hps)
 
     # -- tracing and kernels
 

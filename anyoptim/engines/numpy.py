@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from ..rules import Program
-from ._spans import contiguous_runs, flat_slots
+from ._fused import FusedEngine
+from ._spans import contiguous_runs
 from ._trace import SCALAR, Trace, fold_scalars, hp_signature, scalar_statements, trace_program
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "NumpyEngine"]
@@ -497,7 +498,7 @@ class _Step:
         return new_params, new_slots
 
 
-class NumpyEngine:
+class NumpyEngine(FusedEngine):
     """Blocked, in-place evaluation of a program on NumPy arrays.
 
     Parameters
@@ -522,10 +523,6 @@ class NumpyEngine:
         if self.block_size is not None:
             return self.block_size
         return max(1, DEFAULT_BLOCK_BYTES // np.dtype(dtype).itemsize)
-
-    def init_slots(self, xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> dict[str, list[Any]]:
-        """State slots as views of one flat buffer per slot and dtype, laid out like ``leaves``."""
-        return flat_slots(xp, leaves, fills)
 
     def plan(
         self, program: Program, dtype: np.dtype, slot_names: Sequence[str], hp: Mapping[str, Any], kinds: tuple
@@ -567,15 +564,3 @@ class NumpyEngine:
         be grouped as here: leaves sharing one mapping now share one later.
         """
         return _Step(self, program, params, grads, slots, hps)
-
-    def apply(
-        self,
-        program: Program,
-        xp: Any,
-        params: Sequence[Any],
-        grads: Sequence[Any],
-        slots: Mapping[str, Sequence[Any]],
-        hps: Sequence[Mapping[str, Any]],
-    ) -> tuple[list[Any], dict[str, list[Any]]]:
-        """Run ``program`` over every leaf, in place where the arrays allow it."""
-        return self.prepare(program, xp, params, grads, slots, hps)(hps)
