@@ -124,7 +124,7 @@ class Momentum(Optimizer):
         return {"v": 0.0}
 
     def _options(self) -> dict[str, Any]:
-        return {"nesterov": self.nesterov}
+        return {"nesterov": self.nesterov, "dampened": self.form == "ema"}
 
     def _step_scalars(self, count: int) -> dict[str, float]:
         return {"beta": self.beta, "dampening": 1.0 - self.beta if self.form == "ema" else 1.0}
@@ -268,7 +268,7 @@ class Adam(Optimizer):
         return {"m": 0.0, "v": 0.0, "v_max": 0.0} if self.amsgrad else {"m": 0.0, "v": 0.0}
 
     def _options(self) -> dict[str, Any]:
-        return {"amsgrad": self.amsgrad}
+        return {"amsgrad": self.amsgrad, "with_eps_root": self.eps_root > 0}
 
     def _step_scalars(self, count: int) -> dict[str, float]:
         t = count + 1
@@ -451,7 +451,7 @@ class NAdam(Adam):
         return {"m": 0.0, "v": 0.0}
 
     def _options(self) -> dict[str, Any]:
-        return {}
+        return {"with_eps_root": self.eps_root > 0}
 
     def _step_scalars(self, count: int) -> dict[str, float]:
         scalars = super()._step_scalars(count)

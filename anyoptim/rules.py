@@ -57,7 +57,9 @@ def sgd(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[A
     return p - hp["learning_rate"] * g, {}
 
 
-def momentum(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, nesterov: bool) -> tuple[Any, Slots]:
+def momentum(
+    xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, nesterov: bool, dampened: bool
+) -> tuple[Any, Slots]:
     r"""Momentum, as an exponential moving average or as a heavy ball.
 
     .. math::
@@ -66,12 +68,14 @@ def momentum(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, ne
         d = \begin{cases} \beta v + c\,g & \text{Nesterov} \\ v & \text{otherwise}\end{cases}, \qquad
         \theta \leftarrow \theta - \alpha d
 
-    with ``hp["dampening"]`` :math:`c = 1 - \beta` for the course's EMA form and
-    :math:`c = 1` for the heavy ball of torch.optim.
+    with ``hp["dampening"]`` :math:`c = 1 - \beta` for the course's EMA form
+    (``dampened=True``) and :math:`c = 1` for the heavy ball of torch.optim
+    (``dampened=False``, where the product is left out).
     """
-    beta, dampening = hp["beta"], hp["dampening"]
-    v = beta * slots["v"] + dampening * g
-    direction = beta * v + dampening * g if nesterov else v
+    beta = hp["beta"]
+    scaled_g = hp["dampening"] * g if dampened else g
+    v = beta * slots["v"] + scaled_g
+    direction = beta * v + scaled_g if nesterov else v
     return p - hp["learning_rate"] * direction, {"v": v}
 
 
@@ -116,7 +120,20 @@ def rmsprop(
     return p - hp["learning_rate"] * step, new_slots
 
 
-def adam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, amsgrad: bool) -> tuple[Any, Slots]:
+def _adaptive_step(xp: Any, p: Any, m_hat: Any, v_hat: Any, hp: Mapping[str, Any], with_eps_root: bool) -> Any:
+    r""":math:`\theta - \alpha \hat m / (\sqrt{\hat v + \epsilon_{root}} + \epsilon)`, the step of Adam and NAdam.
+
+    The :math:`\epsilon_{root}` term is compiled in only when it is not zero
+    (``with_eps_root``): adding 0 changes no value, and leaving it out saves a
+    pass in the fused engines.
+    """
+    radicand = v_hat + hp["eps_root"] if with_eps_root else v_hat
+    return p - hp["learning_rate"] * m_hat / (xp.sqrt(radicand) + hp["epsilon"])
+
+
+def adam(
+    xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, amsgrad: bool, with_eps_root: bool
+) -> tuple[Any, Slots]:
     r"""Adam (Kingma & Ba, 2015) with bias correction, ε outside the root and ``eps_root`` inside.
 
     .. math::
@@ -139,7 +156,7 @@ def adam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, amsgra
         new_slots["v_max"] = v
     m_hat = m / hp["bias_correction1"]
     v_hat = v / hp["bias_correction2"]
-    return p - hp["learning_rate"] * m_hat / (xp.sqrt(v_hat + hp["eps_root"]) + hp["epsilon"]), new_slots
+    return _adaptive_step(xp, p, m_hat, v_hat, hp, with_eps_root), new_slots
 
 
 def adagrad(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:
@@ -168,7 +185,7 @@ def adamax(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tupl
     return p - hp["learning_rate"] * m_hat / (u + hp["epsilon"]), {"m": m, "u": u}
 
 
-def nadam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:
+def nadam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, with_eps_root: bool) -> tuple[Any, Slots]:
     r"""NAdam, Adam with Nesterov momentum (Dozat, 2016), in the form optax uses.
 
     .. math::
@@ -185,7 +202,7 @@ def nadam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple
     v = beta2 * slots["v"] + (1 - beta2) * (g * g)
     m_hat = beta1 * m / hp["bias_correction1_next"] + (1 - beta1) * g / hp["bias_correction1"]
     v_hat = v / hp["bias_correction2"]
-    return p - hp["learning_rate"] * m_hat / (xp.sqrt(v_hat + hp["eps_root"]) + hp["epsilon"]), {"m": m, "v": v}
+    return _adaptive_step(xp, p, m_hat, v_hat, hp, with_eps_root), {"m": m, "v": v}
 
 
 def radam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:

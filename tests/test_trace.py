@@ -457,9 +457,13 @@ def test_adam_source_key_properties() -> None:
     assert source.out_params == "T param, T slot_m, T slot_v"
     assert code.count("sqrt(") == 1
     assert "hp_" not in source.in_params  # no 0-D array inputs without global-norm clipping
-    # learning_rate, beta1, beta2, 1 - beta1, 1 - beta2, two bias corrections, eps_root, epsilon
-    assert len(trace.kernel_scalars) == 9
+    # learning_rate, beta1, beta2, 1 - beta1, 1 - beta2, two bias corrections, epsilon (eps_root = 0 is left out)
+    assert len(trace.kernel_scalars) == 8
     assert not _FLOAT_LITERAL.findall(code)  # every constant of the rule was folded on the host
+
+    with_root = anyoptim.Adam(0.01, eps_root=1e-8)
+    step = _leaf_steps(with_root, params, {"w": np.ones(4, np.float32)}, with_root.init(params))[0]
+    assert len(_trace_of(step).kernel_scalars) == 9  # eps_root > 0 is compiled in
 
     clipped = anyoptim.Adam(0.01, clip_global_norm=1.0)
     grads = {"w": np.ones(4, np.float32)}
