@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
+    "SETTING_CHECKS",
     "check_beta",
     "check_choice",
     "check_finite",
@@ -17,6 +18,9 @@ __all__ = [
 
 
 def check_finite(name: str, value: Any) -> float:
+    if isinstance(value, (bool, str, bytes)):
+        # float() would take True as 1.0 and "0.1" as 0.1: almost always a mistake in a hyperparameter.
+        raise ValueError(f"{name} must be a number, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -57,3 +61,34 @@ def check_learning_rate(value: Any) -> float | Callable[[int], float]:
     if callable(value):
         return value
     return check_non_negative("learning_rate", value)
+
+
+def check_optional_positive(name: str, value: Any) -> float | None:
+    """None (the option is off) or a number > 0."""
+    return None if value is None else check_positive(name, value)
+
+
+def check_threshold(name: str, value: Any) -> float:
+    """RAdam's rectification threshold: r_t has the factor (rho_t - 4), so it must be >= 4."""
+    number = check_finite(name, value)
+    if number < 4:
+        raise ValueError(f"{name} must be >= 4, got {value!r}")
+    return number
+
+
+#: How each numeric optimizer setting is checked, whether it is set by a constructor or assigned later
+#: (``opt.learning_rate = 0.01``): ``check(name, value) -> value to store``.
+SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "learning_rate": lambda name, value: check_learning_rate(value),
+    "weight_decay": check_non_negative,
+    "clip_global_norm": check_optional_positive,
+    "clip_value": check_optional_positive,
+    "beta": check_beta,
+    "beta1": check_beta,
+    "beta2": check_beta,
+    "momentum": check_beta,
+    "epsilon": check_non_negative,
+    "eps_root": check_non_negative,
+    "initial_accumulator_value": check_non_negative,
+    "threshold": check_threshold,
+}

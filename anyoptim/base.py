@@ -15,13 +15,13 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from . import rules
-from ._checks import check_choice, check_learning_rate, check_non_negative, check_positive
+from ._checks import SETTING_CHECKS, check_choice, check_non_negative
 from ._fast_path import PreparedStep, next_state
 from ._namespace import check_leaves
 from .engines import ENGINE_CHOICES, select_engine
 from .schedules import Schedule
 from .state import OptimizerState
-from .transforms import clip_factor, decay_all, first_nonfinite, mask_values
+from .transforms import clip_factor, decay_all, first_nonfinite, frozen_mask, mask_values
 from .tree import TreeDef, check_same_structure, tree_flatten, tree_unflatten
 
 __all__ = ["NONFINITE_POLICIES", "Optimizer"]
@@ -62,6 +62,13 @@ class Optimizer:
     rule: ClassVar[Callable[..., Any]]
     decoupled_weight_decay: ClassVar[bool] = False
     default_weight_decay_mask: ClassVar[Callable[[str, Any], bool]] = staticmethod(decay_all)
+    #: How each setting is checked when it is assigned (subclasses add their own).
+    setting_checks: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        **SETTING_CHECKS,
+        "weight_decay_mask": lambda name, value: frozen_mask(value),
+        "on_nonfinite": lambda name, value: check_choice(name, value, NONFINITE_POLICIES),
+        "engine": lambda name, value: check_choice(name, value, ENGINE_CHOICES),
+    }
 
     def __init__(
         self,
@@ -74,17 +81,14 @@ class Optimizer:
         on_nonfinite: str = "ignore",
         engine: str = "auto",
     ):
-        self.learning_rate = check_learning_rate(learning_rate)
-        self.weight_decay = check_non_negative("weight_decay", weight_decay)
+        # Every assignment is checked by __setattr__ (setting_checks), here and after construction.
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
         self.weight_decay_mask = self.default_weight_decay_mask if weight_decay_mask is None else weight_decay_mask
-        if not callable(self.weight_decay_mask):
-            tree_flatten(self.weight_decay_mask)  # a malformed tree fails here, not at the first step
-        self.clip_global_norm = (
-            None if clip_global_norm is None else check_positive("clip_global_norm", clip_global_norm)
-        )
-        self.clip_value = None if clip_value is None else check_positive("clip_value", clip_value)
-        self.on_nonfinite = check_choice("on_nonfinite", on_nonfinite, NONFINITE_POLICIES)
-        self.engine = check_choice("engine", engine, ENGINE_CHOICES)
+        self.clip_global_norm = clip_global_norm
+        self.clip_value = clip_value
+        self.on_nonfinite = on_nonfinite
+        self.engine = engine
 
     # -- what subclasses describe
 
@@ -136,6 +140,7 @@ class Optimizer:
         """
         names, leaves, treedef = tree_flatten(params)
         xp, _ = check_leaves(names, leaves, what="params")
+        _check_distinct(names, leaves)
         if self.weight_decay:
             mask_values(self.weight_decay_mask, names, leaves, treedef)
         engine = select_engine(xp, self.engine)
@@ -148,6 +153,9 @@ class Optimizer:
         )
 
     def __setattr__(self, name: str, value: Any) -> None:
+        check = self.setting_checks.get(name)
+        if check is not None:
+            value = check(name, value)  # raises before anything is stored
         object.__setattr__(self, name, value)
         if not name.startswith("_"):
             # A changed setting may change programs, masks or slots: validate the next step in full.
@@ -173,6 +181,7 @@ class Optimizer:
             return self._prepared_step(prepared, params, state)
         names, p_leaves, treedef = tree_flatten(params)
         xp, device = check_leaves(names, p_leaves, what="params")
+        _check_distinct(names, p_leaves)
         g_leaves = self._check_grads(xp, device, names, p_leaves, treedef, grads)
         slots = self._check_state(names, p_leaves, treedef, state)
         learning_rate = self.learning_rate_at(state.count)
@@ -370,3 +379,15 @@ class Optimizer:
         if len(shared) == 1:
             return shared * len(key_of_leaf)
         return [shared[index] for index in key_of_leaf]
+
+
+def _check_distinct(names: list[str], leaves: list[Any]) -> None:
+    """Refuse a tree that holds one array under two names: an in-place engine would update it twice."""
+    first_name: dict[int, str] = {}
+    for name, leaf in zip(names, leaves, strict=True):
+        other = first_name.setdefault(id(leaf), name)
+        if other != name:
+            raise ValueError(
+                f"params[{name!r}] is the same array as params[{other!r}]: to tie parameters, keep one leaf "
+                "and add up the gradients of its uses"
+            )

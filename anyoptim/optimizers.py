@@ -7,10 +7,11 @@ Everything they share — validation, gradient processing, the step itself — i
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from . import rules
-from ._checks import check_beta, check_choice, check_finite, check_non_negative
+from ._checks import check_choice
 from .base import Optimizer
 from .schedules import Schedule
 from .state import OptimizerState
@@ -32,6 +33,13 @@ __all__ = [
     "decay_all",
     "decay_weights_only",
 ]
+
+
+def _refuse(optimizer: str, options: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Reject options a subclass inherits from Adam's signature but does not implement."""
+    for name in names:
+        if name in options:
+            raise TypeError(f"{optimizer} has no {name!r} option (got {name}={options[name]!r})")
 
 
 class SGD(Optimizer):
@@ -105,6 +113,10 @@ class Momentum(Optimizer):
     """
 
     rule = staticmethod(rules.momentum)
+    setting_checks: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        **Optimizer.setting_checks,
+        "form": lambda name, value: check_choice(name, value, ("ema", "heavy_ball")),
+    }
 
     def __init__(
         self,
@@ -116,8 +128,8 @@ class Momentum(Optimizer):
         **options: Any,
     ):
         super().__init__(learning_rate, **options)
-        self.beta = check_beta("beta", beta)
-        self.form = check_choice("form", form, ("ema", "heavy_ball"))
+        self.beta = beta
+        self.form = form
         self.nesterov = bool(nesterov)
 
     def _slot_fills(self) -> dict[str, float]:
@@ -178,11 +190,11 @@ class RMSprop(Optimizer):
         **options: Any,
     ):
         super().__init__(learning_rate, **options)
-        self.beta = check_beta("beta", beta)
-        self.epsilon = check_non_negative("epsilon", epsilon)
+        self.beta = beta
+        self.epsilon = epsilon
         self.eps_in_sqrt = bool(eps_in_sqrt)
         self.centered = bool(centered)
-        self.momentum = check_beta("momentum", momentum)
+        self.momentum = momentum
 
     def _slot_fills(self) -> dict[str, float]:
         fills = {"s": 0.0}
@@ -258,10 +270,10 @@ class Adam(Optimizer):
         **options: Any,
     ):
         super().__init__(learning_rate, **options)
-        self.beta1 = check_beta("beta1", beta1)
-        self.beta2 = check_beta("beta2", beta2)
-        self.epsilon = check_non_negative("epsilon", epsilon)
-        self.eps_root = check_non_negative("eps_root", eps_root)
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.eps_root = eps_root
         self.amsgrad = bool(amsgrad)
 
     def _slot_fills(self) -> dict[str, float]:
@@ -354,8 +366,8 @@ class Adagrad(Optimizer):
         **options: Any,
     ):
         super().__init__(learning_rate, **options)
-        self.epsilon = check_non_negative("epsilon", epsilon)
-        self.initial_accumulator_value = check_non_negative("initial_accumulator_value", initial_accumulator_value)
+        self.epsilon = epsilon
+        self.initial_accumulator_value = initial_accumulator_value
 
     def _slot_fills(self) -> dict[str, float]:
         return {"s": self.initial_accumulator_value}
@@ -395,9 +407,9 @@ class Adamax(Optimizer):
         **options: Any,
     ):
         super().__init__(learning_rate, **options)
-        self.beta1 = check_beta("beta1", beta1)
-        self.beta2 = check_beta("beta2", beta2)
-        self.epsilon = check_non_negative("epsilon", epsilon)
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
 
     def _slot_fills(self) -> dict[str, float]:
         return {"m": 0.0, "u": 0.0}
@@ -445,6 +457,7 @@ class NAdam(Adam):
         eps_root: float = 0.0,
         **options: Any,
     ):
+        _refuse("NAdam", options, ("amsgrad",))
         super().__init__(learning_rate, beta1, beta2, epsilon, eps_root=eps_root, **options)
 
     def _slot_fills(self) -> dict[str, float]:
@@ -496,11 +509,9 @@ class RAdam(Adam):
         threshold: float = 5.0,
         **options: Any,
     ):
+        _refuse("RAdam", options, ("amsgrad", "eps_root"))
         super().__init__(learning_rate, beta1, beta2, epsilon, **options)
-        self.threshold = check_finite("threshold", threshold)
-        if self.threshold < 4:
-            # r_t has the factor (rho_t - 4): below 4 its square root is undefined.
-            raise ValueError(f"threshold must be >= 4, got {threshold!r}")
+        self.threshold = threshold
 
     def _slot_fills(self) -> dict[str, float]:
         return {"m": 0.0, "v": 0.0}
@@ -556,8 +567,8 @@ class Lion(Optimizer):
         **options: Any,
     ):
         super().__init__(learning_rate, **options)
-        self.beta1 = check_beta("beta1", beta1)
-        self.beta2 = check_beta("beta2", beta2)
+        self.beta1 = beta1
+        self.beta2 = beta2
 
     def _slot_fills(self) -> dict[str, float]:
         return {"m": 0.0}

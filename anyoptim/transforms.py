@@ -14,9 +14,9 @@ import re
 from typing import Any
 
 from ._namespace import device_of
-from .tree import TreeDef, check_same_structure, tree_flatten
+from .tree import TreeDef, check_same_structure, tree_flatten, tree_unflatten
 
-__all__ = ["clip_factor", "decay_all", "decay_weights_only", "first_nonfinite", "mask_values"]
+__all__ = ["clip_factor", "decay_all", "decay_weights_only", "first_nonfinite", "frozen_mask", "mask_values"]
 
 
 _BIAS_NAME = re.compile(r"^(b\d*|bias(es)?)$", re.IGNORECASE)
@@ -36,6 +36,22 @@ def decay_weights_only(name: str, leaf: Any) -> bool:
     its shape, and a 1-D scale or offset is never decayed.
     """
     return len(leaf.shape) >= 2 and not _BIAS_NAME.match(name.rsplit(".", 1)[-1])
+
+
+def frozen_mask(mask: Any) -> Any:
+    """A weight-decay mask as the optimizer keeps it: a callable as is, a tree of bools copied.
+
+    The copy means that changing the caller's dict later changes nothing here
+    (the step's fast path would not see it); a malformed tree or a leaf that is
+    not a bool fails now, not at the first step.
+    """
+    if callable(mask):
+        return mask
+    names, flags, treedef = tree_flatten(mask)
+    for name, flag in zip(names, flags, strict=True):
+        if not isinstance(flag, bool):
+            raise TypeError(f"weight_decay_mask[{name!r}] must be a bool, got {flag!r}")
+    return tree_unflatten(treedef, flags)
 
 
 def mask_values(mask: Any, names: list[str], leaves: list[Any], treedef: TreeDef) -> list[bool]:
@@ -68,7 +84,8 @@ def clip_factor(xp: Any, leaves: list[Any], max_norm: float) -> Any:
     The scaled copy is one leaf at a time, so the extra memory is one leaf's.
     Computed with device-side operations only: no value is read back to the host.
     """
-    wide = xp.result_type(*(leaf.dtype for leaf in leaves))
+    # At least float32: float16 sums of squares overflow after about 65,504 unit elements.
+    wide = xp.result_type(xp.float32, *(leaf.dtype for leaf in leaves))
     flat = [xp.reshape(leaf, (-1,)) for leaf in leaves if math.prod(leaf.shape)]
     if not flat:
         return xp.ones((), dtype=wide, device=device_of(leaves[0]))

@@ -128,11 +128,14 @@ def _describe(treedef: TreeDef) -> str:
         return f"a dict with keys {list(treedef.keys)}"
     if treedef.kind == "leaf":
         return "an array"
-    return f"a {treedef.kind} of {len(treedef.children)}"
+    kind = treedef.node_type.__name__ if treedef.node_type is not None else treedef.kind
+    return f"a {kind} of {len(treedef.children)}"
 
 
 def _first_difference(expected: TreeDef, actual: TreeDef, path: str) -> str | None:
     where = path or "the root"
+    if expected.node_type is not actual.node_type:
+        return f"at {where} expected {_describe(expected)}, got {_describe(actual)}"
     if expected.kind != actual.kind or (expected.kind != "leaf" and len(expected.children) != len(actual.children)):
         return f"at {where} expected {_describe(expected)}, got {_describe(actual)}"
     if expected.kind == "dict" and expected.keys != actual.keys:

@@ -395,7 +395,9 @@ def _address(array: np.ndarray) -> int:
 
 def _owner(array: np.ndarray) -> np.ndarray | None:
     base = array.base
-    if isinstance(base, np.ndarray) and base.flags.c_contiguous:
+    # Spans are cut from the owner in the owner's dtype: a float32 view of a float64 (or uint8) arena
+    # must not be joined, or offsets would count the wrong elements.
+    if isinstance(base, np.ndarray) and base.flags.c_contiguous and base.dtype == array.dtype:
         return base
     return None
 
