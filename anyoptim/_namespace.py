@@ -18,6 +18,7 @@ __all__ = [
     "array_namespace",
     "backend_name",
     "check_leaves",
+    "default_integer_dtype",
     "device_of",
     "is_array",
     "is_floating",
@@ -116,3 +117,8 @@ def check_leaves(names: Sequence[str], leaves: Sequence[Any], *, what: str = "pa
                 f"{device}: move every array to one device"
             )
     return xp, device
+
+
+def default_integer_dtype(xp: Any, device: Any = None) -> Any:
+    """The namespace's default integer dtype (int32 on JAX without x64, int64 elsewhere)."""
+    return xp.__array_namespace_info__().default_dtypes(device=device)["integral"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._namespace import check_leaves, is_mutable
+from .engines._spans import flat_views
 from .tree import tree_flatten, tree_unflatten
 
 __all__ = ["flatten"]
@@ -47,29 +48,10 @@ def flatten(params: Any) -> Any:
     True
     """
     names, leaves, treedef = tree_flatten(params)
-    xp, device = check_leaves(names, leaves, what="params")
+    xp, _ = check_leaves(names, leaves, what="params")
     if not is_mutable(xp):
         return params
-    views: list[Any] = [None] * len(leaves)
-    dtypes = []
-    for leaf in leaves:
-        if leaf.dtype not in dtypes:
-            dtypes.append(leaf.dtype)
-    for dtype in dtypes:
-        indices = [i for i, leaf in enumerate(leaves) if leaf.dtype == dtype]
-        total = sum(_size(leaves[i]) for i in indices)
-        buffer = xp.empty((total,), dtype=dtype, device=device)
-        offset = 0
-        for i in indices:
-            size = _size(leaves[i])
-            buffer[offset : offset + size] = xp.reshape(leaves[i], (-1,))
-            views[i] = xp.reshape(buffer[offset : offset + size], tuple(leaves[i].shape))
-            offset += size
+    views = flat_views(xp, leaves)
+    for view, leaf in zip(views, leaves, strict=True):
+        view[...] = leaf
     return tree_unflatten(treedef, views)
-
-
-def _size(array: Any) -> int:
-    size = 1
-    for extent in array.shape:
-        size *= int(extent)
-    return size

@@ -28,7 +28,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ._namespace import array_namespace, device_of, is_array, is_floating, is_mutable
+from ._namespace import array_namespace, default_integer_dtype, device_of, is_array, is_floating, is_mutable
 from .data import check_features, check_int, check_labels, host_rng, host_zeros, resolve_dtype, to_namespace
 from .engines import matmul  # `@`, or a product a CUDA graph can capture
 
@@ -466,7 +466,8 @@ class MLP:
     def predict_unchecked(self, xp: Any, params: dict, X: Any) -> Any:
         z = self.logits(xp, params, X)
         if self.output == "sigmoid":
-            return xp.astype(z[:, 0] > 0, xp.int64)  # σ(z) > 0.5 exactly when z > 0
+            # σ(z) > 0.5 exactly when z > 0; labels in the integer dtype argmax would give
+            return xp.astype(z[:, 0] > 0, default_integer_dtype(xp, device_of(z)))
         if self.output == "softmax":
             return xp.argmax(z, axis=1)
         return z[:, 0] if z.shape[1] == 1 else z

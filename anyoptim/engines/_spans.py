@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["contiguous_runs", "flat_slots"]
+__all__ = ["contiguous_runs", "flat_slots", "flat_views"]
 
 
 def _follows(previous: Any, current: Any, address: Callable[[Any], int], owner: Callable[[Any], Any]) -> bool:
@@ -63,27 +63,37 @@ def contiguous_runs(
     return runs
 
 
+def flat_views(xp: Any, leaves: Sequence[Any], fill: float | None = None) -> list[Any]:
+    """Views shaped like ``leaves`` into one new 1-D buffer per dtype, in leaf order.
+
+    The buffers are created on the leaves' device, filled with ``fill`` (left
+    uninitialised when None).  Needs a library with views (NumPy, CuPy, torch).
+    """
+    views: list[Any] = [None] * len(leaves)
+    dtypes: list[Any] = []
+    for leaf in leaves:
+        if leaf.dtype not in dtypes:
+            dtypes.append(leaf.dtype)
+    for dtype in dtypes:
+        indices = [i for i, leaf in enumerate(leaves) if leaf.dtype == dtype]
+        sizes = [math.prod(leaves[i].shape) for i in indices]
+        device = leaves[indices[0]].device
+        total = (sum(sizes),)
+        if fill is None:
+            buffer = xp.empty(total, dtype=dtype, device=device)
+        else:
+            buffer = xp.full(total, fill, dtype=dtype, device=device)
+        offset = 0
+        for i, size in zip(indices, sizes, strict=True):
+            views[i] = xp.reshape(buffer[offset : offset + size], tuple(leaves[i].shape))
+            offset += size
+    return views
+
+
 def flat_slots(xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> dict[str, list[Any]]:
     """State slots laid out as views of one flat buffer per slot and dtype, in the order of ``leaves``.
 
     Slots made this way lie back to back exactly where the parameters do, so a
-    fused engine can join them into the same spans.  Needs a library with
-    views (NumPy, CuPy, torch); created on the leaves' device.
+    fused engine can join them into the same spans.
     """
-    slots: dict[str, list[Any]] = {}
-    for slot, fill in fills.items():
-        views: list[Any] = [None] * len(leaves)
-        dtypes: list[Any] = []
-        for leaf in leaves:
-            if leaf.dtype not in dtypes:
-                dtypes.append(leaf.dtype)
-        for dtype in dtypes:
-            indices = [i for i, leaf in enumerate(leaves) if leaf.dtype == dtype]
-            sizes = [math.prod(leaves[i].shape) for i in indices]
-            buffer = xp.full((sum(sizes),), fill, dtype=dtype, device=leaves[indices[0]].device)
-            offset = 0
-            for i, size in zip(indices, sizes, strict=False):
-                views[i] = xp.reshape(buffer[offset : offset + size], tuple(leaves[i].shape))
-                offset += size
-        slots[slot] = views
-    return slots
+    return {slot: flat_views(xp, leaves, fill) for slot, fill in fills.items()}
