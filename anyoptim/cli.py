@@ -49,6 +49,14 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+#: The loss each output layer is trained with (anyoptim.nn), for figure labels.
+_LOSS_NAMES = {
+    "sigmoid": "mean binary cross-entropy",
+    "softmax": "mean categorical cross-entropy",
+    "identity": "mean squared error",
+}
+
+
 # --------------------------------------------------------------------------- argument types
 
 
@@ -444,7 +452,12 @@ def _train(args: argparse.Namespace) -> int:
         _create(out)
         label = type(run.optimizer).__name__
         written = [
-            plots.plot_loss_curves({label: history.cost}, out / "train_loss.png", title=f"Cost per epoch: {args.data}")
+            plots.plot_loss_curves(
+                {label: history.cost},
+                out / "train_loss.png",
+                title=f"Cost per epoch: {args.data}",
+                loss=_LOSS_NAMES[run.model.output],
+            )
         ]
         if run.train_accuracy is not None and int(run.X.shape[1]) == 2:
             title = f"{label} on {Path(args.data).name}: train accuracy {100 * run.train_accuracy:.1f} %"

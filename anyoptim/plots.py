@@ -82,7 +82,11 @@ def _colour(label: str) -> str | None:
 
 
 def plot_loss_curves(
-    curves: Mapping[str, Sequence[float]], path: str | os.PathLike, *, title: str = "Cost per epoch"
+    curves: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    *,
+    title: str = "Cost per epoch",
+    loss: str = "mean binary cross-entropy",
 ) -> Path:
     """All loss curves in one figure, cost on a log scale.
 
@@ -100,7 +104,7 @@ def plot_loss_curves(
         axes.plot(np.arange(1, len(costs) + 1), costs, style, label=label, color=_colour(label), linewidth=1.2)
     axes.set_yscale("log")
     axes.set_xlabel("epoch")
-    axes.set_ylabel("cost (mean binary cross-entropy)")
+    axes.set_ylabel(f"cost ({loss})")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the curves fill the whole plot
