@@ -27,6 +27,7 @@ import anyoptim
 import anyoptim.engines.cupy as cupy_engine
 from anyoptim.engines import _trace, select_engine
 from anyoptim.engines.cupy import CupyEngine, SpanSource, span_grid, span_layout, span_source
+from tests.graph_simulation import check_replays, warm_up_for_capture
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace, to_numpy
 from tests.test_trace import (
     ALL_TRACES,
@@ -1199,27 +1200,7 @@ def test_span_kernels_replay_a_captured_scalar_table(
     """What GraphedStep does, on the CPU with span kernels: a warm-up step in scalar-table mode (undone), a
     capture that keeps each launch's argument block as the driver copies it, then replays of those blocks while
     the host refills the frozen table from the optimizer's own step scalars."""
-    import types
-
-    from anyoptim.tree import tree_flatten
-
-    monkeypatch.setattr(cupy_engine, "cupy", types.SimpleNamespace(asarray=np.asarray, zeros=np.zeros))
-    rng = np.random.default_rng(8)
-    initial = {"W": rng.normal(size=(3, 2)), "b": rng.normal(size=2), "z": rng.normal(size=5)}
-    gradients = [{name: rng.normal(size=value.shape) for name, value in initial.items()} for _ in range(9)]
-    optimizer, reference = make("fused"), make("generic")
-    params = anyoptim.flatten({name: np.array(value, copy=True) for name, value in initial.items()})
-    grads = anyoptim.flatten({name: np.array(value, copy=True) for name, value in gradients[0].items()})
-    state = optimizer.init(params)
-    names, leaves, treedef = tree_flatten(params)
-    plan = cupy_engine._ScalarPlan({id(leaf): i for i, leaf in enumerate(leaves)})
-    arrays = [*leaves, *(leaf for tree in state.slots.values() for leaf in tree_flatten(tree)[1])]
-    saved = [np.array(array, copy=True) for array in arrays]
-    with span_stand_in._scalars_on_device(plan):
-        optimizer.step(params, grads, state)  # the warm-up, really computed ...
-    for array, value in zip(arrays, saved, strict=True):
-        array[...] = value  # ... and undone
-    plan.freeze()
+    capture = warm_up_for_capture(monkeypatch, span_stand_in, make, seed=8, extra=5)
     recorded: list[tuple[Any, tuple, tuple, np.ndarray]] = []
 
     def capturing(function: Any, size: int) -> Callable[..., None]:
@@ -1229,23 +1210,12 @@ def test_span_kernels_replay_a_captured_scalar_table(
         return record
 
     monkeypatch.setattr(span_stand_in, "_span_launcher", capturing)
-    with span_stand_in._scalars_on_device(plan):
-        optimizer.step(params, grads, state)
-    assert len(recorded) == len(plan.entries) == (2 if optimizer.weight_decay else 1)
-    host = cupy_engine._HostScalars(optimizer, XP, names, leaves, treedef)
-    row = np.zeros(plan.table.shape)
-    ref_params, ref_state = dict(initial), reference.init(dict(initial))
-    for count, step_grads in enumerate(gradients):
-        for name, value in step_grads.items():
-            grads[name][...] = value
-        hps, _ = host(count)
-        plan.fill(row, hps)
-        plan.table[...] = row  # the host-to-device copy before a replay
+    with span_stand_in._scalars_on_device(capture.plan):
+        capture.optimizer.step(capture.params, capture.grads, capture.state)
+    assert len(recorded) == len(capture.plan.entries) == (2 if capture.optimizer.weight_decay else 1)
+
+    def replay() -> None:
         for function, grid, block, words in recorded:
-            function(grid, block, (words,))  # the replay
-        ref_params, ref_state = reference.step(ref_params, step_grads, ref_state)
-    for name in initial:
-        _assert_same(params[name], ref_params[name], "float64", name)
-    for slot, tree in ref_state.slots.items():
-        for name in tree:
-            _assert_same(state.slots[slot][name], tree[name], "float64", f"{slot}[{name}]")
+            function(grid, block, (words,))
+
+    check_replays(capture, replay)

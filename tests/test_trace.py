@@ -34,6 +34,7 @@ from anyoptim import rules
 from anyoptim.engines import _trace
 from anyoptim.engines.cupy import CupyEngine
 from anyoptim.tree import tree_flatten
+from tests.graph_simulation import check_replays, warm_up_for_capture
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace
 
 XP = load_namespace("numpy")  # the array-api-compat namespace the generic engine uses for NumPy
@@ -799,48 +800,16 @@ def test_scalar_table_replays_equal_generic_steps(
 ) -> None:
     """What GraphedStep does on the host, simulated on NumPy: a warm-up step in scalar-table mode (undone),
     a recording of the launches, then replays that refill the table from the optimizer's own step scalars."""
-    import types
-
-    import anyoptim.engines.cupy as cupy_module
-
-    monkeypatch.setattr(cupy_module, "cupy", types.SimpleNamespace(asarray=np.asarray, zeros=np.zeros))
-    rng = np.random.default_rng(7)
-    initial = {"W": rng.normal(size=(3, 2)), "b": rng.normal(size=2), "z": rng.normal(size=4)}
-    gradients = [{name: rng.normal(size=value.shape) for name, value in initial.items()} for _ in range(9)]
-    optimizer, reference = make("fused"), make("generic")
-    params = anyoptim.flatten(_copy(initial))
-    grads = anyoptim.flatten(_copy(gradients[0]))
-    state = optimizer.init(params)
-    names, leaves, treedef = tree_flatten(params)
-    plan = cupy_module._ScalarPlan({id(leaf): i for i, leaf in enumerate(leaves)})
-    arrays = [*leaves, *(leaf for tree in state.slots.values() for leaf in tree_flatten(tree)[1])]
-    saved = [np.array(array, copy=True) for array in arrays]
-    with stand_in._scalars_on_device(plan):
-        optimizer.step(params, grads, state)  # the warm-up, really computed ...
-    for array, value in zip(arrays, saved, strict=True):
-        array[...] = value  # ... and undone
-    plan.freeze()
+    capture = warm_up_for_capture(monkeypatch, stand_in, make, seed=7, extra=4)
     recorded: list[tuple[Any, list[Any]]] = []
     stand_in._launch = lambda kernel, args: recorded.append((kernel, list(args)))  # capture: record, do not run
-    with stand_in._scalars_on_device(plan):
-        optimizer.step(params, grads, state)
+    with stand_in._scalars_on_device(capture.plan):
+        capture.optimizer.step(capture.params, capture.grads, capture.state)
     del stand_in._launch
-    assert len(recorded) == len(plan.entries) == (2 if optimizer.weight_decay else 1)
-    host = cupy_module._HostScalars(optimizer, XP, names, leaves, treedef)
-    row = np.zeros(plan.table.shape)
-    ref_params, ref_state = _copy(initial), reference.init(_copy(initial))
-    for count, step_grads in enumerate(gradients):
-        for name, value in step_grads.items():
-            grads[name][...] = value
-        hps, learning_rate = host(count)
-        assert learning_rate == reference.learning_rate_at(count)
-        plan.fill(row, hps)
-        plan.table[...] = row  # the host-to-device copy before a replay
+    assert len(recorded) == len(capture.plan.entries) == (2 if capture.optimizer.weight_decay else 1)
+
+    def replay() -> None:
         for kernel, args in recorded:
-            kernel(*args)  # the replay
-        ref_params, ref_state = reference.step(ref_params, step_grads, ref_state)
-    for name in initial:
-        _assert_same(params[name], ref_params[name], "float64", name)
-    for slot, tree in ref_state.slots.items():
-        for name in tree:
-            _assert_same(state.slots[slot][name], tree[name], "float64", f"{slot}[{name}]")
+            kernel(*args)
+
+    check_replays(capture, replay)
