@@ -21,6 +21,10 @@
 * The fast path changes nothing observable: replaced leaves, edited state,
   in-place reshapes and dtype changes, changed settings and bad input are all
   seen as on the validated path.
+
+Every test runs twice: with the plans compiled to C kernels and with NumPy
+ufuncs (``kernels="c"`` and ``"ufunc"``); ``tests/test_compiled_kernels.py``
+has what only the compiled path does.
 """
 
 from __future__ import annotations
@@ -41,12 +45,22 @@ from hypothesis.extra import numpy as hnp
 import anyoptim
 from anyoptim import rules
 from anyoptim._fast_path import next_state as _next_state
-from anyoptim.engines import GenericEngine, _trace
+from anyoptim import engines
+from anyoptim.engines import GenericEngine, _native, _trace
 from anyoptim.engines.numpy import DEFAULT_BLOCK_BYTES, NumpyEngine
 from anyoptim.state import OptimizerState
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace
 
 XP = load_namespace("numpy")  # the array-api-compat namespace the generic engine runs NumPy arrays with
+KERNELS = ["c", "ufunc"] if _native.compiler_found() else ["ufunc"]
+
+
+@pytest.fixture(autouse=True, params=KERNELS)
+def kernels(request, monkeypatch) -> str:
+    """Run the test with the NumPy engine in this kernels mode (the optimizers' engine and any made here)."""
+    monkeypatch.setenv("ANYOPTIM_NUMPY_KERNELS", request.param)
+    monkeypatch.setitem(engines._FUSED, "numpy", NumpyEngine())
+    return request.param
 
 # --------------------------------------------------------------------------- the optimizer table
 

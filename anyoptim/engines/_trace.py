@@ -69,6 +69,7 @@ __all__ = [
     "evaluate",
     "fold_scalars",
     "hp_signature",
+    "kernel_name",
     "scalar_folder",
     "scalar_statements",
     "trace_program",
@@ -665,7 +666,8 @@ def c_literal(value: float, dtype: str) -> str:
     raise ValueError(f"no CUDA kernel for dtype {dtype}; supported: {', '.join(FUSED_DTYPES)}")
 
 
-def _kernel_name(trace: Trace) -> str:
+def kernel_name(trace: Trace) -> str:
+    """A C identifier naming the kernel of ``trace`` (``anyoptim_adam``)."""
     base = trace.name.split("(", 1)[0]
     safe = "".join(ch if ch.isalnum() else "_" for ch in base) or "rule"
     return f"anyoptim_{safe}"
@@ -791,7 +793,7 @@ def cuda_source(trace: Trace, dtype: str, *, scalars_on_device: bool = False) ->
             in_params.append(f"T c{k}")
     out_params = ["T param", *(f"T {slot_names[name]}" for name in trace.slot_names)]
     return KernelSource(
-        name=_kernel_name(trace),
+        name=kernel_name(trace),
         in_params=", ".join(in_params),
         out_params=", ".join(out_params),
         body="\n".join(lines),

@@ -39,9 +39,11 @@ from typing import Any
 import numpy as np
 
 from ..rules import Program
+from . import _native
+from ._compiled import CompiledSpans, c_source
 from ._fused import FusedEngine
 from ._spans import contiguous_runs
-from ._trace import SCALAR, Trace, fold_scalars, hp_signature, scalar_statements, trace_program
+from ._trace import SCALAR, Trace, fold_scalars, hp_signature, kernel_name, scalar_statements, trace_program
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "NumpyEngine"]
 
@@ -464,10 +466,13 @@ class _Step:
             span_columns = [columns for columns, _ in spans]
             firsts = [first for _, first in spans]
             plan = engine.plan(program, dtype, self.slot_names, hps[firsts[0]], kinds)
+            kernel = None if plan is None else engine.kernel(plan)
             if plan is None:
                 self.runners.append(
                     _DirectSpans(program, self.slot_names, span_columns, firsts, engine.elements_per_block(dtype))
                 )
+            elif kernel is not None:
+                self.runners.append(CompiledSpans(plan, kernel, span_columns, firsts, [hps[i] for i in firsts]))
             else:
                 self.runners.append(
                     _TracedSpans(plan, span_columns, firsts, [hps[i] for i in firsts], engine.elements_per_block(dtype))
@@ -501,24 +506,45 @@ class _Step:
 
 
 class NumpyEngine(FusedEngine):
-    """Blocked, in-place evaluation of a program on NumPy arrays.
+    """In-place evaluation of a program on NumPy arrays: one compiled C loop, or ufuncs on blocks.
 
     Parameters
     ----------
     block_size : int, optional
-        Elements per block.  By default :data:`DEFAULT_BLOCK_BYTES` worth of
-        the arrays' dtype: small enough that a block's operands and scratch
-        stay in the CPU cache, large enough that NumPy's per-call cost is
-        small beside the work.
+        Elements per block of the ufunc plan.  By default
+        :data:`DEFAULT_BLOCK_BYTES` worth of the arrays' dtype: small enough that
+        a block's operands and scratch stay in the CPU cache, large enough that
+        NumPy's per-call cost is small beside the work.
+    kernels : {"auto", "c", "ufunc"}, optional
+        How a traced plan runs: ``"c"``, the plan printed as one C loop and
+        compiled with the system's C compiler (:mod:`anyoptim.engines._compiled`),
+        cached on disk; ``"ufunc"``, NumPy ufunc calls on blocks; ``"auto"``,
+        C when a working compiler is found, else ufuncs.  Default from
+        ``ANYOPTIM_NUMPY_KERNELS``, else ``"auto"``.  Both give the same bits.
+
+    Raises
+    ------
+    KernelBuildError
+        If ``kernels="c"`` and no C compiler is found.
     """
 
     name = "numpy"
 
-    def __init__(self, block_size: int | None = None):
+    def __init__(self, block_size: int | None = None, kernels: str | None = None):
         if block_size is not None and (not isinstance(block_size, int) or block_size < 1):
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+        kernels = _native.kernels_choice() if kernels is None else kernels
+        if kernels not in _native.KERNEL_CHOICES:
+            raise ValueError(f"kernels must be one of {', '.join(_native.KERNEL_CHOICES)}, got {kernels!r}")
+        if kernels == "c":
+            _native.compiler()  # raises now, not in the middle of a step
+        elif kernels == "auto" and not _native.compiler_found():
+            kernels = "ufunc"
+        #: "c" or "ufunc" once resolved ("auto" stays "auto" until a kernel fails to build).
+        self.kernels = kernels
         self.block_size = block_size
         self._plans: dict[tuple, _Plan | None] = {}
+        self._kernels: dict[int, Callable[[int], None] | None] = {}  # id(plan) -> its C function
 
     def elements_per_block(self, dtype: np.dtype) -> int:
         """How many elements of ``dtype`` one block holds."""
@@ -549,6 +575,31 @@ class NumpyEngine(FusedEngine):
             else:
                 self._plans[key] = _Plan(trace, dtype, hp)
         return self._plans[key]
+
+    def kernel(self, plan: _Plan) -> Callable[[int], None] | None:
+        """The compiled C function of ``plan``, or None where the plan runs as ufuncs; cached.
+
+        With ``kernels="auto"`` a kernel that fails to build warns once
+        (:class:`~anyoptim.engines._native.KernelBuildWarning`) and the engine
+        runs ufuncs from then on; with ``"c"`` the failure raises.
+        """
+        if self.kernels == "ufunc":
+            return None
+        key = id(plan)  # plans live as long as the engine (self._plans)
+        if key not in self._kernels:
+            source = c_source(plan, f"{kernel_name(plan.trace)}_{plan.dtype.name}")
+            if source is None:
+                self._kernels[key] = None
+            else:
+                try:
+                    self._kernels[key] = _native.load_kernel(source, f"{kernel_name(plan.trace)}_{plan.dtype.name}")
+                except _native.KernelBuildError as error:
+                    if self.kernels == "c":
+                        raise
+                    _native.warn_fallback(error)
+                    self.kernels = "ufunc"
+                    return None
+        return self._kernels[key]
 
     def prepare(
         self,

@@ -1,0 +1,257 @@
+"""Build and load C kernels with the system's C compiler, cached on disk (for the NumPy engine).
+
+The NumPy engine prints a traced rule as one C loop (:mod:`anyoptim.engines._compiled`);
+this module turns that source into a function Python can call:
+
+* **which compiler**: ``$CC``, else the compiler Python was built with, else
+  ``cc``, ``gcc`` or ``clang`` on the ``PATH``;
+* **which flags**: :data:`FLAGS`: optimised and vectorised, but without
+  ``-ffast-math`` and without contracting ``a*b + c`` into one fused multiply-add
+  (``-ffp-contract=off``), so every operation is rounded as NumPy rounds it;
+* **where**: a per-user cache directory (``$ANYOPTIM_CACHE_DIR``, else
+  ``$XDG_CACHE_HOME/anyoptim`` or ``~/.cache/anyoptim``), one shared library per
+  source, keyed by a hash of the source, the compiler's identity and the flags,
+  written atomically, so a kernel is compiled once per machine and processes
+  never see a half-written file;
+* **how it is called**: ``ctypes``, one argument (the address of a frame the
+  caller fills once), which costs about a tenth of a microsecond.
+
+Whether the engine uses compiled kernels at all is ``ANYOPTIM_NUMPY_KERNELS``
+(:func:`kernels_choice`): ``auto`` (the default: compiled kernels when a working
+compiler is found, NumPy ufuncs otherwise), ``c`` (compiled kernels, or an error
+saying why not) or ``ufunc`` (never compile).
+
+This module uses the standard library only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = [
+    "FLAGS",
+    "KERNEL_CHOICES",
+    "KernelBuildError",
+    "KernelBuildWarning",
+    "cache_dir",
+    "compiler",
+    "compiler_found",
+    "kernels_choice",
+    "load_kernel",
+    "warn_fallback",
+]
+
+#: Values of ``ANYOPTIM_NUMPY_KERNELS`` (and of ``NumpyEngine(kernels=...)``).
+KERNEL_CHOICES = ("auto", "c", "ufunc")
+
+#: Compiler flags of every kernel.  ``-fno-math-errno`` lets ``sqrt`` vectorise
+#: (it only stops errno from being set); ``-ffp-contract=off`` keeps ``a*b + c``
+#: two roundings, as NumPy computes it.  No ``-march=native``: a cached library
+#: must run on any CPU of its architecture.
+FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off", "-fno-math-errno")
+
+_COMPILE_SECONDS = 120
+
+
+class KernelBuildError(RuntimeError):
+    """A C kernel could not be built or loaded (no compiler, or the compiler failed)."""
+
+
+class KernelBuildWarning(RuntimeWarning):
+    """Issued once when ``auto`` falls back to NumPy ufuncs because a kernel failed to build."""
+
+
+def kernels_choice() -> str:
+    """``ANYOPTIM_NUMPY_KERNELS``, checked: ``"auto"`` (the default), ``"c"`` or ``"ufunc"``."""
+    choice = os.environ.get("ANYOPTIM_NUMPY_KERNELS", "auto")
+    if choice not in KERNEL_CHOICES:
+        raise ValueError(f"ANYOPTIM_NUMPY_KERNELS must be one of {', '.join(KERNEL_CHOICES)}, got {choice!r}")
+    return choice
+
+
+# --------------------------------------------------------------------------- the compiler
+
+
+def _compiler_command() -> list[str] | None:
+    """The C compiler command (with any flags it needs), or None if none is on this machine."""
+    candidates = []
+    if os.environ.get("CC"):
+        candidates.append(shlex.split(os.environ["CC"]))
+    built_with = sysconfig.get_config_var("CC")
+    if built_with:
+        candidates.append(shlex.split(built_with))
+    candidates += [["cc"], ["gcc"], ["clang"]]
+    for command in candidates:
+        if command and shutil.which(command[0]):
+            return [shutil.which(command[0]), *command[1:]]
+    return None
+
+
+def _identity(command: list[str]) -> str:
+    """What names the compiler's output: its ``--version`` text (changes with an upgrade)."""
+    try:
+        done = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise KernelBuildError(f"the C compiler {command[0]} does not run: {error}") from None
+    return done.stdout.strip()
+
+
+_compiler_lock = threading.Lock()
+_compiler: tuple[list[str], str] | KernelBuildError | None = None
+
+
+def compiler() -> tuple[list[str], str]:
+    """The compiler command and its identity, found once per process.
+
+    Raises
+    ------
+    KernelBuildError
+        If no C compiler is found (set ``CC`` to name one), or it does not run.
+    """
+    global _compiler
+    with _compiler_lock:
+        if _compiler is None:
+            command = _compiler_command()
+            try:
+                if command is None:
+                    raise KernelBuildError("no C compiler found (looked for $CC, Python's CC, cc, gcc, clang)")
+                _compiler = (command, _identity(command))
+            except KernelBuildError as error:
+                _compiler = error
+        if isinstance(_compiler, KernelBuildError):
+            raise KernelBuildError(str(_compiler))
+        return _compiler
+
+
+def compiler_found() -> bool:
+    """Whether :func:`compiler` finds a C compiler that runs (asked once per process)."""
+    try:
+        compiler()
+    except KernelBuildError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept (created on first use, private to the user)."""
+    if os.environ.get("ANYOPTIM_CACHE_DIR"):
+        root = Path(os.environ["ANYOPTIM_CACHE_DIR"])
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = Path(base) / "anyoptim"
+    return root / "kernels"
+
+
+_fallback_dir: Path | None = None
+
+
+def _writable_cache_dir() -> Path:
+    """:func:`cache_dir`, or a directory of this process's own where that cannot be written."""
+    global _fallback_dir
+    directory = cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.access(directory, os.W_OK):
+            return directory
+    except OSError:
+        pass
+    if _fallback_dir is None:
+        _fallback_dir = Path(tempfile.mkdtemp(prefix="anyoptim-kernels-"))
+    return _fallback_dir
+
+
+def _library_suffix() -> str:
+    return ".dll" if sys.platform == "win32" else ".so"
+
+
+def _build(source: str, command: list[str], target: Path) -> None:
+    """Compile ``source`` into the shared library ``target``, atomically (write aside, then rename)."""
+    directory = target.parent
+    descriptor, source_path = tempfile.mkstemp(suffix=".c", dir=directory)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(source)
+    partial = f"{source_path[:-2]}{_library_suffix()}"
+    try:
+        done = subprocess.run(
+            [*command, *FLAGS, source_path, "-o", partial, "-lm"],
+            capture_output=True,
+            text=True,
+            timeout=_COMPILE_SECONDS,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise KernelBuildError(f"{command[0]} failed ({done.returncode}) on a generated kernel:\n{done.stderr}")
+        os.replace(partial, target)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise KernelBuildError(f"compiling a kernel with {command[0]} failed: {error}") from None
+    finally:
+        for leftover in (source_path, partial):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+
+
+_loaded_lock = threading.Lock()
+_loaded: dict[str, Callable[[int], None]] = {}
+
+
+def load_kernel(source: str, symbol: str) -> Callable[[int], None]:
+    """The C function ``void symbol(const int64_t *frame)`` of ``source``, compiled (or cached) and loaded.
+
+    The returned callable takes the frame's address as a Python int.  It
+    releases the GIL while it runs.
+
+    Raises
+    ------
+    KernelBuildError
+        If there is no compiler, it rejects the source, or the library does not load.
+    """
+    command, identity = compiler()
+    key = hashlib.sha256(
+        "\0".join([source, shlex.join(command), identity, *FLAGS, platform.machine(), sys.platform]).encode()
+    ).hexdigest()[:32]
+    with _loaded_lock:
+        if key in _loaded:
+            return _loaded[key]
+        target = _writable_cache_dir() / f"{symbol}-{key}{_library_suffix()}"
+        if not target.exists():
+            _build(source, command, target)
+        try:
+            function = getattr(ctypes.CDLL(str(target)), symbol)
+        except (OSError, AttributeError) as error:
+            raise KernelBuildError(f"the compiled kernel {target} does not load: {error}") from None
+        function.argtypes = (ctypes.c_void_p,)
+        function.restype = None
+        _loaded[key] = function
+        return function
+
+
+_warned = False
+
+
+def warn_fallback(error: Exception) -> None:
+    """Say once per process that ``auto`` runs NumPy ufuncs because a kernel did not build."""
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            f"anyoptim: the NumPy engine runs NumPy ufuncs, not a compiled kernel ({error}); "
+            "set ANYOPTIM_NUMPY_KERNELS=ufunc to silence this",
+            KernelBuildWarning,
+            stacklevel=3,
+        )
