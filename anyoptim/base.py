@@ -18,7 +18,7 @@ from . import rules
 from ._checks import SETTING_CHECKS, check_choice, check_non_negative
 from ._fast_path import PreparedStep, next_state
 from ._namespace import check_leaves
-from .engines import ENGINE_CHOICES, select_engine
+from .engines import check_engine, select_engine
 from .schedules import Schedule
 from .state import OptimizerState
 from .transforms import clip_factor, decay_all, first_nonfinite, frozen_mask, mask_values
@@ -54,9 +54,11 @@ class Optimizer:
         ``FloatingPointError`` naming the leaf, or skip the step leaving params and
         state untouched and counting it in ``state.skipped``.  The last two read a
         flag back from the device each step.
-    engine : {"auto", "generic", "fused"}, default "auto"
+    engine : {"auto", "generic", "fused"} or engine object, default "auto"
         How the update runs (:mod:`anyoptim.engines`); "auto" takes the fused
-        engine when the arrays' library has one.
+        engine when the arrays' library has one.  Tests and benchmarks may
+        pass an engine object of the arrays' library instead, such as
+        ``anyoptim.engines.numpy.NumpyEngine(kernels="ufunc")``.
     """
 
     rule: ClassVar[Callable[..., Any]]
@@ -67,7 +69,7 @@ class Optimizer:
         **SETTING_CHECKS,
         "weight_decay_mask": lambda name, value: frozen_mask(value),
         "on_nonfinite": lambda name, value: check_choice(name, value, NONFINITE_POLICIES),
-        "engine": lambda name, value: check_choice(name, value, ENGINE_CHOICES),
+        "engine": check_engine,
     }
 
     def __init__(
@@ -79,7 +81,7 @@ class Optimizer:
         clip_global_norm: float | None = None,
         clip_value: float | None = None,
         on_nonfinite: str = "ignore",
-        engine: str = "auto",
+        engine: Any = "auto",
     ):
         # Every assignment is checked by __setattr__ (setting_checks), here and after construction.
         self.learning_rate = learning_rate
@@ -195,6 +197,7 @@ class Optimizer:
         runs = []
         new_params = list(p_leaves)
         new_slots = {slot: list(values) for slot, values in slots.items()}
+        calls = []
         for program, indices in programs:
             arguments = (
                 program,
@@ -205,11 +208,13 @@ class Optimizer:
                 [hps[i] for i in indices],
             )
             if prepare is None:
-                updated_p, updated_slots = engine.apply(*arguments)
-            else:
+                calls.append((lambda arguments=arguments: engine.apply(*arguments), indices))
+            else:  # every program is prepared (and may raise) before any of them runs
                 run = prepare(*arguments)
                 runs.append((run, indices))
-                updated_p, updated_slots = run(arguments[-1])
+                calls.append((lambda run=run, hps=arguments[-1]: run(hps), indices))
+        for call, indices in calls:
+            updated_p, updated_slots = call()
             for position, i in enumerate(indices):
                 new_params[i] = updated_p[position]
                 for slot in slots:

@@ -23,8 +23,9 @@ lesson-end-to-end      (numpy only) the lesson's 5000-epoch Adam run: its    -
                        against ``anyoptim.fit``
 =====================  ====================================================  ==================
 
-Implementations: anyoptim with ``engine="fused"`` (the NumPy or CuPy engine)
-and ``engine="generic"``, with parameters in one flat buffer
+Implementations: anyoptim with ``engine="fused"`` (the NumPy or CuPy engine;
+on NumPy also the engine pinned to ufunc calls, "fused ufuncs", beside its
+compiled C kernels) and ``engine="generic"``, with parameters in one flat buffer
 (:func:`anyoptim.flatten`) and as separate arrays; torch.optim with
 ``foreach=False`` (for-loop), ``foreach=True`` and ``fused=True``; optax,
 its update and ``apply_updates`` compiled with ``jax.jit`` (buffers donated).
@@ -306,7 +307,7 @@ def _names(count: int) -> list[str]:
     return [f"p{index:03d}" for index in range(count)]
 
 
-def _anyoptim_optimizer(kind: str, engine: str) -> Any:
+def _anyoptim_optimizer(kind: str, engine: Any) -> Any:
     import anyoptim
 
     if kind == "momentum":
@@ -340,7 +341,7 @@ def _optax_transform(optax: Any, kind: str) -> Any:
 # Each returns (step, sync, note): step() runs one step, sync() waits for the device.
 
 
-def _anyoptim_step(device: Device, workload: Workload, engine: str, flat: bool):
+def _anyoptim_step(device: Device, workload: Workload, engine: Any, flat: bool):
     import anyoptim
 
     names = _names(len(workload.shapes))
@@ -404,7 +405,7 @@ def _moons_batch(device: Device, size: int = 64) -> tuple[Any, Any]:
     return np.asarray(X[:size], dtype=np.float32), np.asarray(y[:size], dtype=np.float32)
 
 
-def _anyoptim_train(device: Device, engine: str, flat: bool, graphed: bool = False):
+def _anyoptim_train(device: Device, engine: Any, flat: bool, graphed: bool = False):
     import anyoptim
 
     host_X, host_y = _moons_batch(device)
@@ -490,9 +491,33 @@ def _optax_train(device: Device):
     return step, (lambda: jax.block_until_ready(box[0])), f"jax.jit of grad + update, jax on {jax.default_backend()}"
 
 
+def _anyoptim_engines(backend: str) -> dict[str, Any]:
+    """The anyoptim engines to time: label -> ``engine`` option."""
+    engines: dict[str, Any] = {"fused": "fused"}
+    if backend == "numpy":
+        from .engines.numpy import NumpyEngine
+
+        if NumpyEngine().kernels != "ufunc":  # compiled kernels are the default: time the ufunc plan beside them
+            engines["fused ufuncs"] = NumpyEngine(kernels="ufunc")
+    engines["generic"] = "generic"
+    return engines
+
+
+def _numpy_kernels_note() -> str:
+    """Which kernels the NumPy engine runs here, and with which compiler."""
+    from .engines import _native
+    from .engines.numpy import NumpyEngine
+
+    kernels = NumpyEngine().kernels
+    if kernels == "ufunc":
+        return "NumPy engine: ufunc calls (no C compiler, or ANYOPTIM_NUMPY_KERNELS=ufunc)"
+    _, identity = _native.compiler()
+    return f"NumPy engine: compiled C kernels ({identity.splitlines()[0] if identity else 'C compiler'})"
+
+
 def _implementations(device: Device, workload: Workload, compare: Sequence[str]) -> list[tuple[str, Callable]]:
     """(name, builder) for every implementation of ``workload``; builders return (step, sync, note)."""
-    engines = ("fused", "generic")
+    engines = _anyoptim_engines(device.backend)
     layouts = (True, False) if len(workload.shapes) > 1 else (True,)
     found: list[tuple[str, Callable]] = []
 
@@ -500,10 +525,10 @@ def _implementations(device: Device, workload: Workload, compare: Sequence[str])
         return "" if len(workload.shapes) == 1 else (", flat" if flat else ", per tensor")
 
     if workload.optimizer == "train":
-        for engine in engines:
+        for label, engine in engines.items():
             for flat in (True, False):
                 found.append(
-                    (f"anyoptim {engine}{layout_name(flat)}", lambda e=engine, f=flat: _anyoptim_train(device, e, f))
+                    (f"anyoptim {label}{layout_name(flat)}", lambda e=engine, f=flat: _anyoptim_train(device, e, f))
                 )
         if device.backend == "cupy":
             found.append(
@@ -515,11 +540,11 @@ def _implementations(device: Device, workload: Workload, compare: Sequence[str])
         if "optax" in compare:
             found.append(("optax (jit)", lambda: _optax_train(device)))
         return found
-    for engine in engines:
+    for label, engine in engines.items():
         for flat in layouts:
             found.append(
                 (
-                    f"anyoptim {engine}{layout_name(flat)}",
+                    f"anyoptim {label}{layout_name(flat)}",
                     lambda e=engine, f=flat: _anyoptim_step(device, workload, e, f),
                 )
             )
@@ -649,6 +674,8 @@ def run(
     """
     out = sys.stdout if out is None else out
     notes = pin_threads(backend)
+    if backend == "numpy":
+        notes.append(_numpy_kernels_note())
     device = Device(backend)
     if backend == "cupy":  # GPU timings are steady: fewer, shorter repeats keep the run under 3 minutes
         min_time, repeats = (0.03, 2) if quick else (0.1, 3)

@@ -287,3 +287,32 @@ def test_the_kernels_setting_is_checked(monkeypatch) -> None:
     program, hp = _program_and_scalars(Config("adam", lambda e: anyoptim.Adam(0.01, engine=e)), 1, np.float64)[:2]
     plan = engine.plan(program, np.dtype(np.float64), ["m", "v"], hp, ())
     assert engine.kernels == "ufunc" and engine.kernel(plan) is None
+
+
+class _SecondPrepareFails(NumpyEngine):
+    """An engine whose second ``prepare`` of a step raises (a kernel that fails to build, say)."""
+
+    def __init__(self) -> None:
+        super().__init__(kernels="c")
+        self.calls = 0
+
+    def prepare(self, *arguments: Any) -> Any:
+        self.calls += 1
+        if self.calls == 2:
+            raise _native.KernelBuildError("the second program's kernel did not build")
+        return super().prepare(*arguments)
+
+
+def test_every_program_is_prepared_before_any_runs() -> None:
+    """Decayed and undecayed leaves are two programs: a failure preparing the second changes nothing."""
+    optimizer = anyoptim.AdamW(0.1, weight_decay=0.1, engine=_SecondPrepareFails())
+    params = anyoptim.flatten({"W": np.ones((3, 2)), "b": np.ones(2)})
+    state = optimizer.init(params)
+    grads = {"W": np.full((3, 2), 0.5), "b": np.full(2, 0.5)}
+    with pytest.raises(_native.KernelBuildError, match="second program"):
+        optimizer.step(params, grads, state)
+    np.testing.assert_array_equal(params["W"], 1.0)
+    np.testing.assert_array_equal(params["b"], 1.0)
+    for slot in state.slots.values():
+        for value in slot.values():
+            np.testing.assert_array_equal(value, 0.0)

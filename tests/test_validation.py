@@ -505,6 +505,23 @@ def test_fused_engine_is_refused_where_there_is_none(backend_name):
         anyoptim.Adam(engine="fused").init({"w": xp.ones((2,))})
 
 
+def test_an_engine_object_runs_the_step_and_must_fit_the_arrays():
+    """Tests and benchmarks pin an engine by passing one; it must have the engine methods and suit the arrays."""
+    from anyoptim.engines.numpy import NumpyEngine
+
+    engine = NumpyEngine(kernels="ufunc")
+    optimizer = anyoptim.SGD(0.5, engine=engine)
+    params = {"w": np.ones(3)}
+    params, _ = optimizer.step(params, {"w": np.ones(3)}, optimizer.init(params))
+    np.testing.assert_array_equal(params["w"], 0.5)
+    assert optimizer._prepared is not None and optimizer.engine is engine
+    with pytest.raises(ValueError, match="engine must be one of 'auto', 'generic', 'fused' or an engine object"):
+        anyoptim.SGD(0.5, engine=object())
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="engine NumpyEngine runs numpy arrays, not torch arrays"):
+        anyoptim.SGD(0.5, engine=engine).init({"w": torch.ones(2)})
+
+
 def test_arrays_on_another_device_are_refused():
     torch = pytest.importorskip("torch")
     params = {"a": torch.ones(2, dtype=torch.float64), "b": torch.ones(2, dtype=torch.float64)}

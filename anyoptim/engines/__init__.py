@@ -22,7 +22,7 @@ from typing import Any
 from .._namespace import backend_name
 from .generic import GenericEngine
 
-__all__ = ["ENGINE_CHOICES", "GenericEngine", "matmul", "select_engine"]
+__all__ = ["ENGINE_CHOICES", "GenericEngine", "check_engine", "matmul", "select_engine"]
 
 ENGINE_CHOICES = ("auto", "generic", "fused")
 
@@ -45,17 +45,44 @@ def _fused_engine(backend: str) -> Any | None:
     return _FUSED[backend]
 
 
-def select_engine(xp: Any, choice: str) -> Any:
+def check_engine(name: str, value: Any) -> Any:
+    """An optimizer's ``engine`` setting: one of :data:`ENGINE_CHOICES`, or an engine object.
+
+    An engine object (``NumpyEngine(kernels="ufunc")``, say) is for tests and
+    benchmarks that pin how the update runs; it needs ``init_slots`` and ``apply``.
+    """
+    if isinstance(value, str):
+        if value not in ENGINE_CHOICES:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, ENGINE_CHOICES))}; got {value!r}")
+        return value
+    if not all(callable(getattr(value, method, None)) for method in ("init_slots", "apply")):
+        raise ValueError(
+            f"{name} must be one of {', '.join(map(repr, ENGINE_CHOICES))} or an engine object "
+            f"(with init_slots and apply); got {value!r}"
+        )
+    return value
+
+
+def select_engine(xp: Any, choice: Any) -> Any:
     """The engine for namespace ``xp``: ``"auto"`` picks the fused one where it exists.
+
+    ``choice`` may also be an engine object (see :func:`check_engine`); a fused
+    engine object must be the one of ``xp``'s library.
 
     Raises
     ------
     ValueError
-        If ``choice`` is ``"fused"`` and ``xp`` has no fused engine.
+        If ``choice`` is ``"fused"`` and ``xp`` has no fused engine, or an engine
+        object of another library.
     """
     if choice == "generic":
         return _GENERIC
     backend = backend_name(xp)
+    if not isinstance(choice, str):
+        runs = getattr(choice, "name", "generic")
+        if runs not in ("generic", backend):
+            raise ValueError(f"engine {type(choice).__name__} runs {runs} arrays, not {backend} arrays")
+        return choice
     fused = _fused_engine(backend)
     if fused is not None:
         return fused

@@ -206,10 +206,10 @@ def _segment_call(
 ) -> Callable[[Sequence[Mapping[str, Any]]], None]:
     """``run(hps)`` for spans sharing the scalars of ``hps[leaf]``: this step's scalars into a table, then the kernel.
 
-    Generated from the trace's own scalar statements (Python arithmetic, as the
-    rule computes them), like the ufunc plan's step.  The function's globals
-    hold the table, the frame and the spans, so the addresses in the frame stay
-    valid as long as the function lives.
+    The function (:func:`host_code`) is generated from the trace's own scalar
+    statements (Python arithmetic, as the rule computes them), like the ufunc
+    plan's step.  Its globals hold the table, the frame and the spans, so the
+    addresses in the frame stay valid as long as the function lives.
     """
     trace = plan.trace
     table = np.zeros(max(1, len(plan.broadcast_uses)), dtype=np.float64)
@@ -220,8 +220,27 @@ def _segment_call(
     for columns in spans:
         frame += [columns[0].shape[0], *(column.ctypes.data for column in columns)]
     frame_array = np.array(frame, dtype=np.int64)
+    code, names = host_code(plan)
+    namespace: dict[str, Any] = {
+        **names,
+        "H": trace.hp_arrays,
+        "LEAF": leaf,
+        "kernel": kernel,
+        "table": table,
+        "FRAME": frame_array.ctypes.data,
+        "_alive": (frame_array, spans),  # what the frame's addresses point into
+    }
+    exec(code, namespace)
+    return namespace["run"]
+
+
+def host_code(plan: _Plan) -> tuple[Any, dict[str, Any]]:
+    """The compiled ``run(hps)`` source of a plan's segments, and the names its statements read; cached on the plan."""
+    if plan.host_code is not None:
+        return plan.host_code
+    trace = plan.trace
     statements, names = scalar_statements(trace)
-    lines = ["def run(hps):", f"    hp = hps[{int(leaf)}]", *(f"    {statement}" for statement in statements)]
+    lines = ["def run(hps):", "    hp = hps[LEAF]", *(f"    {statement}" for statement in statements)]
     for position, (node, _) in enumerate(plan.broadcast_uses):
         op = trace.nodes[node].op
         if op == "hp_array":  # names enter as values (H), never as source text
@@ -229,13 +248,6 @@ def _segment_call(
         elif op != "const":
             lines.append(f"    table[{position}] = v{node}")
     lines.append("    kernel(FRAME)")
-    namespace: dict[str, Any] = {
-        **names,
-        "H": trace.hp_arrays,
-        "kernel": kernel,
-        "table": table,
-        "FRAME": frame_array.ctypes.data,
-        "_alive": (frame_array, spans),  # what the frame's addresses point into
-    }
-    exec(compile("\n".join(lines) + "\n", f"<anyoptim.engines._compiled: {trace.name}>", "exec"), namespace)
-    return namespace["run"]
+    code = compile("\n".join(lines) + "\n", f"<anyoptim.engines._compiled: {trace.name}>", "exec")
+    plan.host_code = (code, names)
+    return plan.host_code

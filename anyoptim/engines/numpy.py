@@ -155,6 +155,8 @@ class _Plan:
         self._operand_dtypes()
         self._allocate()
         self._source()
+        #: The C kernel's host function, compiled once (:func:`anyoptim.engines._compiled.host_code`).
+        self.host_code: tuple[Any, dict[str, Any]] | None = None
 
     def _steps_and_samples(self, hp: Mapping[str, Any]) -> None:
         """The ufunc calls in graph order, and a sample of every value they read or write.
