@@ -43,9 +43,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import anyoptim
-from anyoptim import rules
+from anyoptim import engines, rules
 from anyoptim._fast_path import next_state as _next_state
-from anyoptim import engines
 from anyoptim.engines import GenericEngine, _native, _trace
 from anyoptim.engines.numpy import DEFAULT_BLOCK_BYTES, NumpyEngine
 from anyoptim.state import OptimizerState
@@ -61,6 +60,7 @@ def kernels(request, monkeypatch) -> str:
     monkeypatch.setenv("ANYOPTIM_NUMPY_KERNELS", request.param)
     monkeypatch.setitem(engines._FUSED, "numpy", NumpyEngine())
     return request.param
+
 
 # --------------------------------------------------------------------------- the optimizer table
 

@@ -60,7 +60,8 @@ KERNEL_CHOICES = ("auto", "c", "ufunc")
 #: Compiler flags of every kernel.  ``-fno-math-errno`` lets ``sqrt`` vectorise
 #: (it only stops errno from being set); ``-ffp-contract=off`` keeps ``a*b + c``
 #: two roundings, as NumPy computes it.  No ``-march=native``: a cached library
-#: must run on any CPU of its architecture.
+#: must run on any CPU of its architecture (the kernels carry an AVX2 clone
+#: of their loop on x86-64 Linux instead, see :mod:`anyoptim.engines._compiled`).
 FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off", "-fno-math-errno")
 
 _COMPILE_SECONDS = 120
