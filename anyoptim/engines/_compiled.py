@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._trace import scalar_statements
+from ._trace import C_OPERATORS, scalar_statements
 
 if TYPE_CHECKING:
     from .numpy import _Plan
@@ -51,18 +51,6 @@ __all__ = ["CompiledSpans", "c_source"]
 #: The C type of each dtype a kernel may compute in.
 C_TYPES = {"float32": "float", "float64": "double", "bool": "bool"}
 
-_OPERATORS = {
-    "add": "+",
-    "sub": "-",
-    "mul": "*",
-    "div": "/",
-    "lt": "<",
-    "le": "<=",
-    "gt": ">",
-    "ge": ">=",
-    "eq": "==",
-    "ne": "!=",
-}
 
 _PREAMBLE = """\
 #include <float.h>
@@ -82,8 +70,8 @@ _PREAMBLE = """\
 
 def _expression(op: str, a: list[str], zero: str, one: str) -> str:
     """C for one operation on operands already in the operation's dtype (NumPy's semantics)."""
-    if op in _OPERATORS:
-        return f"{a[0]} {_OPERATORS[op]} {a[1]}"
+    if op in C_OPERATORS:
+        return f"{a[0]} {C_OPERATORS[op]} {a[1]}"
     if op == "copy":
         return a[0]
     if op == "neg":

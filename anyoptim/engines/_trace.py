@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "C_OPERATORS",
     "FUSED_DTYPES",
     "KernelSource",
     "Node",
@@ -80,7 +81,8 @@ FUSED_DTYPES = {"float32": "float", "float64": "double"}
 
 ARRAY, BOOL, SCALAR = "array", "bool", "scalar"
 
-_C_OPERATORS = {
+#: The C operator of each binary operation of a trace (the same in CUDA and in C).
+C_OPERATORS = {
     "add": "+",
     "sub": "-",
     "mul": "*",
@@ -725,8 +727,8 @@ def cuda_source(trace: Trace, dtype: str, *, scalars_on_device: bool = False) ->
             return slot_names[node.value]
         if node.op == "hp_array":
             return hp_names[node.value]
-        if node.op in _C_OPERATORS:
-            return f"{a[0]} {_C_OPERATORS[node.op]} {a[1]}"
+        if node.op in C_OPERATORS:
+            return f"{a[0]} {C_OPERATORS[node.op]} {a[1]}"
         if node.op == "neg":
             return f"-{a[0]}"
         if node.op == "pow":
