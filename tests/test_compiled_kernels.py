@@ -5,20 +5,27 @@
   Hypothesis-drawn spans holding NaN, infinities, signed zeros and subnormals,
   and the rule contract's corners (maximum, minimum, sign, where, abs, 0-D
   array hyperparameters, a float64 scalar lifting float32 values).
-* What has no C form (``**`` on arrays) runs as ufuncs, with the same results.
+* What has no C form (``**`` on arrays) runs as ufuncs, with the same results;
+  so do arrays a kernel must not touch through raw addresses (byte-swapped,
+  misaligned, of another dtype or length, read-only slots).
 * Spans sharing scalars share a call; spans with other scalars get theirs.
 * A prepared step keeps alive what its kernel's frame points into.
 * The compiler, the cache and the fallbacks: kernels are built once per
-  source and reused from disk; no compiler means ufuncs (``auto``) or an
-  error (``c``); a failing compiler warns once and falls back (``auto``) or
-  raises (``c``); ``ANYOPTIM_NUMPY_KERNELS`` is checked.
+  source and reused from disk, a damaged cached library is rebuilt, a cache
+  directory others can write to is not used, no home directory means no
+  cache directory; no compiler (or one whose ``--version`` fails) means
+  ufuncs (``auto``) or an error (``c``); a failing compiler or file system
+  warns once and falls back (``auto``) or raises (``c``);
+  ``ANYOPTIM_NUMPY_KERNELS`` is checked.
 """
 
 from __future__ import annotations
 
 import gc
 import itertools
+import os
 import warnings
+import weakref
 from typing import Any
 
 import numpy as np
@@ -30,7 +37,7 @@ from hypothesis.extra import numpy as hnp
 import anyoptim
 from anyoptim import rules
 from anyoptim.engines import _native
-from anyoptim.engines._compiled import CompiledSpans, c_source
+from anyoptim.engines._compiled import CompiledSpans, c_source, spans_fit_a_kernel
 from anyoptim.engines.numpy import NumpyEngine
 from tests.test_numpy_engine import CONFIG_PARAMS, Config, _program_and_scalars
 
@@ -123,10 +130,19 @@ def _contract_rule(xp, p, g, slots, hp):
 
 @pytest.mark.parametrize("lr", [0.1, np.float32(0.1), np.float64(0.1)], ids=["python", "float32", "float64"])
 @settings(max_examples=40, deadline=None)
-@given(dtype=st.sampled_from([np.float32, np.float64]), size=st.integers(1, 50), data=st.data())
-def test_the_contract_corners_compile_to_numpys_bits(lr: Any, dtype, size, data) -> None:
+@given(
+    dtype=st.sampled_from([np.float32, np.float64]),
+    size=st.integers(1, 50),
+    beta=st.sampled_from([0.9, 0.0, -0.0, 1.0, np.inf]),
+    top=st.sampled_from([1.5, 0.0, -0.0, -1.0, np.inf]),
+    scale_dtype=st.sampled_from([None, np.float32, np.float64, np.int64]),
+    data=st.data(),
+)
+def test_the_contract_corners_compile_to_numpys_bits(lr: Any, dtype, size, beta, top, scale_dtype, data) -> None:
+    """Scalars meeting arrays at ties and signed zeros, and 0-D hyperparameters of other dtypes, included."""
     program = rules.Program(rule=_contract_rule, slot_names=tuple("abcd"))
-    hp = {"lr": lr, "beta": 0.9, "top": 1.5, "scale": np.asarray(0.5, dtype=dtype)}
+    scale = np.asarray(0.5 if scale_dtype is not np.int64 else 2, dtype=scale_dtype or dtype)
+    hp = {"lr": lr, "beta": beta, "top": top, "scale": scale}
     slot_names = list(program.slot_names)
     plan = NumpyEngine(kernels="c").plan(program, np.dtype(dtype), slot_names, hp, ())
     assert c_source(plan, "k") is not None
@@ -180,24 +196,72 @@ def _scaled_rule(xp, p, g, slots, hp):
 
 
 def test_a_prepared_step_keeps_its_arrays_alive() -> None:
-    """The kernel's frame holds raw addresses: the step function alone must keep their arrays alive."""
-    optimizer = anyoptim.Adam(0.1, engine="fused")
+    """The kernel's frame holds raw addresses: the step function alone must keep what they point into alive."""
+    optimizer = anyoptim.Adam(0.1, engine=NumpyEngine(kernels="c"))
     params = anyoptim.flatten({"W": np.ones((4, 3)), "b": np.zeros(3)})
     state = optimizer.init(params)
     grads = anyoptim.flatten({"W": np.full((4, 3), 0.5), "b": np.full(3, 0.5)})
     params, state = optimizer.step(params, grads, state)
     run, _ = optimizer._prepared.runs[0]
-    expected = anyoptim.Adam(0.1, engine="generic")
+    reference_optimizer = anyoptim.Adam(0.1, engine="generic")
     reference = {"W": np.ones((4, 3)), "b": np.zeros(3)}
-    reference_state = expected.init(reference)
+    reference_state = reference_optimizer.init(reference)
     for _ in range(2):
-        reference, reference_state = expected.step(reference, {"W": grads["W"], "b": grads["b"]}, reference_state)
-    del optimizer
+        reference, reference_state = reference_optimizer.step(reference, dict(grads), reference_state)
+    buffer = weakref.ref(params["W"].base)  # the flat parameter buffer: only the step may keep it now
+    hps = [{"learning_rate": 0.1, **optimizer._step_scalars(1)}] * 2
+    del optimizer, params, state, grads
     gc.collect()
-    hps = [{"learning_rate": 0.1, **anyoptim.Adam(0.1)._step_scalars(1)}] * 2
-    run(hps)  # the engine's step object, the optimizer and its prepared step are gone: the frame must be valid
-    np.testing.assert_allclose(params["W"], reference["W"], rtol=1e-12)
-    np.testing.assert_allclose(params["b"], reference["b"], rtol=1e-12)
+    litter = [np.full(n, -1, dtype=np.int64) for n in range(1, 64) for _ in range(4)]  # reuse freed memory
+    run(hps)
+    assert buffer() is not None, "the step let go of the parameters its frame points into"
+    np.testing.assert_allclose(buffer()[:12], reference["W"].reshape(-1), rtol=1e-12)
+    np.testing.assert_allclose(buffer()[12:], reference["b"], rtol=1e-12)
+    del litter
+
+
+def test_only_arrays_a_kernel_can_take_get_one() -> None:
+    """Byte-swapped, misaligned, mismatched or read-only columns run as ufuncs, which cast or raise as NumPy does."""
+    good = [np.ones(4), np.ones(4), np.ones(4)]
+    assert spans_fit_a_kernel([good], np.float64)
+    misaligned = np.frombuffer(bytearray(4 * 8 + 1), dtype=np.float64, offset=1, count=4).copy()
+    raw = np.zeros(4 * 8 + 1, dtype=np.uint8)[1:].view(np.float64)  # C-contiguous, writeable, not aligned
+    assert misaligned.flags.aligned and not raw.flags.aligned
+    read_only = np.ones(4)
+    read_only.setflags(write=False)
+    for bad in (
+        [good[0].astype(">f8"), good[1], good[2]],  # byte-swapped
+        [raw, good[1], good[2]],  # misaligned
+        [good[0], good[1].astype(np.float32), good[2]],  # another dtype
+        [good[0], np.ones(3), good[2]],  # shorter
+        [good[0], good[1], read_only],  # a read-only slot
+        [good[0], good[1], np.ones((2, 2))],  # not 1-D
+    ):
+        assert not spans_fit_a_kernel([bad], np.float64)
+    assert spans_fit_a_kernel([[good[0], read_only, good[2]]], np.float64)  # a read-only gradient is only read
+    assert not spans_fit_a_kernel([[good[0].astype(">f8")] * 3], np.dtype(">f8"))
+
+
+@pytest.mark.parametrize("layout", ["byte-swapped", "misaligned"])
+def test_unusual_memory_gives_the_generic_results(layout: str) -> None:
+    def lay_out(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        if layout == "byte-swapped":
+            return value.astype(dtype)
+        raw = np.zeros(value.nbytes + 1, dtype=np.uint8)[1:].view(value.dtype)
+        raw[...] = value
+        return raw
+
+    results = {}
+    for engine in (NumpyEngine(kernels="c"), "generic"):
+        optimizer = anyoptim.Adam(0.1, engine=engine)
+        params = {"w": lay_out(np.linspace(-1, 1, 7), np.dtype(">f8"))}
+        state = optimizer.init(params)
+        for _ in range(3):  # the generic engine's results are native-endian: the gradients follow the params
+            grads = {"w": lay_out(np.linspace(2, -2, 7), params["w"].dtype)}
+            params, state = optimizer.step(params, grads, state)
+        results[str(engine)] = np.asarray(params["w"], dtype=np.float64)
+    fused, generic = results.values()
+    np.testing.assert_array_equal(fused, generic)
 
 
 # --------------------------------------------------------------------------- compiler, cache, fallbacks
@@ -244,7 +308,67 @@ def test_an_unwritable_cache_directory_falls_back_to_a_private_one(monkeypatch, 
     blocker.write_text("not a directory")
     monkeypatch.setenv("ANYOPTIM_CACHE_DIR", str(blocker / "cache"))
     monkeypatch.setattr(_native, "_loaded", {})
+    monkeypatch.setattr(_native, "_fallback_dir", None)
     assert _probe(_native.load_kernel(_SOURCE, "anyoptim_probe")) == 1.0
+    private = _native._fallback_dir
+    assert private is not None and any(path.name.startswith("anyoptim_probe-") for path in private.iterdir())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_cache_directory_others_can_write_to_is_not_used(fresh_native, monkeypatch) -> None:
+    """A library loaded from a directory others can write runs their code in this process."""
+    fresh_native.mkdir(parents=True)
+    fresh_native.chmod(0o777)
+    monkeypatch.setattr(_native, "_fallback_dir", None)
+    assert _probe(_native.load_kernel(_SOURCE, "anyoptim_probe")) == 1.0
+    assert list(fresh_native.iterdir()) == []
+    assert any(path.name.startswith("anyoptim_probe-") for path in _native._fallback_dir.iterdir())
+
+
+def test_no_home_directory_means_no_cache_directory(monkeypatch) -> None:
+    monkeypatch.delenv("ANYOPTIM_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(os.path, "expanduser", lambda path: path)  # no HOME and no passwd entry: "~" stays
+    assert _native.cache_dir() is None
+
+
+def test_a_damaged_cached_library_is_built_again(fresh_native, monkeypatch) -> None:
+    with monkeypatch.context() as patch:  # an earlier process built it (this one must not map the file)
+        patch.setattr(_native, "_load", lambda path, symbol: None)
+        _native.load_kernel(_SOURCE, "anyoptim_probe")
+    (library,) = fresh_native.iterdir()
+    library.write_bytes(b"")  # what an unflushed rename can leave after a crash
+    monkeypatch.setattr(_native, "_loaded", {})
+    assert _probe(_native.load_kernel(_SOURCE, "anyoptim_probe")) == 1.0
+    assert library.stat().st_size > 0
+
+
+def test_a_file_system_error_while_building_is_a_build_error(fresh_native, monkeypatch) -> None:
+    """A full disk is a failed build: auto falls back to ufuncs, and nothing is left in the cache."""
+    _native._writable_cache_dir()
+
+    def full_disk(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_native.os, "fsync", full_disk)
+    with pytest.raises(_native.KernelBuildError, match="No space left"):
+        _native.load_kernel(_SOURCE, "anyoptim_probe")
+    assert list(fresh_native.iterdir()) == []
+    engine = NumpyEngine(kernels="auto")
+    with pytest.warns(_native.KernelBuildWarning):
+        (new_p,), _ = engine.apply(rules.Program(rule=_scaled_rule), np, [np.ones(3)], [np.ones(3)], {}, [{"lr": 0.5}])
+    np.testing.assert_array_equal(new_p, 0.5)
+
+
+@pytest.mark.parametrize("cc", ["sh -c 'exit 1'", "no-such-compiler-anywhere"])
+def test_a_compiler_that_does_not_run_is_no_compiler(monkeypatch, cc: str) -> None:
+    """$CC is the only candidate when set; one that is missing or fails --version means no compiler."""
+    monkeypatch.setenv("CC", cc)
+    monkeypatch.setattr(_native, "_compiler", None)
+    assert not _native.compiler_found()
+    with pytest.raises(_native.KernelBuildError):
+        NumpyEngine(kernels="c")
+    assert NumpyEngine(kernels="auto").kernels == "ufunc"
 
 
 def test_no_compiler_means_ufuncs_in_auto_and_an_error_in_c(monkeypatch) -> None:

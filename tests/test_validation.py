@@ -515,8 +515,9 @@ def test_an_engine_object_runs_the_step_and_must_fit_the_arrays():
     params, _ = optimizer.step(params, {"w": np.ones(3)}, optimizer.init(params))
     np.testing.assert_array_equal(params["w"], 0.5)
     assert optimizer._prepared is not None and optimizer.engine is engine
-    with pytest.raises(ValueError, match="engine must be one of 'auto', 'generic', 'fused' or an engine object"):
-        anyoptim.SGD(0.5, engine=object())
+    for bad in (object(), NumpyEngine):  # the class is not an engine
+        with pytest.raises(ValueError, match="engine must be one of 'auto', 'generic', 'fused' or an engine object"):
+            anyoptim.SGD(0.5, engine=bad)
     torch = pytest.importorskip("torch")
     with pytest.raises(ValueError, match="engine NumpyEngine runs numpy arrays, not torch arrays"):
         anyoptim.SGD(0.5, engine=engine).init({"w": torch.ones(2)})

@@ -55,7 +55,7 @@ def check_engine(name: str, value: Any) -> Any:
         if value not in ENGINE_CHOICES:
             raise ValueError(f"{name} must be one of {', '.join(map(repr, ENGINE_CHOICES))}; got {value!r}")
         return value
-    if not all(callable(getattr(value, method, None)) for method in ("init_slots", "apply")):
+    if isinstance(value, type) or not all(callable(getattr(value, method, None)) for method in ("init_slots", "apply")):
         raise ValueError(
             f"{name} must be one of {', '.join(map(repr, ENGINE_CHOICES))} or an engine object "
             f"(with init_slots and apply); got {value!r}"

@@ -46,7 +46,7 @@ from ._trace import C_OPERATORS, scalar_statements
 if TYPE_CHECKING:
     from .numpy import _Plan
 
-__all__ = ["CompiledSpans", "c_source"]
+__all__ = ["CompiledSpans", "c_source", "spans_fit_a_kernel"]
 
 #: The C type of each dtype a kernel may compute in.
 C_TYPES = {"float32": "float", "float64": "double", "bool": "bool"}
@@ -60,9 +60,12 @@ _PREAMBLE = """\
 #if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
 #error "anyoptim kernels need float and double arithmetic without excess precision"
 #endif
-#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__has_attribute) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
+#if __has_attribute(target_clones)
 #define ANYOPTIM_CLONES __attribute__((target_clones("avx2", "default")))
-#else
+#endif
+#endif
+#ifndef ANYOPTIM_CLONES
 #define ANYOPTIM_CLONES
 #endif
 """
@@ -100,6 +103,8 @@ def c_source(plan: _Plan, symbol: str) -> str | None:
     constants, 0-D array hyperparameters), converted in the kernel to the dtype
     NumPy casts it to in that use.
     """
+    if not plan.dtype.isnative:  # the kernel reads memory as this machine's floats
+        return None
     dtypes = {plan.dtype.name, *(dtype.name for _, dtype in plan.broadcast_uses)}
     dtypes |= {plan.samples[node].dtype.name for node, _, _ in plan.steps}
     if plan.dtype.name not in ("float32", "float64") or not dtypes <= set(C_TYPES):
@@ -157,6 +162,35 @@ def c_source(plan: _Plan, symbol: str) -> str | None:
         lines.append(f"            c{role}[i] = ({column_type}){value};")
     lines += ["        }", "    }", "}", ""]
     return "\n".join(lines)
+
+
+def spans_fit_a_kernel(spans: Sequence[Sequence[Any]], dtype: np.dtype) -> bool:
+    """Whether a kernel may read and write these spans' memory through raw addresses.
+
+    The kernel trusts its frame: every column (p, g, slots) of a span must be a
+    1-D, C-contiguous, aligned NumPy array of ``dtype`` in native byte order,
+    as long as the span's parameter column, and writeable except the gradient
+    (column 1).  The optimizer's checks guarantee this; a direct
+    ``NumpyEngine.apply`` with other arrays runs as ufuncs instead, which cast
+    or raise as NumPy does.
+    """
+    dtype = np.dtype(dtype)
+    if not dtype.isnative:
+        return False
+    for columns in spans:
+        length = columns[0].shape
+        for index, column in enumerate(columns):
+            if not (
+                isinstance(column, np.ndarray)
+                and column.dtype == dtype
+                and column.shape == length
+                and len(length) == 1
+                and column.flags.c_contiguous
+                and column.flags.aligned
+                and (index == 1 or column.flags.writeable)
+            ):
+                return False
+    return True
 
 
 class CompiledSpans:

@@ -12,7 +12,9 @@ this module turns that source into a function Python can call:
   ``$XDG_CACHE_HOME/anyoptim`` or ``~/.cache/anyoptim``), one shared library per
   source, keyed by a hash of the source, the compiler's identity and the flags,
   written atomically, so a kernel is compiled once per machine and processes
-  never see a half-written file;
+  never see a half-written file.  A directory that others can write to is not
+  used (a library loaded from it runs in this process): the process then
+  builds in a private temporary directory, removed at exit;
 * **how it is called**: ``ctypes``, one argument (the address of a frame the
   caller fills once), which costs about a tenth of a microsecond.
 
@@ -26,6 +28,8 @@ This module uses the standard library only.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -87,26 +91,45 @@ def kernels_choice() -> str:
 
 
 def _compiler_command() -> list[str] | None:
-    """The C compiler command (with any flags it needs), or None if none is on this machine."""
-    candidates = []
+    """The C compiler command (with any flags it needs), or None if none is on this machine.
+
+    ``$CC``, when set, is the only candidate: a compiler the user named is not
+    silently swapped for another one.
+    """
     if os.environ.get("CC"):
-        candidates.append(shlex.split(os.environ["CC"]))
-    built_with = sysconfig.get_config_var("CC")
-    if built_with:
-        candidates.append(shlex.split(built_with))
-    candidates += [["cc"], ["gcc"], ["clang"]]
+        candidates = [shlex.split(os.environ["CC"])]
+    else:
+        built_with = sysconfig.get_config_var("CC")
+        candidates = [shlex.split(built_with)] if built_with else []
+        candidates += [["cc"], ["gcc"], ["clang"]]
     for command in candidates:
-        if command and shutil.which(command[0]):
-            return [shutil.which(command[0]), *command[1:]]
+        found = shutil.which(command[0]) if command else None
+        if found:
+            return [found, *command[1:]]
     return None
+
+
+def _developer_tools_missing(command: list[str]) -> bool:
+    """On macOS, whether ``command`` is Apple's stub that would ask to install the developer tools."""
+    if sys.platform != "darwin" or not command[0].startswith("/usr/bin/"):
+        return False
+    try:
+        done = subprocess.run(["xcode-select", "-p"], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return True
+    return done.returncode != 0
 
 
 def _identity(command: list[str]) -> str:
     """What names the compiler's output: its ``--version`` text (changes with an upgrade)."""
+    if _developer_tools_missing(command):
+        raise KernelBuildError(f"{command[0]} needs the Xcode command-line tools, which are not installed")
     try:
         done = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.SubprocessError) as error:
         raise KernelBuildError(f"the C compiler {command[0]} does not run: {error}") from None
+    if done.returncode != 0 or not done.stdout.strip():
+        raise KernelBuildError(f"the C compiler {command[0]} does not run: `--version` exited {done.returncode}")
     return done.stdout.strip()
 
 
@@ -149,31 +172,51 @@ def compiler_found() -> bool:
 # --------------------------------------------------------------------------- the cache
 
 
-def cache_dir() -> Path:
-    """Where compiled kernels are kept (created on first use, private to the user)."""
+def cache_dir() -> Path | None:
+    """Where compiled kernels are kept: ``$ANYOPTIM_CACHE_DIR``, else ``$XDG_CACHE_HOME/anyoptim``
+    or ``~/.cache/anyoptim``, then ``kernels/``; None when no absolute home directory is known."""
     if os.environ.get("ANYOPTIM_CACHE_DIR"):
         root = Path(os.environ["ANYOPTIM_CACHE_DIR"])
     else:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = Path(base) / "anyoptim"
-    return root / "kernels"
+    return root / "kernels" if root.is_absolute() else None
+
+
+def _private(directory: Path) -> bool:
+    """Whether only this user can write into ``directory`` (libraries loaded from it run in this process)."""
+    if os.name != "posix":
+        return os.access(directory, os.W_OK)
+    status = directory.stat()
+    return status.st_uid == os.getuid() and not status.st_mode & 0o022 and os.access(directory, os.W_OK)
 
 
 _fallback_dir: Path | None = None
 
 
 def _writable_cache_dir() -> Path:
-    """:func:`cache_dir`, or a directory of this process's own where that cannot be written."""
+    """:func:`cache_dir`, or a directory of this process's own where that is unknown, unwritable or shared.
+
+    Raises
+    ------
+    KernelBuildError
+        If not even a temporary directory can be made.
+    """
     global _fallback_dir
     directory = cache_dir()
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if os.access(directory, os.W_OK):
-            return directory
-    except OSError:
-        pass
+    if directory is not None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if _private(directory):
+                return directory
+        except OSError:
+            pass
     if _fallback_dir is None:
-        _fallback_dir = Path(tempfile.mkdtemp(prefix="anyoptim-kernels-"))
+        try:
+            _fallback_dir = Path(tempfile.mkdtemp(prefix="anyoptim-kernels-"))
+        except OSError as error:
+            raise KernelBuildError(f"no directory to build kernels in: {error}") from None
+        atexit.register(shutil.rmtree, _fallback_dir, ignore_errors=True)
     return _fallback_dir
 
 
@@ -182,13 +225,21 @@ def _library_suffix() -> str:
 
 
 def _build(source: str, command: list[str], target: Path) -> None:
-    """Compile ``source`` into the shared library ``target``, atomically (write aside, then rename)."""
-    directory = target.parent
-    descriptor, source_path = tempfile.mkstemp(suffix=".c", dir=directory)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(source)
-    partial = f"{source_path[:-2]}{_library_suffix()}"
+    """Compile ``source`` into the shared library ``target``, atomically (write aside, flush, then rename).
+
+    Raises
+    ------
+    KernelBuildError
+        For any failure: the compiler's, or the file system's (a full disk, say).
+    """
+    leftovers: list[str] = []
     try:
+        descriptor, source_path = tempfile.mkstemp(suffix=".c", dir=target.parent)
+        leftovers.append(source_path)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(source)
+        partial = f"{source_path[:-2]}{_library_suffix()}"
+        leftovers.append(partial)
         done = subprocess.run(
             [*command, *FLAGS, source_path, "-o", partial, "-lm"],
             capture_output=True,
@@ -198,12 +249,18 @@ def _build(source: str, command: list[str], target: Path) -> None:
         )
         if done.returncode != 0:
             raise KernelBuildError(f"{command[0]} failed ({done.returncode}) on a generated kernel:\n{done.stderr}")
-        os.replace(partial, target)
+        with open(partial, "rb") as handle:  # on disk before it has its name: no empty library after a crash
+            os.fsync(handle.fileno())
+        try:
+            os.replace(partial, target)
+        except PermissionError:
+            if not target.exists():  # on Windows a library another process has loaded cannot be replaced
+                raise
     except (OSError, subprocess.SubprocessError) as error:
-        raise KernelBuildError(f"compiling a kernel with {command[0]} failed: {error}") from None
+        raise KernelBuildError(f"building a kernel with {command[0]} failed: {error}") from None
     finally:
-        for leftover in (source_path, partial):
-            if os.path.exists(leftover):
+        for leftover in leftovers:
+            with contextlib.suppress(OSError):
                 os.remove(leftover)
 
 
@@ -215,7 +272,8 @@ def load_kernel(source: str, symbol: str) -> Callable[[int], None]:
     """The C function ``void symbol(const int64_t *frame)`` of ``source``, compiled (or cached) and loaded.
 
     The returned callable takes the frame's address as a Python int.  It
-    releases the GIL while it runs.
+    releases the GIL while it runs.  A cached library that does not load (a
+    damaged file) is built again, once.
 
     Raises
     ------
@@ -230,16 +288,29 @@ def load_kernel(source: str, symbol: str) -> Callable[[int], None]:
         if key in _loaded:
             return _loaded[key]
         target = _writable_cache_dir() / f"{symbol}-{key}{_library_suffix()}"
+        built = False
         if not target.exists():
             _build(source, command, target)
+            built = True
         try:
-            function = getattr(ctypes.CDLL(str(target)), symbol)
-        except (OSError, AttributeError) as error:
-            raise KernelBuildError(f"the compiled kernel {target} does not load: {error}") from None
-        function.argtypes = (ctypes.c_void_p,)
-        function.restype = None
+            function = _load(target, symbol)
+        except KernelBuildError:
+            if built:
+                raise
+            _build(source, command, target)
+            function = _load(target, symbol)
         _loaded[key] = function
         return function
+
+
+def _load(path: Path, symbol: str) -> Callable[[int], None]:
+    try:
+        function = getattr(ctypes.CDLL(str(path)), symbol)
+    except (OSError, AttributeError) as error:
+        raise KernelBuildError(f"the compiled kernel {path} does not load: {error}") from None
+    function.argtypes = (ctypes.c_void_p,)
+    function.restype = None
+    return function
 
 
 _warned = False

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..rules import Program
 from . import _native
-from ._compiled import CompiledSpans, c_source
+from ._compiled import CompiledSpans, c_source, spans_fit_a_kernel
 from ._fused import FusedEngine
 from ._spans import contiguous_runs
 from ._trace import SCALAR, Trace, fold_scalars, hp_signature, kernel_name, scalar_statements, trace_program
@@ -468,7 +468,7 @@ class _Step:
             span_columns = [columns for columns, _ in spans]
             firsts = [first for _, first in spans]
             plan = engine.plan(program, dtype, self.slot_names, hps[firsts[0]], kinds)
-            kernel = None if plan is None else engine.kernel(plan)
+            kernel = None if plan is None or not spans_fit_a_kernel(span_columns, dtype) else engine.kernel(plan)
             if plan is None:
                 self.runners.append(
                     _DirectSpans(program, self.slot_names, span_columns, firsts, engine.elements_per_block(dtype))
