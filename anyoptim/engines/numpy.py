@@ -19,7 +19,15 @@ every operator and streams each one through memory.  This engine instead
    is no longer needed.
 
 So a step allocates nothing parameter-sized, its temporaries stay in the CPU
-cache, and a small model costs one pass of the rule, not one per leaf.  Scalars
+cache, and a small model costs one pass of the rule, not one per leaf.
+
+Where a C compiler is found, the same plan is also printed as one C loop over
+every span (:mod:`anyoptim.engines._compiled`, built and cached by
+:mod:`anyoptim.engines._native`) and that runs instead: one pass over memory
+and one call per step, with the same bits.  ``kernels=`` (or
+``ANYOPTIM_NUMPY_KERNELS``) chooses; the ufunc calls remain for machines
+without a compiler, for plans with no C form and for arrays a kernel must not
+touch through raw addresses.  Scalars
 (and 0-D array hyperparameters) reach the ufuncs as 0-D arrays of the dtype
 NumPy would have cast them to (NEP 50), refreshed in place each step, so results
 are bit-identical to evaluating the rule with ``numpy`` on the same blocks.
