@@ -197,7 +197,7 @@ class Optimizer:
         runs = []
         new_params = list(p_leaves)
         new_slots = {slot: list(values) for slot, values in slots.items()}
-        calls = []
+        work = []  # every program is prepared (and may raise) before any of them runs
         for program, indices in programs:
             arguments = (
                 program,
@@ -207,14 +207,12 @@ class Optimizer:
                 {slot: [values[i] for i in indices] for slot, values in slots.items()},
                 [hps[i] for i in indices],
             )
-            if prepare is None:
-                calls.append((lambda arguments=arguments: engine.apply(*arguments), indices))
-            else:  # every program is prepared (and may raise) before any of them runs
-                run = prepare(*arguments)
+            run = None if prepare is None else prepare(*arguments)
+            if run is not None:
                 runs.append((run, indices))
-                calls.append((lambda run=run, hps=arguments[-1]: run(hps), indices))
-        for call, indices in calls:
-            updated_p, updated_slots = call()
+            work.append((run, arguments, indices))
+        for run, arguments, indices in work:
+            updated_p, updated_slots = engine.apply(*arguments) if run is None else run(arguments[-1])
             for position, i in enumerate(indices):
                 new_params[i] = updated_p[position]
                 for slot in slots:

@@ -60,24 +60,22 @@ _LOSS_NAMES = {
 # --------------------------------------------------------------------------- argument types
 
 
-def _positive_int(text: str) -> int:
+def _integer_at_least(text: str, minimum: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _integer_at_least(text, 1, "a positive integer")
 
 
 def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+    return _integer_at_least(text, 0, "an integer >= 0")
 
 
 def _non_negative_float(text: str) -> float:

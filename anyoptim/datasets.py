@@ -55,6 +55,22 @@ def _shuffle_and_noise(rng: np.random.Generator, X: np.ndarray, y: np.ndarray, n
     return X, y
 
 
+def _two_classes(
+    rng: np.random.Generator,
+    outer: tuple[np.ndarray, np.ndarray],
+    inner: tuple[np.ndarray, np.ndarray],
+    noise: float,
+    xp: Any,
+    dtype: Any,
+    device: Any,
+) -> tuple[Any, Any]:
+    """Points ``(x, y)`` of class 0 (``outer``) then class 1 (``inner``), shuffled, noised and delivered."""
+    X = np.vstack([np.append(outer[0], inner[0]), np.append(outer[1], inner[1])]).T
+    y = np.hstack([np.zeros(len(outer[0]), dtype=np.int64), np.ones(len(inner[0]), dtype=np.int64)])
+    X, y = _shuffle_and_noise(rng, X, y, noise)
+    return _deliver(X, y, xp, dtype, device)
+
+
 def _deliver(X: np.ndarray, y: np.ndarray, xp: Any, dtype: Any, device: Any) -> tuple[Any, Any]:
     X = np.ascontiguousarray(X, dtype=np.float64)
     y = np.ascontiguousarray(y)
@@ -108,10 +124,9 @@ def make_moons(
     n_in = n_samples - n_out
     t_out = np.linspace(0, np.pi, n_out)
     t_in = np.linspace(0, np.pi, n_in)
-    X = np.vstack([np.append(np.cos(t_out), 1 - np.cos(t_in)), np.append(np.sin(t_out), 1 - np.sin(t_in) - 0.5)]).T
-    y = np.hstack([np.zeros(n_out, dtype=np.int64), np.ones(n_in, dtype=np.int64)])
-    X, y = _shuffle_and_noise(rng, X, y, noise)
-    return _deliver(X, y, xp, dtype, device)
+    outer = (np.cos(t_out), np.sin(t_out))
+    inner = (1 - np.cos(t_in), 1 - np.sin(t_in) - 0.5)
+    return _two_classes(rng, outer, inner, noise, xp, dtype, device)
 
 
 def make_circles(
@@ -161,10 +176,9 @@ def make_circles(
     n_in = n_samples - n_out
     t_out = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
     t_in = np.linspace(0, 2 * np.pi, n_in, endpoint=False)
-    X = np.vstack([np.append(np.cos(t_out), factor * np.cos(t_in)), np.append(np.sin(t_out), factor * np.sin(t_in))]).T
-    y = np.hstack([np.zeros(n_out, dtype=np.int64), np.ones(n_in, dtype=np.int64)])
-    X, y = _shuffle_and_noise(rng, X, y, noise)
-    return _deliver(X, y, xp, dtype, device)
+    outer = (np.cos(t_out), np.sin(t_out))
+    inner = (factor * np.cos(t_in), factor * np.sin(t_in))
+    return _two_classes(rng, outer, inner, noise, xp, dtype, device)
 
 
 def make_spirals(

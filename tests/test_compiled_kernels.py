@@ -178,6 +178,10 @@ def test_array_powers_have_no_c_form_and_run_as_ufuncs() -> None:
 # --------------------------------------------------------------------------- spans, scalars, lifetimes
 
 
+def _scaled_rule(xp, p, g, slots, hp):
+    return p - hp["lr"] * g, {}
+
+
 def test_spans_with_other_scalars_get_their_own() -> None:
     """Leaves with one scalars mapping share a call; a leaf with another mapping is run with its values."""
     program = rules.Program(rule=_scaled_rule)
@@ -189,10 +193,6 @@ def test_spans_with_other_scalars_get_their_own() -> None:
     step([shared, shared, other])
     for leaf, lr in zip(leaves, [0.5, 0.5, 0.25], strict=True):
         np.testing.assert_array_equal(leaf, 1.0 - lr * 2.0)
-
-
-def _scaled_rule(xp, p, g, slots, hp):
-    return p - hp["lr"] * g, {}
 
 
 def test_a_prepared_step_keeps_its_arrays_alive() -> None:

@@ -616,15 +616,7 @@ def test_every_kernel_compiles_with_nvrtc() -> None:
         for dtype in ("float32", "float64"):
             for on_device in (False, True):
                 source = _trace.cuda_source(trace, dtype, scalars_on_device=on_device)
-                kernel = cupy.ElementwiseKernel(
-                    source.in_params,
-                    source.out_params,
-                    source.body,
-                    name=source.name,
-                    loop_prep=source.loop_prep,
-                    options=COMPILE_OPTIONS,
-                    no_return=True,
-                )
+                kernel = CupyEngine._device_kernel(trace, source)  # the engine's own kernel object
                 infos = []
                 for role, _ in source.inputs:
                     if role == "scalar":

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._trace import C_OPERATORS, scalar_statements
+from ._trace import C_OPERATORS
 
 if TYPE_CHECKING:
     from .numpy import _Plan
@@ -240,9 +240,9 @@ def _segment_call(
 ) -> Callable[[Sequence[Mapping[str, Any]]], None]:
     """``run(hps)`` for spans sharing the scalars of ``hps[leaf]``: this step's scalars into a table, then the kernel.
 
-    The function (:func:`host_code`) is generated from the trace's own scalar
-    statements (Python arithmetic, as the rule computes them), like the ufunc
-    plan's step.  Its globals hold the table, the frame and the spans, so the
+    The function (:func:`host_code`) computes the scalars with the plan's own
+    host lines (:meth:`~anyoptim.engines.numpy._Plan.host_lines`), as the ufunc
+    plan's step does.  Its globals hold the table, the frame and the spans, so the
     addresses in the frame stay valid as long as the function lives.
     """
     trace = plan.trace
@@ -257,7 +257,6 @@ def _segment_call(
     code, names = host_code(plan)
     namespace: dict[str, Any] = {
         **names,
-        "H": trace.hp_arrays,
         "LEAF": leaf,
         "kernel": kernel,
         "table": table,
@@ -269,19 +268,10 @@ def _segment_call(
 
 
 def host_code(plan: _Plan) -> tuple[Any, dict[str, Any]]:
-    """The compiled ``run(hps)`` source of a plan's segments, and the names its statements read; cached on the plan."""
-    if plan.host_code is not None:
-        return plan.host_code
-    trace = plan.trace
-    statements, names = scalar_statements(trace)
-    lines = ["def run(hps):", "    hp = hps[LEAF]", *(f"    {statement}" for statement in statements)]
-    for position, (node, _) in enumerate(plan.broadcast_uses):
-        op = trace.nodes[node].op
-        if op == "hp_array":  # names enter as values (H), never as source text
-            lines.append(f"    table[{position}] = hp[H[{trace.hp_arrays.index(trace.nodes[node].value)}]]")
-        elif op != "const":
-            lines.append(f"    table[{position}] = v{node}")
-    lines.append("    kernel(FRAME)")
-    code = compile("\n".join(lines) + "\n", f"<anyoptim.engines._compiled: {trace.name}>", "exec")
-    plan.host_code = (code, names)
+    """The compiled ``run(hps)`` of a plan's segments, and the names it reads; cached on the plan."""
+    if plan.host_code is None:
+        host, names = plan.host_lines(lambda position: f"table[{position}]")
+        lines = ["def run(hps):", "    hp = hps[LEAF]", *(f"    {line}" for line in host), "    kernel(FRAME)"]
+        code = compile("\n".join(lines) + "\n", f"<anyoptim.engines._compiled: {plan.trace.name}>", "exec")
+        plan.host_code = (code, names)
     return plan.host_code

@@ -286,15 +286,9 @@ class _Plan:
         register.update({node: f"r{columns + index}" for node, index in self.location.items()})
         register.update({node: f"r{role}" for node, role in self.direct.items()})
         holder = {use: f"s{index}" for index, use in enumerate(self.broadcast_uses)}
-        statements, names = scalar_statements(trace)  # v{node} = ..., Python arithmetic as in the rule
-        self.functions: dict[str, Any] = {**names, "H": trace.hp_arrays, "copyto": np.copyto}
-        lines = ["def run(hp, blocks):", *(f"    {statement}" for statement in statements)]
-        for (node, _), name in holder.items():
-            op = trace.nodes[node].op
-            if op == "hp_array":  # names enter as values (H), never as source text
-                lines.append(f"    {name}[()] = hp[H[{trace.hp_arrays.index(trace.nodes[node].value)}]]")
-            elif op != "const":  # constants are stored once, when the arrays are made
-                lines.append(f"    {name}[()] = v{node}")
+        host, names = self.host_lines(lambda position: f"s{position}[()]")
+        self.functions: dict[str, Any] = {**names, "copyto": np.copyto}
+        lines = ["def run(hp, blocks):", *(f"    {line}" for line in host)]
         self.registers = columns + len(self.scratch_dtypes)
         lines.append(f"    for {', '.join(f'r{index}' for index in range(self.registers))} in blocks:")
         for position, ((node, op, operands), common) in enumerate(zip(self.steps, self.common_dtypes, strict=True)):
@@ -308,6 +302,27 @@ class _Plan:
             lines.append("        pass")
         self.source = "\n".join(lines) + "\n"
         self.code = compile(self.source, f"<anyoptim.engines.numpy: {trace.name}>", "exec")
+
+    def host_lines(self, destination: Callable[[int], str]) -> tuple[list[str], dict[str, Any]]:
+        """Python lines that compute this step's host scalars from ``hp`` and store each broadcast value.
+
+        The trace's own statements (``v{node} = ...``, Python arithmetic as in the
+        rule), then one store per broadcast use, at ``destination(position)``
+        (its position in :attr:`broadcast_uses`): a host scalar or a 0-D array
+        hyperparameter; constants are stored once, by whoever makes the storage.
+        Returns the lines and the names they read (hyperparameter names enter as
+        values, never as source text).
+        """
+        trace = self.trace
+        statements, names = scalar_statements(trace)
+        lines = list(statements)
+        for position, (node, _) in enumerate(self.broadcast_uses):
+            op = trace.nodes[node].op
+            if op == "hp_array":
+                lines.append(f"{destination(position)} = hp[H[{trace.hp_arrays.index(trace.nodes[node].value)}]]")
+            elif op != "const":
+                lines.append(f"{destination(position)} = v{node}")
+        return lines, {**names, "H": trace.hp_arrays}
 
     def compile(self) -> tuple[Callable[[Mapping[str, Any], list[tuple]], None], list[np.ndarray]]:
         """A fresh ``run(hp, blocks)`` with its own 0-D arrays (constants filled in), and those arrays."""
@@ -597,12 +612,13 @@ class NumpyEngine(FusedEngine):
             return None
         key = id(plan)  # plans live as long as the engine (self._plans)
         if key not in self._kernels:
-            source = c_source(plan, f"{kernel_name(plan.trace)}_{plan.dtype.name}")
+            symbol = f"{kernel_name(plan.trace)}_{plan.dtype.name}"
+            source = c_source(plan, symbol)
             if source is None:
                 self._kernels[key] = None
             else:
                 try:
-                    self._kernels[key] = _native.load_kernel(source, f"{kernel_name(plan.trace)}_{plan.dtype.name}")
+                    self._kernels[key] = _native.load_kernel(source, symbol)
                 except _native.KernelBuildError as error:
                     if self.kernels == "c":
                         raise
