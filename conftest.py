@@ -4,6 +4,6 @@ import importlib.util
 
 collect_ignore = []
 if importlib.util.find_spec("cupy") is None:
-    collect_ignore.append("anyoptim/engines/cupy.py")
+    collect_ignore.append("anyoptim/engines/cupy")
 if importlib.util.find_spec("matplotlib") is None:
-    collect_ignore.append("anyoptim/plots.py")
+    collect_ignore.append("anyoptim/lesson/plots.py")

@@ -1,18 +1,23 @@
 """anyoptim: first-order optimizers written once against the Python Array API standard.
 
 The same code runs on NumPy, CuPy, PyTorch, JAX and any other library that
-array-api-compat covers.
+array-api-compat covers.  This module only re-exports the public names; it
+imports neither the lesson app (:mod:`anyoptim.lesson`) nor matplotlib nor any
+optional array library.
 """
 
-from . import datasets, schedules, transforms
-from .base import Optimizer
-from .data import minibatches
+import sys as _sys
+
+from . import schedules, transforms
 from .flat import flatten
-from .nn import MLP
-from .optimizers import SGD, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam, RAdam, RMSprop
+from .nn import MLP, FitResult, History, accuracy, datasets, fit, minibatches, predict
+from .optimizers import SGD, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam, Optimizer, RAdam, RMSprop
 from .state import OptimizerState
-from .train import FitResult, History, accuracy, fit, predict
 from .transforms import decay_all, decay_weights_only
+
+# ``import anyoptim.datasets`` and ``from anyoptim.datasets import make_moons`` keep working now that the
+# module lives in anyoptim.nn.
+_sys.modules[f"{__name__}.datasets"] = datasets
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._namespace import check_leaves, is_mutable
-from .engines._spans import flat_views
+from .engines.spans import flat_views
 from .tree import tree_flatten, tree_unflatten
 
 __all__ = ["flatten"]

@@ -1,7 +1,7 @@
 """Gradient processing around the update rules: weight-decay masks, global-norm clipping, non-finite checks.
 
 The elementwise parts (scaling by the clip factor, value clipping, coupled and
-decoupled weight decay) are terms of :class:`anyoptim.rules.Program`, so they
+decoupled weight decay) are terms of :class:`anyoptim.engines.program.Program`, so they
 fuse with the update; this module holds what happens on whole trees before it:
 which leaves are decayed, the clip factor (a reduction over every leaf), and
 whether a gradient holds NaN or infinity.

@@ -98,7 +98,7 @@ import numpy as np
 import cupy
 import anyoptim
 from anyoptim.engines import select_engine
-from anyoptim.engines.cupy import GraphedStep
+from anyoptim.engines.cupy.engine import GraphedStep
 
 xp = cupy
 rng = np.random.default_rng(0)
@@ -150,7 +150,7 @@ except Exception:
     traceback.print_exc()
 
 try:
-    from anyoptim.engines.cupy import matmul  # CuPy refuses cuBLAS (@) inside a capture
+    from anyoptim.engines.cupy.engine import matmul  # CuPy refuses cuBLAS (@) inside a capture
 
     def loss_and_grads(p, x, y):
         r = matmul(x, p["W"]) + p["b"] - y

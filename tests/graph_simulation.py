@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 import anyoptim
-import anyoptim.engines.cupy as cupy_engine
+import anyoptim.engines.cupy.engine as cupy_engine
 from anyoptim.tree import tree_flatten
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace
 

@@ -9,7 +9,7 @@ import types
 import pytest
 
 import anyoptim
-from anyoptim.cli import main
+from anyoptim.lesson.cli import main
 
 pytest.importorskip("matplotlib")
 
@@ -97,32 +97,10 @@ def test_help_and_version_exit_zero(capsys):
     assert anyoptim.__version__ in capsys.readouterr().out
 
 
-def test_bench_forwards_its_arguments(monkeypatch):
-    seen = []
-    fake = types.ModuleType("anyoptim.bench")
-    fake.main = lambda argv: seen.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "anyoptim.bench", fake)
-    assert main(["bench", "--backend", "numpy", "--help"]) == 3
-    assert seen == [["--backend", "numpy", "--help"]]
-
-
-def test_bench_exit_status_from_its_own_parser(monkeypatch):
-    def main_that_exits(argv):
-        raise SystemExit(0 if argv == ["--help"] else 2)
-
-    fake = types.ModuleType("anyoptim.bench")
-    fake.main = main_that_exits
-    monkeypatch.setitem(sys.modules, "anyoptim.bench", fake)
-    assert main(["bench", "--help"]) == 0
-    assert main(["bench", "--nonsense"]) == 2
-
-
-def test_bench_missing_is_one_line(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "anyoptim.bench", None)
+def test_bench_is_not_a_command(capsys):
+    """The benchmark lives in benchmarks/ (python benchmarks/step.py), outside the installed package."""
     assert main(["bench"]) == 2
-    assert (
-        capsys.readouterr().err == "anyoptim: error: the benchmark (anyoptim.bench) is not part of this installation\n"
-    )
+    assert "invalid choice: 'bench'" in capsys.readouterr().err
 
 
 def _fake_cupy_without_gpu(monkeypatch):

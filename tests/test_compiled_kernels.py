@@ -35,10 +35,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import anyoptim
-from anyoptim import rules
-from anyoptim.engines import _native
-from anyoptim.engines._compiled import CompiledSpans, c_source, spans_fit_a_kernel
 from anyoptim.engines.numpy import NumpyEngine
+from anyoptim.engines.numpy import native as _native
+from anyoptim.engines.numpy.compiled import CompiledSpans, c_source, spans_fit_a_kernel
+from anyoptim.engines.program import Program
 from tests.test_numpy_engine import CONFIG_PARAMS, Config, _program_and_scalars
 
 pytestmark = pytest.mark.skipif(not _native.compiler_found(), reason="no C compiler on this machine")
@@ -140,7 +140,7 @@ def _contract_rule(xp, p, g, slots, hp):
 )
 def test_the_contract_corners_compile_to_numpys_bits(lr: Any, dtype, size, beta, top, scale_dtype, data) -> None:
     """Scalars meeting arrays at ties and signed zeros, and 0-D hyperparameters of other dtypes, included."""
-    program = rules.Program(rule=_contract_rule, slot_names=tuple("abcd"))
+    program = Program(rule=_contract_rule, slot_names=tuple("abcd"))
     scale = np.asarray(0.5 if scale_dtype is not np.int64 else 2, dtype=scale_dtype or dtype)
     hp = {"lr": lr, "beta": beta, "top": top, "scale": scale}
     slot_names = list(program.slot_names)
@@ -163,7 +163,7 @@ def _cube_rule(xp, p, g, slots, hp):
 
 def test_array_powers_have_no_c_form_and_run_as_ufuncs() -> None:
     """NumPy's power is its own SIMD code; no C library matches its last bit."""
-    program = rules.Program(rule=_cube_rule)
+    program = Program(rule=_cube_rule)
     hp = {"lr": 0.1}
     engine = NumpyEngine(kernels="c")
     plan = engine.plan(program, np.dtype(np.float64), [], hp, ())
@@ -184,7 +184,7 @@ def _scaled_rule(xp, p, g, slots, hp):
 
 def test_spans_with_other_scalars_get_their_own() -> None:
     """Leaves with one scalars mapping share a call; a leaf with another mapping is run with its values."""
-    program = rules.Program(rule=_scaled_rule)
+    program = Program(rule=_scaled_rule)
     leaves = [np.ones(5), np.ones(3), np.ones(4)]
     grads = [np.full(5, 2.0), np.full(3, 2.0), np.full(4, 2.0)]
     shared, other = {"lr": 0.5}, {"lr": 0.25}
@@ -356,7 +356,7 @@ def test_a_file_system_error_while_building_is_a_build_error(fresh_native, monke
     assert list(fresh_native.iterdir()) == []
     engine = NumpyEngine(kernels="auto")
     with pytest.warns(_native.KernelBuildWarning):
-        (new_p,), _ = engine.apply(rules.Program(rule=_scaled_rule), np, [np.ones(3)], [np.ones(3)], {}, [{"lr": 0.5}])
+        (new_p,), _ = engine.apply(Program(rule=_scaled_rule), np, [np.ones(3)], [np.ones(3)], {}, [{"lr": 0.5}])
     np.testing.assert_array_equal(new_p, 0.5)
 
 
@@ -379,13 +379,13 @@ def test_no_compiler_means_ufuncs_in_auto_and_an_error_in_c(monkeypatch) -> None
     engine = NumpyEngine(kernels="auto")
     assert engine.kernels == "ufunc"
     p = np.ones(4)
-    (new_p,), _ = engine.apply(rules.Program(rule=_scaled_rule), np, [p], [np.ones(4)], {}, [{"lr": 0.5}])
+    (new_p,), _ = engine.apply(Program(rule=_scaled_rule), np, [p], [np.ones(4)], {}, [{"lr": 0.5}])
     np.testing.assert_array_equal(new_p, 0.5)
 
 
 def test_a_failing_compiler_warns_once_in_auto_and_raises_in_c(fresh_native, monkeypatch) -> None:
     monkeypatch.setattr(_native, "_compiler", (["false"], "a compiler that always fails"))
-    program, p, g = rules.Program(rule=_scaled_rule), np.ones(4), np.ones(4)
+    program, p, g = Program(rule=_scaled_rule), np.ones(4), np.ones(4)
     with pytest.raises(_native.KernelBuildError, match="failed"):
         NumpyEngine(kernels="c").apply(program, np, [p], [g], {}, [{"lr": 0.5}])
     np.testing.assert_array_equal(p, 1.0)  # nothing ran

@@ -24,9 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import anyoptim
-import anyoptim.engines.cupy as cupy_engine
-from anyoptim.engines import _trace, select_engine
-from anyoptim.engines.cupy import CupyEngine, SpanSource, span_grid, span_layout, span_source
+import anyoptim.engines.cupy.engine as cupy_engine
+from anyoptim.engines import select_engine
+from anyoptim.engines import trace as _trace
+from anyoptim.engines.cupy.engine import CupyEngine, SpanSource, span_grid, span_layout, span_source
 from tests.graph_simulation import check_replays, warm_up_for_capture
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace, to_numpy
 from tests.test_trace import (
@@ -398,7 +399,7 @@ def _linear_problem(xp: Any, dtype: str, steps: int) -> tuple[dict, list[tuple[A
 
 def loss_and_grads(params: dict, x: Any, y: Any) -> tuple[Any, dict]:
     """Mean squared error of a linear model, with its gradients: device work only, no cuBLAS (graph-capturable)."""
-    from anyoptim.engines.cupy import matmul
+    from anyoptim.engines.cupy.engine import matmul
 
     n = x.shape[0]
     residual = matmul(x, params["W"]) + params["b"] - y
@@ -416,7 +417,7 @@ def loss_and_grads_with_cublas(params: dict, x: Any, y: Any) -> tuple[Any, dict]
 @gpu
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_capturable_matmul_equals_the_operator(cp_xp: Any, dtype: str) -> None:
-    from anyoptim.engines.cupy import matmul
+    from anyoptim.engines.cupy.engine import matmul
 
     def assert_product(actual: Any, a: Any, b: Any, what: str) -> None:
         # cuBLAS sums in another order: bound the difference by the rounding of sum |a_ik b_kj|, so that a
@@ -452,7 +453,7 @@ GRAPH_CONFIGS = [
 
 
 def _eager_and_graphed(xp: Any, make: Any, dtype: str, steps: int) -> tuple[dict, Any, Any, Any, Any]:
-    from anyoptim.engines.cupy import GraphedStep
+    from anyoptim.engines.cupy.engine import GraphedStep
 
     params, batches = _linear_problem(xp, dtype, steps)
     eager_params = anyoptim.flatten({name: xp.asarray(value, copy=True) for name, value in params.items()})
@@ -496,7 +497,7 @@ def test_graph_replay_equals_eager_steps(cp_xp: Any, make: Any, dtype: str) -> N
 def test_graph_after_eager_steps_on_static_gradient_buffers(cp_xp: Any) -> None:
     """Eager steps first, then a graph of the same optimizer on the same arrays, with a loss_and_grads that
     fills static gradient buffers: the graph reads each step's scalars from its table, not the eager step's."""
-    from anyoptim.engines.cupy import GraphedStep, matmul
+    from anyoptim.engines.cupy.engine import GraphedStep, matmul
 
     params, batches = _linear_problem(cp_xp, "float32", 8)
     params = anyoptim.flatten(params)
@@ -546,7 +547,7 @@ def test_graph_with_global_norm_clipping(cp_xp: Any) -> None:
 
 @gpu
 def test_capturing_cublas_fails_with_a_hint(cp_xp: Any) -> None:
-    from anyoptim.engines.cupy import GraphedStep
+    from anyoptim.engines.cupy.engine import GraphedStep
 
     params, batches = _linear_problem(cp_xp, "float32", 1)
     params = anyoptim.flatten(params)
@@ -562,7 +563,7 @@ def test_capturing_cublas_fails_with_a_hint(cp_xp: Any) -> None:
 
 @gpu
 def test_graphed_step_refuses_what_a_graph_cannot_do(cp_xp: Any) -> None:
-    from anyoptim.engines.cupy import GraphedStep
+    from anyoptim.engines.cupy.engine import GraphedStep
 
     params, batches = _linear_problem(cp_xp, "float32", 1)
     x, y = batches[0]
@@ -591,7 +592,7 @@ def test_every_kernel_compiles_with_nvrtc() -> None:
     from cupy._core import _kernel, _scalar
     from cupy.cuda import compiler
 
-    from anyoptim.engines.cupy import COMPILE_OPTIONS
+    from anyoptim.engines.cupy.engine import COMPILE_OPTIONS
 
     headers = "".join(
         f"#include <{name}>\n"
@@ -650,7 +651,7 @@ def test_every_kernel_compiles_with_nvrtc() -> None:
     assert compiled == 4 * len(ALL_TRACES)
 
     # The graph-capturable matrix product: raw strided 2-D operands, one output element per thread.
-    from anyoptim.engines.cupy import _MATMUL_BODY
+    from anyoptim.engines.cupy.engine import _MATMUL_BODY
 
     for dtype in ("float32", "float64"):
         kernel = cupy.ElementwiseKernel(
@@ -673,7 +674,7 @@ def test_matmul_kernel_body_on_the_cpu(tmp_path: Any) -> None:
     import shutil
     import subprocess
 
-    from anyoptim.engines.cupy import _MATMUL_BODY
+    from anyoptim.engines.cupy.engine import _MATMUL_BODY
 
     compiler = shutil.which("g++") or shutil.which("c++")
     if compiler is None:
@@ -733,7 +734,7 @@ def test_every_span_kernel_compiles_with_nvrtc() -> None:
 
     from cupy.cuda import compiler
 
-    from anyoptim.engines.cupy import COMPILE_OPTIONS
+    from anyoptim.engines.cupy.engine import COMPILE_OPTIONS
 
     options = ("-std=c++14", "-ftz=true", *COMPILE_OPTIONS)
     compiled = 0
@@ -935,14 +936,14 @@ class SpanStandInEngine(NumpyStandInEngine):
 @pytest.fixture
 def span_stand_in(monkeypatch: pytest.MonkeyPatch, simulator: SpanSimulator) -> SpanStandInEngine:
     """Make optimizers on NumPy arrays run the CuPy engine's span path (with engine="fused" or "auto")."""
-    import anyoptim.base
+    import anyoptim.optimizers.base
 
     engine = SpanStandInEngine(simulator)
 
     def choose(xp: Any, choice: str) -> Any:
         return select_engine(xp, "generic") if choice == "generic" else engine
 
-    monkeypatch.setattr(anyoptim.base, "select_engine", choose)
+    monkeypatch.setattr(anyoptim.optimizers.base, "select_engine", choose)
     return engine
 
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import anyoptim
-from anyoptim.data import epoch_seed
+from anyoptim.nn.data import epoch_seed
 from tests.helpers import from_numpy, to_numpy
 
 

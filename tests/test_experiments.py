@@ -1,4 +1,4 @@
-"""The lesson's experiments (anyoptim.experiments): backends by name, comparison, trajectories, batch sizes."""
+"""The lesson's experiments (anyoptim.lesson.experiments): backends by name, comparison, trajectories, batch sizes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import types
 
 import pytest
 
-from anyoptim import experiments
-from anyoptim.experiments import (
+from anyoptim.lesson import experiments
+from anyoptim.lesson.experiments import (
     COMPARISON_RUNS,
     QUADRATIC,
     ROSENBROCK,

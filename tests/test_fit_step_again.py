@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import anyoptim
 from anyoptim import datasets
-from anyoptim.data import batch_slices
+from anyoptim.nn.data import batch_slices
 
 
 def _problem():
@@ -56,13 +56,13 @@ def _run(optimizer, method_name: str, steps: int = 12):
 def test_step_again_equals_step(make_optimizer, monkeypatch):
     by_step = _run(make_optimizer(), "step")
     full_steps = []
-    step = anyoptim.base.Optimizer.step
+    step = anyoptim.optimizers.base.Optimizer.step
 
     def counted(self, params, grads, state):
         full_steps.append(state.count)
         return step(self, params, grads, state)
 
-    monkeypatch.setattr(anyoptim.base.Optimizer, "step", counted)
+    monkeypatch.setattr(anyoptim.optimizers.base.Optimizer, "step", counted)
     by_step_again = _run(make_optimizer(), "_step_again")
     assert full_steps == [0]  # every later step took the prepared step
     assert by_step_again[2] == by_step[2]
@@ -138,11 +138,11 @@ def test_batch_slices_cover_every_row_once(n_samples, batch_size):
     assert rows == list(range(n_samples))
     assert all(rows.stop - rows.start == batch_size for rows in slices[:-1])
     assert 0 < slices[-1].stop - slices[-1].start <= batch_size
-    assert len(slices) == anyoptim.data.batch_count(n_samples, batch_size)
+    assert len(slices) == anyoptim.nn.data.batch_count(n_samples, batch_size)
 
 
 def test_row_ones_is_ones_for_every_value():
-    from anyoptim.nn import _row_ones
+    from anyoptim.nn.mlp import _row_ones
 
     X = np.array([[np.nan, 1.0], [np.inf, 2.0], [-np.inf, 3.0], [0.0, 4.0], [-2.5, 5.0]], dtype=np.float32)
     ones = _row_ones(X)

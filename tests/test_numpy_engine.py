@@ -30,7 +30,6 @@ has what only the compiled path does.
 from __future__ import annotations
 
 import itertools
-import json
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,10 +42,13 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import anyoptim
-from anyoptim import engines, rules
-from anyoptim._fast_path import next_state as _next_state
-from anyoptim.engines import GenericEngine, _native, _trace
+from anyoptim import engines
+from anyoptim.engines import GenericEngine
+from anyoptim.engines import trace as _trace
 from anyoptim.engines.numpy import DEFAULT_BLOCK_BYTES, NumpyEngine
+from anyoptim.engines.numpy import native as _native
+from anyoptim.engines.program import Program
+from anyoptim.optimizers.prepared import next_state as _next_state
 from anyoptim.state import OptimizerState
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace
 
@@ -222,7 +224,7 @@ def test_fused_is_bit_identical_to_generic(config: Config, dtype: Any) -> None:
 # --------------------------------------------------------------------------- the engine alone: blocks and spans
 
 
-def _program_and_scalars(config: Config, count: int, dtype: Any) -> tuple[rules.Program, dict, list[str], dict]:
+def _program_and_scalars(config: Config, count: int, dtype: Any) -> tuple[Program, dict, list[str], dict]:
     optimizer = config.make("fused")
     fills = optimizer._slot_fills()
     hp = {"learning_rate": optimizer.learning_rate_at(count), **optimizer._step_scalars(count)}
@@ -381,7 +383,7 @@ def _corner_case_rule(xp, p, g, slots, hp):
 @pytest.mark.parametrize("lr", [0.1, np.float32(0.1), np.float64(0.1)], ids=["python", "float32", "float64"])
 def test_plan_corner_cases_give_the_generic_results(dtype: Any, lr: Any) -> None:
     """Bit for bit, the values NumPy's promotion gives (a float64 scalar lifts float32 blocks), cast into place."""
-    program = rules.Program(rule=_corner_case_rule, slot_names=tuple("abcdef"))
+    program = Program(rule=_corner_case_rule, slot_names=tuple("abcdef"))
     hp = {"lr": lr, "beta": 0.9, "scale": np.asarray(0.5, dtype=dtype), "base": 2.0, "power": 3}
     slot_names = list(program.slot_names)
     rng = np.random.default_rng(5)
@@ -416,7 +418,7 @@ def _ratio_rule(xp, p, g, slots, hp):
 
 
 def test_host_scalars_that_raise_raise_as_the_rule_does_and_change_nothing() -> None:
-    program = rules.Program(rule=_ratio_rule)
+    program = Program(rule=_ratio_rule)
     engine = NumpyEngine()
     p, g = np.ones(5), np.full(5, 0.5)
     for steps in (0.0, 2.0, 0.0):  # fails before the plan exists, works, fails with the plan cached
@@ -657,56 +659,3 @@ def test_the_next_state_is_the_constructors() -> None:
     assert type(made) is OptimizerState
     with pytest.raises(AttributeError):
         made.count = 4  # still frozen
-
-
-# --------------------------------------------------------------------------- the benchmark runs (anyoptim bench)
-
-
-def test_the_benchmark_times_a_workload_and_writes_json(tmp_path, capsys) -> None:
-    """A short run of ``anyoptim bench`` on the CPU: rows with times, ratios, bandwidth fractions, JSON."""
-    from anyoptim import bench
-
-    target = tmp_path / "bench.json"
-    status = bench.main(["--backend", "numpy", "--quick", "--only", "adam-mlp", "--json", str(target)])
-    assert status == 0
-    result = json.loads(target.read_text())
-    rows = {row["implementation"]: row for row in result["rows"]}
-    assert {"anyoptim fused, flat", "anyoptim fused, per tensor", "anyoptim generic, flat"} <= set(rows)
-    for row in rows.values():
-        assert row["error"] is None and row["seconds"] > 0
-        assert row["bytes_moved"] == 28 * 30  # Adam: 28 B per float32 parameter, 30 parameters
-        assert row["bandwidth_fraction"] is not None
-    assert result["meta"]["bandwidth_bytes_per_second"] > 0
-    printed = capsys.readouterr().out
-    assert "adam-mlp-6-tensors" in printed and "anyoptim fused, flat" in printed
-
-
-def test_the_benchmark_reports_a_failing_implementation_as_a_row() -> None:
-    from anyoptim import bench
-
-    workload = bench.Workload("adam-mlp-6-tensors", "adam", bench._mlp_shapes(bench.LESSON_DIMS))
-
-    def broken():
-        raise RuntimeError("no such library")
-
-    row = bench._measure(bench.Device("numpy"), workload, "broken", broken, min_time=0.001, repeats=1)
-    assert row.seconds is None and row.error == "RuntimeError: no such library"
-    assert "error" in bench._table_line(row)
-
-
-def test_the_end_to_end_run_compares_fit_with_the_lessons_code() -> None:
-    from anyoptim import bench
-
-    rows = bench._end_to_end(epochs=3, repeats=1)
-    assert [row.implementation for row in rows] == ["lesson NumPy code", "anyoptim.fit"]
-    assert all(row.error is None and row.seconds > 0 for row in rows)
-    assert rows[0].ratio == 1.0 and rows[1].ratio == rows[1].seconds / rows[0].seconds
-
-
-def test_bad_benchmark_arguments_are_usage_errors(capsys) -> None:
-    from anyoptim import bench
-
-    with pytest.raises(SystemExit) as raised:
-        bench.main(["--compare", "tensorflow"])
-    assert raised.value.code == 2
-    assert "unknown libraries tensorflow" in capsys.readouterr().err

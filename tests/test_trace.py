@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import anyoptim
-from anyoptim import rules
-from anyoptim.engines import _trace
-from anyoptim.engines.cupy import CupyEngine
+from anyoptim.engines import trace as _trace
+from anyoptim.engines.cupy.engine import CupyEngine
+from anyoptim.engines.program import Program
 from anyoptim.tree import tree_flatten
 from tests.graph_simulation import check_replays, warm_up_for_capture
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace
@@ -153,7 +153,7 @@ def _state_before_last_step(config: Config, case: Case) -> tuple[anyoptim.Optimi
 class LeafStep:
     """One leaf of the step under test, exactly as an engine receives it."""
 
-    program: rules.Program
+    program: Program
     p: np.ndarray
     g: np.ndarray
     slots: dict[str, np.ndarray]
@@ -250,14 +250,14 @@ def constant_slot(xp: Any, p: Any, g: Any, slots: dict, hp: Any) -> tuple[Any, d
 @dataclass(frozen=True)
 class CustomRule:
     id: str
-    program: rules.Program
+    program: Program
     hp: dict[str, float]
 
 
 CUSTOM_RULES = [
-    CustomRule("kitchen-sink", rules.Program(rule=kitchen_sink, slot_names=("s",)), {"lr": 0.1, "k": 0.75, "c": 0.5}),
-    CustomRule("swap", rules.Program(rule=swap, slot_names=("a", "b")), {"lr": 0.1}),
-    CustomRule("constant-slot", rules.Program(rule=constant_slot, slot_names=("s",)), {"k": 0.3}),
+    CustomRule("kitchen-sink", Program(rule=kitchen_sink, slot_names=("s",)), {"lr": 0.1, "k": 0.75, "c": 0.5}),
+    CustomRule("swap", Program(rule=swap, slot_names=("a", "b")), {"lr": 0.1}),
+    CustomRule("constant-slot", Program(rule=constant_slot, slot_names=("s",)), {"k": 0.3}),
 ]
 CUSTOM_PARAMS = [pytest.param(rule, id=rule.id) for rule in CUSTOM_RULES]
 
@@ -303,7 +303,7 @@ def test_constants_meeting_arrays_become_literals_of_the_parameter_dtype() -> No
 
 def _trace_rule(rule: Callable[..., Any], slots: tuple[str, ...] = (), hp: dict | None = None) -> _trace.Trace:
     hp = {"lr": 0.1} if hp is None else hp
-    return _trace.trace_program(rules.Program(rule=rule, slot_names=slots), slots, _trace.hp_signature(hp))
+    return _trace.trace_program(Program(rule=rule, slot_names=slots), slots, _trace.hp_signature(hp))
 
 
 def test_functions_outside_the_contract_are_named() -> None:
@@ -693,7 +693,7 @@ class NumpyStandInEngine(CupyEngine):
 @pytest.fixture
 def stand_in(monkeypatch: pytest.MonkeyPatch) -> NumpyStandInEngine:
     """Make optimizers on NumPy arrays run the CuPy engine's logic (with engine="fused" or "auto")."""
-    import anyoptim.base
+    import anyoptim.optimizers.base
     from anyoptim.engines import select_engine
 
     engine = NumpyStandInEngine()
@@ -701,7 +701,7 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> NumpyStandInEngine:
     def choose(xp: Any, choice: str) -> Any:
         return select_engine(xp, "generic") if choice == "generic" else engine
 
-    monkeypatch.setattr(anyoptim.base, "select_engine", choose)
+    monkeypatch.setattr(anyoptim.optimizers.base, "select_engine", choose)
     return engine
 
 

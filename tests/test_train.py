@@ -7,7 +7,7 @@ import pytest
 
 import anyoptim
 from anyoptim import datasets
-from anyoptim.data import epoch_seed
+from anyoptim.nn.data import epoch_seed
 from tests.helpers import to_numpy, tree_to_numpy
 
 LESSON_MODEL = ([2, 5, 2, 1], "relu", "sigmoid")

@@ -1,4 +1,4 @@
-"""Engines: how a :class:`~anyoptim.rules.Program` runs on a given array library.
+"""Engines: how a :class:`~anyoptim.engines.program.Program` runs on a given array library.
 
 Every engine runs the same program; they differ only in how:
 
@@ -33,11 +33,11 @@ _FUSED: dict[str, Any] = {}
 def _fused_engine(backend: str) -> Any | None:
     if backend not in _FUSED:
         if backend == "numpy":
-            from .numpy import NumpyEngine
+            from .numpy.engine import NumpyEngine
 
             _FUSED[backend] = NumpyEngine()
         elif backend == "cupy":
-            from .cupy import CupyEngine
+            from .cupy.engine import CupyEngine
 
             _FUSED[backend] = CupyEngine()
         else:

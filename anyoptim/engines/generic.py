@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..rules import Program
+from .program import Program
 
 __all__ = ["GenericEngine"]
 

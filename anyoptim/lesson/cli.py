@@ -1,4 +1,4 @@
-"""The ``anyoptim`` command: the lesson's experiments and the benchmark.
+"""The ``anyoptim`` command: the lesson's experiments.
 
 Subcommands
 -----------
@@ -13,8 +13,6 @@ batch-sizes
     Batch, mini-batch and stochastic gradient descent on the same problem.
 train
     Any optimizer of the library on a generated data set or a user's .npz/.csv file.
-bench
-    The optimizer-step benchmark (:mod:`anyoptim.bench`).
 
 Bad input ends the command with one line ``anyoptim: error: ...`` on stderr and
 exit status 2, never a traceback.
@@ -23,15 +21,15 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, experiments
-from .nn import ACTIVATIONS
+from .. import __version__
+from ..nn.mlp import ACTIVATIONS
+from . import experiments
 
 __all__ = ["main"]
 
@@ -188,13 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, default=64, help="examples per step (default: 64)")
     _add_training(train, epochs=1000)
     _add_output(train)
-
-    commands.add_parser(
-        "bench",
-        help="benchmark the optimizer step (arguments go to anyoptim.bench)",
-        add_help=False,
-        prefix_chars="\0",  # pass everything, --help included, through to the benchmark
-    )
     return parser
 
 
@@ -468,20 +459,6 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(argv: Sequence[str]) -> int:
-    try:
-        bench = importlib.import_module(f"{__package__}.bench")  # loaded only for this command
-    except ModuleNotFoundError as error:
-        if error.name == f"{__package__}.bench":
-            raise UsageError("the benchmark (anyoptim.bench) is not part of this installation") from None
-        raise UsageError(f"the benchmark needs {error.name}, which is not installed") from None
-    try:
-        status = bench.main(list(argv))
-    except SystemExit as done:  # the benchmark's own argument parser: --help, or its usage errors
-        return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
-    return 0 if status is None else int(status)
-
-
 _COMMANDS = {"compare": _compare, "trajectories": _trajectories, "batch-sizes": _batch_sizes, "train": _train}
 
 
@@ -490,14 +467,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
-        if argv[:1] == ["bench"]:
-            return _bench(argv[1:])
         try:
             args = parser.parse_args(argv)
         except SystemExit as done:  # --help and --version end here
             return 0 if done.code is None else int(done.code)
         if args.command is None:
-            raise UsageError(f"choose a command: {', '.join([*_COMMANDS, 'bench'])} (see anyoptim --help)")
+            raise UsageError(f"choose a command: {', '.join(_COMMANDS)} (see anyoptim --help)")
         return _COMMANDS[args.command](args)
     except (UsageError, ValueError) as error:
         # ValueError: the library's own checks (anyoptim raises it for bad input before changing anything).

@@ -32,12 +32,10 @@ This module imports nothing but the standard library.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "Program",
     "adagrad",
     "adam",
     "adamax",
@@ -240,44 +238,3 @@ def lion(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[
     interpolation = hp["beta1"] * m + (1 - hp["beta1"]) * g
     new_m = hp["beta2"] * m + (1 - hp["beta2"]) * g
     return p - hp["learning_rate"] * xp.sign(interpolation), {"m": new_m}
-
-
-@dataclass(frozen=True)
-class Program:
-    """One optimizer step for one array: gradient processing, the rule, decoupled decay.
-
-    A program is what engines run.  It is hashable (compiled kernels are cached
-    by it) and callable with the rule's signature:
-
-    .. math::
-
-        g' = \\mathrm{clip}(s\\,g, -c, c) + \\lambda_{L2}\\, \\theta, \\qquad
-        (\\theta', \\text{slots}') = \\text{rule}(\\theta, g', \\text{slots}), \\qquad
-        \\theta'' = \\theta' - \\alpha\\lambda\\, \\theta
-
-    where each term is compiled in only when its flag is set: ``scale_grad`` (the
-    global-norm clip factor :math:`s`, ``hp["grad_scale"]``), ``clip_value``
-    (``hp["clip_value"]``), ``coupled_decay`` (L2 regularisation added to the
-    gradient, ``hp["weight_decay"]``) and ``decoupled_decay`` (AdamW-style decay,
-    ``hp["decay"]`` :math:`= \\alpha\\lambda`).
-    """
-
-    rule: Callable[..., tuple[Any, Slots]]
-    options: tuple[tuple[str, Any], ...] = ()
-    slot_names: tuple[str, ...] = ()
-    scale_grad: bool = False
-    clip_value: bool = False
-    coupled_decay: bool = False
-    decoupled_decay: bool = False
-
-    def __call__(self, xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:
-        if self.scale_grad:
-            g = g * hp["grad_scale"]
-        if self.clip_value:
-            g = xp.clip(g, -hp["clip_value"], hp["clip_value"])
-        if self.coupled_decay:
-            g = g + hp["weight_decay"] * p
-        new_p, new_slots = self.rule(xp, p, g, slots, hp, **dict(self.options))
-        if self.decoupled_decay:
-            new_p = new_p - hp["decay"] * p
-        return new_p, new_slots

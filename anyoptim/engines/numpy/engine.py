@@ -46,12 +46,12 @@ from typing import Any
 
 import numpy as np
 
-from ..rules import Program
-from . import _native
-from ._compiled import CompiledSpans, c_source, spans_fit_a_kernel
-from ._fused import FusedEngine
-from ._spans import contiguous_runs
-from ._trace import SCALAR, Trace, fold_scalars, hp_signature, kernel_name, scalar_statements, trace_program
+from ..fused import FusedEngine
+from ..program import Program
+from ..spans import contiguous_runs
+from ..trace import SCALAR, Trace, fold_scalars, hp_signature, kernel_name, scalar_statements, trace_program
+from . import native as _native
+from .compiled import CompiledSpans, c_source, spans_fit_a_kernel
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "NumpyEngine"]
 

@@ -1,9 +1,12 @@
 """The optimizer-step benchmark: anyoptim beside torch.optim and optax, on one device, in one process.
 
-Run it as ``anyoptim bench`` or ``python benchmarks/step.py``::
+Run it from a checkout as ``python benchmarks/step.py``::
 
-    anyoptim bench --backend numpy --compare torch,optax --json bench.json
-    anyoptim bench --backend cupy --compare torch,optax --quick
+    python benchmarks/step.py --backend numpy --compare torch,optax --json bench.json
+    python benchmarks/step.py --backend cupy --compare torch,optax --quick
+
+It lives outside the wheel with the lesson's own code it races against
+(``lesson_numpy.py`` beside it), so the whole harness is always present.
 
 Workloads (float32 unless said otherwise; on ``numpy`` the large ones are smaller):
 
@@ -67,7 +70,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._namespace import array_namespace
+from anyoptim._namespace import array_namespace
 
 __all__ = ["Row", "main", "run"]
 
@@ -398,7 +401,7 @@ def _optax_step(device: Device, workload: Workload):
 
 def _moons_batch(device: Device, size: int = 64) -> tuple[Any, Any]:
     """The first ``size`` of the lesson's 300 moons, float32, on the host."""
-    from . import datasets
+    from anyoptim import datasets
 
     X, y = datasets.make_moons(n_samples=300, noise=0.2, seed=0)
     np = device.np
@@ -424,7 +427,7 @@ def _anyoptim_train(device: Device, engine: Any, flat: bool, graphed: bool = Fal
     xp = array_namespace(X)
     targets = model.targets(y, xp, X.dtype)
     if graphed:
-        from .engines.cupy import GraphedStep
+        from anyoptim.engines.cupy import GraphedStep
 
         def loss_and_grads(params: Any, X: Any, t: Any) -> tuple[Any, Any]:
             return model.value_and_grad(xp, params, X, t, out=grads)
@@ -495,7 +498,7 @@ def _anyoptim_engines(backend: str) -> dict[str, Any]:
     """The anyoptim engines to time: label -> ``engine`` option."""
     engines: dict[str, Any] = {"fused": "fused"}
     if backend == "numpy":
-        from .engines.numpy import NumpyEngine
+        from anyoptim.engines.numpy import NumpyEngine
 
         if NumpyEngine().kernels != "ufunc":  # compiled kernels are the default: time the ufunc plan beside them
             engines["fused ufuncs"] = NumpyEngine(kernels="ufunc")
@@ -505,8 +508,8 @@ def _anyoptim_engines(backend: str) -> dict[str, Any]:
 
 def _numpy_kernels_note() -> str:
     """Which kernels the NumPy engine runs here, and with which compiler."""
-    from .engines import _native
-    from .engines.numpy import NumpyEngine
+    from anyoptim.engines.numpy import NumpyEngine
+    from anyoptim.engines.numpy import native as _native
 
     kernels = NumpyEngine().kernels
     if kernels == "ufunc":
@@ -560,10 +563,8 @@ def _implementations(device: Device, workload: Workload, compare: Sequence[str])
 
 
 def _lesson_module() -> Any:
-    """benchmarks/lesson_numpy.py of the checkout this package sits in."""
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "lesson_numpy.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the end-to-end run needs a checkout of the repository")
+    """lesson_numpy.py, the lesson's own code, beside this file."""
+    path = Path(__file__).resolve().parent / "lesson_numpy.py"
     spec = importlib.util.spec_from_file_location("anyoptim_lesson_numpy", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -789,7 +790,7 @@ def _table_line(row: Row) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="anyoptim bench",
+        prog="python benchmarks/step.py",
         description="Time anyoptim's optimizer step beside torch.optim and optax, on one device, in one process.",
     )
     parser.add_argument("--backend", choices=BACKENDS, default="numpy", help="numpy (CPU, one thread) or cupy (GPU)")
@@ -807,7 +808,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``anyoptim bench``: parse ``argv``, run, print the table, write ``--json``; returns the exit status."""
+    """The benchmark's command line: parse ``argv``, run, print the table, write ``--json``; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     compare = [name.strip() for name in args.compare.split(",") if name.strip()]
@@ -824,7 +825,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run(args.backend, compare, quick=args.quick, only=only, epochs=args.epochs)
     except Exception as error:  # no such backend here (no CuPy, no GPU); every workload is guarded inside
-        print(f"anyoptim bench: cannot run on {args.backend}: {_describe(error)}", file=sys.stderr)
+        print(f"benchmarks/step.py: cannot run on {args.backend}: {_describe(error)}", file=sys.stderr)
         return 2
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

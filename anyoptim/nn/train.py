@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._namespace import array_namespace, device_of, is_mutable
-from .base import Optimizer
+from .._namespace import array_namespace, device_of, is_mutable
+from ..flat import flatten
+from ..optimizers.base import Optimizer
 from .data import Seed, batch_slices, check_features, check_int, check_labels, epoch_seed, host_rng, shuffled
-from .flat import flatten
-from .nn import MLP
+from .mlp import MLP
 
 __all__ = ["FitResult", "History", "accuracy", "fit", "predict"]
 

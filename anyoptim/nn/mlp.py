@@ -28,9 +28,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ._namespace import array_namespace, default_integer_dtype, device_of, is_array, is_floating, is_mutable
+from .._namespace import array_namespace, default_integer_dtype, device_of, is_array, is_floating, is_mutable
+from ..engines import matmul  # `@`, or a product a CUDA graph can capture
 from .data import check_features, check_int, check_labels, host_rng, host_zeros, resolve_dtype, to_namespace
-from .engines import matmul  # `@`, or a product a CUDA graph can capture
 
 __all__ = ["ACTIVATIONS", "INITS", "MLP", "OUTPUTS"]
 

@@ -1,4 +1,4 @@
-"""The one tracer of the fused engines: a :class:`~anyoptim.rules.Program` as an expression graph.
+"""The one tracer of the fused engines: a :class:`~anyoptim.engines.program.Program` as an expression graph.
 
 Neither fused engine types an update formula: each calls the very program the
 generic engine runs, with a *symbolic* namespace and symbolic arrays, and the
@@ -464,7 +464,7 @@ def trace_program(
     Parameters
     ----------
     program
-        A :class:`~anyoptim.rules.Program` (or any callable with a rule's signature).
+        A :class:`~anyoptim.engines.program.Program` (or any callable with a rule's signature).
     slot_names
         The state slots passed to the program, in order.
     signature

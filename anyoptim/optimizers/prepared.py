@@ -11,8 +11,8 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from .state import OptimizerState
-from .tree import TreeDef
+from ..state import OptimizerState
+from ..tree import TreeDef
 
 __all__ = ["PreparedStep", "next_state"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np  # host-side RNG and host arrays only; the math stays in the array's namespace
 
-from ._namespace import array_namespace, device_of, is_array, is_floating
+from .._namespace import array_namespace, device_of, is_array, is_floating
 
 __all__ = ["epoch_seed", "minibatches"]
 

@@ -10,12 +10,12 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from .._checks import check_choice
+from ..schedules import Schedule
+from ..state import OptimizerState
+from ..transforms import decay_all, decay_weights_only
 from . import rules
-from ._checks import check_choice
 from .base import Optimizer
-from .schedules import Schedule
-from .state import OptimizerState
-from .transforms import decay_all, decay_weights_only
 
 __all__ = [
     "SGD",

@@ -41,10 +41,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._trace import C_OPERATORS
+from ..trace import C_OPERATORS
 
 if TYPE_CHECKING:
-    from .numpy import _Plan
+    from .engine import _Plan
 
 __all__ = ["CompiledSpans", "c_source", "spans_fit_a_kernel"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..rules import Program
-from ._spans import flat_slots
+from .program import Program
+from .spans import flat_slots
 
 __all__ = ["FusedEngine"]
 

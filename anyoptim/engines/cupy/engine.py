@@ -1,6 +1,6 @@
 """The CuPy engine: one fused CUDA kernel per contiguous run of parameters, traced from the rule.
 
-The optimizer's :class:`~anyoptim.rules.Program` is traced once
+The optimizer's :class:`~anyoptim.engines.program.Program` is traced once
 (:mod:`anyoptim.engines._trace`) into an expression graph and printed as the
 body of a CUDA kernel that reads the parameter, its gradient and the state
 slots, and writes the parameter and the slots back in place.  Nothing here
@@ -57,10 +57,11 @@ try:
 except ImportError:  # pragma: no cover - the module stays importable (docs, CPU tests of its logic)
     cupy = None
 
-from ..rules import Program
-from ._fused import FusedEngine
-from ._spans import contiguous_runs
-from ._trace import (
+from ..fused import FusedEngine
+from ..generic import GenericEngine
+from ..program import Program
+from ..spans import contiguous_runs
+from ..trace import (
     FUSED_DTYPES,
     KernelSource,
     Trace,
@@ -69,7 +70,6 @@ from ._trace import (
     scalar_folder,
     trace_program,
 )
-from .generic import GenericEngine
 
 __all__ = [
     "COMPILE_OPTIONS",
@@ -1047,9 +1047,9 @@ class GraphedStep:
         *inputs: Any,
         ring: int = 8,
     ):
-        from .._namespace import check_leaves
-        from ..tree import tree_flatten
-        from . import select_engine
+        from ..._namespace import check_leaves
+        from ...tree import tree_flatten
+        from .. import select_engine
 
         if cupy is None:
             raise RuntimeError("GraphedStep needs CuPy")
@@ -1120,7 +1120,7 @@ class GraphedStep:
             loss, grads = self._loss_and_grads(self._params, *self._inputs)
             with self._engine._scalars_on_device(self._plan):
                 new_params, _ = self._optimizer.step(self._params, grads, self._captured_state)
-        from ..tree import tree_flatten
+        from ...tree import tree_flatten
 
         _, new_leaves, _ = tree_flatten(new_params)
         if any(new is not old for new, old in zip(new_leaves, self._param_leaves, strict=True)):

@@ -4,7 +4,7 @@ Each optimizer (:mod:`anyoptim.optimizers`) names its rule (:mod:`anyoptim.rules
 the state slots the rule needs and the scalars of a step; :class:`Optimizer`
 does everything else: it validates input before touching any array, processes
 gradients (clipping, weight decay, non-finite policy, :mod:`anyoptim.transforms`)
-and hands one :class:`~anyoptim.rules.Program` to the engine chosen for the
+and hands one :class:`~anyoptim.engines.program.Program` to the engine chosen for the
 arrays' library.
 """
 
@@ -14,15 +14,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from . import rules
-from ._checks import SETTING_CHECKS, check_choice, check_non_negative
-from ._fast_path import PreparedStep, next_state
-from ._namespace import check_leaves
-from .engines import check_engine, select_engine
-from .schedules import Schedule
-from .state import OptimizerState
-from .transforms import clip_factor, decay_all, first_nonfinite, frozen_mask, mask_values
-from .tree import TreeDef, check_same_structure, tree_flatten, tree_unflatten
+from .._checks import SETTING_CHECKS, check_choice, check_non_negative
+from .._namespace import check_leaves
+from ..engines import check_engine, select_engine
+from ..engines.program import Program
+from ..schedules import Schedule
+from ..state import OptimizerState
+from ..transforms import clip_factor, decay_all, first_nonfinite, frozen_mask, mask_values
+from ..tree import TreeDef, check_same_structure, tree_flatten, tree_unflatten
+from .prepared import PreparedStep, next_state
 
 __all__ = ["NONFINITE_POLICIES", "Optimizer"]
 
@@ -112,8 +112,8 @@ class Optimizer:
         settings = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({settings})"
 
-    def _program(self, decayed: bool) -> rules.Program:
-        return rules.Program(
+    def _program(self, decayed: bool) -> Program:
+        return Program(
             rule=type(self).rule,
             options=tuple(sorted(self._options().items())),
             slot_names=tuple(self._slot_fills()),
@@ -327,7 +327,7 @@ class Optimizer:
 
     def _leaf_groups(
         self, names: list[str], p_leaves: list[Any], treedef: TreeDef
-    ) -> tuple[list[tuple[Any, bool]], list[int], list[tuple[rules.Program, list[int]]]]:
+    ) -> tuple[list[tuple[Any, bool]], list[int], list[tuple[Program, list[int]]]]:
         """What is fixed while the arrays are: which leaves share scalars, and which program each runs.
 
         Returns the distinct ``(dtype, decayed)`` keys, the index of each leaf's

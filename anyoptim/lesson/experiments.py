@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import schedules
-from .optimizers import SGD, Adam, Momentum, Optimizer, RMSprop
+from .. import schedules
+from ..optimizers.classes import SGD, Adam, Momentum, Optimizer, RMSprop
 
 __all__ = [
     "BACKENDS",
@@ -235,8 +235,8 @@ def lesson_problem(
     The data are drawn on the host from ``seed`` and moved to ``backend``'s
     ``device``, so every backend sees the same numbers.
     """
-    from . import datasets
-    from .nn import MLP
+    from ..nn import datasets
+    from ..nn.mlp import MLP
 
     xp = load_backend(backend, dtype)
     where = resolve_device(xp, device)
@@ -365,7 +365,7 @@ def run_comparison(
     list of ComparisonRow
         One per run, in order.
     """
-    from .train import accuracy, fit
+    from ..nn.train import accuracy, fit
 
     epochs = _check_positive_int("epochs", epochs)
     if problem is None:
@@ -443,7 +443,7 @@ def load_data(
     Files follow :func:`anyoptim.datasets.load_npz` (arrays ``X`` and ``y``) and
     :func:`anyoptim.datasets.load_csv` (labels in the last column).
     """
-    from . import datasets
+    from ..nn import datasets
 
     where = {"xp": xp, "dtype": getattr(xp, dtype), "device": device}
     if source in DATASETS:
@@ -500,9 +500,9 @@ def run_training(
     -------
     TrainingRun
     """
-    from . import optimizers
-    from .nn import MLP
-    from .train import accuracy, fit
+    from ..nn.mlp import MLP
+    from ..nn.train import accuracy, fit
+    from ..optimizers import classes as optimizers
 
     if optimizer.lower() not in OPTIMIZER_NAMES:
         raise ExperimentError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZER_NAMES)}")
@@ -746,7 +746,7 @@ def run_batch_sizes(
     -------
     list of BatchSizeCurve
     """
-    from .data import minibatches
+    from ..nn.data import minibatches
 
     steps = _check_positive_int("steps", steps)
     if problem is None:

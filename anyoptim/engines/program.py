@@ -1,0 +1,57 @@
+"""A program: one optimizer step for one array, the thing every engine runs.
+
+A :class:`Program` joins an update *rule* (a pure elementwise function, see
+:mod:`anyoptim.optimizers`) with the gradient processing around it.  Engines
+receive programs and never optimizer classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Program", "Slots"]
+
+Slots = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Program:
+    """One optimizer step for one array: gradient processing, the rule, decoupled decay.
+
+    A program is what engines run.  It is hashable (compiled kernels are cached
+    by it) and callable with the rule's signature:
+
+    .. math::
+
+        g' = \\mathrm{clip}(s\\,g, -c, c) + \\lambda_{L2}\\, \\theta, \\qquad
+        (\\theta', \\text{slots}') = \\text{rule}(\\theta, g', \\text{slots}), \\qquad
+        \\theta'' = \\theta' - \\alpha\\lambda\\, \\theta
+
+    where each term is compiled in only when its flag is set: ``scale_grad`` (the
+    global-norm clip factor :math:`s`, ``hp["grad_scale"]``), ``clip_value``
+    (``hp["clip_value"]``), ``coupled_decay`` (L2 regularisation added to the
+    gradient, ``hp["weight_decay"]``) and ``decoupled_decay`` (AdamW-style decay,
+    ``hp["decay"]`` :math:`= \\alpha\\lambda`).
+    """
+
+    rule: Callable[..., tuple[Any, Slots]]
+    options: tuple[tuple[str, Any], ...] = ()
+    slot_names: tuple[str, ...] = ()
+    scale_grad: bool = False
+    clip_value: bool = False
+    coupled_decay: bool = False
+    decoupled_decay: bool = False
+
+    def __call__(self, xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:
+        if self.scale_grad:
+            g = g * hp["grad_scale"]
+        if self.clip_value:
+            g = xp.clip(g, -hp["clip_value"], hp["clip_value"])
+        if self.coupled_decay:
+            g = g + hp["weight_decay"] * p
+        new_p, new_slots = self.rule(xp, p, g, slots, hp, **dict(self.options))
+        if self.decoupled_decay:
+            new_p = new_p - hp["decay"] * p
+        return new_p, new_slots
