@@ -67,7 +67,7 @@ def warm_up_for_capture(
 
 def check_replays(capture: Capture, replay: Callable[[], None]) -> None:
     """Replay the recorded launches once per gradient step, the table refilled first, and compare with generic."""
-    host = cupy_engine._HostScalars(capture.optimizer, XP, capture.names, capture.leaves, capture.treedef)
+    host = capture.optimizer.host_scalars(capture.params)
     row = np.zeros(capture.plan.table.shape)
     reference = capture.reference
     copy = {name: np.array(value, copy=True) for name, value in capture.initial.items()}

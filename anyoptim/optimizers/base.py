@@ -10,6 +10,7 @@ arrays' library.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -263,6 +264,44 @@ class Optimizer:
         return prepared.params_out, next_state(
             state.count + 1, learning_rate, prepared.slots_out, state.skipped, prepared.treedef
         )
+
+    def host_scalars(self, params: Any) -> Callable[[int], tuple[list[dict[str, Any]], float]]:
+        """Each leaf's host scalars as a function of the step count, for code that replays a captured step.
+
+        Parameters
+        ----------
+        params : tree of arrays
+            The parameters the scalars are for (which leaves share scalars, and
+            which are decayed, is fixed with them).
+
+        Returns
+        -------
+        callable
+            ``scalars(count) -> (hps, learning_rate)``: one mapping of scalars per
+            leaf (in leaf order) for the step taken after ``count`` steps, and that
+            step's learning rate.  It never touches the device: global-norm
+            clipping's factor is left out (a captured step computes it on the
+            device itself).  Settings are read when it is made.
+        """
+        names, leaves, treedef = tree_flatten(params)
+        xp, _ = check_leaves(names, leaves, what="params")
+        keys, key_of_leaf, _ = self._leaf_groups(names, leaves, treedef)
+        host = copy.copy(self)
+        host.clip_global_norm = None
+
+        def scalars(count: int) -> tuple[list[dict[str, Any]], float]:
+            learning_rate = self.learning_rate_at(count)
+            return host._step_scalars_of_leaves(xp, keys, key_of_leaf, [], count, learning_rate), learning_rate
+
+        return scalars
+
+    def forget_prepared(self) -> None:
+        """Drop the step prepared for the arrays of the last call: the next :meth:`step` is validated in full.
+
+        For code that is about to change what a prepared step assumed, such as
+        a CUDA-graph capture that must record the full step.
+        """
+        object.__setattr__(self, "_prepared", None)
 
     # -- helpers of step
 

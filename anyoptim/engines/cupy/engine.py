@@ -43,7 +43,6 @@ device table that the host refreshes before each replay.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -954,30 +953,6 @@ class _ScalarPlan:
             row[offset : offset + count] = fold(hps[index])
 
 
-class _HostScalars:
-    """Every host scalar of a step, from the optimizer's own code, without touching the device.
-
-    The leaf groups are fixed with the arrays; the scalars of a step are asked
-    of a copy of the optimizer without global-norm clipping (inside a graph the
-    clip factor is computed on the device, by the captured step itself).
-    """
-
-    def __init__(self, optimizer: Any, xp: Any, names: list[str], param_leaves: list[Any], treedef: Any):
-        self.optimizer = optimizer
-        self.xp = xp
-        self.keys, self.key_of_leaf, _ = optimizer._leaf_groups(names, param_leaves, treedef)
-        self.host_optimizer = copy.copy(optimizer)
-        self.host_optimizer.clip_global_norm = None
-
-    def __call__(self, count: int) -> tuple[list[dict[str, Any]], float]:
-        """Each leaf's scalars for the step after ``count`` steps, and that step's learning rate."""
-        learning_rate = self.optimizer.learning_rate_at(count)
-        hps = self.host_optimizer._step_scalars_of_leaves(
-            self.xp, self.keys, self.key_of_leaf, [], count, learning_rate
-        )
-        return hps, learning_rate
-
-
 class GraphedStep:
     """A whole training step (forward, backward, update) captured once as a CUDA graph, then replayed.
 
@@ -1083,7 +1058,7 @@ class GraphedStep:
         _, slot_leaves, _ = tree_flatten(list(state.slots.values()))
         self._engine = engine
         self._optimizer = optimizer
-        self._host_scalars = _HostScalars(optimizer, xp, self._names, self._param_leaves, self._treedef)
+        self._host_scalars = optimizer.host_scalars(params)
         self._params = params
         self._captured_state = state
         self._inputs = inputs
@@ -1095,7 +1070,7 @@ class GraphedStep:
         self._plan = _ScalarPlan({id(leaf): i for i, leaf in enumerate(self._param_leaves)})
         # A step the optimizer prepared eagerly on these very arrays (a loss_and_grads that fills static
         # gradient buffers) would be taken again by its fast path, scalars baked in: the capture must not.
-        optimizer._prepared = None
+        optimizer.forget_prepared()
 
         touched = [*self._param_leaves, *slot_leaves]
         saved = [leaf.copy() for leaf in touched]
