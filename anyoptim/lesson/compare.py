@@ -24,7 +24,22 @@ __all__ = ["COMPARISON_RUNS", "ComparisonRow", "RunSpec", "run_comparison", "ste
 
 
 def stepped_decay(lr0: float, steps_per_epoch: int, interval: int = LESSON.decay_interval) -> schedules.Schedule:
-    """The lesson's ``lr0 / (1 + floor(epoch / interval))`` as a schedule of optimizer steps."""
+    """The lesson's ``lr0 / (1 + floor(epoch / interval))`` as a schedule of optimizer steps.
+
+    Parameters
+    ----------
+    lr0 : float
+        The rate of the first ``interval`` epochs.
+    steps_per_epoch : int
+        Optimizer steps in one epoch (mini-batches per pass over the data).
+    interval : int, default 1000
+        Epochs between the steps down.
+
+    Returns
+    -------
+    anyoptim.schedules.Schedule
+        The rate as a function of the optimizer's step count.
+    """
     return schedules.inverse_time_decay(lr0, decay_steps=interval * steps_per_epoch, decay_rate=1.0, staircase=True)
 
 

@@ -62,6 +62,26 @@ def lesson_problem(
 
     The data are drawn on the host from ``seed`` and moved to ``backend``'s
     ``device``, so every backend sees the same numbers.
+
+    Parameters
+    ----------
+    backend : str, default "numpy"
+        One of :data:`~anyoptim.lesson.backends.BACKENDS`.
+    device : str, optional
+        A device of that library by name (see :func:`~anyoptim.lesson.backends.resolve_device`).
+    dtype : {"float64", "float32"}
+    seed : int, default 2
+        Seed of the data (the model's weights are drawn later, by ``model.init``).
+
+    Returns
+    -------
+    Problem
+        The namespace, ``X`` of shape (300, 2) in ``dtype``, ``y`` of shape (300,) (integer labels 0 and 1), the MLP.
+
+    Raises
+    ------
+    ExperimentError
+        If the backend, dtype or device cannot be used here.
     """
     from ..nn import datasets
     from ..nn.mlp import MLP

@@ -50,6 +50,33 @@ def load_data(
 
     Files follow :func:`anyoptim.datasets.load_npz` (arrays ``X`` and ``y``) and
     :func:`anyoptim.datasets.load_csv` (labels in the last column).
+
+    Parameters
+    ----------
+    source : str
+        One of :data:`DATASETS`, or a path ending in ``.npz`` or ``.csv``.
+    xp : namespace
+        Array API namespace of the arrays returned.
+    dtype : {"float64", "float32"}
+        Floating-point type of ``X``.
+    device : optional
+        A device of ``xp`` (None: its default).
+    n_samples : int, default 300
+    noise : float, default 0.2
+    seed : int, default 0
+        Size, noise and seed of a generated data set (ignored for files).
+
+    Returns
+    -------
+    X, y : arrays
+        ``X`` of shape (n_samples, n_features); ``y`` labels or targets, as the loaders give them.
+
+    Raises
+    ------
+    ExperimentError
+        If ``source`` is neither a data set nor a ``.npz``/``.csv`` path, or ``n_samples`` is not positive.
+    ValueError
+        From the loaders, for a file that is missing or holds bad data.
     """
     from ..nn import datasets
 
@@ -104,9 +131,31 @@ def run_training(
     (``output="auto"``: sigmoid for two classes, softmax for more).  Every check
     (names, counts, the data themselves) runs before training starts.
 
+    Parameters
+    ----------
+    backend, device, dtype
+        Where to train (see :func:`~anyoptim.lesson.backends.load_backend`).
+    data : str, default "moons"
+        A data set name or a file (see :func:`load_data`); ``n_samples`` and ``noise`` shape a generated one.
+    hidden : sequence of int, default (5, 2)
+        Widths of the hidden layers.
+    activation : str, default "relu"
+        Activation of the hidden layers.
+    output : {"auto", "sigmoid", "softmax", "identity"}
+    optimizer : str, default "adam"
+        A name of :data:`OPTIMIZER_NAMES` (any case), built with ``learning_rate`` and its other defaults.
+    learning_rate : float, default 0.001
+    batch_size, epochs, seed, progress
+        As :func:`anyoptim.fit`.
+
     Returns
     -------
     TrainingRun
+
+    Raises
+    ------
+    ExperimentError
+        For an unknown optimizer, output, data set or backend, a count that is not positive, or ``X`` not 2-D.
     """
     from ..nn.mlp import MLP
     from ..nn.train import accuracy, fit
