@@ -10,6 +10,7 @@ import pytest
 
 import anyoptim
 from anyoptim.lesson.cli import main
+from anyoptim.optimizers import REGISTRY
 
 pytest.importorskip("matplotlib")
 
@@ -194,6 +195,15 @@ def test_train_on_a_generated_data_set_writes_its_figures(tmp_path, capsys):
     assert "RMSprop" in printed and "2,5,2,1 (relu, sigmoid)" in printed
     assert _is_png(tmp_path / "train_loss.png")
     assert _is_png(tmp_path / "train_boundary.png")
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_train_offers_every_registered_optimizer(name, capsys):
+    """--optimizer reads anyoptim.optimizers.REGISTRY: a newly registered optimizer is a choice with no CLI edit."""
+    argv = ["train", "--optimizer", name, "--samples", "20", "--epochs", "1", "--learning-rate", "0.002", "--no-plots"]
+    assert main(argv) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert REGISTRY[name].__name__ in row.split() and "0.002" in row.split()
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The lesson's experiments (anyoptim.lesson.experiments): backends by name, comparison, trajectories, batch sizes."""
+"""The lesson's experiments (anyoptim.lesson): backends by name, comparison, trajectories, batch sizes, train."""
 
 from __future__ import annotations
 
@@ -8,20 +8,13 @@ import types
 
 import pytest
 
-from anyoptim.lesson import experiments
-from anyoptim.lesson.experiments import (
-    COMPARISON_RUNS,
-    QUADRATIC,
-    ROSENBROCK,
-    ExperimentError,
-    load_backend,
-    resolve_device,
-    reversals,
-    run_batch_sizes,
-    run_comparison,
-    run_trajectories,
-    step_noise,
-)
+from anyoptim.lesson.backends import load_backend, resolve_device
+from anyoptim.lesson.batch_sizes import run_batch_sizes, step_noise
+from anyoptim.lesson.checks import ExperimentError
+from anyoptim.lesson.compare import COMPARISON_RUNS, run_comparison, stepped_decay
+from anyoptim.lesson.training import OPTIMIZER_NAMES, run_training
+from anyoptim.lesson.trajectories import QUADRATIC, ROSENBROCK, reversals, run_trajectories
+from anyoptim.optimizers import REGISTRY, SGD
 from tests.helpers import load_namespace
 
 # --------------------------------------------------------------------------- backends by name
@@ -94,7 +87,7 @@ def test_counts_must_be_positive_integers(bad):
 
 
 def test_stepped_decay_halves_after_1000_epochs():
-    lr = experiments.stepped_decay(0.1, steps_per_epoch=5)
+    lr = stepped_decay(0.1, steps_per_epoch=5)
     assert lr(0) == 0.1
     assert lr(1000 * 5 - 1) == 0.1
     assert lr(1000 * 5) == pytest.approx(0.05)
@@ -270,9 +263,9 @@ def test_step_noise():
 
 
 def test_run_training_picks_the_output_layer_from_the_labels():
-    binary = experiments.run_training(data="moons", epochs=3, progress=False)
+    binary = run_training(data="moons", epochs=3, progress=False)
     assert binary.model.layer_dims == (2, 5, 2, 1) and binary.model.output == "sigmoid"
-    three = experiments.run_training(data="blobs", hidden=(4,), epochs=3, optimizer="lion", progress=False)
+    three = run_training(data="blobs", hidden=(4,), epochs=3, optimizer="lion", progress=False)
     assert three.model.layer_dims == (2, 4, 3) and three.model.output == "softmax"
     assert type(three.optimizer).__name__ == "Lion"
     assert len(three.result.history.cost) == 3
@@ -282,7 +275,7 @@ def test_run_training_picks_the_output_layer_from_the_labels():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"optimizer": "adadelta"}, "unknown optimizer 'adadelta'"),
+        ({"optimizer": "shampoo"}, "unknown optimizer 'shampoo'"),
         ({"output": "tanh"}, "unknown output 'tanh'"),
         ({"batch_size": 0}, "batch size must be a positive integer"),
         ({"hidden": (5, -1)}, "every hidden layer width must be a positive integer"),
@@ -291,4 +284,19 @@ def test_run_training_picks_the_output_layer_from_the_labels():
 )
 def test_run_training_rejects_bad_options(options, message):
     with pytest.raises(ExperimentError, match=message):
-        experiments.run_training(epochs=1, progress=False, **options)
+        run_training(epochs=1, progress=False, **options)
+
+
+def test_train_offers_every_registered_optimizer_and_the_lessons_gd():
+    assert list(OPTIMIZER_NAMES) == ["gd", *REGISTRY]
+    assert OPTIMIZER_NAMES["gd"] is SGD
+    assert all(OPTIMIZER_NAMES[name] is cls for name, cls in REGISTRY.items())
+
+
+@pytest.mark.parametrize("name", ["gd", *REGISTRY])
+def test_run_training_builds_the_named_optimizer_with_the_learning_rate(name):
+    run = run_training(
+        data="moons", n_samples=20, epochs=1, optimizer=name.upper(), learning_rate=0.003, progress=False
+    )
+    assert type(run.optimizer) is OPTIMIZER_NAMES[name]
+    assert run.optimizer.learning_rate_at(0) == 0.003

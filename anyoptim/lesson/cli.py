@@ -29,7 +29,12 @@ from pathlib import Path
 
 from .. import __version__
 from ..nn.mlp import ACTIVATIONS
-from . import experiments
+from .backends import BACKENDS, DTYPES
+from .batch_sizes import BATCH_SIZE_LEARNING_RATE, BATCH_SIZE_STEPS, run_batch_sizes, step_noise
+from .compare import run_comparison
+from .problem import DEFAULT_SEED, LESSON, lesson_problem
+from .training import DATASETS, OPTIMIZER_NAMES, OUTPUT_CHOICES, run_training
+from .trajectories import SURFACES, reversals, run_trajectories
 
 __all__ = ["main"]
 
@@ -102,15 +107,11 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_training(parser: argparse.ArgumentParser, *, epochs: int | None) -> None:
-    parser.add_argument(
-        "--backend", default="numpy", choices=experiments.BACKENDS, help="array library (default: numpy)"
-    )
+    parser.add_argument("--backend", default="numpy", choices=BACKENDS, help="array library (default: numpy)")
     parser.add_argument(
         "--device", default=None, help="device of that library, e.g. cpu, cuda:0 (default: its default)"
     )
-    parser.add_argument(
-        "--dtype", default="float64", choices=experiments.DTYPES, help="floating-point type (default: float64)"
-    )
+    parser.add_argument("--dtype", default="float64", choices=DTYPES, help="floating-point type (default: float64)")
     if epochs is not None:
         parser.add_argument(
             "--epochs", type=_positive_int, default=epochs, help=f"passes over the data (default: {epochs})"
@@ -118,8 +119,8 @@ def _add_training(parser: argparse.ArgumentParser, *, epochs: int | None) -> Non
     parser.add_argument(
         "--seed",
         type=_seed,
-        default=experiments.DEFAULT_SEED,
-        help=f"seed of the data, initial weights and shuffling (default: {experiments.DEFAULT_SEED})",
+        default=DEFAULT_SEED,
+        help=f"seed of the data, initial weights and shuffling (default: {DEFAULT_SEED})",
     )
 
 
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and Adam (lr 0.0007), then GD, Momentum (lr0 0.1) and Adam (lr0 0.01) with the stepped decay "
         "lr0 / (1 + floor(epoch / 1000)).",
     )
-    _add_training(compare, epochs=experiments.LESSON.epochs)
+    _add_training(compare, epochs=LESSON.epochs)
     _add_output(compare)
 
     trajectories = commands.add_parser(
@@ -155,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch_sizes.add_argument(
         "--steps",
         type=_positive_int,
-        default=experiments.BATCH_SIZE_STEPS,
-        help=f"gradient-descent steps of each run (default: {experiments.BATCH_SIZE_STEPS})",
+        default=BATCH_SIZE_STEPS,
+        help=f"gradient-descent steps of each run (default: {BATCH_SIZE_STEPS})",
     )
     _add_output(batch_sizes)
 
@@ -170,18 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         default="moons",
         metavar="NAME|FILE",
-        help=f"{', '.join(experiments.DATASETS)}, or a .npz/.csv file (default: moons)",
+        help=f"{', '.join(DATASETS)}, or a .npz/.csv file (default: moons)",
     )
     train.add_argument("--samples", type=_positive_int, default=300, help="size of a generated data set (default: 300)")
     train.add_argument("--noise", type=_non_negative_float, default=0.2, help="noise of a generated data set (0.2)")
     train.add_argument("--hidden", type=_widths, default=(5, 2), help="hidden layer widths, e.g. 5,2 (default: 5,2)")
     train.add_argument("--activation", default="relu", choices=ACTIVATIONS, help="hidden activation (default: relu)")
     train.add_argument(
-        "--output", default="auto", choices=experiments.OUTPUT_CHOICES, help="output layer (default: from the labels)"
+        "--output", default="auto", choices=OUTPUT_CHOICES, help="output layer (default: from the labels)"
     )
-    train.add_argument(
-        "--optimizer", default="adam", choices=tuple(experiments.OPTIMIZER_NAMES), help="(default: adam)"
-    )
+    train.add_argument("--optimizer", default="adam", choices=tuple(OPTIMIZER_NAMES), help="(default: adam)")
     train.add_argument("--learning-rate", type=_non_negative_float, default=0.001, help="(default: 0.001)")
     train.add_argument("--batch-size", type=_positive_int, default=64, help="examples per step (default: 64)")
     _add_training(train, epochs=1000)
@@ -254,14 +253,14 @@ def _slug(label: str) -> str:
 
 def _compare(args: argparse.Namespace) -> int:
     out = _output_folder(args)
-    problem = experiments.lesson_problem(args.backend, device=args.device, dtype=args.dtype, seed=args.seed)
+    problem = lesson_problem(args.backend, device=args.device, dtype=args.dtype, seed=args.seed)
     print(
-        f"moons: {experiments.LESSON.n_samples} samples, noise {experiments.LESSON.noise}; "
-        f"network {list(experiments.LESSON.layer_dims)}; mini-batch {experiments.LESSON.batch_size}; "
+        f"moons: {LESSON.n_samples} samples, noise {LESSON.noise}; "
+        f"network {list(LESSON.layer_dims)}; mini-batch {LESSON.batch_size}; "
         f"{args.epochs} epochs; {args.backend} {args.dtype}; seed {args.seed}\n"
     )
-    rows = experiments.run_comparison(epochs=args.epochs, seed=args.seed, problem=problem)
-    decay_text = f"lr0/(1+floor(epoch/{experiments.LESSON.decay_interval}))"
+    rows = run_comparison(epochs=args.epochs, seed=args.seed, problem=problem)
+    decay_text = f"lr0/(1+floor(epoch/{LESSON.decay_interval}))"
     print(
         _table(
             ["optimizer", "learning rate", "decay", "final cost", "train accuracy", "wall time"],
@@ -305,7 +304,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _trajectories(args: argparse.Namespace) -> int:
     out = _output_folder(args)
-    paths = experiments.run_trajectories()
+    paths = run_trajectories()
     print(
         _table(
             [
@@ -327,7 +326,7 @@ def _trajectories(args: argparse.Namespace) -> int:
                     f"({p.points[-1][0]:.3f}, {p.points[-1][1]:.3f})",
                     f"{p.final_distance:.3g}",
                     f"{p.values[-1]:.3g}",
-                    str(experiments.reversals(p.points)),
+                    str(reversals(p.points)),
                 ]
                 for p in paths
             ],
@@ -342,7 +341,7 @@ def _trajectories(args: argparse.Namespace) -> int:
             plots.plot_trajectories(
                 surface, [p for p in paths if p.surface == surface.name], out / f"trajectories_{surface.name}.png"
             )
-            for surface in experiments.SURFACES
+            for surface in SURFACES
         ]
         _print_written(written)
     return 0
@@ -350,11 +349,11 @@ def _trajectories(args: argparse.Namespace) -> int:
 
 def _batch_sizes(args: argparse.Namespace) -> int:
     out = _output_folder(args)
-    problem = experiments.lesson_problem(args.backend, device=args.device, dtype=args.dtype, seed=args.seed)
-    curves = experiments.run_batch_sizes(steps=args.steps, seed=args.seed, problem=problem)
+    problem = lesson_problem(args.backend, device=args.device, dtype=args.dtype, seed=args.seed)
+    curves = run_batch_sizes(steps=args.steps, seed=args.seed, problem=problem)
     n_samples = int(problem.X.shape[0])
     print(
-        f"plain gradient descent, learning rate {experiments.BATCH_SIZE_LEARNING_RATE:g}, "
+        f"plain gradient descent, learning rate {BATCH_SIZE_LEARNING_RATE:g}, "
         f"{args.steps} steps each; {args.backend} {args.dtype}; seed {args.seed}\n"
     )
     print(
@@ -366,7 +365,7 @@ def _batch_sizes(args: argparse.Namespace) -> int:
                     str(c.batch_size),
                     f"{len(c.batch_costs) * c.batch_size / n_samples:.4g}",
                     f"{c.full_costs[-1]:.4f}",
-                    f"{experiments.step_noise(c.batch_costs):.4f}",
+                    f"{step_noise(c.batch_costs):.4f}",
                     f"{c.wall_time:.2f} s",
                 ]
                 for c in curves
@@ -398,7 +397,7 @@ TRAIN_COLUMNS = (
 
 def _train(args: argparse.Namespace) -> int:
     out = _output_folder(args)
-    run = experiments.run_training(
+    run = run_training(
         args.backend,
         args.device,
         args.dtype,

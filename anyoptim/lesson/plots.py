@@ -181,9 +181,9 @@ def plot_trajectories(
 
     Parameters
     ----------
-    surface : anyoptim.experiments.Surface
+    surface : anyoptim.lesson.trajectories.Surface
         Its ``value``, ``window``, ``minimum`` and ``title`` are used.
-    trajectories : sequence of anyoptim.experiments.Trajectory
+    trajectories : sequence of anyoptim.lesson.trajectories.Trajectory
         Each with ``optimizer``, ``learning_rate`` and ``points``.
     path : path-like
     """
@@ -230,7 +230,7 @@ def plot_batch_sizes(curves: Sequence[Any], path: str | os.PathLike) -> Path:
 
     Parameters
     ----------
-    curves : sequence of anyoptim.experiments.BatchSizeCurve
+    curves : sequence of anyoptim.lesson.batch_sizes.BatchSizeCurve
         Each with ``label``, ``batch_size``, ``batch_costs`` and ``full_costs``;
         drawn noisiest first so that the smoother curves stay visible on top.
     path : path-like
