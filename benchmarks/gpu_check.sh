@@ -11,7 +11,7 @@
 # the others; summary.txt lists every part's exit status.  Worst case about 8 minutes (the sum of the limits), typically less.
 #
 #   env.txt           card, driver, versions, and a smoke run: one fused step, its kernel source, a graph replay
-#   engine-tests.txt  pytest -m gpu tests/test_cupy_engine.py (the CuPy engine: agreement, launches, memory, graphs)
+#   engine-tests.txt  pytest -m gpu tests/test_cupy_engine.py tests/test_cupy_capture.py (the CuPy engine: agreement, launches, memory, graphs)
 #   bench.txt/.json   benchmarks/step.py --backend cupy --compare torch,optax
 #   gpu-tests.txt     every other GPU-marked test (the cupy backend of the shared test suite)
 #   summary.txt       exit status of each part
@@ -61,7 +61,7 @@ if [ "$MODE" = quick ]; then
     } >>"$OUT/env.txt" 2>&1
     # Each limit is the most that part may take; together with the setup they stay under 150 s.
     part "engine tests" 75 "$OUT/engine-tests.txt" \
-        python3 -m pytest -q -m gpu -p no:cacheprovider -rfEsx --durations=10 tests/test_cupy_engine.py
+        python3 -m pytest -q -m gpu -p no:cacheprovider -rfEsx --durations=10 tests/test_cupy_engine.py tests/test_cupy_capture.py
     part "benchmark" 60 "$OUT/bench.txt" \
         python3 benchmarks/step.py --backend cupy --compare torch,optax --quick \
         --only adam-1-tensor,rmsprop-1-tensor,momentum-1-tensor,adam-mlp-6-tensors --json "$OUT/bench.json"
@@ -98,7 +98,7 @@ import numpy as np
 import cupy
 import anyoptim
 from anyoptim.engines import select_engine
-from anyoptim.engines.cupy.engine import GraphedStep
+from anyoptim.engines.cupy import GraphedStep
 
 xp = cupy
 rng = np.random.default_rng(0)
@@ -150,7 +150,7 @@ except Exception:
     traceback.print_exc()
 
 try:
-    from anyoptim.engines.cupy.engine import matmul  # CuPy refuses cuBLAS (@) inside a capture
+    from anyoptim.engines.cupy import matmul  # CuPy refuses cuBLAS (@) inside a capture
 
     def loss_and_grads(p, x, y):
         r = matmul(x, p["W"]) + p["b"] - y
@@ -179,7 +179,7 @@ part "smoke" 45 "$OUT/env.txt" python3 /tmp/anyoptim_smoke.py
 
 # ---------------------------------------------------------------- 2. the CuPy engine's GPU tests
 part "engine tests" 120 "$OUT/engine-tests.txt" \
-    python3 -m pytest -q -m gpu -p no:cacheprovider -rfEsx --durations=10 tests/test_cupy_engine.py
+    python3 -m pytest -q -m gpu -p no:cacheprovider -rfEsx --durations=10 tests/test_cupy_engine.py tests/test_cupy_capture.py
 
 # ---------------------------------------------------------------- 3. the benchmark
 if [ -f benchmarks/step.py ]; then
@@ -192,6 +192,6 @@ fi
 # ---------------------------------------------------------------- 4. every other GPU-marked test
 part "other gpu tests" 75 "$OUT/gpu-tests.txt" \
     python3 -m pytest -q -m gpu -p no:cacheprovider -rfEx --durations=10 tests \
-    --ignore=tests/test_cupy_engine.py
+    --ignore=tests/test_cupy_engine.py --ignore=tests/test_cupy_capture.py
 
 note "done; logs in $OUT"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 import anyoptim
-import anyoptim.engines.cupy.engine as cupy_engine
+import anyoptim.engines.cupy.scalar_table as scalar_table
 from anyoptim.tree import tree_flatten
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace
 
@@ -41,11 +41,12 @@ class Capture:
     plan: Any
 
 
-def warm_up_for_capture(
-    monkeypatch: Any, stand_in: Any, make: Callable[[str], Any], *, seed: int, extra: int
-) -> Capture:
-    """Nine gradient steps' worth of data for a small flat model, warmed up and undone in scalar-table mode."""
-    monkeypatch.setattr(cupy_engine, "cupy", types.SimpleNamespace(asarray=np.asarray, zeros=np.zeros))
+def warm_up_for_capture(monkeypatch: Any, make: Callable[[str], Any], *, seed: int, extra: int) -> Capture:
+    """Nine gradient steps' worth of data for a small flat model, warmed up and undone in scalar-table mode.
+
+    ``make(engine)`` makes the optimizer; the test's stand-in engine must be the one ``engine="fused"`` selects.
+    """
+    monkeypatch.setattr(scalar_table, "cupy", types.SimpleNamespace(asarray=np.asarray, zeros=np.zeros))
     rng = np.random.default_rng(seed)
     initial = {"W": rng.normal(size=(3, 2)), "b": rng.normal(size=2), "z": rng.normal(size=extra)}
     gradients = [{name: rng.normal(size=value.shape) for name, value in initial.items()} for _ in range(9)]
@@ -54,10 +55,10 @@ def warm_up_for_capture(
     grads = anyoptim.flatten({name: np.array(value, copy=True) for name, value in gradients[0].items()})
     state = optimizer.init(params)
     names, leaves, treedef = tree_flatten(params)
-    plan = cupy_engine._ScalarPlan({id(leaf): i for i, leaf in enumerate(leaves)})
+    plan = scalar_table.ScalarPlan({id(leaf): i for i, leaf in enumerate(leaves)})
     arrays = [*leaves, *(leaf for tree in state.slots.values() for leaf in tree_flatten(tree)[1])]
     saved = [np.array(array, copy=True) for array in arrays]
-    with stand_in._scalars_on_device(plan):
+    with scalar_table.scalars_on_device(plan):
         optimizer.step(params, grads, state)  # the warm-up, really computed ...
     for array, value in zip(arrays, saved, strict=True):
         array[...] = value  # ... and undone

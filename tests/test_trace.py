@@ -31,11 +31,15 @@ from hypothesis.extra import numpy as hnp
 
 import anyoptim
 from anyoptim.engines import trace as _trace
-from anyoptim.engines.cupy.engine import CupyEngine
+from anyoptim.engines.cupy import CupyEngine
+from anyoptim.engines.cupy.device import CupyDevice
+from anyoptim.engines.cupy.printer import KernelSource, cuda_source
+from anyoptim.engines.cupy.scalar_table import scalars_on_device
 from anyoptim.engines.program import Program
 from anyoptim.tree import tree_flatten
 from tests.graph_simulation import check_replays, warm_up_for_capture
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace
+from tests.trace_evaluator import evaluate
 
 XP = load_namespace("numpy")  # the array-api-compat namespace the generic engine uses for NumPy
 
@@ -199,7 +203,7 @@ def test_traced_program_equals_the_rule(config: Config, case: Case, as_array: bo
     optimizer, params, state = _state_before_last_step(config, case)
     for step in _leaf_steps(optimizer, params, case.grads[-1], state, clip_factor_as_array=as_array):
         expected_p, expected_slots = step.program(XP, step.p, step.g, step.slots, step.hp)
-        actual_p, actual_slots = _trace.evaluate(_trace_of(step), XP, step.p, step.g, step.slots, step.hp)
+        actual_p, actual_slots = evaluate(_trace_of(step), XP, step.p, step.g, step.slots, step.hp)
         assert actual_p.dtype == step.p.dtype
         _assert_same(actual_p, expected_p, case.dtype, "param")
         for name in step.slots:
@@ -218,7 +222,7 @@ def test_scalar_subexpressions_are_computed_on_the_host_in_double() -> None:
     in_double = np.float32(1 - step.hp["beta2"])
     in_float = np.float32(1) - np.float32(step.hp["beta2"])
     assert abs(in_double - in_float) / in_double > 1e-6  # the trap is real in float32
-    source = _trace.cuda_source(trace, "float32")
+    source = cuda_source(trace, "float32")
     assert "(1 - beta2)" in source.body  # documented as a host scalar ...
     assert not re.search(r"\d\.\d*f\s*-", _code(source))  # ... and never computed as float literals
 
@@ -281,7 +285,7 @@ def test_traced_custom_rule_equals_the_rule(rule: CustomRule, data: Any) -> None
     dtype, p, g, slots = data.draw(custom_arrays(rule))
     expected_p, expected_slots = rule.program(XP, p, g, slots, rule.hp)
     trace = _trace.trace_program(rule.program, rule.program.slot_names, _trace.hp_signature(rule.hp))
-    actual_p, actual_slots = _trace.evaluate(trace, XP, p, g, slots, rule.hp)
+    actual_p, actual_slots = evaluate(trace, XP, p, g, slots, rule.hp)
     _assert_same(actual_p, expected_p, dtype, "param")
     for name in slots:
         _assert_same(actual_slots[name], np.broadcast_to(expected_slots[name], p.shape), dtype, name)
@@ -290,8 +294,8 @@ def test_traced_custom_rule_equals_the_rule(rule: CustomRule, data: Any) -> None
 def test_constants_meeting_arrays_become_literals_of_the_parameter_dtype() -> None:
     rule = CUSTOM_RULES[0]
     trace = _trace.trace_program(rule.program, ("s",), _trace.hp_signature(rule.hp))
-    float_code = _code(_trace.cuda_source(trace, "float32"))
-    double_code = _code(_trace.cuda_source(trace, "float64"))
+    float_code = _code(cuda_source(trace, "float32"))
+    double_code = _code(cuda_source(trace, "float64"))
     assert "0.5f" in float_code and "0.125f" in float_code
     assert "0.5f" not in double_code and "0.5" in double_code
     assert _trace.c_literal(0.1, "float32") == f"{float(np.float32(0.1))!r}f"
@@ -352,7 +356,7 @@ def test_hyperparameters_must_be_numbers_or_0d_arrays() -> None:
 def test_unsupported_dtypes_and_constants_are_refused() -> None:
     trace = _trace_rule(lambda xp, p, g, slots, hp: (p - hp["lr"] * g, {}))
     with pytest.raises(ValueError, match="float16"):
-        _trace.cuda_source(trace, "float16")
+        cuda_source(trace, "float16")
     with pytest.raises(ValueError, match="finite"):
         _trace.c_literal(float("inf"), "float32")
 
@@ -360,7 +364,7 @@ def test_unsupported_dtypes_and_constants_are_refused() -> None:
 # --------------------------------------------------------------------------- source properties
 
 
-def _code(source: _trace.KernelSource) -> str:
+def _code(source: KernelSource) -> str:
     """The source without comments."""
     text = source.loop_prep + "\n" + source.body
     return "\n".join(line.split("//", 1)[0] for line in text.splitlines())
@@ -408,7 +412,7 @@ _KNOWN_WORDS = {"const", "T", "bool", "sqrt", "fabs", "pow", "scalars", "param",
 
 @pytest.mark.parametrize(("trace", "dtype", "on_device"), SOURCE_PARAMS)
 def test_generated_source_is_well_formed(trace: _trace.Trace, dtype: str, on_device: bool) -> None:
-    source = _trace.cuda_source(trace, dtype, scalars_on_device=on_device)
+    source = cuda_source(trace, dtype, scalars_on_device=on_device)
     code = _code(source)
     in_names, out_names = _declared(source.in_params), _declared(source.out_params)
     assert len(in_names) == len(source.inputs) and len(out_names) == len(source.outputs)
@@ -452,7 +456,7 @@ def test_adam_source_key_properties() -> None:
     params = {"w": np.ones(4, dtype=np.float32)}
     step = _leaf_steps(optimizer, params, {"w": np.ones(4, np.float32)}, optimizer.init(params))[0]
     trace = _trace_of(step)
-    source = _trace.cuda_source(trace, "float32")
+    source = cuda_source(trace, "float32")
     code = _code(source)
     assert source.name == "anyoptim_adam"
     assert source.out_params == "T param, T slot_m, T slot_v"
@@ -469,7 +473,7 @@ def test_adam_source_key_properties() -> None:
     clipped = anyoptim.Adam(0.01, clip_global_norm=1.0)
     grads = {"w": np.ones(4, np.float32)}
     step = _leaf_steps(clipped, params, grads, clipped.init(params), clip_factor_as_array=True)[0]
-    assert "T hp_grad_scale" in _trace.cuda_source(_trace_of(step), "float32").in_params  # stays on the device
+    assert "T hp_grad_scale" in cuda_source(_trace_of(step), "float32").in_params  # stays on the device
 
 
 # --------------------------------------------------------------------------- the C++ stand-in of ElementwiseKernel
@@ -477,7 +481,7 @@ def test_adam_source_key_properties() -> None:
 _CXX = shutil.which("g++") or shutil.which("c++")
 
 
-def _harness_function(function: str, source: _trace.KernelSource) -> str:
+def _harness_function(function: str, source: KernelSource) -> str:
     """Wrap a kernel body as ElementwiseKernel does: const references to inputs, references to outputs."""
     params = ["long long n"]
     binds = []
@@ -511,7 +515,7 @@ class Harness:
         for _, trace in ALL_TRACES:
             for dtype in DTYPES:
                 for on_device in (False, True):
-                    source = _trace.cuda_source(trace, dtype, scalars_on_device=on_device)
+                    source = cuda_source(trace, dtype, scalars_on_device=on_device)
                     key = self._key(source)
                     if key not in self.functions:
                         self.functions[key] = f"k{len(self.functions)}"
@@ -539,12 +543,10 @@ class Harness:
         self.library = ctypes.CDLL(str(library))
 
     @staticmethod
-    def _key(source: _trace.KernelSource) -> tuple[str, str, str, str]:
+    def _key(source: KernelSource) -> tuple[str, str, str, str]:
         return (source.in_params, source.out_params, source.loop_prep, source.body)
 
-    def run(
-        self, source: _trace.KernelSource, p: np.ndarray, g: np.ndarray, slots: dict, hp: dict, scalars: list
-    ) -> None:
+    def run(self, source: KernelSource, p: np.ndarray, g: np.ndarray, slots: dict, hp: dict, scalars: list) -> None:
         """Update ``p`` and ``slots`` in place, as the CUDA kernel would."""
         function = getattr(self.library, self.functions[self._key(source)])
         scalar_type = ctypes.c_float if source.dtype == "float32" else ctypes.c_double
@@ -581,7 +583,7 @@ def harness(tmp_path_factory: Any) -> Harness:
 
 
 def _run_harness(harness: Harness, trace: _trace.Trace, step: LeafStep, on_device: bool) -> tuple[np.ndarray, dict]:
-    source = _trace.cuda_source(trace, str(step.p.dtype), scalars_on_device=on_device)
+    source = cuda_source(trace, str(step.p.dtype), scalars_on_device=on_device)
     p = np.array(step.p, copy=True)
     slots = {name: np.array(value, copy=True) for name, value in step.slots.items()}
     harness.run(source, p, step.g, slots, step.hp, _trace.fold_scalars(trace, step.hp))
@@ -623,7 +625,7 @@ def test_compiled_custom_rule_equals_the_rule(harness: Harness, rule: CustomRule
 class _StandInKernel:
     """Takes exactly a CuPy kernel's arguments and computes with the trace interpreter."""
 
-    def __init__(self, trace: _trace.Trace, source: _trace.KernelSource):
+    def __init__(self, trace: _trace.Trace, source: KernelSource):
         self.trace, self.source = trace, source
 
     def __call__(self, *args: Any) -> None:
@@ -641,53 +643,62 @@ class _StandInKernel:
             assert all(type(value) is p.dtype.type for value in scalars)  # typed like the parameter
         hp = {name: bound[("hp_array", name)] for name in self.trace.hp_arrays}
         slots = {name: targets[("slot", name)] for name in self.trace.slot_names}
-        new_p, new_slots = _trace.evaluate(self.trace, XP, p, bound[("grad", None)], slots, hp, scalars=scalars)
+        new_p, new_slots = evaluate(self.trace, XP, p, bound[("grad", None)], slots, hp, scalars=scalars)
         p[...] = new_p
         for name, value in new_slots.items():
             slots[name][...] = value
 
 
-class NumpyStandInEngine(CupyEngine):
-    """The CuPy engine with its few CuPy calls replaced by NumPy ones; counts launches."""
+class NumpyStandInDevice(CupyDevice):
+    """The CuPy engine's few CuPy calls replaced by NumPy ones; counts ElementwiseKernel launches."""
 
     def __init__(self) -> None:
         super().__init__()
         self.launches: list[int] = []
 
-    def _launch(self, kernel: Any, args: Any) -> None:
+    def launch(self, kernel: Any, args: Any) -> None:
         self.launches.append(args[-1].size)
         kernel(*args)
 
     @staticmethod
-    def _device_is_array(a: Any) -> bool:
+    def is_array(a: Any) -> bool:
         return isinstance(a, np.ndarray)
 
     @staticmethod
-    def _device_address(a: Any) -> int:
+    def address(a: Any) -> int:
         return a.__array_interface__["data"][0]
 
     @staticmethod
-    def _device_owner(a: Any) -> Any:
+    def owner(a: Any) -> Any:
         return a if a.base is None else a.base
 
     @staticmethod
-    def _device_span(leaves: Any) -> Any:
+    def span(leaves: Any) -> Any:
         first = leaves[0]
         owner = first if first.base is None else first.base
         offset = (first.__array_interface__["data"][0] - owner.__array_interface__["data"][0]) // first.itemsize
         return owner.reshape(-1)[offset : offset + sum(leaf.size for leaf in leaves)]
 
     @staticmethod
-    def _device_contiguous(g: Any) -> Any:
+    def contiguous(g: Any) -> Any:
         return np.ascontiguousarray(g)
 
     @staticmethod
-    def _device_hp_array(value: Any, dtype: Any) -> Any:
+    def hp_array(value: Any, dtype: Any) -> Any:
         return np.asarray(value, dtype=dtype)
 
     @staticmethod
-    def _device_kernel(trace: _trace.Trace, source: _trace.KernelSource) -> Any:
+    def elementwise_kernel(trace: _trace.Trace, source: KernelSource) -> Any:
         return _StandInKernel(trace, source)
+
+
+class NumpyStandInEngine(CupyEngine):
+    """The CuPy engine with a NumPy stand-in of its device; ``launches`` holds the size of each kernel launch."""
+
+    def __init__(self, device: NumpyStandInDevice | None = None) -> None:
+        super().__init__()
+        self.device = NumpyStandInDevice() if device is None else device
+        self.launches = self.device.launches
 
 
 @pytest.fixture
@@ -800,12 +811,12 @@ def test_scalar_table_replays_equal_generic_steps(
 ) -> None:
     """What GraphedStep does on the host, simulated on NumPy: a warm-up step in scalar-table mode (undone),
     a recording of the launches, then replays that refill the table from the optimizer's own step scalars."""
-    capture = warm_up_for_capture(monkeypatch, stand_in, make, seed=7, extra=4)
+    capture = warm_up_for_capture(monkeypatch, make, seed=7, extra=4)
     recorded: list[tuple[Any, list[Any]]] = []
-    stand_in._launch = lambda kernel, args: recorded.append((kernel, list(args)))  # capture: record, do not run
-    with stand_in._scalars_on_device(capture.plan):
+    stand_in.device.launch = lambda kernel, args: recorded.append((kernel, list(args)))  # capture: record, do not run
+    with scalars_on_device(capture.plan):
         capture.optimizer.step(capture.params, capture.grads, capture.state)
-    del stand_in._launch
+    del stand_in.device.launch
     assert len(recorded) == len(capture.plan.entries) == (2 if capture.optimizer.weight_decay else 1)
 
     def replay() -> None:

@@ -1,5 +1,6 @@
 """The CuPy engine: the traced program as one fused CUDA kernel per step, and CUDA-graph capture."""
 
-from .engine import CupyEngine, GraphedStep, capturing, matmul
+from .capture import GraphedStep, capturing, matmul
+from .engine import CupyEngine
 
 __all__ = ["CupyEngine", "GraphedStep", "capturing", "matmul"]
