@@ -445,14 +445,15 @@ class Config:
     """One concrete optimizer setting for the engine tests; ``make(engine)`` builds it."""
 
     id: str
-    case: Case
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    def make(self, engine: Any) -> anyoptim.Optimizer:
-        return self.case.make(engine=engine, **self.options)
+    make: Callable[[Any], anyoptim.Optimizer]
 
 
-CONFIGS: list[Config] = [Config(case.id, case) for case in CASES] + [
-    Config(f"{case_id}-{suffix}", CASE_BY_ID[case_id], options) for case_id, suffix, options in PROCESSED
+def _config(case: Case, suffix: str = "", options: Mapping[str, Any] | None = None) -> Config:
+    return Config(case.id + suffix, lambda engine: case.make(engine=engine, **(options or {})))
+
+
+#: Every row as :meth:`Case.make` builds it, then the rows of :data:`PROCESSED`.
+CONFIGS: list[Config] = [_config(case) for case in CASES] + [
+    _config(CASE_BY_ID[case_id], f"-{suffix}", options) for case_id, suffix, options in PROCESSED
 ]
 CONFIG_PARAMS = [pytest.param(config, id=config.id) for config in CONFIGS]
