@@ -144,6 +144,17 @@ def ref_lion(beta1: float, beta2: float) -> Reference:
     return Reference(_zeros("m"), update)
 
 
+def ref_adadelta(rho: float, epsilon: float) -> Reference:
+    """Zeiler (2012), Algorithm 1, with the learning rate as torch.optim.Adadelta and optax.adadelta apply it."""
+
+    def update(theta, g, s, t, lr):
+        mean_square = rho * s["ms"] + (1 - rho) * g * g
+        delta = np.sqrt(s["md"] + epsilon) / np.sqrt(mean_square + epsilon) * g
+        return theta - lr * delta, {"ms": mean_square, "md": rho * s["md"] + (1 - rho) * delta * delta}
+
+    return Reference(_zeros("ms", "md"), update)
+
+
 def run_reference(
     reference: Reference,
     params: list[np.ndarray],
