@@ -1,4 +1,8 @@
-"""Fixtures shared by every test module: one ``xp`` fixture over the backends, Hypothesis profiles."""
+"""Fixtures shared by every test module: one ``xp`` fixture over the backends, Hypothesis profiles.
+
+The ``backend`` fixture goes over :class:`tests.helpers.Backend`; a test marked
+``@pytest.mark.skip_xp_backend(Backend.JAX, reason=...)`` is skipped on that backend.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.helpers import BACKENDS, load_namespace
+from tests.helpers import Backend
 
 settings.register_profile(
     "ci",
@@ -25,23 +29,25 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-def _backend_params():
-    params = []
-    for name in BACKENDS:
-        marks = [pytest.mark.gpu] if name == "cupy" else []
-        params.append(pytest.param(name, id=name, marks=marks))
-    return params
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "skip_xp_backend(*backends, reason): skip the test on these members of tests.helpers.Backend"
+    )
 
 
-@pytest.fixture(params=_backend_params())
-def backend(request):
-    """The name of an available backend; tests for missing ones are skipped."""
-    if load_namespace(request.param) is None:
-        pytest.skip(f"{request.param} is not available here")
-    return request.param
+@pytest.fixture(params=[backend.pytest_param() for backend in Backend])
+def backend(request) -> Backend:
+    """An available backend (a :class:`Backend`, equal to its name); tests for missing ones are skipped."""
+    backend = request.param
+    if backend.namespace() is None:
+        pytest.skip(f"{backend} is not available here")
+    for marker in request.node.iter_markers("skip_xp_backend"):
+        if backend in marker.args:
+            pytest.skip(marker.kwargs.get("reason", f"skipped on {backend}"))
+    return backend
 
 
 @pytest.fixture
 def xp(backend):
     """The Array API namespace of each available backend."""
-    return load_namespace(backend)
+    return backend.namespace()

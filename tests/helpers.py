@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import importlib
+from enum import Enum
 from typing import Any
 
 import numpy as np
-
-BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "cupy")
-MUTABLE_BACKENDS = ("numpy", "array_api_strict", "torch", "cupy")
+import pytest
 
 # Relative tolerances: one backend against another (or an independent reference),
 # and two engines on one backend.
@@ -23,6 +22,40 @@ def _cupy_usable() -> bool:
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
         return False
+
+
+class Backend(str, Enum):
+    """The array libraries the tests run on; the ``backend`` and ``xp`` fixtures go over all of them.
+
+    A member is also its name as a string (``Backend.JAX == "jax"``), so it can be
+    passed wherever a backend name is expected.
+    """
+
+    NUMPY = "numpy"
+    ARRAY_API_STRICT = "array_api_strict"
+    TORCH = "torch"
+    JAX = "jax"
+    CUPY = "cupy"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @property
+    def mutable(self) -> bool:
+        """Whether its arrays can be written in place (JAX's cannot)."""
+        return self is not Backend.JAX
+
+    def namespace(self) -> Any | None:
+        """Its Array API namespace, or None when it is not usable here."""
+        return load_namespace(self.value)
+
+    def pytest_param(self) -> Any:
+        """``pytest.param(self)`` with its id and marks (CuPy needs a GPU: ``gpu``)."""
+        marks = [pytest.mark.gpu] if self is Backend.CUPY else []
+        return pytest.param(self, id=self.value, marks=marks)
 
 
 def load_namespace(name: str) -> Any | None:

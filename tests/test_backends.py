@@ -10,7 +10,6 @@ dtype, device, library and tree structure of params and state, ``state.count`` a
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
@@ -23,26 +22,14 @@ from hypothesis.extra import numpy as hnp
 import anyoptim
 from anyoptim import schedules
 from anyoptim.tree import leaf_names, tree_flatten
-from tests.helpers import RTOL, RTOL_SAME_BACKEND, from_numpy, load_namespace, to_numpy
+from tests.cases import Case, case_params
+from tests.helpers import RTOL, RTOL_SAME_BACKEND, Backend, from_numpy, load_namespace, to_numpy
 
-OPTIMIZERS: dict[str, Callable[[], anyoptim.Optimizer]] = {
-    "sgd": lambda **kw: anyoptim.SGD(0.1, **kw),
-    "momentum-ema": lambda **kw: anyoptim.Momentum(0.1, 0.9, **kw),
-    "momentum-heavy_ball-nesterov": lambda **kw: anyoptim.Momentum(0.05, 0.8, form="heavy_ball", nesterov=True, **kw),
-    "rmsprop": lambda **kw: anyoptim.RMSprop(0.01, **kw),
-    "rmsprop-centered-momentum-eps_in_sqrt": lambda **kw: anyoptim.RMSprop(
-        0.01, 0.9, 1e-6, centered=True, momentum=0.5, eps_in_sqrt=True, **kw
-    ),
-    "adam": lambda **kw: anyoptim.Adam(0.01, **kw),
-    "adam-amsgrad-eps_root": lambda **kw: anyoptim.Adam(0.01, 0.8, 0.9, amsgrad=True, eps_root=1e-6, **kw),
-    "adamw": lambda **kw: anyoptim.AdamW(0.01, weight_decay=0.1, **kw),
-    "adagrad": lambda **kw: anyoptim.Adagrad(0.1, initial_accumulator_value=0.1, **kw),
-    "adamax": lambda **kw: anyoptim.Adamax(0.01, **kw),
-    "nadam": lambda **kw: anyoptim.NAdam(0.01, **kw),
-    "radam": lambda **kw: anyoptim.RAdam(0.01, beta2=0.8, **kw),
-    "lion": lambda **kw: anyoptim.Lion(0.01, weight_decay=0.1, **kw),
-}
-NAMES = sorted(OPTIMIZERS)
+
+def _make(case: Case, **options: Any) -> anyoptim.Optimizer:
+    """The case's example; AdamW and Lion with a weight decay of 0.1, so that decay shows in the trajectory."""
+    return case.make(**({"weight_decay": 0.1} if case.decoupled else {}), **options)
+
 
 # Gradient processing drawn on top of each optimizer.
 PROCESSING = st.fixed_dictionaries(
@@ -65,17 +52,17 @@ def _move(xp, arrays: list[np.ndarray], dtype: str) -> dict[str, Any]:
     return _tree([from_numpy(xp, np.array(a, dtype=dtype)) for a in arrays])
 
 
-def _build(name: str, processing: dict[str, Any], engine: str) -> anyoptim.Optimizer:
-    optimizer = OPTIMIZERS[name](
-        engine=engine, clip_global_norm=processing["clip_global_norm"], clip_value=processing["clip_value"]
+def _build(case: Case, processing: dict[str, Any], engine: str) -> anyoptim.Optimizer:
+    optimizer = _make(
+        case, engine=engine, clip_global_norm=processing["clip_global_norm"], clip_value=processing["clip_value"]
     )
     if processing["learning_rate_schedule"]:
         optimizer.learning_rate = schedules.exponential_decay(0.05, decay_steps=1, decay_rate=0.7)
     return optimizer
 
 
-def _trajectory(xp, name, processing, engine, params0, grads, dtype) -> list[list[np.ndarray]]:
-    optimizer = _build(name, processing, engine)
+def _trajectory(xp, case, processing, engine, params0, grads, dtype) -> list[list[np.ndarray]]:
+    optimizer = _build(case, processing, engine)
     params = _move(xp, params0, dtype)
     state = optimizer.init(params)
     steps = []
@@ -85,7 +72,7 @@ def _trajectory(xp, name, processing, engine, params0, grads, dtype) -> list[lis
     return steps
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("case", case_params())
 @settings(max_examples=6)
 @given(
     dtype=st.sampled_from(["float32", "float64"]),
@@ -94,7 +81,7 @@ def _trajectory(xp, name, processing, engine, params0, grads, dtype) -> list[lis
     processing=PROCESSING,
     data=st.data(),
 )
-def test_same_trajectory_on_every_backend(xp, backend, name, dtype, dims, n_steps, processing, data):
+def test_same_trajectory_on_every_backend(xp, backend, case, dtype, dims, n_steps, processing, data):
     a, b = dims
     shapes = [(a, b), (b,), (b, a)]
 
@@ -103,10 +90,10 @@ def test_same_trajectory_on_every_backend(xp, backend, name, dtype, dims, n_step
 
     params0 = draw_tree()
     grads = [draw_tree() for _ in range(n_steps)]
-    expected = _trajectory(load_namespace("numpy"), name, processing, "generic", params0, grads, dtype)
-    rtol = (RTOL_SAME_BACKEND if backend == "numpy" else RTOL)[dtype]
+    expected = _trajectory(Backend.NUMPY.namespace(), case, processing, "generic", params0, grads, dtype)
+    rtol = (RTOL_SAME_BACKEND if backend is Backend.NUMPY else RTOL)[dtype]
     for engine in ("generic", "auto"):
-        actual = _trajectory(xp, name, processing, engine, params0, grads, dtype)
+        actual = _trajectory(xp, case, processing, engine, params0, grads, dtype)
         for step, (got, want) in enumerate(zip(actual, expected, strict=True)):
             for leaf, (g, w) in enumerate(zip(got, want, strict=True)):
                 assert g.dtype == np.dtype(dtype)
@@ -116,7 +103,7 @@ def test_same_trajectory_on_every_backend(xp, backend, name, dtype, dims, n_step
                     w,
                     rtol=rtol,
                     atol=rtol * scale,
-                    err_msg=f"{name} on {backend} ({engine}), step {step + 1}, leaf {leaf}",
+                    err_msg=f"{case.id} on {backend} ({engine}), step {step + 1}, leaf {leaf}",
                 )
 
 
@@ -135,8 +122,8 @@ def _check_like(xp, leaves: list[Any], dtypes: list[Any], device: Any, what: str
 @pytest.mark.parametrize(
     "dtypes", [("float32",) * 3, ("float64",) * 3, ("float32", "float64", "float32")], ids=["f32", "f64", "mixed"]
 )
-@pytest.mark.parametrize("name", NAMES)
-def test_dtype_device_and_library_are_preserved(xp, name, dtypes, engine):
+@pytest.mark.parametrize("case", case_params())
+def test_dtype_device_and_library_are_preserved(xp, case, dtypes, engine):
     rng = np.random.default_rng(0)
     shapes = [(3, 2), (2,), (2, 3)]
     params = _tree([from_numpy(xp, rng.normal(size=s).astype(dt)) for s, dt in zip(shapes, dtypes, strict=True)])
@@ -144,7 +131,8 @@ def test_dtype_device_and_library_are_preserved(xp, name, dtypes, engine):
     expected_dtypes = [leaf.dtype for leaf in leaves]
     device = array_api_compat.device(leaves[0])
     namespace = array_api_compat.array_namespace(leaves[0])
-    optimizer = OPTIMIZERS[name](engine=engine, clip_global_norm=1.0)
+    name = case.id
+    optimizer = _make(case, engine=engine, clip_global_norm=1.0)
     state = optimizer.init(params)
     for slot, tree in state.slots.items():
         _check_like(xp, tree_flatten(tree)[1], expected_dtypes, device, f"{name} init slot {slot}")
@@ -159,9 +147,9 @@ def test_dtype_device_and_library_are_preserved(xp, name, dtypes, engine):
 
 
 @pytest.mark.parametrize("engine", ["generic", "auto"])
-@pytest.mark.parametrize("name", ["sgd", "adam", "lion"])
-def test_zero_dimensional_parameters_stay_arrays(xp, backend, name, engine):
-    optimizer = OPTIMIZERS[name](engine=engine)
+@pytest.mark.parametrize("case", case_params())
+def test_zero_dimensional_parameters_stay_arrays(xp, case, engine):
+    optimizer = _make(case, engine=engine)
 
     params = {"w": from_numpy(xp, np.array(1.5)), "v": from_numpy(xp, np.array([1.0, 2.0]))}
     state = optimizer.init(params)
@@ -216,8 +204,8 @@ def _same_shape_of_tree(actual: Any, expected: Any, path: str = "root") -> None:
 
 
 @pytest.mark.parametrize("structure", sorted(STRUCTURES))
-@pytest.mark.parametrize("name", ["sgd", "rmsprop-centered-momentum-eps_in_sqrt", "adam-amsgrad-eps_root", "adamw"])
-def test_structure_of_params_and_state_is_preserved(xp, name, structure):
+@pytest.mark.parametrize("case", case_params())
+def test_structure_of_params_and_state_is_preserved(xp, case, structure):
     rng = np.random.default_rng(1)
 
     def array(shape):
@@ -225,7 +213,7 @@ def test_structure_of_params_and_state_is_preserved(xp, name, structure):
 
     params = STRUCTURES[structure](array)
     template = STRUCTURES[structure](lambda shape: np.zeros(shape))
-    optimizer = OPTIMIZERS[name]()
+    optimizer = _make(case)
     state = optimizer.init(params)
     for _ in range(2):
         params, state = optimizer.step(params, STRUCTURES[structure](array), state)
@@ -236,14 +224,14 @@ def test_structure_of_params_and_state_is_preserved(xp, name, structure):
             assert leaf_names(tree) == leaf_names(params)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_state_slots_are_named_like_the_params(xp, name):
+@pytest.mark.parametrize("case", case_params())
+def test_state_slots_are_named_like_the_params(xp, case):
     params = {
         "W1": from_numpy(xp, np.ones((2, 3))),
         "b1": from_numpy(xp, np.zeros(3)),
         "block": [{"W": from_numpy(xp, np.ones((3, 1)))}],
     }
-    state = OPTIMIZERS[name]().init(params)
+    state = _make(case).init(params)
     assert leaf_names(params) == ["W1", "b1", "block.0.W"]
     for slot, tree in state.slots.items():
         assert isinstance(slot, str) and slot
@@ -344,13 +332,13 @@ def test_flatten_returns_jax_trees_unchanged():
 
 
 @pytest.mark.parametrize("engine", ["generic", "auto"])
-@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "lion"])
-def test_flattened_params_follow_the_same_trajectory(xp, name, engine):
+@pytest.mark.parametrize("case", case_params())
+def test_flattened_params_follow_the_same_trajectory(xp, case, engine):
     rng = np.random.default_rng(5)
     plain = _mixed_tree(xp, rng)
     flat = anyoptim.flatten(_mixed_tree(xp, np.random.default_rng(5)))
     grads = [_mixed_tree(xp, rng) for _ in range(3)]
-    first, second = OPTIMIZERS[name](engine=engine), OPTIMIZERS[name](engine=engine)
+    first, second = _make(case, engine=engine), _make(case, engine=engine)
     s1, s2 = first.init(plain), second.init(flat)
     for g in grads:
         plain, s1 = first.step(plain, g, s1)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from hypothesis.extra import numpy as hnp
 
 import anyoptim
 from anyoptim import schedules
+from tests.cases import CASES, Case, case_params
 from tests.helpers import RTOL_SAME_BACKEND, to_numpy
 
 DTYPES = st.sampled_from(["float32", "float64"])
@@ -153,22 +153,10 @@ def test_adam_beta1_zero_is_anyoptim_rmsprop_with_a_correcting_schedule(shape, b
 
 # --------------------------------------------------------------------------- the optimizer table
 
-ALL_OPTIMIZERS: dict[str, Callable[..., anyoptim.Optimizer]] = {
-    "sgd": lambda **kw: anyoptim.SGD(0.1, **kw),
-    "momentum-ema": lambda **kw: anyoptim.Momentum(0.1, 0.9, **kw),
-    "momentum-heavy_ball-nesterov": lambda **kw: anyoptim.Momentum(0.1, 0.9, form="heavy_ball", nesterov=True, **kw),
-    "rmsprop": lambda **kw: anyoptim.RMSprop(0.01, **kw),
-    "rmsprop-eps_in_sqrt": lambda **kw: anyoptim.RMSprop(0.01, eps_in_sqrt=True, **kw),
-    "rmsprop-centered-momentum": lambda **kw: anyoptim.RMSprop(0.01, centered=True, momentum=0.9, **kw),
-    "adam": lambda **kw: anyoptim.Adam(0.01, **kw),
-    "adam-amsgrad-eps_root": lambda **kw: anyoptim.Adam(0.01, amsgrad=True, eps_root=1e-8, **kw),
-    "adamw": lambda **kw: anyoptim.AdamW(0.01, **{"weight_decay": 0.01, **kw}),
-    "adagrad": lambda **kw: anyoptim.Adagrad(0.1, **kw),
-    "adamax": lambda **kw: anyoptim.Adamax(0.01, **kw),
-    "nadam": lambda **kw: anyoptim.NAdam(0.01, **kw),
-    "radam": lambda **kw: anyoptim.RAdam(0.01, beta2=0.9, **kw),
-    "lion": lambda **kw: anyoptim.Lion(0.01, **{"weight_decay": 0.01, **kw}),
-}
+
+def _make(case: Case, **options) -> anyoptim.Optimizer:
+    """The case's example; AdamW and Lion with a weight decay of 0.01 (options may override it)."""
+    return case.make(**{**({"weight_decay": 0.01} if case.decoupled else {}), **options})
 
 
 def _all_finite(tree_leaves) -> bool:
@@ -190,15 +178,16 @@ def _extreme_values(dtype: str) -> list[float]:
     return [0.0, tiny, -tiny, float(info.smallest_normal), -float(info.smallest_normal), 1.0, -1.0, huge, -huge]
 
 
-@pytest.mark.parametrize("name", sorted(ALL_OPTIMIZERS))
+@pytest.mark.parametrize("case", case_params())
 @settings(max_examples=5)
 @given(
     dtype=DTYPES, shape=hnp.array_shapes(min_dims=1, max_dims=2, max_side=5), n_steps=st.integers(1, 6), data=st.data()
 )
-def test_extreme_gradients_never_give_nan_or_inf(xp, name, dtype, shape, n_steps, data):
+def test_extreme_gradients_never_give_nan_or_inf(xp, case, dtype, shape, n_steps, data):
+    name = case.id
     elements = st.sampled_from(_extreme_values(dtype))
     theta = data.draw(hnp.arrays(np.float64, shape, elements=VALUES), label="theta").astype(dtype)
-    optimizer = ALL_OPTIMIZERS[name]()
+    optimizer = _make(case)
     params = {"W": _array(xp, theta.reshape(1, -1), dtype), "b": _array(xp, theta, dtype)}
     state = optimizer.init(params)
     for step in range(n_steps):
@@ -236,14 +225,13 @@ def test_global_norm_clipping_of_the_largest_gradients_keeps_the_clipped_norm(dt
     np.testing.assert_allclose(np.linalg.norm(step), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(ALL_OPTIMIZERS))
+@pytest.mark.parametrize("case", case_params())
 @settings(max_examples=4)
 @given(dtype=DTYPES, shape=SHAPES, n_steps=st.integers(1, 5), data=st.data())
-def test_zero_gradients_do_not_move_a_fresh_optimizer(xp, name, dtype, shape, n_steps, data):
+def test_zero_gradients_do_not_move_a_fresh_optimizer(xp, case, dtype, shape, n_steps, data):
     """Nothing accumulated, nothing to follow: every optimizer (weight decay off) stays put, bit for bit."""
     theta = data.draw(hnp.arrays(np.float64, shape, elements=VALUES), label="theta").astype(dtype)
-    options = {"weight_decay": 0.0} if name in ("adamw", "lion") else {}
-    optimizer = ALL_OPTIMIZERS[name](**options)
+    optimizer = _make(case, weight_decay=0.0)
     params = {"w": _array(xp, theta, dtype)}
     state = optimizer.init(params)
     zeros = _array(xp, np.zeros(shape), dtype)
@@ -273,28 +261,19 @@ def test_ema_momentum_is_a_heavy_ball_with_a_smaller_rate(nesterov, dtype, shape
         _close(a["w"], b["w"].astype(np.float64), dtype, rtol={"float64": 1e-12, "float32": 1e-5}[dtype])
 
 
-SCALE_FREE = {
-    "rmsprop": lambda: anyoptim.RMSprop(0.01, 0.9, 0.0),
-    "rmsprop-centered-momentum": lambda: anyoptim.RMSprop(0.01, 0.9, 0.0, centered=True, momentum=0.5),
-    "adam": lambda: anyoptim.Adam(0.01, epsilon=0.0),
-    "adam-amsgrad": lambda: anyoptim.Adam(0.01, epsilon=0.0, amsgrad=True),
-    "adagrad": lambda: anyoptim.Adagrad(0.1, 0.0),
-    "adamax": lambda: anyoptim.Adamax(0.01, epsilon=0.0),
-    "nadam": lambda: anyoptim.NAdam(0.01, epsilon=0.0),
-    "lion": lambda: anyoptim.Lion(0.01),
-}
+SCALE_FREE = [case for case in CASES if case.scale_free is not None]
 
 
-@pytest.mark.parametrize("name", sorted(SCALE_FREE))
+@pytest.mark.parametrize("case", case_params(SCALE_FREE))
 @settings(max_examples=10)
 @given(dtype=DTYPES, shape=SHAPES, power=st.integers(-20, 20), n_steps=st.integers(1, 8), data=st.data())
-def test_adaptive_methods_ignore_the_gradient_scale(name, dtype, shape, power, n_steps, data):
+def test_adaptive_methods_ignore_the_gradient_scale(case, dtype, shape, power, n_steps, data):
     """With epsilon = 0, gradients times 2^k give bit-identical trajectories (powers of two scale exactly).
 
     RAdam is not in the table: its warm-up steps are momentum SGD, which follows the scale."""
     theta = data.draw(hnp.arrays(np.float64, shape, elements=VALUES)).astype(dtype)
     grads = [data.draw(hnp.arrays(np.float64, shape, elements=NONZERO)).astype(dtype) for _ in range(n_steps)]
-    first, second = SCALE_FREE[name](), SCALE_FREE[name]()
+    first, second = case.make(**case.scale_free), case.make(**case.scale_free)
     a, b = {"w": theta.copy()}, {"w": theta.copy()}
     sa, sb = first.init(a), second.init(b)
     factor = 2.0**power
@@ -324,31 +303,13 @@ def rosenbrock_gradient(x):
     return g.astype(x.dtype)
 
 
-# (make(learning_rate), quadratic learning rate, Rosenbrock learning rate): every rate halves
-# every 100 steps on the quadratic (every 500 on Rosenbrock's long valley), so that the
-# sign-like and adaptive methods settle instead of hovering.
-CONVERGENCE = {
-    "sgd": (anyoptim.SGD, 0.15, 0.003),
-    "momentum-ema": (lambda lr: anyoptim.Momentum(lr, 0.9), 0.15, 0.03),
-    "momentum-ema-nesterov": (lambda lr: anyoptim.Momentum(lr, 0.9, nesterov=True), 0.15, 0.01),
-    "momentum-heavy_ball": (lambda lr: anyoptim.Momentum(lr, 0.9, form="heavy_ball"), 0.02, 0.003),
-    "momentum-heavy_ball-nesterov": (
-        lambda lr: anyoptim.Momentum(lr, 0.9, form="heavy_ball", nesterov=True),
-        0.02,
-        0.001,
-    ),
-    "rmsprop": (lambda lr: anyoptim.RMSprop(lr, 0.9), 0.1, 0.01),
-    "rmsprop-eps_in_sqrt": (lambda lr: anyoptim.RMSprop(lr, 0.9, eps_in_sqrt=True), 0.1, 0.01),
-    "rmsprop-centered-momentum": (lambda lr: anyoptim.RMSprop(lr, 0.9, centered=True, momentum=0.5), 0.1, 0.003),
-    "adam": (anyoptim.Adam, 0.3, 0.03),
-    "adam-amsgrad": (lambda lr: anyoptim.Adam(lr, amsgrad=True), 0.3, 0.03),
-    "adamw": (lambda lr: anyoptim.AdamW(lr, weight_decay=0.0), 0.3, 0.03),
-    "adagrad": (anyoptim.Adagrad, 1.0, 0.3),
-    "adamax": (anyoptim.Adamax, 0.3, 0.1),
-    "nadam": (anyoptim.NAdam, 0.3, 0.03),
-    "radam": (anyoptim.RAdam, 0.3, 0.003),
-    "lion": (anyoptim.Lion, 0.1, 0.01),
-}
+# Every rate halves every 100 steps on the quadratic (every 500 on Rosenbrock's long valley), so that
+# the sign-like and adaptive methods settle instead of hovering.  Weight decay is off: it moves the minimum.
+CONVERGENCE = [case for case in CASES if case.convergence is not None]
+
+
+def _without_decay(case: Case):
+    return lambda learning_rate: case.make(learning_rate, weight_decay=0.0)
 
 
 def _run(make, learning_rate, start, gradient, *, decay_steps, n_steps=1000):
@@ -361,19 +322,19 @@ def _run(make, learning_rate, start, gradient, *, decay_steps, n_steps=1000):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", sorted(CONVERGENCE))
-def test_reaches_the_minimum_of_a_convex_quadratic(name, dtype):
-    make, learning_rate, _ = CONVERGENCE[name]
+@pytest.mark.parametrize("case", case_params(CONVERGENCE))
+def test_reaches_the_minimum_of_a_convex_quadratic(case, dtype):
+    learning_rate, _ = case.convergence
     for start in (np.array([4.0, 3.0, -2.0]), np.array([-3.0, 0.0, 5.0])):
-        final = _run(make, learning_rate, start.astype(dtype), quadratic_gradient, decay_steps=100)
+        final = _run(_without_decay(case), learning_rate, start.astype(dtype), quadratic_gradient, decay_steps=100)
         assert final.dtype == np.dtype(dtype)
-        assert np.max(np.abs(final - MINIMUM)) < 1e-3, (name, final)
+        assert np.max(np.abs(final - MINIMUM)) < 1e-3, (case.id, final)
 
 
-@pytest.mark.parametrize("name", sorted(CONVERGENCE))
-def test_makes_progress_on_rosenbrock(name):
-    make, _, learning_rate = CONVERGENCE[name]
+@pytest.mark.parametrize("case", case_params(CONVERGENCE))
+def test_makes_progress_on_rosenbrock(case):
+    _, learning_rate = case.convergence
     start = np.array([-1.2, 1.0])
-    final = _run(make, learning_rate, start, rosenbrock_gradient, decay_steps=500)
+    final = _run(_without_decay(case), learning_rate, start, rosenbrock_gradient, decay_steps=500)
     assert np.all(np.isfinite(final))
-    assert rosenbrock(final) < rosenbrock(start) / 5, (name, final, rosenbrock(final))
+    assert rosenbrock(final) < rosenbrock(start) / 5, (case.id, final, rosenbrock(final))

@@ -1,8 +1,9 @@
 """Every optimizer against an independent float64 NumPy transcription of its published algorithm.
 
-The references below are written from the papers (and, where a paper leaves a
-choice open, from the convention the optimizer's docstring promises), one leaf
-at a time in float64 NumPy.  They never call :mod:`anyoptim.rules`.  Hypothesis
+The references (:mod:`tests.references`) are written from the papers (and, where a
+paper leaves a choice open, from the convention the optimizer's docstring
+promises), one leaf at a time in float64 NumPy; :data:`tests.cases.CASES` pairs
+every optimizer configuration with its reference.  Hypothesis
 draws hyperparameters, tree shapes, gradient sequences, gradient processing
 (global-norm and value clipping, coupled and decoupled weight decay with masks,
 learning-rate schedules) and the memory layout (plain arrays or
@@ -13,8 +14,6 @@ every backend present, with ``engine="generic"`` and ``engine="auto"``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,287 +24,10 @@ from hypothesis.extra import numpy as hnp
 
 import anyoptim
 from anyoptim import schedules
-from tests.helpers import RTOL, from_numpy, to_numpy
-
-# --------------------------------------------------------------------------- the references
-#
-# A reference is (init, update): init(theta) -> state dict, update(theta, g, state, t, lr)
-# -> (theta, state), with t the 1-based step number.  All arithmetic in float64.
-
-
-@dataclass(frozen=True)
-class Reference:
-    init: Callable[[np.ndarray], dict[str, np.ndarray]]
-    update: Callable[..., tuple[np.ndarray, dict[str, np.ndarray]]]
-
-
-def _zeros(*names: str) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-    return lambda theta: {name: np.zeros_like(theta) for name in names}
-
-
-def ref_sgd() -> Reference:
-    """Robbins & Monro (1951): theta <- theta - lr g."""
-    return Reference(_zeros(), lambda theta, g, s, t, lr: (theta - lr * g, s))
-
-
-def ref_momentum(beta: float, form: str, nesterov: bool) -> Reference:
-    """Polyak's heavy ball as torch.optim.SGD writes it (buf = beta buf + g, zero dampening),
-    Nesterov's variant as Sutskever et al. (2013) reformulated it (step g + beta buf).
-    The course's EMA form weights the fresh gradient by (1 - beta) in both places."""
-    weight = 1.0 - beta if form == "ema" else 1.0
-
-    def update(theta, g, s, t, lr):
-        buf = beta * s["v"] + weight * g
-        direction = weight * g + beta * buf if nesterov else buf
-        return theta - lr * direction, {"v": buf}
-
-    return Reference(_zeros("v"), update)
-
-
-def ref_rmsprop(beta: float, epsilon: float, eps_in_sqrt: bool, centered: bool, momentum: float) -> Reference:
-    """Tieleman & Hinton (2012, lecture 6.5); centered as Graves (2013, eq. 38-40); momentum as torch.optim."""
-
-    def update(theta, g, s, t, lr):
-        mean_square = beta * s["ms"] + (1 - beta) * g**2
-        mean_grad = beta * s["mg"] + (1 - beta) * g
-        variance = mean_square - mean_grad**2 if centered else mean_square
-        denominator = np.sqrt(variance + epsilon) if eps_in_sqrt else np.sqrt(variance) + epsilon
-        scaled = g / denominator
-        buf = momentum * s["buf"] + scaled
-        step = buf if momentum else scaled
-        return theta - lr * step, {"ms": mean_square, "mg": mean_grad, "buf": buf}
-
-    return Reference(_zeros("ms", "mg", "buf"), update)
-
-
-def ref_adam(beta1: float, beta2: float, epsilon: float, eps_root: float = 0.0, amsgrad: bool = False) -> Reference:
-    """Kingma & Ba (2015), Algorithm 1; AMSGrad (Reddi et al., 2018) as torch.optim: the running
-    maximum of the uncorrected second moment, then corrected; eps_root inside the root as optax."""
-
-    def update(theta, g, s, t, lr):
-        m = beta1 * s["m"] + (1 - beta1) * g
-        v = beta2 * s["v"] + (1 - beta2) * g * g
-        v_max = np.maximum(s["v_max"], v)
-        m_hat = m / (1 - beta1**t)
-        v_hat = (v_max if amsgrad else v) / (1 - beta2**t)
-        return theta - lr * m_hat / (np.sqrt(v_hat + eps_root) + epsilon), {"m": m, "v": v, "v_max": v_max}
-
-    return Reference(_zeros("m", "v", "v_max"), update)
-
-
-def ref_adagrad(epsilon: float, initial_accumulator_value: float) -> Reference:
-    """Duchi, Hazan & Singer (2011), diagonal version, epsilon outside the root (torch.optim)."""
-
-    def update(theta, g, s, t, lr):
-        total = s["G"] + g * g
-        return theta - lr * g / (np.sqrt(total) + epsilon), {"G": total}
-
-    return Reference(lambda theta: {"G": np.full_like(theta, initial_accumulator_value)}, update)
-
-
-def ref_adamax(beta1: float, beta2: float, epsilon: float) -> Reference:
-    """Kingma & Ba (2015), Algorithm 2, with epsilon added to u (optax, Keras)."""
-
-    def update(theta, g, s, t, lr):
-        m = beta1 * s["m"] + (1 - beta1) * g
-        u = np.maximum(beta2 * s["u"], np.abs(g))
-        return theta - (lr / (1 - beta1**t)) * m / (u + epsilon), {"m": m, "u": u}
-
-    return Reference(_zeros("m", "u"), update)
-
-
-def ref_nadam(beta1: float, beta2: float, epsilon: float, eps_root: float) -> Reference:
-    """Dozat (2016), with a constant momentum, as optax.nadam."""
-
-    def update(theta, g, s, t, lr):
-        m = beta1 * s["m"] + (1 - beta1) * g
-        v = beta2 * s["v"] + (1 - beta2) * g * g
-        m_bar = beta1 * m / (1 - beta1 ** (t + 1)) + (1 - beta1) * g / (1 - beta1**t)
-        v_hat = v / (1 - beta2**t)
-        return theta - lr * m_bar / (np.sqrt(v_hat + eps_root) + epsilon), {"m": m, "v": v}
-
-    return Reference(_zeros("m", "v"), update)
-
-
-def ref_radam(beta1: float, beta2: float, epsilon: float, threshold: float) -> Reference:
-    """Liu et al. (2020), Algorithm 2, with optax's epsilon on sqrt(v_hat) and its threshold."""
-    rho_inf = 2 / (1 - beta2) - 1
-
-    def update(theta, g, s, t, lr):
-        m = beta1 * s["m"] + (1 - beta1) * g
-        v = beta2 * s["v"] + (1 - beta2) * g * g
-        m_hat = m / (1 - beta1**t)
-        rho = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
-        if rho > threshold:
-            r = math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
-            step = r * m_hat / (np.sqrt(v / (1 - beta2**t)) + epsilon)
-        else:
-            step = m_hat
-        return theta - lr * step, {"m": m, "v": v}
-
-    return Reference(_zeros("m", "v"), update)
-
-
-def ref_lion(beta1: float, beta2: float) -> Reference:
-    """Chen et al. (2023), Algorithm 2 (decoupled decay is added by the runner)."""
-
-    def update(theta, g, s, t, lr):
-        c = beta1 * s["m"] + (1 - beta1) * g
-        return theta - lr * np.sign(c), {"m": beta2 * s["m"] + (1 - beta2) * g}
-
-    return Reference(_zeros("m"), update)
-
-
-def run_reference(
-    reference: Reference,
-    params: list[np.ndarray],
-    grad_sequence: list[list[np.ndarray] | None],
-    learning_rate: float | Callable[[int], float],
-    *,
-    weight_decay: float = 0.0,
-    decayed: list[bool] | None = None,
-    decoupled: bool = False,
-    clip_global_norm: float | None = None,
-    clip_value: float | None = None,
-) -> list[list[np.ndarray]]:
-    """The parameters after every step; a ``None`` step is one the optimizer must skip."""
-    params = [np.asarray(p, dtype=np.float64) for p in params]
-    states = [reference.init(p) for p in params]
-    decayed = decayed or [False] * len(params)
-    trajectory = []
-    t = 0
-    for grads in grad_sequence:
-        if grads is None:
-            trajectory.append(params)
-            continue
-        t += 1
-        rate = learning_rate(t - 1) if callable(learning_rate) else learning_rate
-        grads = [np.asarray(g, dtype=np.float64) for g in grads]
-        if clip_global_norm is not None:
-            norm = math.sqrt(sum(float(np.sum(g * g)) for g in grads))
-            if norm > clip_global_norm:
-                grads = [g * (clip_global_norm / norm) for g in grads]
-        if clip_value is not None:
-            grads = [np.clip(g, -clip_value, clip_value) for g in grads]
-        new_params = []
-        for i, (theta, g) in enumerate(zip(params, grads, strict=True)):
-            if weight_decay and decayed[i] and not decoupled:
-                g = g + weight_decay * theta
-            new_theta, states[i] = reference.update(theta, g, states[i], t, rate)
-            if weight_decay and decayed[i] and decoupled:
-                new_theta = new_theta - rate * weight_decay * theta
-            new_params.append(new_theta)
-        params = new_params
-        trajectory.append(params)
-    return trajectory
-
-
-# --------------------------------------------------------------------------- the table
-
-BETAS = st.sampled_from([0.0, 0.5, 0.9, 0.99])
-BETA2S = st.sampled_from([0.0, 0.5, 0.9, 0.99, 0.999])
-EPSILONS = st.sampled_from([1e-8, 1e-4, 0.1])
-
-
-@dataclass(frozen=True)
-class Case:
-    """One optimizer configuration: its class, a strategy for its hyperparameters, its reference."""
-
-    id: str
-    cls: type
-    hyper: st.SearchStrategy
-    reference: Callable[..., Reference]
-    fixed: dict[str, Any] = field(default_factory=dict)
-    decoupled: bool = False
-    spares_biases: bool = False
-    decays_by_default: bool = False
-
-    def optimizer(self, learning_rate, hyper, **options):
-        return self.cls(learning_rate, **self.fixed, **hyper, **options)
-
-    def ref(self, hyper):
-        return self.reference(**self.fixed, **hyper)
-
-
-def _rms(**fixed):
-    return Case(
-        "rmsprop-" + "-".join(k for k, v in fixed.items() if v) if any(fixed.values()) else "rmsprop",
-        anyoptim.RMSprop,
-        st.fixed_dictionaries({"beta": BETAS, "epsilon": EPSILONS}),
-        lambda beta, epsilon, eps_in_sqrt, centered, momentum: ref_rmsprop(
-            beta, epsilon, eps_in_sqrt, centered, momentum
-        ),
-        fixed={"eps_in_sqrt": False, "centered": False, "momentum": 0.0, **fixed},
-    )
-
-
-ADAM_HYPER = st.fixed_dictionaries({"beta1": BETAS, "beta2": BETA2S, "epsilon": EPSILONS})
-
-CASES = [
-    Case("sgd", anyoptim.SGD, st.just({}), ref_sgd),
-    *(
-        Case(
-            f"momentum-{form}{'-nesterov' if nesterov else ''}",
-            anyoptim.Momentum,
-            st.fixed_dictionaries({"beta": BETAS}),
-            ref_momentum,
-            fixed={"form": form, "nesterov": nesterov},
-        )
-        for form in ("ema", "heavy_ball")
-        for nesterov in (False, True)
-    ),
-    _rms(),
-    _rms(eps_in_sqrt=True),
-    _rms(centered=True),
-    _rms(momentum=0.9),
-    _rms(eps_in_sqrt=True, centered=True, momentum=0.5),
-    Case("adam", anyoptim.Adam, ADAM_HYPER, ref_adam),
-    Case("adam-amsgrad", anyoptim.Adam, ADAM_HYPER, ref_adam, fixed={"amsgrad": True}),
-    Case(
-        "adam-eps_root",
-        anyoptim.Adam,
-        st.fixed_dictionaries({"beta1": BETAS, "beta2": BETA2S, "epsilon": EPSILONS, "eps_root": EPSILONS}),
-        ref_adam,
-    ),
-    Case("adamw", anyoptim.AdamW, ADAM_HYPER, ref_adam, decoupled=True, spares_biases=True, decays_by_default=True),
-    Case(
-        "adagrad",
-        anyoptim.Adagrad,
-        st.fixed_dictionaries({"epsilon": EPSILONS, "initial_accumulator_value": st.sampled_from([0.0, 0.1])}),
-        ref_adagrad,
-    ),
-    Case("adamax", anyoptim.Adamax, ADAM_HYPER, ref_adamax),
-    Case(
-        "nadam",
-        anyoptim.NAdam,
-        st.fixed_dictionaries({"beta1": BETAS, "beta2": BETA2S, "epsilon": EPSILONS, "eps_root": st.just(0.0)}),
-        ref_nadam,
-    ),
-    Case(
-        "radam",
-        anyoptim.RAdam,
-        st.fixed_dictionaries(
-            {
-                "beta1": BETAS,
-                # beta2 = 0.8 and 0.9 leave the warm-up (rho_t > threshold) within a few steps.
-                "beta2": st.sampled_from([0.5, 0.8, 0.9, 0.999]),
-                "epsilon": EPSILONS,
-                "threshold": st.sampled_from([4.0, 5.0]),
-            }
-        ),
-        ref_radam,
-    ),
-    Case(
-        "lion",
-        anyoptim.Lion,
-        st.fixed_dictionaries({"beta1": BETAS, "beta2": BETAS}),
-        ref_lion,
-        decoupled=True,
-        spares_biases=True,
-    ),
-]
-CASE_IDS = [case.id for case in CASES]
-CASE_BY_ID = {case.id: case for case in CASES}
+from anyoptim.optimizers import REGISTRY
+from tests.cases import BETA2S, BETAS, CASE_BY_ID, CASES, EPSILONS, Case, case_params
+from tests.helpers import RTOL, Backend, from_numpy, to_numpy
+from tests.references import run_reference
 
 # --------------------------------------------------------------------------- drawing trees
 
@@ -502,7 +224,19 @@ def check_against_reference(
 # --------------------------------------------------------------------------- the tests
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_registered_optimizer_has_a_case(name):
+    """A new optimizer in anyoptim.optimizers.REGISTRY fails here until tests/cases.py has a row for it."""
+    cls = REGISTRY[name]
+    assert any(case.cls is cls for case in CASES), f"{name}: add a row for {cls.__name__} to tests/cases.py CASES"
+
+
+@pytest.mark.parametrize("case", case_params())
+def test_every_case_is_a_registered_optimizer(case):
+    assert case.cls in REGISTRY.values(), f"{case.id}: {case.cls.__name__} is not in anyoptim.optimizers.REGISTRY"
+
+
+@pytest.mark.parametrize("case", case_params())
 @settings(max_examples=7)
 @given(data=st.data())
 def test_matches_reference(xp, case, data):
@@ -512,7 +246,7 @@ def test_matches_reference(xp, case, data):
         check_against_reference(xp, case, problem, engine)
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("case", case_params())
 @settings(max_examples=5)
 @given(data=st.data())
 def test_matches_reference_with_gradient_processing(xp, case, data):
@@ -522,14 +256,13 @@ def test_matches_reference_with_gradient_processing(xp, case, data):
         check_against_reference(xp, case, problem, engine)
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("case", case_params())
+@pytest.mark.skip_xp_backend(Backend.JAX, reason="JAX arrays cannot be overwritten in place")
 @settings(max_examples=4)
 @given(data=st.data())
-def test_matches_reference_when_a_loop_reuses_its_buffers(xp, backend, case, data):
+def test_matches_reference_when_a_loop_reuses_its_buffers(xp, case, data):
     """A training loop's steps: the same params, state and gradient buffers every step (the fast path
     for repeated arrays), gradients written in place, with NaN-poisoned steps skipped in between."""
-    if backend == "jax":
-        pytest.skip("JAX arrays cannot be overwritten in place")
     problem = data.draw(problems(case, max_steps=4), label="problem")
     poisoned = data.draw(st.lists(st.booleans(), min_size=len(problem["grads"]), max_size=len(problem["grads"])))
     grads = []
@@ -591,25 +324,15 @@ def test_each_processing_option_changes_the_trajectory(option, value):
     check_against_reference(np, case, changed, "auto")
 
 
-SKIP_HYPER = {
-    "momentum-ema": {"beta": 0.9},
-    "rmsprop-centered": {"beta": 0.9, "epsilon": 1e-8},
-    "adam": {"beta1": 0.9, "beta2": 0.8, "epsilon": 1e-8},
-    "adamw": {"beta1": 0.9, "beta2": 0.8, "epsilon": 1e-8},
-    "radam": {"beta1": 0.9, "beta2": 0.8, "epsilon": 1e-8, "threshold": 5.0},
-    "lion": {"beta1": 0.9, "beta2": 0.99},
-}
-
-
-@pytest.mark.parametrize("case_id", ["sgd", *SKIP_HYPER])
+@pytest.mark.parametrize("case", case_params())
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_skip_leaves_everything_bit_identical(xp, case_id, bad):
+def test_skip_leaves_everything_bit_identical(xp, case, bad):
     """on_nonfinite="skip": params and state untouched bit for bit, skipped counted, count unchanged,
     and the run continues exactly as if the bad step had never been fed."""
-    case = CASE_BY_ID[case_id]
+    case_id = case.id
     rng = np.random.default_rng(1)
     shapes = _shapes(2, 3, 2)
-    hyper = SKIP_HYPER.get(case_id, {})
+    hyper = case.example
     params0 = [rng.normal(size=s) for s in shapes]
     good = [[rng.normal(size=s) for s in shapes] for _ in range(4)]
     poisoned = [np.array(g, copy=True) for g in good[0]]
@@ -773,53 +496,21 @@ def test_matches_the_courses_adam(xp, problem):
 # promises on the libraries themselves, where they are installed.
 
 TORCH_EQUIVALENTS = [
-    ("SGD", lambda: anyoptim.SGD(0.1), lambda p, torch: torch.optim.SGD(p, lr=0.1)),
-    (
-        "Momentum heavy_ball",
-        lambda: anyoptim.Momentum(0.1, 0.8, form="heavy_ball"),
-        lambda p, torch: torch.optim.SGD(p, lr=0.1, momentum=0.8),
-    ),
-    (
-        "Momentum heavy_ball nesterov",
-        lambda: anyoptim.Momentum(0.1, 0.8, form="heavy_ball", nesterov=True),
-        lambda p, torch: torch.optim.SGD(p, lr=0.1, momentum=0.8, nesterov=True),
-    ),
-    (
-        "RMSprop centered momentum",
-        lambda: anyoptim.RMSprop(0.01, 0.95, 1e-6, centered=True, momentum=0.5),
-        lambda p, torch: torch.optim.RMSprop(p, lr=0.01, alpha=0.95, eps=1e-6, centered=True, momentum=0.5),
-    ),
-    (
-        "Adam amsgrad",
-        lambda: anyoptim.Adam(0.01, 0.8, 0.9, 1e-6, amsgrad=True),
-        lambda p, torch: torch.optim.Adam(p, lr=0.01, betas=(0.8, 0.9), eps=1e-6, amsgrad=True),
-    ),
-    (
-        "Adam weight_decay",
-        lambda: anyoptim.Adam(0.01, weight_decay=0.1),
-        lambda p, torch: torch.optim.Adam(p, lr=0.01, weight_decay=0.1),
-    ),
-    (
-        "AdamW decay_all",
-        lambda: anyoptim.AdamW(0.01, weight_decay=0.1, weight_decay_mask=anyoptim.decay_all),
-        lambda p, torch: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1),
-    ),
-    (
-        "Adagrad",
-        lambda: anyoptim.Adagrad(0.1, 1e-10, initial_accumulator_value=0.1),
-        lambda p, torch: torch.optim.Adagrad(p, lr=0.1, eps=1e-10, initial_accumulator_value=0.1),
-    ),
+    pytest.param(case, equivalent, id=f"{case.id}-{equivalent.label}") for case in CASES for equivalent in case.torch
+]
+OPTAX_EQUIVALENTS = [
+    pytest.param(case, equivalent, id=f"{case.id}-{equivalent.label}") for case in CASES for equivalent in case.optax
 ]
 
 
-@pytest.mark.parametrize(("label", "ours", "theirs"), TORCH_EQUIVALENTS, ids=[e[0] for e in TORCH_EQUIVALENTS])
-def test_documented_torch_equivalence(label, ours, theirs):
+@pytest.mark.parametrize(("case", "equivalent"), TORCH_EQUIVALENTS)
+def test_documented_torch_equivalence(case, equivalent):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)
     start = {"W1": rng.normal(size=(3, 2)), "b1": rng.normal(size=2)}
     tensors = {k: torch.tensor(v, requires_grad=True) for k, v in start.items()}
-    reference = theirs([tensors[k] for k in sorted(tensors)], torch)
-    optimizer = ours()
+    reference = equivalent.theirs([tensors[k] for k in sorted(tensors)], torch)
+    optimizer = case.make(**equivalent.ours)
     params = {k: np.array(v, copy=True) for k, v in start.items()}
     state = optimizer.init(params)
     for _ in range(6):
@@ -832,50 +523,8 @@ def test_documented_torch_equivalence(label, ours, theirs):
             np.testing.assert_allclose(params[k], tensors[k].detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=k)
 
 
-OPTAX_EQUIVALENTS = [
-    (
-        "adam eps_root",
-        lambda: anyoptim.Adam(0.01, 0.8, 0.9, 1e-6, eps_root=1e-4),
-        "adam",
-        {"learning_rate": 0.01, "b1": 0.8, "b2": 0.9, "eps": 1e-6, "eps_root": 1e-4},
-    ),
-    (
-        "nadam",
-        lambda: anyoptim.NAdam(0.01, 0.8, 0.9, 1e-6),
-        "nadam",
-        {"learning_rate": 0.01, "b1": 0.8, "b2": 0.9, "eps": 1e-6},
-    ),
-    (
-        "radam",
-        lambda: anyoptim.RAdam(0.01, 0.8, 0.9, 1e-6),
-        "radam",
-        {"learning_rate": 0.01, "b1": 0.8, "b2": 0.9, "eps": 1e-6},
-    ),
-    # optax (like torch) puts Adamax's epsilon inside the max, anyoptim (like Keras) adds it to u:
-    # the two agree when epsilon is 0.
-    (
-        "adamax",
-        lambda: anyoptim.Adamax(0.01, 0.8, 0.9, 0.0),
-        "adamax",
-        {"learning_rate": 0.01, "b1": 0.8, "b2": 0.9, "eps": 0.0},
-    ),
-    (
-        "lion decay_all",
-        lambda: anyoptim.Lion(0.01, 0.8, 0.9, weight_decay=0.1, weight_decay_mask=anyoptim.decay_all),
-        "lion",
-        {"learning_rate": 0.01, "b1": 0.8, "b2": 0.9, "weight_decay": 0.1},
-    ),
-    (
-        "rmsprop eps_in_sqrt",
-        lambda: anyoptim.RMSprop(0.01, 0.9, 1e-6, eps_in_sqrt=True),
-        "rmsprop",
-        {"learning_rate": 0.01, "decay": 0.9, "eps": 1e-6},
-    ),
-]
-
-
-@pytest.mark.parametrize(("label", "ours", "name", "kwargs"), OPTAX_EQUIVALENTS, ids=[e[0] for e in OPTAX_EQUIVALENTS])
-def test_documented_optax_equivalence(label, ours, name, kwargs):
+@pytest.mark.parametrize(("case", "equivalent"), OPTAX_EQUIVALENTS)
+def test_documented_optax_equivalence(case, equivalent):
     optax = pytest.importorskip("optax")
     import jax
 
@@ -883,10 +532,10 @@ def test_documented_optax_equivalence(label, ours, name, kwargs):
     jnp = jax.numpy
     rng = np.random.default_rng(4)
     start = {"W1": rng.normal(size=(3, 2)), "b1": rng.normal(size=2)}
-    transform = getattr(optax, name)(**kwargs)
+    transform = equivalent.theirs(optax)
     theirs = {k: jnp.asarray(v) for k, v in start.items()}
     their_state = transform.init(theirs)
-    optimizer = ours()
+    optimizer = case.make(**equivalent.ours)
     params = {k: np.array(v, copy=True) for k, v in start.items()}
     state = optimizer.init(params)
     for _ in range(8):

@@ -22,40 +22,18 @@ import pytest
 
 import anyoptim
 from anyoptim.tree import tree_flatten
+from tests.cases import CASES
 from tests.helpers import from_numpy, load_namespace, to_numpy
 
 # --------------------------------------------------------------------------- construction
 
-CLASSES = [
-    anyoptim.SGD,
-    anyoptim.Momentum,
-    anyoptim.RMSprop,
-    anyoptim.Adam,
-    anyoptim.AdamW,
-    anyoptim.Adagrad,
-    anyoptim.Adamax,
-    anyoptim.NAdam,
-    anyoptim.RAdam,
-    anyoptim.Lion,
-]
+# Per class: the classes in table order, and the union of their rows' beta and epsilon parameters.
+CLASSES = list(dict.fromkeys(case.cls for case in CASES))
 BETA_PARAMETERS = {
-    anyoptim.Momentum: ["beta"],
-    anyoptim.RMSprop: ["beta", "momentum"],
-    anyoptim.Adam: ["beta1", "beta2"],
-    anyoptim.AdamW: ["beta1", "beta2"],
-    anyoptim.Adamax: ["beta1", "beta2"],
-    anyoptim.NAdam: ["beta1", "beta2"],
-    anyoptim.RAdam: ["beta1", "beta2"],
-    anyoptim.Lion: ["beta1", "beta2"],
+    cls: list(dict.fromkeys(p for case in CASES if case.cls is cls for p in case.betas)) for cls in CLASSES
 }
 EPSILON_PARAMETERS = {
-    anyoptim.RMSprop: ["epsilon"],
-    anyoptim.Adam: ["epsilon", "eps_root"],
-    anyoptim.AdamW: ["epsilon"],
-    anyoptim.Adagrad: ["epsilon", "initial_accumulator_value"],
-    anyoptim.Adamax: ["epsilon"],
-    anyoptim.NAdam: ["epsilon", "eps_root"],
-    anyoptim.RAdam: ["epsilon"],
+    cls: list(dict.fromkeys(p for case in CASES if case.cls is cls for p in case.epsilons)) for cls in CLASSES
 }
 
 
