@@ -307,7 +307,7 @@ def test_span_kernels_equal_elementwise_and_generic_on_every_layout(
 LARGE_CONFIGS = [
     pytest.param(config, id=config.id)
     for config in CONFIGS
-    if config.id in ("adam", "adam-clipped-l2", "rmsprop", "momentum-heavy-ball", "lion-decay-clip")
+    if config.id in ("adam", "adam-clipped-l2", "rmsprop", "momentum-heavy_ball", "lion-decay-clip")
 ]
 
 

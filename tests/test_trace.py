@@ -37,6 +37,7 @@ from anyoptim.engines.cupy.printer import KernelSource, cuda_source
 from anyoptim.engines.cupy.scalar_table import scalars_on_device
 from anyoptim.engines.program import Program
 from anyoptim.tree import tree_flatten
+from tests.cases import CONFIG_PARAMS, CONFIGS, Config
 from tests.graph_simulation import check_replays, warm_up_for_capture
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace
 from tests.trace_evaluator import evaluate
@@ -46,55 +47,6 @@ XP = load_namespace("numpy")  # the array-api-compat namespace the generic engin
 # --------------------------------------------------------------------------- the optimizer table
 
 
-@dataclass(frozen=True)
-class Config:
-    """One optimizer setting; ``make(engine)`` builds it."""
-
-    id: str
-    make: Callable[[str], anyoptim.Optimizer]
-
-
-def _schedule(count: int) -> float:
-    return 0.05 * 0.9**count
-
-
-CONFIGS = [
-    Config("sgd", lambda e: anyoptim.SGD(0.1, engine=e)),
-    Config("sgd-l2", lambda e: anyoptim.SGD(0.1, weight_decay=0.01, engine=e)),
-    Config("sgd-clip-value", lambda e: anyoptim.SGD(0.1, clip_value=0.5, engine=e)),
-    Config("sgd-clip-norm", lambda e: anyoptim.SGD(0.1, clip_global_norm=1.0, engine=e)),
-    Config("momentum-ema", lambda e: anyoptim.Momentum(0.1, 0.9, engine=e)),
-    Config("momentum-heavy-ball", lambda e: anyoptim.Momentum(0.05, 0.8, form="heavy_ball", engine=e)),
-    Config("momentum-ema-nesterov", lambda e: anyoptim.Momentum(0.1, 0.9, nesterov=True, engine=e)),
-    Config(
-        "momentum-heavy-nesterov", lambda e: anyoptim.Momentum(0.05, 0.9, form="heavy_ball", nesterov=True, engine=e)
-    ),
-    Config("rmsprop", lambda e: anyoptim.RMSprop(0.01, engine=e)),
-    Config("rmsprop-centered", lambda e: anyoptim.RMSprop(0.01, centered=True, engine=e)),
-    Config("rmsprop-eps-in-sqrt", lambda e: anyoptim.RMSprop(0.01, eps_in_sqrt=True, engine=e)),
-    Config("rmsprop-momentum", lambda e: anyoptim.RMSprop(0.01, momentum=0.9, engine=e)),
-    Config(
-        "rmsprop-all",
-        lambda e: anyoptim.RMSprop(0.01, 0.95, 1e-6, centered=True, eps_in_sqrt=True, momentum=0.5, engine=e),
-    ),
-    Config("adam", lambda e: anyoptim.Adam(0.01, engine=e)),
-    Config("adam-amsgrad", lambda e: anyoptim.Adam(0.01, amsgrad=True, engine=e)),
-    Config("adam-eps-root", lambda e: anyoptim.Adam(0.01, eps_root=1e-8, engine=e)),
-    Config(
-        "adam-clipped-l2",
-        lambda e: anyoptim.Adam(0.01, clip_value=1.0, clip_global_norm=2.0, weight_decay=1e-3, engine=e),
-    ),
-    Config("adam-schedule", lambda e: anyoptim.Adam(_schedule, engine=e)),
-    Config("adamw", lambda e: anyoptim.AdamW(0.01, weight_decay=0.1, engine=e)),
-    Config("adamw-decay-all", lambda e: anyoptim.AdamW(0.01, weight_decay_mask=anyoptim.decay_all, engine=e)),
-    Config("adagrad", lambda e: anyoptim.Adagrad(0.1, initial_accumulator_value=0.1, engine=e)),
-    Config("adamax", lambda e: anyoptim.Adamax(0.02, engine=e)),
-    Config("nadam", lambda e: anyoptim.NAdam(0.02, engine=e)),
-    Config("radam", lambda e: anyoptim.RAdam(0.01, engine=e)),
-    Config("lion", lambda e: anyoptim.Lion(1e-3, engine=e)),
-    Config("lion-decay-clip", lambda e: anyoptim.Lion(1e-3, weight_decay=0.5, clip_global_norm=0.5, engine=e)),
-]
-CONFIG_PARAMS = [pytest.param(config, id=config.id) for config in CONFIGS]
 DTYPES = ("float32", "float64")
 
 # --------------------------------------------------------------------------- drawn cases
