@@ -25,9 +25,10 @@ from ..engines.program import Program
 from ..schedules import Schedule
 from ..state import OptimizerState
 from ..transforms import clip_factor, decay_all, first_nonfinite, frozen_mask, mask_values
-from ..tree import TreeDef, check_same_structure, tree_flatten, tree_unflatten
+from ..tree import TreeDef, tree_flatten, tree_unflatten
 from .contract import declaration_of
 from .prepared import PreparedStep
+from .validation import check_distinct, check_grads, check_state
 
 __all__ = ["NONFINITE_POLICIES", "Optimizer"]
 
@@ -194,7 +195,7 @@ class Optimizer(metaclass=_ChecksItsRule):
         """
         names, leaves, treedef = tree_flatten(params)
         xp, _ = check_leaves(names, leaves, what="params")
-        _check_distinct(names, leaves)
+        check_distinct(names, leaves)
         if self.weight_decay:
             mask_values(self.weight_decay_mask, names, leaves, treedef)
         engine = select_engine(xp, self.engine)
@@ -235,9 +236,9 @@ class Optimizer(metaclass=_ChecksItsRule):
             return self._prepared_step(prepared, params, state)
         names, p_leaves, treedef = tree_flatten(params)
         xp, device = check_leaves(names, p_leaves, what="params")
-        _check_distinct(names, p_leaves)
-        g_leaves = self._check_grads(xp, device, names, p_leaves, treedef, grads)
-        slots = self._check_state(names, p_leaves, treedef, state)
+        check_distinct(names, p_leaves)
+        g_leaves = check_grads(xp, device, names, p_leaves, treedef, grads)
+        slots = check_state(type(self).__name__, tuple(self._slot_fills()), names, p_leaves, treedef, state)
         learning_rate = self.learning_rate_at(state.count)
         skipped = self._nonfinite(xp, names, g_leaves, params, state)
         if skipped is not None:
@@ -390,52 +391,6 @@ class Optimizer(metaclass=_ChecksItsRule):
 
     # -- helpers of step
 
-    def _check_grads(
-        self, xp: Any, device: Any, names: list[str], p_leaves: list[Any], treedef: TreeDef, grads: Any
-    ) -> list[Any]:
-        grad_names, g_leaves, grad_def = tree_flatten(grads)
-        check_same_structure(treedef, grad_def, what="grads", like="params")
-        g_xp, g_device = check_leaves(grad_names, g_leaves, what="grads")
-        if g_xp is not xp:
-            raise TypeError("grads and params must come from the same array library")
-        if g_device != device:
-            raise ValueError(f"grads are on device {g_device} but params are on {device}")
-        for name, p, g in zip(names, p_leaves, g_leaves, strict=True):
-            if tuple(g.shape) != tuple(p.shape):
-                raise ValueError(
-                    f"grads[{name!r}] has shape {tuple(g.shape)} but params[{name!r}] has shape {tuple(p.shape)}"
-                )
-            if g.dtype != p.dtype:
-                raise TypeError(f"grads[{name!r}] has dtype {g.dtype} but params[{name!r}] has dtype {p.dtype}")
-        return g_leaves
-
-    def _check_state(
-        self, names: list[str], p_leaves: list[Any], treedef: TreeDef, state: OptimizerState
-    ) -> dict[str, list[Any]]:
-        if not isinstance(state, OptimizerState):
-            raise TypeError(f"state must be the OptimizerState returned by init or step, got {type(state).__name__}")
-        if state.structure is not None:
-            check_same_structure(state.structure, treedef, what="params", like="the params this state was made for")
-        expected = tuple(self._slot_fills())
-        if tuple(state.slots) != expected:
-            raise ValueError(
-                f"state has slots {list(state.slots)} but {type(self).__name__} needs {list(expected)}: "
-                "was it made by another optimizer?"
-            )
-        slots: dict[str, list[Any]] = {}
-        for slot, tree in state.slots.items():
-            _, leaves, _ = tree_flatten(tree)
-            if len(leaves) != len(p_leaves):
-                raise ValueError(f"state slot {slot!r} has {len(leaves)} arrays but params have {len(p_leaves)}")
-            for name, p, s in zip(names, p_leaves, leaves, strict=True):
-                if tuple(s.shape) != tuple(p.shape) or s.dtype != p.dtype:
-                    raise ValueError(
-                        f"state slot {slot!r} of {name!r} has shape {tuple(s.shape)} and dtype {s.dtype}, "
-                        f"but the parameter has {tuple(p.shape)} and {p.dtype}"
-                    )
-            slots[slot] = leaves
-        return slots
-
     def _nonfinite(
         self, xp: Any, names: list[str], g_leaves: list[Any], params: Any, state: OptimizerState
     ) -> tuple[Any, OptimizerState] | None:
@@ -506,15 +461,3 @@ class Optimizer(metaclass=_ChecksItsRule):
         if len(shared) == 1:
             return shared * len(key_of_leaf)
         return [shared[index] for index in key_of_leaf]
-
-
-def _check_distinct(names: list[str], leaves: list[Any]) -> None:
-    """Refuse a tree that holds one array under two names: an in-place engine would update it twice."""
-    first_name: dict[int, str] = {}
-    for name, leaf in zip(names, leaves, strict=True):
-        other = first_name.setdefault(id(leaf), name)
-        if other != name:
-            raise ValueError(
-                f"params[{name!r}] is the same array as params[{other!r}]: to tie parameters, keep one leaf "
-                "and add up the gradients of its uses"
-            )
