@@ -13,6 +13,7 @@ arrays' library.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import replace
@@ -51,8 +52,7 @@ class _ChecksItsRule(type):
 
     @property
     def __signature__(cls) -> inspect.Signature:
-        signature = inspect.signature(cls.__init__)
-        return signature.replace(parameters=list(signature.parameters.values())[1:])
+        return inspect.signature(functools.partial(cls.__init__, None))  # without self
 
 
 class Optimizer(metaclass=_ChecksItsRule):
