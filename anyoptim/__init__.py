@@ -11,7 +11,7 @@ import sys as _sys
 from . import schedules, transforms
 from .flat import flatten
 from .nn import MLP, FitResult, History, accuracy, datasets, fit, minibatches, predict
-from .optimizers import SGD, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam, Optimizer, RAdam, RMSprop
+from .optimizers import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam, Optimizer, RAdam, RMSprop
 from .state import OptimizerState
 from .transforms import decay_all, decay_weights_only
 
@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP",
     "SGD",
+    "Adadelta",
     "Adagrad",
     "Adam",
     "AdamW",

@@ -10,9 +10,12 @@ from .tree import TreeDef
 __all__ = ["OptimizerState"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class OptimizerState:
     """What an optimizer carries from one step to the next.
+
+    Immutable: a step returns a new state (whose slot arrays may be the old
+    ones, updated in place on mutable libraries).
 
     Attributes
     ----------
@@ -33,3 +36,20 @@ class OptimizerState:
     slots: dict[str, Any]
     skipped: int = 0
     structure: TreeDef | None = field(default=None, repr=False)
+
+    def __init__(
+        self,
+        count: int,
+        learning_rate: float,
+        slots: dict[str, Any],
+        skipped: int = 0,
+        structure: TreeDef | None = None,
+    ) -> None:
+        # The dataclass's own __init__ of a frozen class sets each field with object.__setattr__;
+        # storing them in the instance's dict is the same, at half the cost (every step makes a state).
+        fields = self.__dict__
+        fields["count"] = count
+        fields["learning_rate"] = learning_rate
+        fields["slots"] = slots
+        fields["skipped"] = skipped
+        fields["structure"] = structure

@@ -1,6 +1,6 @@
 """fit's per-step shortcuts: the step within an epoch, the batch slices, the MLP's ones vector.
 
-``Optimizer._step_again`` is the step fit takes after the first of each epoch: it
+``Optimizer.step_again`` is the step fit takes after the first of each epoch: it
 skips re-confirming that the arrays are those of the last step, which fit
 guarantees.  These tests pin down that it changes nothing observable: the same
 results as :meth:`Optimizer.step`, a full (validated) step for anything else, and
@@ -63,7 +63,7 @@ def test_step_again_equals_step(make_optimizer, monkeypatch):
         return step(self, params, grads, state)
 
     monkeypatch.setattr(anyoptim.optimizers.base.Optimizer, "step", counted)
-    by_step_again = _run(make_optimizer(), "_step_again")
+    by_step_again = _run(make_optimizer(), "step_again")
     assert full_steps == [0]  # every later step took the prepared step
     assert by_step_again[2] == by_step[2]
     for key, value in by_step[0].items():
@@ -84,12 +84,12 @@ def test_step_again_validates_anything_but_the_last_returned_arrays():
     params, state = optimizer.step(params, grads, optimizer.init(params))
     fresh = {"w": params["w"].copy()}  # not the tree the last step returned: a full step
     with pytest.raises(ValueError, match=r"grads\['w'\] has shape \(3,\)"):
-        optimizer._step_again(fresh, {"w": np.ones(3)}, state)
+        optimizer.step_again(fresh, {"w": np.ones(3)}, state)
     np.testing.assert_array_equal(fresh["w"], params["w"])
     # A changed setting drops the prepared step: the next call is validated again.
     optimizer.learning_rate = 0.2
     assert optimizer._prepared is None
-    params, state = optimizer._step_again(params, grads, state)
+    params, state = optimizer.step_again(params, grads, state)
     assert state.learning_rate == 0.2 and optimizer._prepared is not None
 
 

@@ -105,13 +105,13 @@ def _step_within_epoch(optimizer: Any) -> Callable[..., Any]:
 
     Within an epoch only fit's loop touches params, grads and state, so each
     such step passes back exactly what the last one returned, and an
-    :class:`~anyoptim.base.Optimizer` may skip confirming that
-    (``Optimizer._step_again``).  Not when ``step`` is anything but
-    Optimizer's own (a subclass or an instance that replaces it): then every
-    step goes through it.
+    :class:`~anyoptim.optimizers.base.Optimizer` may skip confirming that
+    (:meth:`Optimizer.step_again <anyoptim.optimizers.base.Optimizer.step_again>`).
+    Not when ``step`` is anything but Optimizer's own (a subclass or an
+    instance that replaces it): then every step goes through it.
     """
     if getattr(optimizer.step, "__func__", None) is Optimizer.step:
-        return optimizer._step_again
+        return optimizer.step_again
     return optimizer.step
 
 

@@ -1,16 +1,33 @@
 """The optimizers: each family's update rules beside the classes that use them, and the registry.
 
+=====================  ===================================================
+module                 holds
+=====================  ===================================================
+:mod:`.base`           :class:`Optimizer`: settings, init, step, the prepared step
+:mod:`.contract`       the rule contract and :func:`~.contract.declare`
+:mod:`.sgd`            SGD, Momentum
+:mod:`.adaptive`       RMSprop, Adagrad, Adadelta
+:mod:`.adam`           the Adam family (Adam, AdamW, NAdam, RAdam) and Adamax
+:mod:`.lion`           Lion
+=====================  ===================================================
+
 :data:`REGISTRY` is the one table of optimizers by name: the command line, the
-tests and the docs read it, so adding an optimizer means its family module, one
-row here, one row of the tests' optimizer table and its docs entry.
+tests and the docs read it, so adding an optimizer means its family module (the
+rule, declared, and the class), one row here, one row of the tests' optimizer
+table and its docs entry.  It is also the index of the rules:
+``REGISTRY["adam"].rule``.
 """
 
+from .adam import Adam, Adamax, AdamW, NAdam, RAdam
+from .adaptive import Adadelta, Adagrad, RMSprop
 from .base import Optimizer
-from .classes import SGD, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam, RAdam, RMSprop
+from .lion import Lion
+from .sgd import SGD, Momentum
 
 __all__ = [
     "REGISTRY",
     "SGD",
+    "Adadelta",
     "Adagrad",
     "Adam",
     "AdamW",
@@ -29,6 +46,7 @@ REGISTRY: dict[str, type[Optimizer]] = {
     "momentum": Momentum,
     "rmsprop": RMSprop,
     "adagrad": Adagrad,
+    "adadelta": Adadelta,
     "adam": Adam,
     "adamw": AdamW,
     "adamax": Adamax,

@@ -1,8 +1,10 @@
 """The optimizer base class: validation, gradient processing and one step, the same for every optimizer.
 
-Each optimizer (:mod:`anyoptim.optimizers`) names its rule (:mod:`anyoptim.rules`),
-the state slots the rule needs and the scalars of a step; :class:`Optimizer`
-does everything else: it validates input before touching any array, processes
+Each optimizer (:mod:`anyoptim.optimizers`) names its rule, declared with
+:func:`~anyoptim.optimizers.contract.declare` (the state slots it reads, the
+scalars of a step, its options), and computes those scalars; :class:`Optimizer`
+does everything else: it checks the optimizer against its rule's declaration
+when it is constructed, validates input before touching any array, processes
 gradients (clipping, weight decay, non-finite policy, :mod:`anyoptim.transforms`)
 and hands one :class:`~anyoptim.engines.program.Program` to the engine chosen for the
 arrays' library.
@@ -11,6 +13,8 @@ arrays' library.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -22,19 +26,44 @@ from ..engines.program import Program
 from ..schedules import Schedule
 from ..state import OptimizerState
 from ..transforms import clip_factor, decay_all, first_nonfinite, frozen_mask, mask_values
-from ..tree import TreeDef, check_same_structure, tree_flatten, tree_unflatten
-from .prepared import PreparedStep, next_state
+from ..tree import TreeDef, tree_flatten, tree_unflatten
+from .contract import declaration_of
+from .prepared import PreparedStep
+from .validation import check_distinct, check_grads, check_state
 
 __all__ = ["NONFINITE_POLICIES", "Optimizer"]
 
 NONFINITE_POLICIES = ("ignore", "raise", "skip")
 
 
-class Optimizer:
+class _ChecksItsRule(type):
+    """The optimizers' metaclass: a constructed optimizer is checked against its rule's declaration.
+
+    Python has no hook after ``__init__`` of the most derived class; this
+    ``__call__`` is one.  ``__signature__`` keeps the class's signature that of
+    its ``__init__`` (``inspect.signature`` would otherwise report this
+    ``__call__``'s ``(*args, **kwargs)``).
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        optimizer = super().__call__(*args, **kwargs)
+        optimizer._check_rule()
+        return optimizer
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        return inspect.signature(functools.partial(cls.__init__, None))  # without self
+
+
+class Optimizer(metaclass=_ChecksItsRule):
     """Base class of every optimizer: validation, gradient processing and the step.
 
-    Subclasses set :attr:`rule` and override :meth:`_slot_fills`,
-    :meth:`_options` and :meth:`_step_scalars`.
+    Subclasses set :attr:`rule` (declared with
+    :func:`~anyoptim.optimizers.contract.declare`) and override
+    :meth:`_options` and :meth:`_step_scalars`; the state slots and their
+    initial values come from the rule's declaration (:meth:`_slot_fills`).
+    When an optimizer is constructed, its options, slots and scalars are checked
+    against the declaration (a rule without one runs unchecked).
 
     Parameters
     ----------
@@ -60,6 +89,15 @@ class Optimizer:
         engine when the arrays' library has one.  Tests and benchmarks may
         pass an engine object of the arrays' library instead, such as
         ``anyoptim.engines.numpy.NumpyEngine(kernels="ufunc")``.
+
+    Raises
+    ------
+    ValueError
+        If a setting is out of range (each is checked by :attr:`setting_checks`
+        whenever it is assigned).
+    anyoptim.optimizers.contract.RuleMismatchError
+        A ``TypeError``: if the optimizer's options, slots or scalars are not
+        those its rule declares.
     """
 
     rule: ClassVar[Callable[..., Any]]
@@ -96,8 +134,9 @@ class Optimizer:
     # -- what subclasses describe
 
     def _slot_fills(self) -> dict[str, float]:
-        """State slots of the rule and the value each starts at."""
-        return {}
+        """State slots of the rule and the value each starts at: those its declaration gives for the options."""
+        declaration = declaration_of(getattr(type(self), "rule", None))
+        return {} if declaration is None else declaration.slot_fills(self._options(), self)
 
     def _options(self) -> dict[str, Any]:
         """Options that choose the rule's code (fixed for the optimizer's life)."""
@@ -106,6 +145,19 @@ class Optimizer:
     def _step_scalars(self, count: int) -> dict[str, float]:
         """Scalars of step ``count + 1`` other than the learning rate (betas, bias corrections)."""
         return {}
+
+    def _check_rule(self) -> None:
+        """Refuse an optimizer whose options, slots or scalars disagree with its rule's declaration."""
+        rule = getattr(type(self), "rule", None)
+        declaration = declaration_of(rule)
+        if declaration is not None:
+            declaration.check(
+                type(self).__name__,
+                rule.__name__,
+                self._options(),
+                self._slot_fills(),
+                ("learning_rate", *self._step_scalars(0)),
+            )
 
     # -- the shared machinery
 
@@ -143,7 +195,7 @@ class Optimizer:
         """
         names, leaves, treedef = tree_flatten(params)
         xp, _ = check_leaves(names, leaves, what="params")
-        _check_distinct(names, leaves)
+        check_distinct(names, leaves)
         if self.weight_decay:
             mask_values(self.weight_decay_mask, names, leaves, treedef)
         engine = select_engine(xp, self.engine)
@@ -184,9 +236,9 @@ class Optimizer:
             return self._prepared_step(prepared, params, state)
         names, p_leaves, treedef = tree_flatten(params)
         xp, device = check_leaves(names, p_leaves, what="params")
-        _check_distinct(names, p_leaves)
-        g_leaves = self._check_grads(xp, device, names, p_leaves, treedef, grads)
-        slots = self._check_state(names, p_leaves, treedef, state)
+        check_distinct(names, p_leaves)
+        g_leaves = check_grads(xp, device, names, p_leaves, treedef, grads)
+        slots = check_state(type(self).__name__, tuple(self._slot_fills()), names, p_leaves, treedef, state)
         learning_rate = self.learning_rate_at(state.count)
         skipped = self._nonfinite(xp, names, g_leaves, params, state)
         if skipped is not None:
@@ -233,16 +285,50 @@ class Optimizer:
             )
         return params_out, new_state
 
-    def _step_again(self, params: Any, grads: Any, state: OptimizerState) -> tuple[Any, OptimizerState]:
-        """:meth:`step` for a loop that passes back, untouched, what the previous step returned.
+    def step_again(self, params: Any, grads: Any, state: OptimizerState) -> tuple[Any, OptimizerState]:
+        """:meth:`step`, for a loop that passes back, untouched, what the previous step returned.
 
-        For :func:`anyoptim.fit` inside an epoch: the caller guarantees that
-        ``params`` and ``state`` are exactly what the previous call (``step`` or
-        this) returned and ``grads`` the tree it passed then, with the same
-        leaves, shapes and dtypes — only array *values* changed in between.
-        That is what :meth:`PreparedStep.matches` would confirm, so the
-        prepared step runs without asking it; every per-step check (schedule
-        value, ``on_nonfinite``) still runs.  Anything else is a full :meth:`step`.
+        The caller promises that ``params`` and ``state`` are exactly the objects
+        the previous call (:meth:`step` or this) returned and ``grads`` the very
+        tree it passed then, with the same leaves, shapes and dtypes: only array
+        *values* changed in between (a training loop such as :func:`anyoptim.fit`
+        within an epoch, which owns those objects between its steps).  Then the
+        step prepared by the previous call runs without re-reading every leaf to
+        confirm it; the per-step checks (the schedule's value, ``on_nonfinite``)
+        still run.  Any other call is a full :meth:`step`.
+
+        Parameters
+        ----------
+        params : tree of arrays
+            The params tree the previous call returned.
+        grads : tree of arrays
+            The grads tree the previous call was given, holding this step's gradients.
+        state : OptimizerState
+            The state the previous call returned.
+
+        Returns
+        -------
+        params : tree of arrays
+            The same tree, its arrays updated in place, when the prepared step ran;
+            else what :meth:`step` returns.
+        state : OptimizerState
+            The new state.
+
+        Raises
+        ------
+        FloatingPointError
+            Under ``on_nonfinite="raise"``, for a NaN or infinite gradient.
+        ValueError
+            If a learning-rate schedule returns a negative or non-finite rate;
+            on the full path, anything :meth:`step` raises.
+
+        Notes
+        -----
+        The promise is not checked for ``grads``: a loop that passes another
+        grads tree than the last call's must call :meth:`step`.  A subclass that
+        replaces :meth:`step` should not be driven through this method (its
+        prepared steps bypass the replacement): :func:`anyoptim.fit` calls it
+        only on optimizers whose ``step`` is :meth:`Optimizer.step`.
         """
         prepared = self._prepared
         if prepared is not None and params is prepared.params_out and state.slots is prepared.slots_out:
@@ -261,7 +347,7 @@ class Optimizer:
         )
         for run, indices in prepared.runs:
             run(hps if indices is None else [hps[i] for i in indices])
-        return prepared.params_out, next_state(
+        return prepared.params_out, OptimizerState(
             state.count + 1, learning_rate, prepared.slots_out, state.skipped, prepared.treedef
         )
 
@@ -304,52 +390,6 @@ class Optimizer:
         object.__setattr__(self, "_prepared", None)
 
     # -- helpers of step
-
-    def _check_grads(
-        self, xp: Any, device: Any, names: list[str], p_leaves: list[Any], treedef: TreeDef, grads: Any
-    ) -> list[Any]:
-        grad_names, g_leaves, grad_def = tree_flatten(grads)
-        check_same_structure(treedef, grad_def, what="grads", like="params")
-        g_xp, g_device = check_leaves(grad_names, g_leaves, what="grads")
-        if g_xp is not xp:
-            raise TypeError("grads and params must come from the same array library")
-        if g_device != device:
-            raise ValueError(f"grads are on device {g_device} but params are on {device}")
-        for name, p, g in zip(names, p_leaves, g_leaves, strict=True):
-            if tuple(g.shape) != tuple(p.shape):
-                raise ValueError(
-                    f"grads[{name!r}] has shape {tuple(g.shape)} but params[{name!r}] has shape {tuple(p.shape)}"
-                )
-            if g.dtype != p.dtype:
-                raise TypeError(f"grads[{name!r}] has dtype {g.dtype} but params[{name!r}] has dtype {p.dtype}")
-        return g_leaves
-
-    def _check_state(
-        self, names: list[str], p_leaves: list[Any], treedef: TreeDef, state: OptimizerState
-    ) -> dict[str, list[Any]]:
-        if not isinstance(state, OptimizerState):
-            raise TypeError(f"state must be the OptimizerState returned by init or step, got {type(state).__name__}")
-        if state.structure is not None:
-            check_same_structure(state.structure, treedef, what="params", like="the params this state was made for")
-        expected = tuple(self._slot_fills())
-        if tuple(state.slots) != expected:
-            raise ValueError(
-                f"state has slots {list(state.slots)} but {type(self).__name__} needs {list(expected)}: "
-                "was it made by another optimizer?"
-            )
-        slots: dict[str, list[Any]] = {}
-        for slot, tree in state.slots.items():
-            _, leaves, _ = tree_flatten(tree)
-            if len(leaves) != len(p_leaves):
-                raise ValueError(f"state slot {slot!r} has {len(leaves)} arrays but params have {len(p_leaves)}")
-            for name, p, s in zip(names, p_leaves, leaves, strict=True):
-                if tuple(s.shape) != tuple(p.shape) or s.dtype != p.dtype:
-                    raise ValueError(
-                        f"state slot {slot!r} of {name!r} has shape {tuple(s.shape)} and dtype {s.dtype}, "
-                        f"but the parameter has {tuple(p.shape)} and {p.dtype}"
-                    )
-            slots[slot] = leaves
-        return slots
 
     def _nonfinite(
         self, xp: Any, names: list[str], g_leaves: list[Any], params: Any, state: OptimizerState
@@ -421,15 +461,3 @@ class Optimizer:
         if len(shared) == 1:
             return shared * len(key_of_leaf)
         return [shared[index] for index in key_of_leaf]
-
-
-def _check_distinct(names: list[str], leaves: list[Any]) -> None:
-    """Refuse a tree that holds one array under two names: an in-place engine would update it twice."""
-    first_name: dict[int, str] = {}
-    for name, leaf in zip(names, leaves, strict=True):
-        other = first_name.setdefault(id(leaf), name)
-        if other != name:
-            raise ValueError(
-                f"params[{name!r}] is the same array as params[{other!r}]: to tie parameters, keep one leaf "
-                "and add up the gradients of its uses"
-            )

@@ -20,20 +20,13 @@ __all__ = ["PreparedStep", "next_state"]
 def next_state(
     count: int, learning_rate: float, slots: dict[str, Any], skipped: int, structure: TreeDef
 ) -> OptimizerState:
-    """``OptimizerState(count=..., ...)`` made without the frozen dataclass's per-field ``object.__setattr__``.
+    """Transitional: ``OptimizerState(count, learning_rate, slots, skipped, structure)``.
 
-    The result is the same object the constructor makes (OptimizerState has no
-    ``__post_init__`` and no ``__slots__``); it saves half a microsecond of the
-    few that a small model's step costs.
+    The step now calls the constructor, which is as cheap (it stores its fields
+    itself).  Kept only for ``tests/test_numpy_engine.py``, which imports it;
+    delete it with that import.
     """
-    state = object.__new__(OptimizerState)
-    fields = state.__dict__
-    fields["count"] = count
-    fields["learning_rate"] = learning_rate
-    fields["slots"] = slots
-    fields["skipped"] = skipped
-    fields["structure"] = structure
-    return state
+    return OptimizerState(count, learning_rate, slots, skipped, structure)
 
 
 class PreparedStep:

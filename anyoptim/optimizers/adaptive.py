@@ -1,0 +1,267 @@
+"""Per-coordinate adaptive rates: RMSprop, Adagrad and Adadelta, each rule right above its class."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from .._checks import check_beta
+from ..schedules import Schedule
+from .base import Optimizer
+from .contract import Scalar, Slot, declare
+
+__all__ = ["Adadelta", "Adagrad", "RMSprop", "adadelta", "adagrad", "rmsprop"]
+
+Slots = dict[str, Any]
+
+
+@declare(
+    slots=("s", Slot("mean_g", when="centered"), Slot("buf", when="use_momentum")),
+    scalars=("learning_rate", "beta", "epsilon", Scalar("momentum", when="use_momentum")),
+    options=("eps_in_sqrt", "centered", "use_momentum"),
+)
+def rmsprop(
+    xp: Any,
+    p: Any,
+    g: Any,
+    slots: Slots,
+    hp: Mapping[str, Any],
+    *,
+    eps_in_sqrt: bool,
+    centered: bool,
+    use_momentum: bool,
+) -> tuple[Any, Slots]:
+    r"""RMSprop (Tieleman & Hinton, 2012), optionally centered (Graves, 2013) and with momentum.
+
+    .. math::
+
+        s \leftarrow \beta s + (1-\beta) g^2, \quad
+        \bar g \leftarrow \beta \bar g + (1-\beta) g \ \text{(centered)}, \quad
+        r = s - \bar g^2 \ \text{(centered) or } s
+
+        u = \frac{g}{\sqrt{r} + \epsilon} \ \text{or}\ \frac{g}{\sqrt{r + \epsilon}}, \quad
+        b \leftarrow \mu b + u \ \text{(momentum)}, \quad
+        \theta \leftarrow \theta - \alpha\,(b \text{ or } u)
+    """
+    beta = hp["beta"]
+    s = beta * slots["s"] + (1 - beta) * (g * g)
+    new_slots = {"s": s}
+    radicand = s
+    if centered:
+        mean_g = beta * slots["mean_g"] + (1 - beta) * g
+        new_slots["mean_g"] = mean_g
+        radicand = s - mean_g * mean_g
+    if eps_in_sqrt:
+        step = g / xp.sqrt(radicand + hp["epsilon"])
+    else:
+        step = g / (xp.sqrt(radicand) + hp["epsilon"])
+    if use_momentum:
+        step = hp["momentum"] * slots["buf"] + step
+        new_slots["buf"] = step
+    return p - hp["learning_rate"] * step, new_slots
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop (Tieleman & Hinton, 2012, Lecture 6.5).
+
+    .. math::
+
+        s \leftarrow \beta s + (1-\beta) g^2, \qquad
+        \theta \leftarrow \theta - \alpha \frac{g}{\sqrt{s} + \epsilon}
+
+    ``eps_in_sqrt=True`` uses :math:`\sqrt{s + \epsilon}`; ``centered=True``
+    divides by :math:`\sqrt{s - \bar g^2}` with :math:`\bar g` the moving mean of
+    the gradient (Graves, 2013); ``momentum=μ > 0`` keeps
+    :math:`b \leftarrow \mu b + g/\sqrt{\cdot}` and steps by :math:`\alpha b`.
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 0.001
+    beta : float, default 0.9
+        Decay of the squared-gradient average (the course's β).
+    epsilon : float, default 1e-8
+    eps_in_sqrt : bool, default False
+    centered : bool, default False
+    momentum : float, default 0
+    **options
+        See :class:`Optimizer`.
+
+    Notes
+    -----
+    * torch.optim.RMSprop calls β ``alpha`` (default 0.99) and puts ε outside the
+      root: ``RMSprop(alpha=a, eps=e)`` is ``beta=a, epsilon=e``.
+    * optax.rmsprop calls β ``decay`` (0.9) and puts ε inside the root by default
+      (``eps_in_sqrt=True``).
+    * Keras RMSprop calls β ``rho`` (0.9), ε inside the root, 1e-7.
+    """
+
+    rule = staticmethod(rmsprop)
+
+    def __init__(
+        self,
+        learning_rate: float | Schedule = 0.001,
+        beta: float = 0.9,
+        epsilon: float = 1e-8,
+        *,
+        eps_in_sqrt: bool = False,
+        centered: bool = False,
+        momentum: float = 0.0,
+        **options: Any,
+    ):
+        super().__init__(learning_rate, **options)
+        self.beta = beta
+        self.epsilon = epsilon
+        self.eps_in_sqrt = bool(eps_in_sqrt)
+        self.centered = bool(centered)
+        self.momentum = momentum
+
+    def _options(self) -> dict[str, Any]:
+        return {"eps_in_sqrt": self.eps_in_sqrt, "centered": self.centered, "use_momentum": bool(self.momentum)}
+
+    def _step_scalars(self, count: int) -> dict[str, float]:
+        return {"beta": self.beta, "epsilon": self.epsilon, "momentum": self.momentum}
+
+
+@declare(slots=(Slot("s", fill="initial_accumulator_value"),), scalars=("learning_rate", "epsilon"))
+def adagrad(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:
+    r"""Adagrad (Duchi, Hazan & Singer, 2011).
+
+    .. math::
+
+        s \leftarrow s + g^2, \qquad \theta \leftarrow \theta - \alpha \frac{g}{\sqrt{s} + \epsilon}
+    """
+    s = slots["s"] + g * g
+    return p - hp["learning_rate"] * g / (xp.sqrt(s) + hp["epsilon"]), {"s": s}
+
+
+class Adagrad(Optimizer):
+    r"""Adagrad (Duchi, Hazan & Singer, 2011).
+
+    .. math::
+
+        s \leftarrow s + g^2, \qquad \theta \leftarrow \theta - \alpha \frac{g}{\sqrt{s} + \epsilon}
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 0.01
+    epsilon : float, default 1e-10
+    initial_accumulator_value : float, default 0
+        :math:`s_0` (torch.optim: 0; optax: 0.1).
+    **options
+        See :class:`Optimizer`.
+
+    Notes
+    -----
+    torch.optim.Adagrad with ``lr_decay=0`` (use a schedule instead); optax.adagrad
+    puts ε inside the root.
+    """
+
+    rule = staticmethod(adagrad)
+
+    def __init__(
+        self,
+        learning_rate: float | Schedule = 0.01,
+        epsilon: float = 1e-10,
+        *,
+        initial_accumulator_value: float = 0.0,
+        **options: Any,
+    ):
+        super().__init__(learning_rate, **options)
+        self.epsilon = epsilon
+        self.initial_accumulator_value = initial_accumulator_value
+
+    def _step_scalars(self, count: int) -> dict[str, float]:
+        return {"epsilon": self.epsilon}
+
+
+@declare(slots=("s", "u"), scalars=("learning_rate", "rho", "epsilon"))
+def adadelta(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:
+    r"""Adadelta (Zeiler, 2012): the step scaled by the ratio of two running RMS.
+
+    .. math::
+
+        s \leftarrow \rho s + (1-\rho) g^2, \quad
+        \Delta = \frac{\sqrt{u + \epsilon}}{\sqrt{s + \epsilon}}\, g, \quad
+        u \leftarrow \rho u + (1-\rho) \Delta^2, \quad
+        \theta \leftarrow \theta - \alpha \Delta
+
+    ``u`` is updated with this step's :math:`\Delta`, after it was used.
+    """
+    rho, epsilon = hp["rho"], hp["epsilon"]
+    s = rho * slots["s"] + (1 - rho) * (g * g)
+    delta = xp.sqrt(slots["u"] + epsilon) / xp.sqrt(s + epsilon) * g
+    u = rho * slots["u"] + (1 - rho) * (delta * delta)
+    return p - hp["learning_rate"] * delta, {"s": s, "u": u}
+
+
+class Adadelta(Optimizer):
+    r"""Adadelta (Zeiler, 2012, "ADADELTA: An Adaptive Learning Rate Method", Algorithm 1).
+
+    .. math::
+
+        s \leftarrow \rho s + (1-\rho) g^2, \qquad
+        \Delta = \frac{\sqrt{u + \epsilon}}{\sqrt{s + \epsilon}}\, g, \qquad
+        u \leftarrow \rho u + (1-\rho) \Delta^2, \qquad
+        \theta \leftarrow \theta - \alpha \Delta
+
+    :math:`s` is the running average :math:`E[g^2]` of the squared gradients and
+    :math:`u` the running average :math:`E[\Delta x^2]` of the squared updates,
+    both starting at 0.  The ratio of their RMS gives each coordinate a step in
+    the units of the parameter, so the paper needs no learning rate
+    (:math:`\alpha = 1`, the default here).
+
+    Parameters
+    ----------
+    learning_rate : float or callable, default 1.0
+        α, a factor on the paper's update.
+    rho : float, default 0.9
+        ρ, the decay of both running averages, in [0, 1).
+    epsilon : float, default 1e-6
+        ε, inside both roots: it also sets the size of the first steps
+        (:math:`\sqrt{\epsilon / (\epsilon + (1-\rho) g^2)}\,g`).
+    **options
+        See :class:`Optimizer`; ``weight_decay`` is L2 added to the gradient,
+        as torch.optim.Adadelta's and optax.adadelta's.
+
+    Notes
+    -----
+    * torch.optim.Adadelta(lr=α, rho=ρ, eps=ε, weight_decay=λ) is
+      ``Adadelta(α, ρ, ε, weight_decay=λ)``; torch's ``square_avg`` is ``s``,
+      ``acc_delta`` is ``u``; torch's defaults are ours.
+    * optax.adadelta(learning_rate=α, rho=ρ, eps=ε, weight_decay=λ) is the same
+      (``e_g`` is ``s``, ``e_x`` is ``u``), with the same defaults for ρ and ε.
+    * Keras Adadelta is the same update with other defaults:
+      ``learning_rate=0.001, rho=0.95, epsilon=1e-7``.
+
+    Examples
+    --------
+    >>> import numpy as np, anyoptim
+    >>> opt = anyoptim.Adadelta()
+    >>> params = {"w": np.array([1.0])}
+    >>> state = opt.init(params)
+    >>> params, state = opt.step(params, {"w": np.array([2.0])}, state)
+    >>> round(float(params["w"][0]), 6)  # 1 - sqrt(1e-6 / (1e-6 + 0.1 * 4)) * 2
+    0.996838
+    >>> sorted(state.slots)
+    ['s', 'u']
+    """
+
+    rule = staticmethod(adadelta)
+    setting_checks: ClassVar[dict[str, Callable[[str, Any], Any]]] = {
+        **Optimizer.setting_checks,
+        "rho": check_beta,
+    }
+
+    def __init__(
+        self,
+        learning_rate: float | Schedule = 1.0,
+        rho: float = 0.9,
+        epsilon: float = 1e-6,
+        **options: Any,
+    ):
+        super().__init__(learning_rate, **options)
+        self.rho = rho
+        self.epsilon = epsilon
+
+    def _step_scalars(self, count: int) -> dict[str, float]:
+        return {"rho": self.rho, "epsilon": self.epsilon}

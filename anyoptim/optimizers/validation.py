@@ -1,0 +1,127 @@
+"""The checks of a step's input that every optimizer shares: nothing is touched before they pass.
+
+:meth:`Optimizer.step <anyoptim.optimizers.base.Optimizer.step>` runs them, in
+order, on its validated path: distinct parameter leaves, the gradients against
+the parameters, the state against the parameters and the optimizer's slots.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._namespace import check_leaves
+from ..state import OptimizerState
+from ..tree import TreeDef, check_same_structure, tree_flatten
+
+__all__ = ["check_distinct", "check_grads", "check_state"]
+
+
+def check_grads(xp: Any, device: Any, names: list[str], p_leaves: list[Any], treedef: TreeDef, grads: Any) -> list[Any]:
+    """Check ``grads`` against the params' leaves and return its leaves.
+
+    Parameters
+    ----------
+    xp, device : object
+        The params' namespace and device.
+    names, p_leaves : list
+        The params' leaf names and leaves, in tree order.
+    treedef : TreeDef
+        The params' structure.
+    grads : tree of arrays
+        The gradients: the same structure, library and device, and each leaf
+        the shape and dtype of its parameter.
+
+    Returns
+    -------
+    list of arrays
+        The leaves of ``grads``, in the params' leaf order.
+
+    Raises
+    ------
+    TypeError
+        For another array library or dtype.
+    ValueError
+        For another structure, device or shape.
+    """
+    grad_names, g_leaves, grad_def = tree_flatten(grads)
+    check_same_structure(treedef, grad_def, what="grads", like="params")
+    g_xp, g_device = check_leaves(grad_names, g_leaves, what="grads")
+    if g_xp is not xp:
+        raise TypeError("grads and params must come from the same array library")
+    if g_device != device:
+        raise ValueError(f"grads are on device {g_device} but params are on {device}")
+    for name, p, g in zip(names, p_leaves, g_leaves, strict=True):
+        if tuple(g.shape) != tuple(p.shape):
+            raise ValueError(
+                f"grads[{name!r}] has shape {tuple(g.shape)} but params[{name!r}] has shape {tuple(p.shape)}"
+            )
+        if g.dtype != p.dtype:
+            raise TypeError(f"grads[{name!r}] has dtype {g.dtype} but params[{name!r}] has dtype {p.dtype}")
+    return g_leaves
+
+
+def check_state(
+    owner: str, slot_names: tuple[str, ...], names: list[str], p_leaves: list[Any], treedef: TreeDef, state: Any
+) -> dict[str, list[Any]]:
+    """Check ``state`` against the params and the optimizer's slots and return each slot's leaves.
+
+    Parameters
+    ----------
+    owner : str
+        The optimizer's class name, for the message.
+    slot_names : tuple of str
+        The slots the optimizer needs, in order.
+    names, p_leaves : list
+        The params' leaf names and leaves, in tree order.
+    treedef : TreeDef
+        The params' structure.
+    state : OptimizerState
+        What ``init`` or ``step`` returned for these params.
+
+    Returns
+    -------
+    dict of str to list of arrays
+        Each slot's leaves, in the params' leaf order.
+
+    Raises
+    ------
+    TypeError
+        If ``state`` is not an :class:`~anyoptim.state.OptimizerState`.
+    ValueError
+        If it was made for another structure, holds other slots, or a slot leaf
+        of another count, shape or dtype.
+    """
+    if not isinstance(state, OptimizerState):
+        raise TypeError(f"state must be the OptimizerState returned by init or step, got {type(state).__name__}")
+    if state.structure is not None:
+        check_same_structure(state.structure, treedef, what="params", like="the params this state was made for")
+    if tuple(state.slots) != slot_names:
+        raise ValueError(
+            f"state has slots {list(state.slots)} but {owner} needs {list(slot_names)}: "
+            "was it made by another optimizer?"
+        )
+    slots: dict[str, list[Any]] = {}
+    for slot, tree in state.slots.items():
+        _, leaves, _ = tree_flatten(tree)
+        if len(leaves) != len(p_leaves):
+            raise ValueError(f"state slot {slot!r} has {len(leaves)} arrays but params have {len(p_leaves)}")
+        for name, p, s in zip(names, p_leaves, leaves, strict=True):
+            if tuple(s.shape) != tuple(p.shape) or s.dtype != p.dtype:
+                raise ValueError(
+                    f"state slot {slot!r} of {name!r} has shape {tuple(s.shape)} and dtype {s.dtype}, "
+                    f"but the parameter has {tuple(p.shape)} and {p.dtype}"
+                )
+        slots[slot] = leaves
+    return slots
+
+
+def check_distinct(names: list[str], leaves: list[Any]) -> None:
+    """Refuse a tree that holds one array under two names: an in-place engine would update it twice."""
+    first_name: dict[int, str] = {}
+    for name, leaf in zip(names, leaves, strict=True):
+        other = first_name.setdefault(id(leaf), name)
+        if other != name:
+            raise ValueError(
+                f"params[{name!r}] is the same array as params[{other!r}]: to tie parameters, keep one leaf "
+                "and add up the gradients of its uses"
+            )
