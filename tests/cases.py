@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 import anyoptim
 from tests.references import (
     Reference,
+    ref_adadelta,
     ref_adagrad,
     ref_adam,
     ref_adamax,
@@ -311,6 +312,31 @@ CASES: list[Case] = [
                 "Adagrad",
                 {"learning_rate": 0.1, "epsilon": 1e-10, "initial_accumulator_value": 0.1},
                 lambda p, torch: torch.optim.Adagrad(p, lr=0.1, eps=1e-10, initial_accumulator_value=0.1),
+            ),
+        ),
+    ),
+    Case(
+        "adadelta",
+        anyoptim.Adadelta,
+        ref_adadelta,
+        hyper=st.fixed_dictionaries({"rho": BETAS, "epsilon": EPSILONS}),
+        example={"rho": 0.9, "epsilon": 1e-6},
+        learning_rate=1.0,
+        betas=("rho",),
+        epsilons=("epsilon",),
+        convergence=None,
+        torch=(
+            Equivalent(
+                "Adadelta L2",
+                {"learning_rate": 0.5, "rho": 0.8, "epsilon": 1e-4, "weight_decay": 0.1},
+                lambda p, torch: torch.optim.Adadelta(p, lr=0.5, rho=0.8, eps=1e-4, weight_decay=0.1),
+            ),
+        ),
+        optax=(
+            Equivalent(
+                "adadelta",
+                {"learning_rate": 0.5, "rho": 0.8, "epsilon": 1e-4},
+                lambda optax: optax.adadelta(learning_rate=0.5, rho=0.8, eps=1e-4),
             ),
         ),
     ),

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..optimizers.classes import SGD
+from ..optimizers import SGD
 from .checks import check_positive_int
 from .problem import DEFAULT_SEED, LESSON, Problem, lesson_problem
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..optimizers.classes import SGD, Adam, Momentum, Optimizer, RMSprop
+from ..optimizers import SGD, Adam, Momentum, Optimizer, RMSprop
 from .backends import load_backend, resolve_device
 
 __all__ = ["DEFAULT_SEED", "LESSON", "LESSON_OPTIMIZERS", "LessonSetup", "Problem", "lesson_problem"]

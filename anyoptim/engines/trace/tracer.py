@@ -6,7 +6,7 @@ operators the rule applies record an expression graph (a DAG, :class:`Trace`,
 made by :func:`trace_program`).  See :mod:`anyoptim.engines.trace` for the
 three kinds of values a graph keeps apart and what the engines make of it.
 
-The rule contract (see :mod:`anyoptim.rules`) is enforced here: the operators
+The rule contract (see :mod:`anyoptim.optimizers.contract`) is enforced here: the operators
 ``+ - * /``, unary ``-``, ``**`` with a scalar exponent and comparisons, and the
 functions ``sqrt``, ``abs``, ``sign``, ``maximum``, ``minimum``, ``where`` and
 ``clip``.  Anything else raises a ``TypeError`` or ``AttributeError`` naming
@@ -284,7 +284,7 @@ class Symbol:
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(
             f"a traced rule used the attribute {name!r} of an array: only the operators and the functions of "
-            "the rule contract are available (see anyoptim.rules)"
+            "the rule contract are available (see anyoptim.optimizers.contract)"
         )
 
     def __repr__(self) -> str:
@@ -347,7 +347,7 @@ class _SymbolicNamespace:
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(
-            f"the rule called xp.{name}, which is outside the rule contract (anyoptim.rules): the fused engines "
+            f"the rule called xp.{name}, which is outside the rule contract (anyoptim.optimizers.contract): the fused engines "
             "can trace operators and xp.sqrt, abs, sign, maximum, minimum, where and clip only"
         )
 
