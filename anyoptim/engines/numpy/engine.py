@@ -37,6 +37,12 @@ C-contiguous or not writeable get new arrays instead (the rule evaluated on the
 whole leaf).  A rule that the tracer cannot follow (data-dependent control
 flow, a function outside the rule contract) is evaluated directly on each
 block instead.
+
+The pieces: :mod:`~anyoptim.engines.numpy.plan` (the trace split into host
+work and ufunc calls), :mod:`~anyoptim.engines.numpy.c_printer` (the plan as C),
+:mod:`~anyoptim.engines.numpy.runners` (a plan bound to spans: C call, ufunc
+calls, or the rule as written), :mod:`~anyoptim.engines.numpy.native`
+(compiler and cache); this module finds the spans and owns the caches.
 """
 
 from __future__ import annotations
@@ -107,8 +113,8 @@ def _scalar_kind(value: Any) -> Any:
 class NumpyStep:
     """One prepared step over fixed arrays: the in-place spans plus the leaves updated out of place.
 
-    What :meth:`NumpyEngine.prepare` returns (see :class:`anyoptim.engines.PreparedStep`).
-    The arguments after ``engine`` are those of :meth:`anyoptim.engines.Engine.prepare`.
+    What :meth:`NumpyEngine.prepare` returns (a :class:`~anyoptim.engines.PreparedRun`).
+    The arguments after ``engine`` are those of :meth:`anyoptim.engines.PreparingEngine.prepare`.
 
     Attributes
     ----------
