@@ -1,4 +1,4 @@
-"""The NumPy engine's compiled C kernels (``engines._compiled``, ``engines._native``).
+"""The NumPy engine's compiled C kernels (``engines.numpy.c_printer``, ``runners``, ``native``).
 
 * Every built-in optimizer's plan has a C form, and the engine runs it as one.
 * The kernel equals the ufunc plan bit for bit: every optimizer on
@@ -17,13 +17,21 @@
   ufuncs (``auto``) or an error (``c``); a failing compiler or file system
   warns once and falls back (``auto``) or raises (``c``);
   ``ANYOPTIM_NUMPY_KERNELS`` is checked.
+* A failed build is remembered for that kernel only: it is not built again
+  (not per step, not per engine), it warns once, other kernels still compile,
+  ``kernels="c"`` still raises for it, and the engine's ``kernels`` stays the
+  configured choice.  The engine's caches are safe across threads and forks.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import itertools
 import os
+import signal
+import threading
+import time
 import warnings
 import weakref
 from typing import Any
@@ -37,7 +45,8 @@ from hypothesis.extra import numpy as hnp
 import anyoptim
 from anyoptim.engines.numpy import NumpyEngine
 from anyoptim.engines.numpy import native as _native
-from anyoptim.engines.numpy.compiled import CompiledSpans, c_source, spans_fit_a_kernel
+from anyoptim.engines.numpy.c_printer import c_source
+from anyoptim.engines.numpy.runners import CompiledSpans, spans_fit_a_kernel
 from anyoptim.engines.program import Program
 from tests.test_numpy_engine import CONFIG_PARAMS, Config, _program_and_scalars
 
@@ -272,7 +281,8 @@ def fresh_native(monkeypatch, tmp_path):
     """An empty kernel cache in tmp_path and no kernel loaded in this process."""
     monkeypatch.setenv("ANYOPTIM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(_native, "_loaded", {})
-    monkeypatch.setattr(_native, "_warned", False)
+    monkeypatch.setattr(_native, "_failed", {})
+    monkeypatch.setattr(_native, "_warned", set())
     return tmp_path / "cache" / "kernels"
 
 
@@ -393,10 +403,10 @@ def test_a_failing_compiler_warns_once_in_auto_and_raises_in_c(fresh_native, mon
     with pytest.warns(_native.KernelBuildWarning, match="ANYOPTIM_NUMPY_KERNELS=ufunc"):
         (new_p,), _ = engine.apply(program, np, [p], [g], {}, [{"lr": 0.5}])
     np.testing.assert_array_equal(new_p, 0.5)
-    assert engine.kernels == "ufunc"
+    assert engine.kernels == "auto"  # the configured choice: only this kernel runs as ufuncs
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        NumpyEngine(kernels="auto").apply(program, np, [p], [g], {}, [{"lr": 0.5}])  # said once per process
+        NumpyEngine(kernels="auto").apply(program, np, [p], [g], {}, [{"lr": 0.5}])  # said once per kernel
     np.testing.assert_array_equal(p, 0.0)
 
 
@@ -440,3 +450,118 @@ def test_every_program_is_prepared_before_any_runs() -> None:
     for slot in state.slots.values():
         for value in slot.values():
             np.testing.assert_array_equal(value, 0.0)
+
+
+# --------------------------------------------------------------------------- a failed kernel is that kernel's alone
+
+
+def _halved_rule(xp, p, g, slots, hp):
+    return p - hp["lr"] * g * 0.5, {}
+
+
+@pytest.fixture
+def scaled_rule_fails(fresh_native, monkeypatch) -> list[str]:
+    """The compiler fails on the kernels of ``_scaled_rule`` only; returns the names of every library built."""
+    built: list[str] = []
+    build = _native._build
+
+    def failing_for_one_rule(source: str, command: list[str], target: Any) -> None:
+        built.append(target.name)
+        if target.name.startswith("anyoptim__scaled_rule_"):
+            raise _native.KernelBuildError("the compiler rejects this one kernel")
+        build(source, command, target)
+
+    monkeypatch.setattr(_native, "_build", failing_for_one_rule)
+    return built
+
+
+def _runner_types(engine: NumpyEngine, rule: Any) -> list[type]:
+    step = engine.prepare(Program(rule=rule), np, [np.ones(4)], [np.ones(4)], {}, [{"lr": 0.5}])
+    return [type(runner) for runner in step.runners]
+
+
+def test_one_kernel_failing_does_not_stop_another_from_compiling(scaled_rule_fails) -> None:
+    engine = NumpyEngine(kernels="auto")
+    with pytest.warns(_native.KernelBuildWarning, match="anyoptim__scaled_rule_float64"):
+        assert _runner_types(engine, _scaled_rule) != [CompiledSpans]
+    assert engine.kernels == "auto"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _runner_types(engine, _halved_rule) == [CompiledSpans]  # built after the failure, no warning
+        p = np.ones(4)
+        (new_p,), _ = engine.apply(Program(rule=_scaled_rule), np, [p], [np.ones(4)], {}, [{"lr": 0.5}])
+    np.testing.assert_array_equal(new_p, 0.5)  # the failed kernel's plan runs as ufuncs, with the same results
+    assert [name.split("-")[0] for name in scaled_rule_fails] == [
+        "anyoptim__scaled_rule_float64",
+        "anyoptim__halved_rule_float64",
+    ]
+
+
+def test_a_failed_kernel_is_not_built_again(scaled_rule_fails) -> None:
+    """Not at the next step, not for a new step or a new engine, not for ``kernels="c"``, which still raises."""
+    optimizer = anyoptim.SGD(0.5, engine=NumpyEngine(kernels="auto"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            params = {"w": np.ones(4)}
+            for _ in range(3):
+                params, _ = optimizer.step(params, {"w": np.ones(4)}, optimizer.init(params))
+            NumpyEngine(kernels="auto").apply(
+                Program(rule=_scaled_rule), np, [np.ones(4)], [np.ones(4)], {}, [{"lr": 0.5}]
+            )
+    assert sum(issubclass(warning.category, _native.KernelBuildWarning) for warning in caught) == 1
+    assert [name.split("-")[0] for name in scaled_rule_fails].count("anyoptim__scaled_rule_float64") == 1
+    for _ in range(2):
+        with pytest.raises(_native.KernelBuildError, match="rejects this one kernel"):
+            NumpyEngine(kernels="c").apply(
+                Program(rule=_scaled_rule), np, [np.ones(4)], [np.ones(4)], {}, [{"lr": 0.5}]
+            )
+    assert [name.split("-")[0] for name in scaled_rule_fails].count("anyoptim__scaled_rule_float64") == 1
+    assert _runner_types(NumpyEngine(kernels="c"), _halved_rule) == [CompiledSpans]
+
+
+def test_threads_share_one_plan_and_one_kernel() -> None:
+    engine = NumpyEngine(kernels="c")
+    program, hp = Program(rule=_halved_rule), {"lr": 0.5}
+    barrier = threading.Barrier(8)
+
+    def plan_and_kernel(_: int) -> tuple[Any, Any]:
+        barrier.wait()
+        plan = engine.plan(program, np.dtype(np.float32), [], hp, ())
+        return plan, engine.kernel(plan)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(plan_and_kernel, range(8)))
+    assert len({id(plan) for plan, _ in found}) == 1
+    assert len({id(kernel) for _, kernel in found}) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_inherit_held_locks() -> None:
+    """A lock another thread holds at the fork would stay held in the child: the child gets new ones."""
+    engine = NumpyEngine(kernels="c")
+    program, hp = Program(rule=_halved_rule), {"lr": 0.5}
+    engine.kernel(engine.plan(program, np.dtype(np.float64), [], hp, ()))  # the child compiles nothing
+    with engine._lock, _native._loaded_lock, _native._warned_lock, warnings.catch_warnings():
+        # fork() in a process with threads (pytest-xdist, JAX once imported): the child only runs NumPy and anyoptim
+        warnings.filterwarnings("ignore", message=r".*fork\(\)", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child
+            try:
+                p = np.ones(4)
+                engine.apply(program, np, [p], [np.ones(4)], {}, [hp])
+                NumpyEngine(kernels="c").apply(program, np, [p], [np.ones(4)], {}, [hp])
+                os._exit(0 if np.all(p == 0.5) else 1)
+            finally:
+                os._exit(2)
+    for _ in range(600):
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        pytest.fail("the child hung on a lock held at the fork")
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -8,7 +8,7 @@
 * Spans longer than a block, blocks of any size, and rules the tracer cannot
   follow (they are evaluated as written) give the generic results too.
 * The plan is built from the one tracer the CuPy engine uses too
-  (``engines._trace``): every optimizer is planned, one ufunc call per array
+  (``engines.trace``): every optimizer is planned, one ufunc call per array
   node of its trace; the plan's corners (0-D array hyperparameters, one-sided
   clip, dead and repeated expressions, one node for two slots, scalars and
   other inputs as results, a float64 scalar lifting float32 blocks) match the

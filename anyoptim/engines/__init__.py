@@ -10,19 +10,183 @@ Every engine runs the same program; they differ only in how:
 * :class:`~anyoptim.engines.cupy.CupyEngine` traces it into one CUDA kernel per
   contiguous run of parameters.
 
-:func:`select_engine` chooses one from the parameters' namespace; it is the
-only place outside the engines that knows which libraries have a fused engine.
+What an engine is, is written once here: the :class:`Engine` protocol (and
+:class:`PreparingEngine` with :class:`PreparedRun` for the fused engines that
+bind a program to fixed arrays).  :func:`select_engine` chooses one from the
+parameters' namespace; it is the only place outside the engines that knows
+which libraries have a fused engine.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from .._namespace import backend_name
 from .generic import GenericEngine
+from .program import Program
 
-__all__ = ["ENGINE_CHOICES", "GenericEngine", "check_engine", "matmul", "select_engine"]
+__all__ = [
+    "ENGINE_CHOICES",
+    "Engine",
+    "GenericEngine",
+    "PreparedRun",
+    "PreparingEngine",
+    "check_engine",
+    "matmul",
+    "select_engine",
+]
+
+
+class Engine(Protocol):
+    """How a program runs on one array library: the one definition of the engine call.
+
+    Every engine has these members; the optimizer calls them positionally, as
+    ``engine.apply(program, xp, params, grads, slots, hps)``.  A fused engine
+    also has :meth:`PreparingEngine.prepare`.
+
+    Attributes
+    ----------
+    name : str
+        The library whose arrays the engine runs (``"numpy"``, ``"cupy"``), or
+        ``"generic"`` for one that runs any Array API library.
+    """
+
+    name: str
+
+    def init_slots(self, xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> dict[str, list[Any]]:
+        """New state slots, one array per leaf and slot, shaped and typed like the leaves.
+
+        Parameters
+        ----------
+        xp
+            The Array API namespace of ``leaves``.
+        leaves
+            The parameters, any shapes, floating dtypes, on one device.
+        fills
+            Slot name -> the value every element of that slot starts at.
+
+        Returns
+        -------
+        dict of str to list of arrays
+            Slot name -> one array per leaf, the shape, dtype and device of
+            that leaf, filled with the slot's value.  A fused engine lays each
+            slot out as views of one flat buffer per dtype, back to back in
+            leaf order, so that a flattened model and its state form one span
+            (:func:`~anyoptim.engines.spans.flat_slots`).
+        """
+        ...
+
+    def apply(
+        self,
+        program: Program,
+        xp: Any,
+        params: Sequence[Any],
+        grads: Sequence[Any],
+        slots: Mapping[str, Sequence[Any]],
+        hps: Sequence[Mapping[str, Any]],
+    ) -> tuple[list[Any], dict[str, list[Any]]]:
+        """Run ``program`` once on every leaf: one optimizer step.
+
+        Parameters
+        ----------
+        program
+            One step for one array (:class:`~anyoptim.engines.program.Program`);
+            engines never see the optimizer class.
+        xp
+            The Array API namespace of every array below.
+        params
+            The parameters, one array per leaf, any shapes, a floating dtype each.
+        grads
+            Their gradients, leaf by leaf of the same shape as the parameter
+            (the fused engines want the same dtype too).  Only read.
+        slots
+            Slot name (in the order of ``program.slot_names``) -> one array per
+            leaf, of its parameter's shape and dtype.
+        hps
+            One mapping per leaf: scalar name -> its value this step (a Python
+            number, a NumPy scalar, or a 0-D array on the leaves' device, such
+            as the global-norm scale): learning rate, betas, bias corrections.
+            Leaves with the same scalars share the very same mapping object: the
+            fused engines join leaves into runs by identity, never by value.
+
+        Returns
+        -------
+        new_params : list of arrays
+            The updated parameters, in leaf order.
+        new_slots : dict of str to list of arrays
+            The updated slots, with the keys of ``slots``, in leaf order.
+
+        Notes
+        -----
+        *In place*: a fused engine writes the results of every leaf it can
+        (C-contiguous, writeable arrays of its library) into the very arrays
+        given, and returns those objects; other leaves, and every leaf of the
+        generic engine, get new arrays.  Callers use the returned arrays and
+        treat the given parameters and slots as consumed.  Gradients are never
+        written.
+        """
+        ...
+
+
+class PreparedRun(Protocol):
+    """A program bound to fixed arrays by :meth:`PreparingEngine.prepare`: one step per call.
+
+    Attributes
+    ----------
+    in_place : bool
+        Whether every leaf is updated in place, so that the returned arrays are
+        always the ones given to ``prepare`` (only then may :meth:`update` be used).
+    """
+
+    in_place: bool
+
+    def __call__(self, hps: Sequence[Mapping[str, Any]]) -> tuple[list[Any], dict[str, list[Any]]]:
+        """Run one step with this step's scalars ``hps``; returns as :meth:`Engine.apply`.
+
+        ``hps`` is one mapping per leaf, grouped as when prepared: leaves that
+        shared one mapping object then share one now.
+        """
+        ...
+
+    def update(self, hps: Sequence[Mapping[str, Any]]) -> None:
+        """Run one step in place, building no results (only when :attr:`in_place`): ``hps`` as for a call."""
+        ...
+
+
+class PreparingEngine(Engine, Protocol):
+    """A fused engine: :class:`Engine` plus :meth:`prepare`, which binds a program to fixed arrays.
+
+    The optimizer prepares each program once for the arrays of a step and,
+    while the next calls pass the very same arrays, runs the prepared step
+    without validating again.  :meth:`Engine.apply` is then ``prepare(...)(hps)``.
+    """
+
+    def prepare(
+        self,
+        program: Program,
+        xp: Any,
+        params: Sequence[Any],
+        grads: Sequence[Any],
+        slots: Mapping[str, Sequence[Any]],
+        hps: Sequence[Mapping[str, Any]],
+    ) -> PreparedRun:
+        """Bind ``program`` to these very arrays; the arguments are those of :meth:`Engine.apply`.
+
+        Finds the runs of leaves that lie back to back, makes their plans or
+        kernels (and may raise as building them does), and runs nothing.  The
+        arrays must stay the same objects with the same layout between calls
+        of the result (the optimizer checks this before reusing it), and
+        ``hps`` must keep the grouping it has here.
+
+        Returns
+        -------
+        PreparedRun
+            Called with each step's ``hps``, it runs a step.
+        """
+        ...
+
 
 ENGINE_CHOICES = ("auto", "generic", "fused")
 
@@ -31,17 +195,21 @@ _FUSED: dict[str, Any] = {}
 
 
 def _fused_engine(backend: str) -> Any | None:
+    """The one fused engine of ``backend`` in this process (None if it has none), made at first use.
+
+    Two threads asking at once get the same engine (``setdefault`` on a str key is atomic).
+    """
     if backend not in _FUSED:
+        made: Any = None
         if backend == "numpy":
             from .numpy.engine import NumpyEngine
 
-            _FUSED[backend] = NumpyEngine()
+            made = NumpyEngine()
         elif backend == "cupy":
             from .cupy.engine import CupyEngine
 
-            _FUSED[backend] = CupyEngine()
-        else:
-            _FUSED[backend] = None
+            made = CupyEngine()
+        _FUSED.setdefault(backend, made)
     return _FUSED[backend]
 
 
@@ -49,7 +217,8 @@ def check_engine(name: str, value: Any) -> Any:
     """An optimizer's ``engine`` setting: one of :data:`ENGINE_CHOICES`, or an engine object.
 
     An engine object (``NumpyEngine(kernels="ufunc")``, say) is for tests and
-    benchmarks that pin how the update runs; it needs ``init_slots`` and ``apply``.
+    benchmarks that pin how the update runs; it needs ``init_slots`` and ``apply``
+    (see :class:`Engine`).
     """
     if isinstance(value, str):
         if value not in ENGINE_CHOICES:

@@ -14,15 +14,15 @@ __all__ = ["FusedEngine"]
 class FusedEngine:
     """Base of the engines that bind a traced program to flat spans of these very arrays.
 
-    A subclass implements :meth:`prepare`, which returns a step object callable
-    with each step's scalars (and, for the optimizer's fast path, its
-    ``update(hps)`` and ``in_place``).  State slots are laid out like the
-    parameters (:func:`~anyoptim.engines._spans.flat_slots`), so a flattened
-    model and its state form one span.
+    A :class:`~anyoptim.engines.PreparingEngine`: a subclass implements
+    :meth:`prepare`, which returns a :class:`~anyoptim.engines.PreparedRun`.
+    State slots are laid out like the parameters
+    (:func:`~anyoptim.engines.spans.flat_slots`), so a flattened model and its
+    state form one span.
     """
 
     def init_slots(self, xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> dict[str, list[Any]]:
-        """State slots as views of one flat buffer per slot and dtype, laid out like ``leaves``."""
+        """Slots as views of one flat buffer per slot and dtype: see :meth:`anyoptim.engines.Engine.init_slots`."""
         return flat_slots(xp, leaves, fills)
 
     def prepare(
@@ -34,7 +34,7 @@ class FusedEngine:
         slots: Mapping[str, Sequence[Any]],
         hps: Sequence[Mapping[str, Any]],
     ) -> Any:
-        """Bind ``program`` to these very arrays; the result, called with each step's ``hps``, runs a step."""
+        """See :meth:`anyoptim.engines.PreparingEngine.prepare`."""
         raise NotImplementedError
 
     def apply(
@@ -46,5 +46,5 @@ class FusedEngine:
         slots: Mapping[str, Sequence[Any]],
         hps: Sequence[Mapping[str, Any]],
     ) -> tuple[list[Any], dict[str, list[Any]]]:
-        """Run ``program`` once over every leaf; fused leaves are updated in place and returned."""
+        """See :meth:`anyoptim.engines.Engine.apply`: ``prepare(...)(hps)``, fused leaves updated in place."""
         return self.prepare(program, xp, params, grads, slots, hps)(hps)

@@ -15,12 +15,12 @@ __all__ = ["GenericEngine"]
 
 
 class GenericEngine:
-    """Apply a program leaf by leaf and return new arrays."""
+    """Apply a program leaf by leaf and return new arrays: an :class:`~anyoptim.engines.Engine`."""
 
     name = "generic"
 
     def init_slots(self, xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> dict[str, list[Any]]:
-        """New state slots shaped like ``leaves``: ``fills`` maps slot name to its initial value."""
+        """New state slots, one new array per leaf: see :meth:`anyoptim.engines.Engine.init_slots`."""
         return {slot: [xp.full_like(leaf, fill) for leaf in leaves] for slot, fill in fills.items()}
 
     def apply(
@@ -32,7 +32,7 @@ class GenericEngine:
         slots: Mapping[str, Sequence[Any]],
         hps: Sequence[Mapping[str, Any]],
     ) -> tuple[list[Any], dict[str, list[Any]]]:
-        """Run ``program`` on every leaf; ``hps[i]`` holds leaf ``i``'s scalars."""
+        """See :meth:`anyoptim.engines.Engine.apply`; every result is a new array (nothing is written in place)."""
         new_params: list[Any] = []
         new_slots: dict[str, list[Any]] = {name: [] for name in slots}
         for index, (p, g) in enumerate(zip(params, grads, strict=False)):

@@ -1,6 +1,6 @@
 """Build and load C kernels with the system's C compiler, cached on disk (for the NumPy engine).
 
-The NumPy engine prints a traced rule as one C loop (:mod:`anyoptim.engines._compiled`);
+The NumPy engine prints a traced rule as one C loop (:mod:`anyoptim.engines.numpy.c_printer`);
 this module turns that source into a function Python can call:
 
 * **which compiler**: ``$CC``, else the compiler Python was built with, else
@@ -16,7 +16,12 @@ this module turns that source into a function Python can call:
   used (a library loaded from it runs in this process): the process then
   builds in a private temporary directory, removed at exit;
 * **how it is called**: ``ctypes``, one argument (the address of a frame the
-  caller fills once), which costs about a tenth of a microsecond.
+  caller fills once), which costs about a tenth of a microsecond;
+* **what is remembered**: per process, each loaded kernel and each kernel that
+  failed to build (keyed like the cache, so a failure is never retried for that
+  kernel and never stops another from building), and which failures were
+  warned about.  These tables are guarded by locks, which a forked child
+  starts with released.
 
 Whether the engine uses compiled kernels at all is ``ANYOPTIM_NUMPY_KERNELS``
 (:func:`kernels_choice`): ``auto`` (the default: compiled kernels when a working
@@ -65,18 +70,28 @@ KERNEL_CHOICES = ("auto", "c", "ufunc")
 #: (it only stops errno from being set); ``-ffp-contract=off`` keeps ``a*b + c``
 #: two roundings, as NumPy computes it.  No ``-march=native``: a cached library
 #: must run on any CPU of its architecture (the kernels carry an AVX2 clone
-#: of their loop on x86-64 Linux instead, see :mod:`anyoptim.engines._compiled`).
+#: of their loop on x86-64 Linux instead, see :mod:`anyoptim.engines.numpy.c_printer`).
 FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-ffp-contract=off", "-fno-math-errno")
 
 _COMPILE_SECONDS = 120
 
 
 class KernelBuildError(RuntimeError):
-    """A C kernel could not be built or loaded (no compiler, or the compiler failed)."""
+    """A C kernel could not be built or loaded (no compiler, or the compiler failed).
+
+    Attributes
+    ----------
+    kernel : str or None
+        The kernel that failed, as :func:`load_kernel` names it (``symbol-hash``,
+        its library's file name without the suffix); None where no kernel is
+        concerned (no compiler at all).
+    """
+
+    kernel: str | None = None
 
 
 class KernelBuildWarning(RuntimeWarning):
-    """Issued once when ``auto`` falls back to NumPy ufuncs because a kernel failed to build."""
+    """Issued once per kernel when ``auto`` runs NumPy ufuncs because that kernel failed to build."""
 
 
 def kernels_choice() -> str:
@@ -216,8 +231,14 @@ def _writable_cache_dir() -> Path:
             _fallback_dir = Path(tempfile.mkdtemp(prefix="anyoptim-kernels-"))
         except OSError as error:
             raise KernelBuildError(f"no directory to build kernels in: {error}") from None
-        atexit.register(shutil.rmtree, _fallback_dir, ignore_errors=True)
+        atexit.register(_remove_private_dir, _fallback_dir, os.getpid())
     return _fallback_dir
+
+
+def _remove_private_dir(directory: Path, owner: int) -> None:
+    """At exit, remove the process's private build directory: only in the process that made it, not a fork."""
+    if os.getpid() == owner:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _library_suffix() -> str:
@@ -265,7 +286,8 @@ def _build(source: str, command: list[str], target: Path) -> None:
 
 
 _loaded_lock = threading.Lock()
-_loaded: dict[str, Callable[[int], None]] = {}
+_loaded: dict[str, Callable[[int], None]] = {}  # key -> the loaded function
+_failed: dict[str, str] = {}  # key -> why its build failed
 
 
 def load_kernel(source: str, symbol: str) -> Callable[[int], None]:
@@ -273,34 +295,50 @@ def load_kernel(source: str, symbol: str) -> Callable[[int], None]:
 
     The returned callable takes the frame's address as a Python int.  It
     releases the GIL while it runs.  A cached library that does not load (a
-    damaged file) is built again, once.
+    damaged file) is built again, once.  A kernel that fails is remembered for
+    the rest of the process: asking for it again raises the same error at once,
+    without running the compiler; other kernels are unaffected.  Thread-safe.
 
     Raises
     ------
     KernelBuildError
-        If there is no compiler, it rejects the source, or the library does not load.
+        If there is no compiler, it rejects the source, or the library does not
+        load (now or in an earlier call); its :attr:`~KernelBuildError.kernel`
+        names the kernel, except when there is no compiler.
     """
     command, identity = compiler()
     key = hashlib.sha256(
         "\0".join([source, shlex.join(command), identity, *FLAGS, platform.machine(), sys.platform]).encode()
     ).hexdigest()[:32]
+    name = f"{symbol}-{key}"
     with _loaded_lock:
         if key in _loaded:
             return _loaded[key]
-        target = _writable_cache_dir() / f"{symbol}-{key}{_library_suffix()}"
-        built = False
-        if not target.exists():
-            _build(source, command, target)
-            built = True
         try:
-            function = _load(target, symbol)
-        except KernelBuildError:
-            if built:
-                raise
-            _build(source, command, target)
-            function = _load(target, symbol)
+            if key in _failed:
+                raise KernelBuildError(_failed[key])
+            function = _build_and_load(source, symbol, command, _writable_cache_dir() / f"{name}{_library_suffix()}")
+        except KernelBuildError as error:
+            _failed.setdefault(key, str(error))
+            error.kernel = name
+            raise
         _loaded[key] = function
         return function
+
+
+def _build_and_load(source: str, symbol: str, command: list[str], target: Path) -> Callable[[int], None]:
+    """Load ``target``, building it first if it is missing, and again if a cached one does not load."""
+    built = False
+    if not target.exists():
+        _build(source, command, target)
+        built = True
+    try:
+        return _load(target, symbol)
+    except KernelBuildError:
+        if built:
+            raise
+        _build(source, command, target)
+        return _load(target, symbol)
 
 
 def _load(path: Path, symbol: str) -> Callable[[int], None]:
@@ -313,17 +351,36 @@ def _load(path: Path, symbol: str) -> Callable[[int], None]:
     return function
 
 
-_warned = False
+_warned_lock = threading.Lock()
+_warned: set[str | None] = set()  # the kernels (KernelBuildError.kernel) warned about
 
 
-def warn_fallback(error: Exception) -> None:
-    """Say once per process that ``auto`` runs NumPy ufuncs because a kernel did not build."""
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn(
-            f"anyoptim: the NumPy engine runs NumPy ufuncs, not a compiled kernel ({error}); "
-            "set ANYOPTIM_NUMPY_KERNELS=ufunc to silence this",
-            KernelBuildWarning,
-            stacklevel=3,
-        )
+def warn_fallback(error: KernelBuildError) -> None:
+    """Say once per failed kernel (``error.kernel``) that ``auto`` runs NumPy ufuncs instead of it.
+
+    Issues a :class:`KernelBuildWarning`; later calls for the same kernel say nothing.
+    """
+    kernel = getattr(error, "kernel", None)
+    with _warned_lock:
+        if kernel in _warned:
+            return
+        _warned.add(kernel)
+    which = "a compiled kernel" if kernel is None else f"the compiled kernel {kernel}"
+    warnings.warn(
+        f"anyoptim: the NumPy engine runs NumPy ufuncs, not {which} ({error}); "
+        "set ANYOPTIM_NUMPY_KERNELS=ufunc to silence this",
+        KernelBuildWarning,
+        stacklevel=3,
+    )
+
+
+def _after_fork_in_child() -> None:
+    """A forked child gets new locks: one held by another thread of the parent at the fork stays held."""
+    global _compiler_lock, _loaded_lock, _warned_lock
+    _compiler_lock = threading.Lock()
+    _loaded_lock = threading.Lock()
+    _warned_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -5,7 +5,7 @@ operation of the rule (Adam: 14) on each block.  That is one pass over the
 block per operation and about 0.2 µs of Python per call, which is most of a
 small model's step.  This module prints the *same plan* (the same nodes, in the
 same order, with the dtype NumPy gives each one and the same casts of scalars)
-as the body of a C loop over every span, compiled by :mod:`anyoptim.engines._native`:
+as the body of a C loop over every span, compiled by :mod:`anyoptim.engines.numpy.native`:
 
 * every parameter, gradient and slot element is read once, every result is
   kept in a register and written once: a step moves the bytes it must and no
@@ -27,7 +27,7 @@ as the body of a C loop over every span, compiled by :mod:`anyoptim.engines._nat
 * a step is a handful of stores of this step's scalars into a table and one
   ``ctypes`` call with the address of a frame built once: ``[number of spans,
   address of the scalar table, then per span: its length and the address of
-  each column]``.
+  each column]`` (:class:`~anyoptim.engines.numpy.runners.CompiledSpans`).
 
 A plan with ``**`` on arrays, or whose values include a dtype other than
 float32, float64 or bool, gets no C form (:func:`c_source` returns None) and
@@ -36,17 +36,12 @@ runs as ufuncs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-
 import numpy as np
 
 from ..trace import C_OPERATORS
+from .plan import Plan
 
-if TYPE_CHECKING:
-    from .engine import _Plan
-
-__all__ = ["CompiledSpans", "c_source", "spans_fit_a_kernel"]
+__all__ = ["C_TYPES", "c_source"]
 
 #: The C type of each dtype a kernel may compute in.
 C_TYPES = {"float32": "float", "float64": "double", "bool": "bool"}
@@ -95,7 +90,7 @@ def _expression(op: str, a: list[str], zero: str, one: str) -> str:
     raise AssertionError(f"no C form for {op}")  # pragma: no cover
 
 
-def c_source(plan: _Plan, symbol: str) -> str | None:
+def c_source(plan: Plan, symbol: str) -> str | None:
     """The plan as ``void symbol(const int64_t *frame)``, or None if it has no C form (see the module notes).
 
     The frame is ``[spans, scalar table address, (length, column addresses...) per span]``;
@@ -106,7 +101,7 @@ def c_source(plan: _Plan, symbol: str) -> str | None:
     if not plan.dtype.isnative:  # the kernel reads memory as this machine's floats
         return None
     dtypes = {plan.dtype.name, *(dtype.name for _, dtype in plan.broadcast_uses)}
-    dtypes |= {plan.samples[node].dtype.name for node, _, _ in plan.steps}
+    dtypes |= {plan.dtype_of(node).name for node, _, _ in plan.steps}
     if plan.dtype.name not in ("float32", "float64") or not dtypes <= set(C_TYPES):
         return None
     if any(op == "pow" for _, op, _ in plan.steps):
@@ -118,7 +113,7 @@ def c_source(plan: _Plan, symbol: str) -> str | None:
     value_name.update({node: f"t{node}" for node, _, _ in plan.steps})
 
     def dtype_of(node: int) -> str:
-        return plan.samples[node].dtype.name
+        return plan.dtype_of(node).name
 
     def operand(node: int, common: np.dtype) -> str:
         if node not in plan.block_values:
@@ -162,116 +157,3 @@ def c_source(plan: _Plan, symbol: str) -> str | None:
         lines.append(f"            c{role}[i] = ({column_type}){value};")
     lines += ["        }", "    }", "}", ""]
     return "\n".join(lines)
-
-
-def spans_fit_a_kernel(spans: Sequence[Sequence[Any]], dtype: np.dtype) -> bool:
-    """Whether a kernel may read and write these spans' memory through raw addresses.
-
-    The kernel trusts its frame: every column (p, g, slots) of a span must be a
-    1-D, C-contiguous, aligned NumPy array of ``dtype`` in native byte order,
-    as long as the span's parameter column, and writeable except the gradient
-    (column 1).  The optimizer's checks guarantee this; a direct
-    ``NumpyEngine.apply`` with other arrays runs as ufuncs instead, which cast
-    or raise as NumPy does.
-    """
-    dtype = np.dtype(dtype)
-    if not dtype.isnative:
-        return False
-    for columns in spans:
-        length = columns[0].shape
-        for index, column in enumerate(columns):
-            if not (
-                isinstance(column, np.ndarray)
-                and column.dtype == dtype
-                and column.shape == length
-                and len(length) == 1
-                and column.flags.c_contiguous
-                and column.flags.aligned
-                and (index == 1 or column.flags.writeable)
-            ):
-                return False
-    return True
-
-
-class CompiledSpans:
-    """A compiled plan bound to some spans: ``run(hps)`` is one C call per run of spans sharing scalars.
-
-    Parameters
-    ----------
-    plan
-        The NumPy engine's plan; its host statements compute each step's scalars.
-    kernel
-        The loaded C function of :func:`c_source` for this plan.
-    spans
-        The columns (p, g, slots: 1-D C-contiguous arrays of the plan's dtype,
-        all but the gradient writeable) of each span.
-    leaves, hps
-        The first leaf of each span and its scalars mapping (consecutive spans
-        with the same mapping object share one call).
-    """
-
-    def __init__(
-        self,
-        plan: _Plan,
-        kernel: Callable[[int], None],
-        spans: list[list[np.ndarray]],
-        leaves: list[int],
-        hps: list[Any],
-    ):
-        groups: list[list[int]] = []
-        for index in range(len(spans)):
-            if index == 0 or hps[index] is not hps[index - 1]:
-                groups.append([])
-            groups[-1].append(index)
-        self.calls = [
-            _segment_call(plan, kernel, [spans[index] for index in group], leaves[group[0]]) for group in groups
-        ]
-        if len(self.calls) == 1:  # the usual case, a flat model: one call less per step
-            self.run = self.calls[0]
-
-    def run(self, hps: Sequence[Mapping[str, Any]]) -> None:
-        """Run every span with the scalars of its leaves in ``hps`` (one mapping per leaf)."""
-        for call in self.calls:
-            call(hps)
-
-
-def _segment_call(
-    plan: _Plan, kernel: Callable[[int], None], spans: list[list[np.ndarray]], leaf: int
-) -> Callable[[Sequence[Mapping[str, Any]]], None]:
-    """``run(hps)`` for spans sharing the scalars of ``hps[leaf]``: this step's scalars into a table, then the kernel.
-
-    The function (:func:`host_code`) computes the scalars with the plan's own
-    host lines (:meth:`~anyoptim.engines.numpy._Plan.host_lines`), as the ufunc
-    plan's step does.  Its globals hold the table, the frame and the spans, so the
-    addresses in the frame stay valid as long as the function lives.
-    """
-    trace = plan.trace
-    table = np.zeros(max(1, len(plan.broadcast_uses)), dtype=np.float64)
-    for position, (node, _) in enumerate(plan.broadcast_uses):
-        if trace.nodes[node].op == "const":  # constants are stored once, here
-            table[position] = trace.nodes[node].value
-    frame = [len(spans), table.ctypes.data]
-    for columns in spans:
-        frame += [columns[0].shape[0], *(column.ctypes.data for column in columns)]
-    frame_array = np.array(frame, dtype=np.int64)
-    code, names = host_code(plan)
-    namespace: dict[str, Any] = {
-        **names,
-        "LEAF": leaf,
-        "kernel": kernel,
-        "table": table,
-        "FRAME": frame_array.ctypes.data,
-        "_alive": (frame_array, spans),  # what the frame's addresses point into
-    }
-    exec(code, namespace)
-    return namespace["run"]
-
-
-def host_code(plan: _Plan) -> tuple[Any, dict[str, Any]]:
-    """The compiled ``run(hps)`` of a plan's segments, and the names it reads; cached on the plan."""
-    if plan.host_code is None:
-        host, names = plan.host_lines(lambda position: f"table[{position}]")
-        lines = ["def run(hps):", "    hp = hps[LEAF]", *(f"    {line}" for line in host), "    kernel(FRAME)"]
-        code = compile("\n".join(lines) + "\n", f"<anyoptim.engines._compiled: {plan.trace.name}>", "exec")
-        plan.host_code = (code, names)
-    return plan.host_code

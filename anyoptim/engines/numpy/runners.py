@@ -1,0 +1,209 @@
+"""Running a NumPy engine plan on spans: as one C call, as ufunc calls on blocks, or as written.
+
+Each runner binds a :class:`~anyoptim.engines.numpy.plan.Plan` (or, for a rule
+the tracer cannot follow, the program itself) to the spans of one prepared
+step, and has ``run(hps)``: run every span with the scalars of its leaves.
+
+* :class:`CompiledSpans`: the plan's C kernel (:mod:`anyoptim.engines.numpy.c_printer`),
+  one call per run of spans sharing scalars;
+* :class:`TracedSpans`: the plan's ufunc calls on cache-sized blocks;
+* :class:`DirectSpans`: the program evaluated as written on each block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..program import Program
+from .plan import Plan
+
+__all__ = ["CompiledSpans", "DirectSpans", "TracedSpans", "spans_fit_a_kernel"]
+
+
+def spans_fit_a_kernel(spans: Sequence[Sequence[Any]], dtype: np.dtype) -> bool:
+    """Whether a kernel may read and write these spans' memory through raw addresses.
+
+    The kernel trusts its frame: every column (p, g, slots) of a span must be a
+    1-D, C-contiguous, aligned NumPy array of ``dtype`` in native byte order,
+    as long as the span's parameter column, and writeable except the gradient
+    (column 1).  The optimizer's checks guarantee this; a direct
+    ``NumpyEngine.apply`` with other arrays runs as ufuncs instead, which cast
+    or raise as NumPy does.
+    """
+    dtype = np.dtype(dtype)
+    if not dtype.isnative:
+        return False
+    for columns in spans:
+        length = columns[0].shape
+        for index, column in enumerate(columns):
+            if not (
+                isinstance(column, np.ndarray)
+                and column.dtype == dtype
+                and column.shape == length
+                and len(length) == 1
+                and column.flags.c_contiguous
+                and column.flags.aligned
+                and (index == 1 or column.flags.writeable)
+            ):
+                return False
+    return True
+
+
+class CompiledSpans:
+    """A compiled plan bound to some spans: ``run(hps)`` is one C call per run of spans sharing scalars.
+
+    Parameters
+    ----------
+    plan
+        The NumPy engine's plan; its host statements compute each step's scalars.
+    kernel
+        The loaded C function of :func:`c_source` for this plan.
+    spans
+        The columns (p, g, slots: 1-D C-contiguous arrays of the plan's dtype,
+        all but the gradient writeable) of each span.
+    leaves, hps
+        The first leaf of each span and its scalars mapping (consecutive spans
+        with the same mapping object share one call).
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        kernel: Callable[[int], None],
+        spans: list[list[np.ndarray]],
+        leaves: list[int],
+        hps: list[Any],
+    ):
+        groups: list[list[int]] = []
+        for index in range(len(spans)):
+            if index == 0 or hps[index] is not hps[index - 1]:
+                groups.append([])
+            groups[-1].append(index)
+        self.calls = [
+            _segment_call(plan, kernel, [spans[index] for index in group], leaves[group[0]]) for group in groups
+        ]
+        if len(self.calls) == 1:  # the usual case, a flat model: one call less per step
+            self.run = self.calls[0]
+
+    def run(self, hps: Sequence[Mapping[str, Any]]) -> None:
+        """Run every span with the scalars of its leaves in ``hps`` (one mapping per leaf)."""
+        for call in self.calls:
+            call(hps)
+
+
+def _segment_call(
+    plan: Plan, kernel: Callable[[int], None], spans: list[list[np.ndarray]], leaf: int
+) -> Callable[[Sequence[Mapping[str, Any]]], None]:
+    """``run(hps)`` for spans sharing the scalars of ``hps[leaf]``: this step's scalars into a table, then the kernel.
+
+    The function (:meth:`~anyoptim.engines.numpy.plan.Plan.kernel_step_code`)
+    computes the scalars with the plan's own host lines, as the ufunc plan's
+    step does.  Its globals hold the table, the frame and the spans, so the
+    addresses in the frame stay valid as long as the function lives.
+    """
+    trace = plan.trace
+    table = np.zeros(max(1, len(plan.broadcast_uses)), dtype=np.float64)
+    for position, (node, _) in enumerate(plan.broadcast_uses):
+        if trace.nodes[node].op == "const":  # constants are stored once, here
+            table[position] = trace.nodes[node].value
+    frame = [len(spans), table.ctypes.data]
+    for columns in spans:
+        frame += [columns[0].shape[0], *(column.ctypes.data for column in columns)]
+    frame_array = np.array(frame, dtype=np.int64)
+    code, names = plan.kernel_step_code()
+    namespace: dict[str, Any] = {
+        **names,
+        "LEAF": leaf,
+        "kernel": kernel,
+        "table": table,
+        "FRAME": frame_array.ctypes.data,
+        "_alive": (frame_array, spans),  # what the frame's addresses point into
+    }
+    exec(code, namespace)
+    return namespace["run"]
+
+
+class TracedSpans:
+    """A plan's ufunc calls over the blocks of some spans.
+
+    Consecutive spans that share one scalars mapping form one segment: its
+    scalars are computed once and its blocks run in one call.
+
+    Parameters
+    ----------
+    plan
+        The plan of the spans' dtype and kinds of scalars.
+    spans
+        The columns (p, g, slots: 1-D arrays of the plan's dtype, of one length per span) of each span.
+    leaves, hps
+        The first leaf of each span and its scalars mapping.
+    block_size
+        Elements per block; the scratch buffers are this long (or as long as the longest span).
+    """
+
+    def __init__(self, plan: Plan, spans: list[list[np.ndarray]], leaves: list[int], hps: list[Any], block_size: int):
+        self.run_blocks, _ = plan.compile()
+        longest = max(columns[0].shape[0] for columns in spans)
+        scratch = [np.empty(min(block_size, longest), dtype=dtype) for dtype in plan.scratch_dtypes]
+        self.segments: list[tuple[int, list[tuple]]] = []
+        for index, columns in enumerate(spans):
+            if index == 0 or hps[index] is not hps[index - 1]:
+                self.segments.append((leaves[index], []))
+            self.segments[-1][1].extend(plan.blocks(columns, scratch, block_size))
+        if len(self.segments) == 1:  # the usual case, a flat model: one call less per step
+            run_blocks, (leaf, blocks) = self.run_blocks, self.segments[0]
+
+            def run_one(hps: Sequence[Mapping[str, Any]]) -> None:
+                run_blocks(hps[leaf], blocks)
+
+            self.run = run_one
+
+    def run(self, hps: Sequence[Mapping[str, Any]]) -> None:
+        """Run every span with the scalars of its leaves in ``hps`` (one mapping per leaf)."""
+        for leaf, blocks in self.segments:
+            self.run_blocks(hps[leaf], blocks)
+
+
+class DirectSpans:
+    """The program evaluated as written on each block, results copied back (for rules the tracer cannot follow).
+
+    Parameters
+    ----------
+    program
+        The program the tracer could not follow.
+    slot_names
+        The slots, in the order of the span's columns after p and g.
+    spans, leaves, block_size
+        As for :class:`TracedSpans`.
+    """
+
+    def __init__(
+        self,
+        program: Program,
+        slot_names: Sequence[str],
+        spans: list[list[np.ndarray]],
+        leaves: list[int],
+        block_size: int,
+    ):
+        self.program = program
+        self.slot_names = slot_names
+        self.spans = spans
+        self.leaves = leaves
+        self.block_size = block_size
+
+    def run(self, hps: Sequence[Mapping[str, Any]]) -> None:
+        """Run every span with the scalars of its leaves in ``hps`` (one mapping per leaf)."""
+        for columns, leaf in zip(self.spans, self.leaves, strict=True):
+            hp = hps[leaf]
+            p, g, *slots = columns
+            for start in range(0, p.shape[0], self.block_size):
+                block = slice(start, start + self.block_size)
+                new_p, new_slots = self.program(
+                    np, p[block], g[block], {name: s[block] for name, s in zip(self.slot_names, slots, strict=True)}, hp
+                )
+                p[block] = new_p
+                for name, s in zip(self.slot_names, slots, strict=True):
+                    s[block] = new_slots[name]
