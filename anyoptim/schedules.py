@@ -33,6 +33,7 @@ __all__ = [
     "exponential_decay",
     "inverse_time_decay",
     "join",
+    "learning_rate_at",
     "piecewise_constant",
     "warmup_cosine_decay",
 ]
@@ -196,3 +197,34 @@ def warmup_cosine_decay(
 
     decay = cosine_decay(peak, int(decay_steps) - warmup_steps, alpha=end / peak if peak else 0.0)
     return join([warmup, decay], [warmup_steps])
+
+
+def learning_rate_at(learning_rate: float | Schedule, count: int) -> float:
+    """The rate of the step taken after ``count`` steps: ``learning_rate`` itself, or a schedule's value, checked.
+
+    Parameters
+    ----------
+    learning_rate : float or callable
+        A rate (already checked), or a schedule ``f(count) -> float``.
+    count : int
+        Steps taken before this one.
+
+    Returns
+    -------
+    float
+        The rate, a finite number >= 0.
+
+    Raises
+    ------
+    ValueError
+        If the schedule returns anything else, naming the value and the count.
+    """
+    if not callable(learning_rate):
+        return learning_rate
+    value = learning_rate(count)
+    try:
+        return check_non_negative("learning_rate", value)
+    except ValueError:
+        raise ValueError(
+            f"the learning-rate schedule returned {value!r} at step count {count}: it must be a finite number >= 0"
+        ) from None

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import itertools
 import tracemalloc
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +47,8 @@ from anyoptim.engines import trace as _trace
 from anyoptim.engines.numpy import DEFAULT_BLOCK_BYTES, NumpyEngine
 from anyoptim.engines.numpy import native as _native
 from anyoptim.engines.program import Program
-from anyoptim.optimizers.prepared import next_state as _next_state
 from anyoptim.state import OptimizerState
+from tests.cases import CONFIG_PARAMS, Config
 from tests.helpers import RTOL_SAME_BACKEND, load_namespace
 
 XP = load_namespace("numpy")  # the array-api-compat namespace the generic engine runs NumPy arrays with
@@ -65,38 +64,6 @@ def kernels(request, monkeypatch) -> str:
 
 
 # --------------------------------------------------------------------------- the optimizer table
-
-
-@dataclass(frozen=True)
-class Config:
-    id: str
-    make: Callable[[str], anyoptim.Optimizer]
-
-
-CONFIGS = [
-    Config("sgd", lambda e: anyoptim.SGD(0.1, engine=e)),
-    Config("sgd-l2-clip", lambda e: anyoptim.SGD(0.1, weight_decay=0.01, clip_value=0.5, engine=e)),
-    Config("momentum-ema", lambda e: anyoptim.Momentum(0.1, 0.9, engine=e)),
-    Config(
-        "momentum-heavy-nesterov", lambda e: anyoptim.Momentum(0.05, 0.9, form="heavy_ball", nesterov=True, engine=e)
-    ),
-    Config("rmsprop", lambda e: anyoptim.RMSprop(0.01, engine=e)),
-    Config(
-        "rmsprop-all",
-        lambda e: anyoptim.RMSprop(0.01, 0.95, 1e-6, centered=True, eps_in_sqrt=True, momentum=0.5, engine=e),
-    ),
-    Config("adam", lambda e: anyoptim.Adam(0.01, engine=e)),
-    Config("adam-amsgrad-eps-root", lambda e: anyoptim.Adam(0.01, amsgrad=True, eps_root=1e-8, engine=e)),
-    Config("adam-clip-norm-l2", lambda e: anyoptim.Adam(0.01, clip_global_norm=1.0, weight_decay=1e-3, engine=e)),
-    Config("adam-schedule", lambda e: anyoptim.Adam(lambda count: 0.05 * 0.9**count, engine=e)),
-    Config("adamw", lambda e: anyoptim.AdamW(0.01, weight_decay=0.1, engine=e)),
-    Config("adagrad", lambda e: anyoptim.Adagrad(0.1, initial_accumulator_value=0.1, engine=e)),
-    Config("adamax", lambda e: anyoptim.Adamax(0.02, engine=e)),
-    Config("nadam", lambda e: anyoptim.NAdam(0.02, engine=e)),
-    Config("radam", lambda e: anyoptim.RAdam(0.01, engine=e)),
-    Config("lion", lambda e: anyoptim.Lion(1e-3, weight_decay=0.5, engine=e)),
-]
-CONFIG_PARAMS = [pytest.param(config, id=config.id) for config in CONFIGS]
 
 
 def _close(actual: Any, expected: Any, what: str) -> None:
@@ -650,12 +617,3 @@ def test_a_schedule_is_followed_on_the_fast_path() -> None:
         params, state = optimizer.step(params, grads, state)
         rates.append(state.learning_rate)
     assert rates == [1.0, 0.5, 1 / 3, 0.25]
-
-
-def test_the_next_state_is_the_constructors() -> None:
-    slots = {"m": {"w": np.zeros(2)}}
-    made = _next_state(3, 0.5, slots, 1, None)
-    assert made == OptimizerState(count=3, learning_rate=0.5, slots=slots, skipped=1, structure=None)
-    assert type(made) is OptimizerState
-    with pytest.raises(AttributeError):
-        made.count = 4  # still frozen

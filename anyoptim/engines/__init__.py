@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from .._namespace import backend_name
+from .execute import run_programs
 from .generic import GenericEngine
 from .program import Program
 
@@ -35,6 +36,7 @@ __all__ = [
     "PreparingEngine",
     "check_engine",
     "matmul",
+    "run_programs",
     "select_engine",
 ]
 

@@ -16,20 +16,20 @@ import copy
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, ClassVar
 
-from .._checks import SETTING_CHECKS, check_choice, check_non_negative
+from .._checks import SETTING_CHECKS, check_choice
 from .._namespace import check_leaves
-from ..engines import check_engine, select_engine
+from ..engines import check_engine, run_programs, select_engine
 from ..engines.program import Program
-from ..schedules import Schedule
+from ..schedules import Schedule, learning_rate_at
 from ..state import OptimizerState
-from ..transforms import clip_factor, decay_all, first_nonfinite, frozen_mask, mask_values
+from ..transforms import clip_factor, decay_all, frozen_mask, mask_values
 from ..tree import TreeDef, tree_flatten, tree_unflatten
 from .contract import declaration_of
+from .groups import leaf_keys, leaf_scalars
 from .prepared import PreparedStep
-from .validation import check_distinct, check_grads, check_state
+from .validation import apply_nonfinite_policy, check_distinct, check_grads, check_state
 
 __all__ = ["NONFINITE_POLICIES", "Optimizer"]
 
@@ -177,16 +177,8 @@ class Optimizer(metaclass=_ChecksItsRule):
         )
 
     def learning_rate_at(self, count: int) -> float:
-        """The learning rate of the step taken after ``count`` steps, validated."""
-        if not callable(self.learning_rate):
-            return self.learning_rate
-        value = self.learning_rate(count)
-        try:
-            return check_non_negative("learning_rate", value)
-        except ValueError:
-            raise ValueError(
-                f"the learning-rate schedule returned {value!r} at step count {count}: it must be a finite number >= 0"
-            ) from None
+        """The learning rate of the step taken after ``count`` steps (:func:`anyoptim.schedules.learning_rate_at`)."""
+        return learning_rate_at(self.learning_rate, count)
 
     def init(self, params: Any) -> OptimizerState:
         """Create the state for ``params`` (a tree of floating-point arrays).
@@ -240,46 +232,18 @@ class Optimizer(metaclass=_ChecksItsRule):
         g_leaves = check_grads(xp, device, names, p_leaves, treedef, grads)
         slots = check_state(type(self).__name__, tuple(self._slot_fills()), names, p_leaves, treedef, state)
         learning_rate = self.learning_rate_at(state.count)
-        skipped = self._nonfinite(xp, names, g_leaves, params, state)
+        skipped = apply_nonfinite_policy(self.on_nonfinite, xp, names, g_leaves, params, state)
         if skipped is not None:
             return skipped
         keys, key_of_leaf, programs = self._leaf_groups(names, p_leaves, treedef)
         hps = self._step_scalars_of_leaves(xp, keys, key_of_leaf, g_leaves, state.count, learning_rate)
         engine = select_engine(xp, self.engine)
-        prepare = getattr(engine, "prepare", None)
-        runs = []
-        new_params = list(p_leaves)
-        new_slots = {slot: list(values) for slot, values in slots.items()}
-        work = []  # every program is prepared (and may raise) before any of them runs
-        for program, indices in programs:
-            arguments = (
-                program,
-                xp,
-                [p_leaves[i] for i in indices],
-                [g_leaves[i] for i in indices],
-                {slot: [values[i] for i in indices] for slot, values in slots.items()},
-                [hps[i] for i in indices],
-            )
-            run = None if prepare is None else prepare(*arguments)
-            if run is not None:
-                runs.append((run, indices))
-            work.append((run, arguments, indices))
-        for run, arguments, indices in work:
-            updated_p, updated_slots = engine.apply(*arguments) if run is None else run(arguments[-1])
-            for position, i in enumerate(indices):
-                new_params[i] = updated_p[position]
-                for slot in slots:
-                    new_slots[slot][i] = updated_slots[slot][position]
-        new_state = OptimizerState(
-            count=state.count + 1,
-            learning_rate=learning_rate,
-            slots={slot: tree_unflatten(treedef, values) for slot, values in new_slots.items()},
-            skipped=state.skipped,
-            structure=treedef,
-        )
+        new_params, new_slots, runs = run_programs(engine, xp, programs, p_leaves, g_leaves, slots, hps)
+        slots_out = {slot: tree_unflatten(treedef, values) for slot, values in new_slots.items()}
+        new_state = OptimizerState(state.count + 1, learning_rate, slots_out, state.skipped, treedef)
         params_out = tree_unflatten(treedef, new_params)
         self._prepared = None
-        if prepare is not None and all(run.in_place for run, _ in runs):
+        if runs is not None and all(run.in_place for run, _ in runs):
             self._prepared = PreparedStep(
                 xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, new_state.slots
             )
@@ -339,7 +303,9 @@ class Optimizer(metaclass=_ChecksItsRule):
         """The step on the arrays ``prepared`` was made for (already checked by :meth:`PreparedStep.matches`)."""
         learning_rate = self.learning_rate_at(state.count)
         if self.on_nonfinite != "ignore":
-            skipped = self._nonfinite(prepared.xp, prepared.names, prepared.g_leaves, params, state)
+            skipped = apply_nonfinite_policy(
+                self.on_nonfinite, prepared.xp, prepared.names, prepared.g_leaves, params, state
+            )
             if skipped is not None:
                 return skipped
         hps = self._step_scalars_of_leaves(
@@ -391,19 +357,6 @@ class Optimizer(metaclass=_ChecksItsRule):
 
     # -- helpers of step
 
-    def _nonfinite(
-        self, xp: Any, names: list[str], g_leaves: list[Any], params: Any, state: OptimizerState
-    ) -> tuple[Any, OptimizerState] | None:
-        """Apply ``on_nonfinite``: raise, or the result of a skipped step, or None to go on."""
-        if self.on_nonfinite == "ignore":
-            return None
-        bad = first_nonfinite(xp, names, g_leaves)
-        if bad is None:
-            return None
-        if self.on_nonfinite == "raise":
-            raise FloatingPointError(f"grads[{bad!r}] holds NaN or infinity (on_nonfinite='raise')")
-        return params, replace(state, skipped=state.skipped + 1)
-
     def _leaf_groups(
         self, names: list[str], p_leaves: list[Any], treedef: TreeDef
     ) -> tuple[list[tuple[Any, bool]], list[int], list[tuple[Program, list[int]]]]:
@@ -417,16 +370,7 @@ class Optimizer(metaclass=_ChecksItsRule):
             if self.weight_decay
             else [False] * len(p_leaves)
         )
-        keys: list[tuple[Any, bool]] = []
-        key_of_leaf = []
-        for p, is_decayed in zip(p_leaves, decayed, strict=True):
-            key = (p.dtype, is_decayed)
-            if key not in keys:
-                keys.append(key)
-            key_of_leaf.append(keys.index(key))
-        groups: dict[bool, list[int]] = {}
-        for index, is_decayed in enumerate(decayed):
-            groups.setdefault(is_decayed, []).append(index)
+        keys, key_of_leaf, groups = leaf_keys(p_leaves, decayed)
         return keys, key_of_leaf, [(self._program(is_decayed), indices) for is_decayed, indices in groups.items()]
 
     def _step_scalars_of_leaves(
@@ -449,15 +393,4 @@ class Optimizer(metaclass=_ChecksItsRule):
         grad_scale = None
         if self.clip_global_norm is not None:
             grad_scale = clip_factor(xp, g_leaves, self.clip_global_norm)
-        shared = []
-        for dtype, is_decayed in keys:
-            hp = common if len(keys) == 1 else dict(common)
-            if grad_scale is not None:
-                hp["grad_scale"] = xp.astype(grad_scale, dtype)
-            if is_decayed:
-                hp["weight_decay"] = self.weight_decay
-                hp["decay"] = learning_rate * self.weight_decay
-            shared.append(hp)
-        if len(shared) == 1:
-            return shared * len(key_of_leaf)
-        return [shared[index] for index in key_of_leaf]
+        return leaf_scalars(xp, common, keys, key_of_leaf, grad_scale, self.weight_decay, learning_rate)

@@ -14,19 +14,7 @@ from typing import Any
 from ..state import OptimizerState
 from ..tree import TreeDef
 
-__all__ = ["PreparedStep", "next_state"]
-
-
-def next_state(
-    count: int, learning_rate: float, slots: dict[str, Any], skipped: int, structure: TreeDef
-) -> OptimizerState:
-    """Transitional: ``OptimizerState(count, learning_rate, slots, skipped, structure)``.
-
-    The step now calls the constructor, which is as cheap (it stores its fields
-    itself).  Kept only for ``tests/test_numpy_engine.py``, which imports it;
-    delete it with that import.
-    """
-    return OptimizerState(count, learning_rate, slots, skipped, structure)
+__all__ = ["PreparedStep"]
 
 
 class PreparedStep:

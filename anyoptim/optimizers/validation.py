@@ -2,18 +2,21 @@
 
 :meth:`Optimizer.step <anyoptim.optimizers.base.Optimizer.step>` runs them, in
 order, on its validated path: distinct parameter leaves, the gradients against
-the parameters, the state against the parameters and the optimizer's slots.
+the parameters, the state against the parameters and the optimizer's slots;
+then the ``on_nonfinite`` policy on the gradients.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from .._namespace import check_leaves
 from ..state import OptimizerState
+from ..transforms import first_nonfinite
 from ..tree import TreeDef, check_same_structure, tree_flatten
 
-__all__ = ["check_distinct", "check_grads", "check_state"]
+__all__ = ["apply_nonfinite_policy", "check_distinct", "check_grads", "check_state"]
 
 
 def check_grads(xp: Any, device: Any, names: list[str], p_leaves: list[Any], treedef: TreeDef, grads: Any) -> list[Any]:
@@ -125,3 +128,39 @@ def check_distinct(names: list[str], leaves: list[Any]) -> None:
                 f"params[{name!r}] is the same array as params[{other!r}]: to tie parameters, keep one leaf "
                 "and add up the gradients of its uses"
             )
+
+
+def apply_nonfinite_policy(
+    policy: str, xp: Any, names: list[str], g_leaves: list[Any], params: Any, state: OptimizerState
+) -> tuple[Any, OptimizerState] | None:
+    """Apply an ``on_nonfinite`` policy to this step's gradients.
+
+    Parameters
+    ----------
+    policy : {"ignore", "raise", "skip"}
+        The optimizer's ``on_nonfinite``.
+    xp : namespace
+        The gradients' namespace.
+    names, g_leaves : list
+        The leaf names and gradient arrays.
+    params, state
+        What a skipped step returns unchanged (``state.skipped`` counted up).
+
+    Returns
+    -------
+    (params, state) or None
+        The result of a skipped step, or None to go on with the step.
+
+    Raises
+    ------
+    FloatingPointError
+        Under ``"raise"``, naming the first leaf whose gradient holds NaN or infinity.
+    """
+    if policy == "ignore":
+        return None
+    bad = first_nonfinite(xp, names, g_leaves)
+    if bad is None:
+        return None
+    if policy == "raise":
+        raise FloatingPointError(f"grads[{bad!r}] holds NaN or infinity (on_nonfinite='raise')")
+    return params, replace(state, skipped=state.skipped + 1)

@@ -347,8 +347,8 @@ class _SymbolicNamespace:
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(
-            f"the rule called xp.{name}, which is outside the rule contract (anyoptim.optimizers.contract): the fused engines "
-            "can trace operators and xp.sqrt, abs, sign, maximum, minimum, where and clip only"
+            f"the rule called xp.{name}, which is outside the rule contract (anyoptim.optimizers.contract): "
+            "the fused engines can trace operators and xp.sqrt, abs, sign, maximum, minimum, where and clip only"
         )
 
 
