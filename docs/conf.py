@@ -8,7 +8,6 @@ gallery's CuPy script runs only where CuPy sees a GPU.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,12 +16,13 @@ ROOT = DOCS.parent
 # The checkout's anyoptim first, whatever is installed; then docs/ for public_api.
 sys.path[:0] = [str(ROOT), str(DOCS)]
 
-import anyoptim  # noqa: E402
 import public_api  # noqa: E402
+
+import anyoptim  # noqa: E402
 
 project = "anyoptim"
 author = "The anyoptim developers"
-copyright = "2026, The anyoptim developers"  # noqa: A001
+copyright = "2026, The anyoptim developers"
 version = release = anyoptim.__version__
 
 REPOSITORY = "https://github.com/anyoptim/anyoptim"
@@ -108,7 +108,9 @@ def _installed(module: str) -> bool:
 
 
 # Examples that need a library not installed here are shown, not run (the CI installs torch and JAX).
-_NOT_RUN = [name for name, module in (("plot_torch_tensors", "torch"), ("plot_jax_arrays", "jax")) if not _installed(module)]
+_NOT_RUN = [
+    name for name, module in (("plot_torch_tensors", "torch"), ("plot_jax_arrays", "jax")) if not _installed(module)
+]
 if _NOT_RUN:
     print(f"anyoptim docs: shown but not run (library missing): {', '.join(_NOT_RUN)}")
 

@@ -51,7 +51,9 @@ for name, cls in REGISTRY.items():
 
 grid_x, grid_y = np.meshgrid(np.linspace(-2, 2, 300), np.linspace(-1, 3, 300))
 fig, ax = plt.subplots(figsize=(8, 6), layout="constrained")
-ax.contour(grid_x, grid_y, rosenbrock(grid_x, grid_y), levels=np.geomspace(0.01, 2500, 25), colors="0.7", linewidths=0.6)
+ax.contour(
+    grid_x, grid_y, rosenbrock(grid_x, grid_y), levels=np.geomspace(0.01, 2500, 25), colors="0.7", linewidths=0.6
+)
 for label, path in paths.items():
     ax.plot(path[:, 0], path[:, 1], "-", linewidth=1.0, label=label)
     ax.plot(*path[-1], "o", markeredgecolor="k", markersize=5)

@@ -30,9 +30,7 @@ examples = {
         [10_000, 20_000], [0.01, 0.001, 0.0001]
     ),
     "cosine_decay(0.01, 25000)": schedules.cosine_decay(0.01, decay_steps=total),
-    "warmup_cosine_decay(0.01, 2500, 25000)": schedules.warmup_cosine_decay(
-        0.01, warmup_steps=2500, decay_steps=total
-    ),
+    "warmup_cosine_decay(0.01, 2500, 25000)": schedules.warmup_cosine_decay(0.01, warmup_steps=2500, decay_steps=total),
 }
 
 fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True, layout="constrained")
