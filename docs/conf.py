@@ -161,3 +161,5 @@ html_theme_options = {
 }
 html_context = {"default_mode": "light"}
 html_show_sourcelink = False
+# Pages without sub-pages get no (empty) left sidebar.
+html_sidebars = {page: [] for page in ("index", "lesson", "api", "design", "benchmarks", "changelog", "contributing")}

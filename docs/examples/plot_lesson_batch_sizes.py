@@ -25,4 +25,4 @@ for curve in curves:
         f"{curve.label:<16} final whole-set cost {curve.full_costs[-1]:.4f}  "
         f"step-to-step jitter of the batch cost {step_noise(curve.batch_costs):.4f}"
     )
-plot_batch_sizes(curves, Path("figures") / "batch_sizes.png")
+_ = plot_batch_sizes(curves, Path("figures") / "batch_sizes.png")

@@ -37,7 +37,7 @@ for row in rows:
 # (dashed) every optimizer starts fast and settles.
 
 figures = Path("figures")
-plot_loss_curves({row.label: row.history.cost for row in rows}, figures / "loss_curves.png")
+_ = plot_loss_curves({row.label: row.history.cost for row in rows}, figures / "loss_curves.png")
 
 # %%
 # The decision boundaries
@@ -47,7 +47,7 @@ plot_loss_curves({row.label: row.history.cost for row in rows}, figures / "loss_
 
 for row in rows:
     name = row.label.lower().replace(" + ", "_")
-    plot_decision_boundary(
+    _ = plot_decision_boundary(
         problem.model,
         row.params,
         problem.X,

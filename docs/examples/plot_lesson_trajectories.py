@@ -30,4 +30,4 @@ for path in paths:
 
 for surface in SURFACES:
     mine = [path for path in paths if path.surface == surface.name]
-    plot_trajectories(surface, mine, Path("figures") / f"trajectories_{surface.name}.png", resolution=250)
+    _ = plot_trajectories(surface, mine, Path("figures") / f"trajectories_{surface.name}.png", resolution=250)
