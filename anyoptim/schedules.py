@@ -42,7 +42,34 @@ Schedule = Callable[[int], float]
 
 
 def constant(value: float) -> Schedule:
-    """The same rate at every step."""
+    """The same rate at every step.
+
+    Parameters
+    ----------
+    value : float
+        The rate, a finite number >= 0.
+
+    Returns
+    -------
+    callable
+        ``schedule(count) -> float``, which returns ``value`` for every ``count``.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is negative or not a finite number.
+
+    See Also
+    --------
+    join : Constant pieces one after another.
+
+    Examples
+    --------
+    >>> from anyoptim import schedules
+    >>> lr = schedules.constant(0.01)
+    >>> lr(0), lr(10_000)
+    (0.01, 0.01)
+    """
     value = check_non_negative("value", value)
     return lambda count: value
 
@@ -52,11 +79,42 @@ def exponential_decay(
 ) -> Schedule:
     r"""Exponential decay: :math:`\alpha_0 \cdot r^{t / T}` (:math:`\lfloor t/T \rfloor` with ``staircase``).
 
+    Parameters
+    ----------
+    initial_learning_rate : float
+        :math:`\alpha_0` >= 0, the rate at step count 0.
+    decay_steps : float
+        :math:`T` > 0: the rate is multiplied by :math:`r` every :math:`T` steps.
+    decay_rate : float
+        :math:`r` > 0 (< 1 to decay).
+    staircase : bool, default False
+        Decay in steps, once every :math:`T` steps, instead of continuously.
+
+    Returns
+    -------
+    callable
+        ``schedule(count) -> float``, the rate :math:`\alpha_0 r^{t/T}` at step count :math:`t`.
+
+    Raises
+    ------
+    ValueError
+        If ``initial_learning_rate`` is negative, or ``decay_steps`` or ``decay_rate``
+        is not positive (or any of them is not a finite number).
+
+    Notes
+    -----
+    optax.exponential_decay(init_value, transition_steps, decay_rate, staircase=...)
+    and Keras ExponentialDecay(initial_learning_rate, decay_steps, decay_rate, staircase=...)
+    with the same arguments.
+
     Examples
     --------
     >>> from anyoptim import schedules
     >>> schedules.exponential_decay(0.1, decay_steps=10, decay_rate=0.5)(20)
     0.025
+    >>> lr = schedules.exponential_decay(0.1, decay_steps=10, decay_rate=0.5, staircase=True)
+    >>> lr(9), lr(10), lr(15)
+    (0.1, 0.05, 0.05)
     """
     lr0 = check_non_negative("initial_learning_rate", initial_learning_rate)
     decay_steps = check_positive("decay_steps", decay_steps)
@@ -76,6 +134,33 @@ def inverse_time_decay(
 
     This is the course's ``update_lr`` and ``schedule_lr_decay``; see the module
     docstring for the epoch-to-step conversion.
+
+    Parameters
+    ----------
+    initial_learning_rate : float
+        :math:`\alpha_0` >= 0, the rate at step count 0.
+    decay_steps : float
+        :math:`T` > 0, the steps per unit of time (per epoch, for the course's functions).
+    decay_rate : float
+        :math:`r` >= 0: after :math:`T` steps the rate is :math:`\alpha_0 / (1 + r)`.
+    staircase : bool, default False
+        Use :math:`\lfloor t/T \rfloor`: the rate changes once every :math:`T` steps.
+
+    Returns
+    -------
+    callable
+        ``schedule(count) -> float``, the rate at step count :math:`t`.
+
+    Raises
+    ------
+    ValueError
+        If ``initial_learning_rate`` or ``decay_rate`` is negative, or ``decay_steps``
+        is not positive (or any of them is not a finite number).
+
+    Notes
+    -----
+    Keras InverseTimeDecay(initial_learning_rate, decay_steps, decay_rate, staircase=...)
+    with the same arguments.
 
     Examples
     --------
@@ -99,6 +184,25 @@ def inverse_time_decay(
 
 def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Schedule:
     """``values[i]`` for ``boundaries[i-1] <= count < boundaries[i]`` (one more value than boundaries).
+
+    Parameters
+    ----------
+    boundaries : sequence of int
+        The step counts at which the rate changes, strictly increasing.
+    values : sequence of float
+        The rates, each >= 0: ``values[0]`` before ``boundaries[0]``, ``values[-1]``
+        from ``boundaries[-1]`` on.
+
+    Returns
+    -------
+    callable
+        ``schedule(count) -> float``, the rate of the piece ``count`` falls in.
+
+    Raises
+    ------
+    ValueError
+        If ``len(values) != len(boundaries) + 1``, the boundaries do not increase
+        strictly, or a value is negative or not a finite number.
 
     Examples
     --------
@@ -126,11 +230,53 @@ def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Sc
 
 
 def cosine_decay(initial_learning_rate: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
-    r"""Cosine decay (Loshchilov & Hutter, 2017) to :math:`\alpha \cdot \alpha_0` over ``decay_steps``.
+    r"""Cosine decay (Loshchilov & Hutter, 2017) [1]_ to :math:`\alpha \cdot \alpha_0` over ``decay_steps``.
 
     .. math::
 
         \alpha_t = \alpha_0 \left((1-\alpha)\tfrac{1}{2}\left(1 + \cos\tfrac{\pi \min(t, T)}{T}\right) + \alpha\right)
+
+    Parameters
+    ----------
+    initial_learning_rate : float
+        :math:`\alpha_0` >= 0, the rate at step count 0.
+    decay_steps : int
+        :math:`T` > 0, the steps over which the rate decays; it stays at
+        :math:`\alpha \alpha_0` after.
+    alpha : float, default 0
+        :math:`\alpha` >= 0, the final rate as a fraction of :math:`\alpha_0`.
+
+    Returns
+    -------
+    callable
+        ``schedule(count) -> float``, the rate :math:`\alpha_t` at step count :math:`t`.
+
+    Raises
+    ------
+    ValueError
+        If ``initial_learning_rate`` or ``alpha`` is negative, or ``decay_steps``
+        is not positive (or any of them is not a finite number).
+
+    See Also
+    --------
+    warmup_cosine_decay : The same decay after a linear warm-up.
+
+    Notes
+    -----
+    optax.cosine_decay_schedule(init_value, decay_steps, alpha) and Keras
+    CosineDecay(initial_learning_rate, decay_steps, alpha) with the same arguments.
+
+    References
+    ----------
+    .. [1] I. Loshchilov and F. Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts",
+       ICLR 2017, arXiv:1608.03983.
+
+    Examples
+    --------
+    >>> from anyoptim import schedules
+    >>> lr = schedules.cosine_decay(0.1, decay_steps=100, alpha=0.1)
+    >>> [round(lr(t), 6) for t in (0, 50, 100, 200)]
+    [0.1, 0.055, 0.01, 0.01]
     """
     lr0 = check_non_negative("initial_learning_rate", initial_learning_rate)
     decay_steps = check_positive("decay_steps", decay_steps)
@@ -145,6 +291,30 @@ def cosine_decay(initial_learning_rate: float, decay_steps: int, alpha: float = 
 
 def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     """Run ``schedules[i]`` from ``boundaries[i-1]``, each seeing the count since its own start.
+
+    Parameters
+    ----------
+    schedules : sequence of callable
+        The schedules ``f(count) -> float``, in the order they run.
+    boundaries : sequence of int
+        The step counts at which the next schedule takes over, >= 0 and strictly
+        increasing; one fewer than ``schedules``.
+
+    Returns
+    -------
+    callable
+        ``schedule(count) -> float``: ``schedules[i](count - boundaries[i-1])`` for
+        ``boundaries[i-1] <= count < boundaries[i]``.
+
+    Raises
+    ------
+    ValueError
+        If ``len(schedules) != len(boundaries) + 1``, or the boundaries are negative
+        or do not increase strictly.
+
+    Notes
+    -----
+    optax.join_schedules(schedules, boundaries), with the same convention.
 
     Examples
     --------
@@ -181,9 +351,58 @@ def warmup_cosine_decay(
     initial_learning_rate: float = 0.0,
     end_learning_rate: float = 0.0,
 ) -> Schedule:
-    """Linear warm-up from ``initial_learning_rate`` to the peak, then cosine decay to ``end_learning_rate``.
+    r"""Linear warm-up from ``initial_learning_rate`` to the peak, then cosine decay to ``end_learning_rate``.
 
-    ``decay_steps`` counts the whole schedule, warm-up included, as in optax.
+    ``decay_steps`` counts the whole schedule, warm-up included, as in optax:
+
+    .. math::
+
+        \alpha_t = \begin{cases}
+            \alpha_{init} + (\alpha_{peak} - \alpha_{init})\, t / W & t < W \\
+            \alpha_{end} + (\alpha_{peak} - \alpha_{end})\tfrac{1}{2}
+                \left(1 + \cos\tfrac{\pi \min(t - W,\, T - W)}{T - W}\right) & t \ge W
+        \end{cases}
+
+    Parameters
+    ----------
+    peak_learning_rate : float
+        :math:`\alpha_{peak}` >= 0, the rate at the end of the warm-up.
+    warmup_steps : int
+        :math:`W` >= 0, the steps of the linear warm-up (0: start at the peak).
+    decay_steps : int
+        :math:`T` > :math:`W`, the steps of the whole schedule; the rate stays at
+        ``end_learning_rate`` after.
+    initial_learning_rate : float, default 0
+        :math:`\alpha_{init}` >= 0, the rate at step count 0.
+    end_learning_rate : float, default 0
+        :math:`\alpha_{end}` >= 0, the final rate.
+
+    Returns
+    -------
+    callable
+        ``schedule(count) -> float``, the rate :math:`\alpha_t` at step count :math:`t`.
+
+    Raises
+    ------
+    ValueError
+        If a rate is negative or not a finite number, or not
+        ``0 <= warmup_steps < decay_steps``.
+
+    See Also
+    --------
+    cosine_decay : The decay without the warm-up.
+
+    Notes
+    -----
+    optax.warmup_cosine_decay_schedule(init_value, peak_value, warmup_steps, decay_steps, end_value)
+    with the same arguments.
+
+    Examples
+    --------
+    >>> from anyoptim import schedules
+    >>> lr = schedules.warmup_cosine_decay(1.0, warmup_steps=10, decay_steps=110)
+    >>> [round(lr(t), 6) for t in (0, 5, 10, 60, 110, 500)]
+    [0.0, 0.5, 1.0, 0.5, 0.0, 0.0]
     """
     peak = check_non_negative("peak_learning_rate", peak_learning_rate)
     start = check_non_negative("initial_learning_rate", initial_learning_rate)
@@ -218,6 +437,18 @@ def learning_rate_at(learning_rate: float | Schedule, count: int) -> float:
     ------
     ValueError
         If the schedule returns anything else, naming the value and the count.
+
+    Examples
+    --------
+    >>> from anyoptim import schedules
+    >>> schedules.learning_rate_at(0.1, 5)
+    0.1
+    >>> schedules.learning_rate_at(schedules.piecewise_constant([2], [1.0, 0.5]), 5)
+    0.5
+    >>> schedules.learning_rate_at(lambda count: 0.1 - 0.01 * count, 20)
+    Traceback (most recent call last):
+        ...
+    ValueError: the learning-rate schedule returned -0.1 at step count 20: it must be a finite number >= 0
     """
     if not callable(learning_rate):
         return learning_rate

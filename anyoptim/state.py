@@ -15,20 +15,36 @@ class OptimizerState:
     """What an optimizer carries from one step to the next.
 
     Immutable: a step returns a new state (whose slot arrays may be the old
-    ones, updated in place on mutable libraries).
+    ones, updated in place on mutable libraries).  Optimizers make it
+    (:meth:`Optimizer.init <anyoptim.Optimizer.init>`,
+    :meth:`Optimizer.step <anyoptim.Optimizer.step>`); each parameter is kept
+    as the attribute of the same name.
 
-    Attributes
+    Parameters
     ----------
     count : int
         Optimizer steps taken (skipped steps not included).
     learning_rate : float
         The learning rate the last step used (the first step's rate before any step).
-    slots : dict
-        One tree per state slot, shaped like the parameters (``slots["m"]["W1"]``).
-    skipped : int
+    slots : dict of str to tree of arrays
+        One tree per state slot, shaped like the parameters (``slots["m"]["W1"]``),
+        each array of its parameter's shape, dtype and device.
+    skipped : int, default 0
         Steps skipped by ``on_nonfinite="skip"``.
-    structure : TreeDef
+    structure : TreeDef, optional
         The parameters' tree structure, to check every later call against.
+
+    Examples
+    --------
+    >>> import numpy as np, anyoptim
+    >>> opt = anyoptim.Adam()
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> state = opt.init(params)
+    >>> state.count, state.learning_rate, sorted(state.slots), state.slots["m"]["w"]
+    (0, 0.001, ['m', 'v'], array([0., 0.]))
+    >>> params, state = opt.step(params, {"w": np.array([0.5, 0.5])}, state)
+    >>> state.count, state.skipped
+    (1, 0)
     """
 
     count: int

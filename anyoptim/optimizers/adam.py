@@ -1,10 +1,9 @@
 """The Adam family: Adam, AdamW, NAdam, RAdam as settings of one family, and Adamax; each rule above its class.
 
-:class:`AdamFamily` holds what the moment-estimating optimizers share: β1, β2,
-ε, ``eps_root``, AMSGrad, and the scalars of one step (the betas, ε and the
-bias corrections :math:`1-\\beta^t`).  Adam, NAdam and RAdam are siblings that
-differ in their rule and in the settings of the family they fix
-(:attr:`AdamFamily.fixed`); AdamW is Adam with decoupled decay by default.
+:class:`AdamFamily` holds what the moment-estimating optimizers share: β1, β2, ε, ``eps_root``, AMSGrad, and the scalars
+of one step (the betas, ε and the bias corrections :math:`1-\\beta^t`).  Adam, NAdam and RAdam are siblings that differ
+in their rule and in the settings of the family they fix (:attr:`AdamFamily.fixed`); AdamW is Adam with decoupled decay
+by default.
 """
 
 from __future__ import annotations
@@ -29,9 +28,8 @@ MOMENT_SCALARS = ("learning_rate", "beta1", "beta2", "epsilon", "bias_correction
 def _adaptive_step(xp: Any, p: Any, m_hat: Any, v_hat: Any, hp: Mapping[str, Any], with_eps_root: bool) -> Any:
     r""":math:`\theta - \alpha \hat m / (\sqrt{\hat v + \epsilon_{root}} + \epsilon)`, the step of Adam and NAdam.
 
-    The :math:`\epsilon_{root}` term is compiled in only when it is not zero
-    (``with_eps_root``): adding 0 changes no value, and leaving it out saves a
-    pass in the fused engines.
+    The :math:`\epsilon_{root}` term is compiled in only when it is not zero (``with_eps_root``): adding 0
+    changes no value, and leaving it out saves a pass in the fused engines.
     """
     radicand = v_hat + hp["eps_root"] if with_eps_root else v_hat
     return p - hp["learning_rate"] * m_hat / (xp.sqrt(radicand) + hp["epsilon"])
@@ -40,25 +38,20 @@ def _adaptive_step(xp: Any, p: Any, m_hat: Any, v_hat: Any, hp: Mapping[str, Any
 class AdamFamily(Optimizer):
     r"""The moment-estimating optimizers: Adam, AdamW, NAdam and RAdam.
 
-    Every member keeps :math:`m \leftarrow \beta_1 m + (1-\beta_1) g` and
-    :math:`v \leftarrow \beta_2 v + (1-\beta_2) g^2` and corrects their bias by
-    :math:`1-\beta_1^t` and :math:`1-\beta_2^t`; members differ in their rule and
-    in the family settings they offer.  A member is constructed through its
-    own signature; this base only holds the shared settings.
+    Every member keeps :math:`m \leftarrow \beta_1 m + (1-\beta_1) g` and :math:`v \leftarrow \beta_2 v + (1-\beta_2)
+    g^2` and corrects their bias by :math:`1-\beta_1^t` and :math:`1-\beta_2^t`; members differ in their rule and in the
+    family settings they offer.  A member is constructed through its own signature; this base only holds the shared
+    settings.
 
     Parameters
     ----------
     learning_rate : float or callable
-    beta1, beta2 : float
-        Decays of the first and second moments, in [0, 1).
-    epsilon : float
-        Added outside the square root.
-    eps_root : float, default 0
-        Added inside the square root (optax's ``eps_root``).
-    amsgrad : bool, default False
-        Use the running maximum of the uncorrected :math:`v`.
+        α, a rate >= 0 or a schedule ``f(count) -> float``.
+    beta1, beta2, epsilon : float
+        Decays of the first and second moments, in [0, 1), and ε, added outside the square root.
     **options
-        See :class:`Optimizer`.
+        ``eps_root`` (default 0: added inside the square root, optax's) and ``amsgrad`` (default
+        False: use the running maximum of the uncorrected :math:`v`), and those of :class:`Optimizer`.
 
     Raises
     ------
@@ -110,18 +103,10 @@ class AdamFamily(Optimizer):
 def adam(
     xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, amsgrad: bool, with_eps_root: bool
 ) -> tuple[Any, Slots]:
-    r"""Adam (Kingma & Ba, 2015) with bias correction, ε outside the root and ``eps_root`` inside.
+    r"""Adam (Kingma & Ba, 2015) with bias correction, ε outside the root and ``eps_root`` inside: :class:`Adam`.
 
-    .. math::
-
-        m \leftarrow \beta_1 m + (1-\beta_1) g, \quad v \leftarrow \beta_2 v + (1-\beta_2) g^2,
-
-        \hat m = \frac{m}{1-\beta_1^t}, \quad \hat v = \frac{v}{1-\beta_2^t}, \quad
-        \theta \leftarrow \theta - \alpha \frac{\hat m}{\sqrt{\hat v + \epsilon_{root}} + \epsilon}
-
-    ``hp["bias_correction1"]`` is :math:`1-\beta_1^t`, ``hp["bias_correction2"]``
-    is :math:`1-\beta_2^t`.  With AMSGrad (Reddi et al., 2018) :math:`\hat v` uses
-    the running maximum of :math:`v`, as torch.optim does.
+    ``hp["bias_correction1"]`` is :math:`1-\beta_1^t`, ``hp["bias_correction2"]`` is :math:`1-\beta_2^t`.  With
+    AMSGrad (Reddi et al., 2018) :math:`\hat v` uses the running maximum of :math:`v`, as torch.optim does.
     """
     beta1, beta2 = hp["beta1"], hp["beta2"]
     m = beta1 * slots["m"] + (1 - beta1) * g
@@ -136,7 +121,7 @@ def adam(
 
 
 class Adam(AdamFamily):
-    r"""Adam (Kingma & Ba, 2015), with bias correction exactly as the course.
+    r"""Adam (Kingma & Ba, 2015) [1]_, with bias correction exactly as the course.
 
     .. math::
 
@@ -151,13 +136,15 @@ class Adam(AdamFamily):
     Parameters
     ----------
     learning_rate : float or callable, default 0.001
+        α, a rate >= 0 or a schedule ``f(count) -> float`` (:mod:`anyoptim.schedules`).
     beta1, beta2 : float, default 0.9, 0.999
+        β1 and β2, the decays of the moments :math:`m` and :math:`v`, in [0, 1).
     epsilon : float, default 1e-8
         Added outside the square root (course, torch.optim, optax).
     eps_root : float, default 0
         Added inside the square root (optax's ``eps_root``).
     amsgrad : bool, default False
-        Use the running maximum of :math:`v` (Reddi et al., 2018), as torch.optim
+        Use the running maximum of :math:`v` (Reddi et al., 2018) [2]_, as torch.optim
         does: the maximum of the *uncorrected* :math:`v`, then corrected.
     **options
         See :class:`Optimizer`; ``weight_decay`` here is L2 added to the gradient
@@ -169,15 +156,18 @@ class Adam(AdamFamily):
     uses the "ε-hat" form, :math:`\alpha\sqrt{1-\beta_2^t}/(1-\beta_1^t) \cdot m/(\sqrt v + \hat\epsilon)`,
     with :math:`\hat\epsilon = 10^{-7}`: ε there is not scaled by the correction.
 
+    References
+    ----------
+    .. [1] D. P. Kingma and J. Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, arXiv:1412.6980.
+    .. [2] S. J. Reddi, S. Kale and S. Kumar, "On the Convergence of Adam and Beyond", ICLR 2018.
+
     Examples
     --------
     >>> import numpy as np, anyoptim
-    >>> opt = anyoptim.Adam(learning_rate=0.1)
-    >>> params = {"w": np.array([1.0])}
-    >>> state = opt.init(params)
-    >>> params, state = opt.step(params, {"w": np.array([0.5])}, state)
-    >>> round(float(params["w"][0]), 6), state.count
-    (0.9, 1)
+    >>> opt, params = anyoptim.Adam(learning_rate=0.1), {"w": np.array([1.0, -2.0])}
+    >>> params, state = opt.step(params, {"w": np.array([0.5, 0.5])}, opt.init(params))
+    >>> np.round(params["w"], 4), state.count  # the first step is -0.1 sign(g)
+    (array([ 0.9, -2.1]), 1)
     """
 
     rule = staticmethod(adam)
@@ -200,26 +190,41 @@ class Adam(AdamFamily):
 
 
 class AdamW(Adam):
-    r"""Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
+    r"""Adam with decoupled weight decay (Loshchilov & Hutter, 2019) [1]_.
 
     .. math::
 
         \theta \leftarrow \theta - \alpha \left(
             \frac{\hat m}{\sqrt{\hat v + \epsilon_{root}} + \epsilon} + \lambda \theta\right)
 
-    The decay is multiplied by the (scheduled) learning rate, as in torch.optim.AdamW
-    and optax.adamw.  By default biases and other vectors are not decayed
-    (:func:`decay_weights_only`); pass ``weight_decay_mask=anyoptim.decay_all``
-    for torch.optim's behaviour.
+    The decay is multiplied by the (scheduled) learning rate, as in torch.optim.AdamW and optax.adamw.  By default
+    biases and other vectors are not decayed (:func:`decay_weights_only`); pass ``weight_decay_mask=anyoptim.decay_all``
+    for torch.optim's behaviour (and optax's without a ``mask``).
 
     Parameters
     ----------
     learning_rate : float or callable, default 0.001
-    beta1, beta2, epsilon : see :class:`Adam`
+        α, a rate >= 0 or a schedule ``f(count) -> float`` (:mod:`anyoptim.schedules`).
+    beta1, beta2, epsilon : float, default 0.9, 0.999, 1e-8
+        As :class:`Adam`'s: the decays of the moments, in [0, 1), and ε outside the root.
     weight_decay : float, default 0.01
-        λ, as torch.optim.AdamW (optax's default is 1e-4).
+        λ >= 0, as torch.optim.AdamW (optax's default is 1e-4).
     **options
-        See :class:`Adam` and :class:`Optimizer`.
+        ``eps_root`` and ``amsgrad`` (:class:`Adam`) and those of :class:`Optimizer`.
+
+    References
+    ----------
+    .. [1] I. Loshchilov and F. Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, arXiv:1711.05101.
+
+    Examples
+    --------
+    >>> import numpy as np, anyoptim
+    >>> opt = anyoptim.AdamW(learning_rate=0.1, weight_decay=0.5)
+    >>> params = {"W": np.array([[1.0, 2.0]]), "b": np.array([1.0])}
+    >>> grads = {"W": np.array([[0.5, 0.5]]), "b": np.array([0.5])}
+    >>> params, state = opt.step(params, grads, opt.init(params))  # W - 0.1 (1 + 0.5 W); b - 0.1, a bias
+    >>> np.round(params["W"], 4), np.round(params["b"], 4)
+    (array([[0.85, 1.8 ]]), array([0.9]))
     """
 
     decoupled_weight_decay = True
@@ -244,14 +249,7 @@ class AdamW(Adam):
     options=("with_eps_root",),
 )
 def nadam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, with_eps_root: bool) -> tuple[Any, Slots]:
-    r"""NAdam, Adam with Nesterov momentum (Dozat, 2016), in the form optax uses.
-
-    .. math::
-
-        m \leftarrow \beta_1 m + (1-\beta_1) g, \quad v \leftarrow \beta_2 v + (1-\beta_2) g^2,
-
-        \hat m = \frac{\beta_1 m}{1-\beta_1^{t+1}} + \frac{(1-\beta_1) g}{1-\beta_1^t}, \quad
-        \theta \leftarrow \theta - \alpha \frac{\hat m}{\sqrt{v / (1-\beta_2^t) + \epsilon_{root}} + \epsilon}
+    r"""NAdam, Adam with Nesterov momentum (Dozat, 2016), in the form optax uses: :class:`NAdam`.
 
     ``hp["bias_correction1_next"]`` is :math:`1-\beta_1^{t+1}`.
     """
@@ -264,9 +262,11 @@ def nadam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, with_
 
 
 class NAdam(AdamFamily):
-    r"""NAdam: Adam with Nesterov momentum (Dozat, 2016), in optax's form.
+    r"""NAdam: Adam with Nesterov momentum (Dozat, 2016) [1]_, in optax's form.
 
     .. math::
+
+        m \leftarrow \beta_1 m + (1-\beta_1) g, \qquad v \leftarrow \beta_2 v + (1-\beta_2) g^2
 
         \hat m = \frac{\beta_1 m_t}{1-\beta_1^{t+1}} + \frac{(1-\beta_1) g}{1-\beta_1^t}, \qquad
         \theta \leftarrow \theta - \alpha \frac{\hat m}{\sqrt{v_t / (1-\beta_2^t) + \epsilon_{root}} + \epsilon}
@@ -274,15 +274,33 @@ class NAdam(AdamFamily):
     Parameters
     ----------
     learning_rate : float or callable, default 0.002
-    beta1, beta2, epsilon, eps_root : see :class:`Adam`
+        α, a rate >= 0 or a schedule ``f(count) -> float`` (:mod:`anyoptim.schedules`).
+    beta1, beta2, epsilon, eps_root : float, default 0.9, 0.999, 1e-8, 0
+        As :class:`Adam`'s: the decays of the moments, in [0, 1), and ε outside and inside the root.
     **options
         See :class:`Optimizer`.
 
+    Raises
+    ------
+    TypeError
+        For ``amsgrad``, which NAdam does not offer.
+
     Notes
     -----
-    Equal to optax.nadam.  torch.optim.NAdam and Keras Nadam also decay the
-    momentum over time (``momentum_decay``, Dozat's :math:`\mu_t` schedule); this
-    class does not.
+    Equal to optax.nadam.  torch.optim.NAdam and Keras Nadam also decay the momentum over time (``momentum_decay``,
+    Dozat's :math:`\mu_t` schedule); this class does not.
+
+    References
+    ----------
+    .. [1] T. Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 Workshop.
+
+    Examples
+    --------
+    >>> import numpy as np, anyoptim
+    >>> opt, params = anyoptim.NAdam(learning_rate=0.1), {"w": np.array([1.0, -2.0])}
+    >>> params, state = opt.step(params, {"w": np.array([2.0, -4.0])}, opt.init(params))
+    >>> np.round(params["w"], 4)  # the look-ahead: -(1 + β1 / (1 + β1)) 0.1 sign(g), 1.47 times Adam's
+    array([ 0.8526, -1.8526])
     """
 
     rule = staticmethod(nadam)
@@ -311,15 +329,7 @@ class NAdam(AdamFamily):
 
 @declare(slots=("m", "v"), scalars=(*MOMENT_SCALARS, "rectification", "unrectified"))
 def radam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:
-    r"""Rectified Adam (Liu et al., 2020).
-
-    .. math::
-
-        m \leftarrow \beta_1 m + (1-\beta_1) g, \quad v \leftarrow \beta_2 v + (1-\beta_2) g^2, \quad
-        \hat m = \frac{m}{1-\beta_1^t}, \quad \hat v = \frac{v}{1-\beta_2^t}
-
-        \theta \leftarrow \theta - \alpha \left( r_t \frac{\hat m}{\sqrt{\hat v} + \epsilon}
-        \ \text{if}\ \rho_t > \rho_{min} \ \text{else}\ \hat m \right)
+    r"""Rectified Adam (Liu et al., 2020): :class:`RAdam`.
 
     The host decides the branch once per step: ``hp["rectification"]`` is
     :math:`r_t` (or 0) and ``hp["unrectified"]`` is 0 (or 1).
@@ -334,11 +344,17 @@ def radam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple
 
 
 class RAdam(AdamFamily):
-    r"""Rectified Adam (Liu et al., 2020).
+    r"""Rectified Adam (Liu et al., 2020) [1]_.
 
-    With :math:`\rho_\infty = 2/(1-\beta_2) - 1` and
+    .. math::
+
+        \theta \leftarrow \theta - \alpha\, r_t \frac{\hat m}{\sqrt{\hat v} + \epsilon}
+        \ \text{if}\ \rho_t > \rho_{min}, \ \text{else}\ \theta \leftarrow \theta - \alpha \hat m
+
+    with Adam's moments and their corrections :math:`\hat m = m/(1-\beta_1^t)`,
+    :math:`\hat v = v/(1-\beta_2^t)`.  With :math:`\rho_\infty = 2/(1-\beta_2) - 1` and
     :math:`\rho_t = \rho_\infty - 2t\beta_2^t/(1-\beta_2^t)`: while
-    :math:`\rho_t \le` ``threshold`` the step is momentum SGD with the corrected
+    :math:`\rho_t \le \rho_{min}` (``threshold``) the step is momentum SGD with the corrected
     :math:`\hat m`; after, Adam's step scaled by
 
     .. math:: r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\rho_\infty}{(\rho_\infty - 4)(\rho_\infty - 2)\rho_t}}.
@@ -346,16 +362,38 @@ class RAdam(AdamFamily):
     Parameters
     ----------
     learning_rate : float or callable, default 0.001
-    beta1, beta2, epsilon : see :class:`Adam`
+        α, a rate >= 0 or a schedule ``f(count) -> float`` (:mod:`anyoptim.schedules`).
+    beta1, beta2, epsilon : float, default 0.9, 0.999, 1e-8
+        As :class:`Adam`'s: the decays of the moments, in [0, 1), and ε outside the root.
     threshold : float, default 5
-        optax and torch.optim use 5; the paper 4.
+        :math:`\rho_{min}` >= 4: optax and torch.optim use 5; the paper 4.  With the
+        default β2 the first 5 steps are not rectified.
     **options
         See :class:`Optimizer`.
+
+    Raises
+    ------
+    TypeError
+        For ``amsgrad`` or ``eps_root``, which RAdam does not offer.
+    ValueError
+        If a setting is out of range, such as a threshold below 4.
 
     Notes
     -----
     Equal to optax.radam; torch.optim.RAdam adds ε to :math:`\sqrt{v}` before
     the bias correction instead of to :math:`\sqrt{\hat v}`.
+
+    References
+    ----------
+    .. [1] L. Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020, arXiv:1908.03265.
+
+    Examples
+    --------
+    >>> import numpy as np, anyoptim
+    >>> opt, params = anyoptim.RAdam(learning_rate=0.1), {"w": np.array([1.0, -2.0])}
+    >>> params, state = opt.step(params, {"w": np.array([2.0, -4.0])}, opt.init(params))
+    >>> np.round(params["w"], 4)  # rho_1 = 1 <= 5: the step is -0.1 g, not Adam's -0.1 sign(g)
+    array([ 0.8, -1.6])
     """
 
     rule = staticmethod(radam)
@@ -389,13 +427,7 @@ class RAdam(AdamFamily):
 
 @declare(slots=("m", "u"), scalars=("learning_rate", "beta1", "beta2", "epsilon", "bias_correction1"))
 def adamax(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:
-    r"""Adamax, the infinity-norm variant of Adam (Kingma & Ba, 2015, Algorithm 2).
-
-    .. math::
-
-        m \leftarrow \beta_1 m + (1-\beta_1) g, \quad u \leftarrow \max(\beta_2 u, |g|), \quad
-        \theta \leftarrow \theta - \frac{\alpha}{1-\beta_1^t} \frac{m}{u + \epsilon}
-    """
+    r"""Adamax, the infinity-norm variant of Adam (Kingma & Ba, 2015, Algorithm 2): :class:`Adamax`."""
     beta1 = hp["beta1"]
     m = beta1 * slots["m"] + (1 - beta1) * g
     u = xp.maximum(hp["beta2"] * slots["u"], xp.abs(g))
@@ -404,27 +436,40 @@ def adamax(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tupl
 
 
 class Adamax(Optimizer):
-    r"""Adamax (Kingma & Ba, 2015, Algorithm 2).
+    r"""Adamax (Kingma & Ba, 2015, Algorithm 2) [1]_.
 
     .. math::
 
         m \leftarrow \beta_1 m + (1-\beta_1) g, \quad u \leftarrow \max(\beta_2 u, |g|), \quad
         \theta \leftarrow \theta - \frac{\alpha}{1-\beta_1^t} \frac{m}{u + \epsilon}
 
-    The infinity norm replaces the second moment, so there is no :math:`v`, no
-    second bias correction and no AMSGrad: Adamax is not a member of
-    :class:`AdamFamily`.
+    The infinity norm replaces the second moment, so there is no :math:`v`, no second bias correction and no AMSGrad:
+    Adamax is not a member of :class:`AdamFamily`.
 
     Parameters
     ----------
     learning_rate : float or callable, default 0.002
+        α, a rate >= 0 or a schedule ``f(count) -> float`` (:mod:`anyoptim.schedules`).
     beta1, beta2 : float, default 0.9, 0.999
+        The decays of :math:`m` and of the norm :math:`u`, in [0, 1).
     epsilon : float, default 1e-8
         Added to :math:`u`, as Keras; torch.optim.Adamax and optax.adamax put it
         inside the max (:math:`\max(\beta_2 u, |g| + \epsilon)`), which differs
         from ours only while :math:`|g|` is within ε of :math:`\beta_2 u`.
     **options
         See :class:`Optimizer`.
+
+    References
+    ----------
+    .. [1] D. P. Kingma and J. Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, Section 7.1.
+
+    Examples
+    --------
+    >>> import numpy as np, anyoptim
+    >>> opt, params = anyoptim.Adamax(learning_rate=0.1), {"w": np.array([1.0, -2.0])}
+    >>> params, state = opt.step(params, {"w": np.array([2.0, -4.0])}, opt.init(params))
+    >>> np.round(params["w"], 4), sorted(state.slots)  # -0.1 sign(g) again; u in place of v
+    (array([ 0.9, -1.9]), ['m', 'u'])
     """
 
     rule = staticmethod(adamax)

@@ -62,7 +62,7 @@ def rmsprop(
 
 
 class RMSprop(Optimizer):
-    r"""RMSprop (Tieleman & Hinton, 2012, Lecture 6.5).
+    r"""RMSprop (Tieleman & Hinton, 2012, Lecture 6.5) [1]_.
 
     .. math::
 
@@ -71,18 +71,24 @@ class RMSprop(Optimizer):
 
     ``eps_in_sqrt=True`` uses :math:`\sqrt{s + \epsilon}`; ``centered=True``
     divides by :math:`\sqrt{s - \bar g^2}` with :math:`\bar g` the moving mean of
-    the gradient (Graves, 2013); ``momentum=μ > 0`` keeps
+    the gradient (Graves, 2013) [2]_; ``momentum=μ > 0`` keeps
     :math:`b \leftarrow \mu b + g/\sqrt{\cdot}` and steps by :math:`\alpha b`.
 
     Parameters
     ----------
     learning_rate : float or callable, default 0.001
+        α, a rate >= 0 or a schedule ``f(count) -> float`` (:mod:`anyoptim.schedules`).
     beta : float, default 0.9
-        Decay of the squared-gradient average (the course's β).
+        Decay of the squared-gradient average (the course's β), in [0, 1).
     epsilon : float, default 1e-8
+        ε >= 0, added to the root (under it with ``eps_in_sqrt``).
     eps_in_sqrt : bool, default False
+        Divide by :math:`\sqrt{s + \epsilon}` instead of :math:`\sqrt{s} + \epsilon`.
     centered : bool, default False
+        Divide by the root of the variance estimate :math:`s - \bar g^2`; adds the
+        state slot ``mean_g`` (:math:`\bar g`).
     momentum : float, default 0
+        μ, in [0, 1); when > 0 the steps are accumulated in the state slot ``buf`` (:math:`b`).
     **options
         See :class:`Optimizer`.
 
@@ -93,6 +99,27 @@ class RMSprop(Optimizer):
     * optax.rmsprop calls β ``decay`` (0.9) and puts ε inside the root by default
       (``eps_in_sqrt=True``).
     * Keras RMSprop calls β ``rho`` (0.9), ε inside the root, 1e-7.
+
+    References
+    ----------
+    .. [1] T. Tieleman and G. Hinton, "Lecture 6.5 - RMSprop: Divide the gradient by a running average
+       of its recent magnitude", COURSERA: Neural Networks for Machine Learning, 2012.
+    .. [2] A. Graves, "Generating Sequences With Recurrent Neural Networks", arXiv:1308.0850, 2013.
+
+    Examples
+    --------
+    Two steps on :math:`f(w) = \lVert w \rVert^2`, whose gradient is :math:`2w`:
+
+    >>> import numpy as np, anyoptim
+    >>> opt = anyoptim.RMSprop(learning_rate=0.01)
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> state = opt.init(params)
+    >>> for _ in range(2):
+    ...     params, state = opt.step(params, {"w": 2 * params["w"]}, state)
+    >>> np.round(params["w"], 4)
+    array([ 0.9458, -1.9456])
+    >>> sorted(anyoptim.RMSprop(centered=True, momentum=0.9).init(params).slots)
+    ['buf', 'mean_g', 's']
     """
 
     rule = staticmethod(rmsprop)
@@ -135,18 +162,23 @@ def adagrad(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tup
 
 
 class Adagrad(Optimizer):
-    r"""Adagrad (Duchi, Hazan & Singer, 2011).
+    r"""Adagrad (Duchi, Hazan & Singer, 2011) [1]_.
 
     .. math::
 
         s \leftarrow s + g^2, \qquad \theta \leftarrow \theta - \alpha \frac{g}{\sqrt{s} + \epsilon}
 
+    Each coordinate's rate shrinks with the sum of its squared gradients, from
+    :math:`s_0` = ``initial_accumulator_value``.
+
     Parameters
     ----------
     learning_rate : float or callable, default 0.01
+        α, a rate >= 0 or a schedule ``f(count) -> float`` (:mod:`anyoptim.schedules`).
     epsilon : float, default 1e-10
+        ε >= 0, added to the square root.
     initial_accumulator_value : float, default 0
-        :math:`s_0` (torch.optim: 0; optax: 0.1).
+        :math:`s_0` >= 0 (torch.optim: 0; optax: 0.1).
     **options
         See :class:`Optimizer`.
 
@@ -154,6 +186,24 @@ class Adagrad(Optimizer):
     -----
     torch.optim.Adagrad with ``lr_decay=0`` (use a schedule instead); optax.adagrad
     puts ε inside the root.
+
+    References
+    ----------
+    .. [1] J. Duchi, E. Hazan and Y. Singer, "Adaptive Subgradient Methods for Online Learning and
+       Stochastic Optimization", Journal of Machine Learning Research 12, 2121-2159, 2011.
+
+    Examples
+    --------
+    Two steps on :math:`f(w) = \lVert w \rVert^2`, whose gradient is :math:`2w`:
+
+    >>> import numpy as np, anyoptim
+    >>> opt = anyoptim.Adagrad(learning_rate=0.1)
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> state = opt.init(params)
+    >>> for _ in range(2):
+    ...     params, state = opt.step(params, {"w": 2 * params["w"]}, state)
+    >>> np.round(params["w"], 4), np.round(state.slots["s"]["w"], 4)
+    (array([ 0.8331, -1.8311]), array([ 7.24, 30.44]))
     """
 
     rule = staticmethod(adagrad)
@@ -195,7 +245,7 @@ def adadelta(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tu
 
 
 class Adadelta(Optimizer):
-    r"""Adadelta (Zeiler, 2012, "ADADELTA: An Adaptive Learning Rate Method", Algorithm 1).
+    r"""Adadelta (Zeiler, 2012, "ADADELTA: An Adaptive Learning Rate Method", Algorithm 1) [1]_.
 
     .. math::
 
@@ -232,6 +282,10 @@ class Adadelta(Optimizer):
       (``e_g`` is ``s``, ``e_x`` is ``u``), with the same defaults for ρ and ε.
     * Keras Adadelta is the same update with other defaults:
       ``learning_rate=0.001, rho=0.95, epsilon=1e-7``.
+
+    References
+    ----------
+    .. [1] M. D. Zeiler, "ADADELTA: An Adaptive Learning Rate Method", arXiv:1212.5701, 2012.
 
     Examples
     --------

@@ -98,6 +98,36 @@ class Optimizer(metaclass=_ChecksItsRule):
     anyoptim.optimizers.contract.RuleMismatchError
         A ``TypeError``: if the optimizer's options, slots or scalars are not
         those its rule declares.
+
+    Examples
+    --------
+    The shared settings, on any optimizer: clip the gradient to norm 1 and skip
+    steps whose gradient is not finite.
+
+    >>> import numpy as np, anyoptim
+    >>> opt = anyoptim.SGD(learning_rate=0.1, clip_global_norm=1.0, on_nonfinite="skip")
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> state = opt.init(params)
+    >>> params, state = opt.step(params, {"w": np.array([3.0, 4.0])}, state)  # norm 5: g becomes [0.6, 0.8]
+    >>> params["w"]
+    array([ 0.94, -2.08])
+    >>> params, state = opt.step(params, {"w": np.array([np.nan, 1.0])}, state)
+    >>> params["w"], state.count, state.skipped
+    (array([ 0.94, -2.08]), 1, 1)
+
+    A new optimizer is its rule, declared, and a subclass naming it (with
+    :meth:`_step_scalars` when the rule reads more scalars than the learning rate):
+
+    >>> from anyoptim.optimizers.contract import declare
+    >>> @declare(scalars=("learning_rate",))
+    ... def sign_descent(xp, p, g, slots, hp):
+    ...     return p - hp["learning_rate"] * xp.sign(g), {}
+    >>> class SignDescent(anyoptim.Optimizer):
+    ...     rule = staticmethod(sign_descent)
+    >>> opt = SignDescent(learning_rate=0.5)
+    >>> params, state = opt.step(params, {"w": np.array([-3.0, 0.1])}, opt.init(params))
+    >>> params["w"]
+    array([ 1.44, -2.58])
     """
 
     rule: ClassVar[Callable[..., Any]]

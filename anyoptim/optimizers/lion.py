@@ -31,26 +31,51 @@ def lion(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[
 
 
 class Lion(Optimizer):
-    r"""Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms").
+    r"""Lion (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms") [1]_.
 
     .. math::
 
         \theta \leftarrow \theta - \alpha\left(\mathrm{sign}(\beta_1 m + (1-\beta_1) g) + \lambda\theta\right), \qquad
         m \leftarrow \beta_2 m + (1-\beta_2) g
 
+    Every coordinate moves by exactly α (plus the decay) whatever the size of its
+    gradient: the step is the sign of an interpolation between the momentum
+    :math:`m` (:math:`m_0 = 0`) and the gradient.
+
     Parameters
     ----------
     learning_rate : float or callable, default 1e-4
+        α, a rate >= 0 or a schedule ``f(count) -> float`` (:mod:`anyoptim.schedules`).
         Lion wants a rate 3-10x smaller than AdamW's.
-    beta1, beta2 : float, default 0.9, 0.99
-    weight_decay : float, default 0
-        Decoupled, multiplied by the learning rate, biases spared by default.
+    beta1 : float, default 0.9
+        β1, the weight of the momentum in the interpolation whose sign is the step, in [0, 1).
+    beta2 : float, default 0.99
+        β2, the decay of the momentum :math:`m`, in [0, 1).
     **options
-        See :class:`Optimizer`.
+        ``weight_decay`` (λ, default 0): decoupled, multiplied by the learning rate,
+        biases spared by default (:func:`~anyoptim.transforms.decay_weights_only`);
+        and the other settings of :class:`Optimizer`.
 
     Notes
     -----
     Equal to optax.lion; Keras Lion the same.
+
+    References
+    ----------
+    .. [1] X. Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023, arXiv:2302.06675.
+
+    Examples
+    --------
+    The matrix ``W`` is decayed, the bias ``b`` is not; each coordinate moves by
+    :math:`\alpha = 0.1` whatever its gradient:
+
+    >>> import numpy as np, anyoptim
+    >>> opt = anyoptim.Lion(learning_rate=0.1, weight_decay=0.5)
+    >>> params = {"W": np.array([[1.0, 2.0]]), "b": np.array([1.0])}
+    >>> grads = {"W": np.array([[0.5, -3.0]]), "b": np.array([0.01])}
+    >>> params, state = opt.step(params, grads, opt.init(params))
+    >>> np.round(params["W"], 4), np.round(params["b"], 4)
+    (array([[0.85, 2.  ]]), array([0.9]))
     """
 
     rule = staticmethod(lion)

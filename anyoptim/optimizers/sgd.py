@@ -24,12 +24,15 @@ def sgd(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[A
 class SGD(Optimizer):
     r"""Gradient descent: :math:`\theta \leftarrow \theta - \alpha g`.
 
-    Batch, mini-batch and stochastic gradient descent differ only in the data the
-    gradients are computed on (see :func:`anyoptim.minibatches`), not in the update.
+    Batch, mini-batch and stochastic gradient descent (Robbins & Monro, 1951) [1]_
+    differ only in the data the gradients are computed on (see
+    :func:`anyoptim.minibatches`), not in the update.  The optimizer keeps no state
+    slots.
 
     Parameters
     ----------
     learning_rate : float or callable, default 0.01
+        α, a rate >= 0 or a schedule ``f(count) -> float`` (:mod:`anyoptim.schedules`).
     **options
         ``weight_decay``, ``weight_decay_mask``, ``clip_global_norm``, ``clip_value``,
         ``on_nonfinite``, ``engine``: see :class:`Optimizer`.
@@ -37,6 +40,11 @@ class SGD(Optimizer):
     Notes
     -----
     torch.optim.SGD with ``momentum=0``; optax.sgd; Keras SGD with ``momentum=0``.
+
+    References
+    ----------
+    .. [1] H. Robbins and S. Monro, "A Stochastic Approximation Method", The Annals of Mathematical
+       Statistics 22(3), 400-407, 1951.
 
     Examples
     --------
@@ -83,7 +91,7 @@ def momentum(
 
 
 class Momentum(Optimizer):
-    r"""Gradient descent with momentum (Polyak, 1964), optionally Nesterov's (Sutskever et al., 2013).
+    r"""Gradient descent with momentum (Polyak, 1964) [1]_, optionally Nesterov's (Sutskever et al., 2013) [2]_.
 
     .. math::
 
@@ -97,12 +105,21 @@ class Momentum(Optimizer):
     Parameters
     ----------
     learning_rate : float or callable, default 0.01
+        α, a rate >= 0 or a schedule ``f(count) -> float`` (:mod:`anyoptim.schedules`).
     beta : float, default 0.9
         Momentum coefficient, in [0, 1).
     form : {"ema", "heavy_ball"}, default "ema"
+        The velocity's form: an exponential moving average of the gradients
+        (:math:`c = 1-\beta`) or their sum decayed by β (:math:`c = 1`).
     nesterov : bool, default False
+        Step along the look-ahead :math:`\beta v + c\,g` instead of :math:`v`.
     **options
         See :class:`Optimizer`.
+
+    Raises
+    ------
+    ValueError
+        If ``form`` is neither ``"ema"`` nor ``"heavy_ball"``, or ``beta`` is outside [0, 1).
 
     Notes
     -----
@@ -116,6 +133,36 @@ class Momentum(Optimizer):
       the velocity; equal to ours for a constant rate.
     * The EMA form's velocity is :math:`1-\beta` times the heavy ball's, so it
       needs a rate :math:`1/(1-\beta)` times larger for the same steps.
+
+    References
+    ----------
+    .. [1] B. T. Polyak, "Some methods of speeding up the convergence of iteration methods",
+       USSR Computational Mathematics and Mathematical Physics 4(5), 1-17, 1964.
+    .. [2] I. Sutskever, J. Martens, G. Dahl and G. Hinton, "On the importance of initialization
+       and momentum in deep learning", ICML 2013.
+
+    Examples
+    --------
+    Two steps on :math:`f(w) = \lVert w \rVert^2`, whose gradient is :math:`2w`:
+
+    >>> import numpy as np, anyoptim
+    >>> opt = anyoptim.Momentum(learning_rate=0.1, beta=0.9)
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> state = opt.init(params)
+    >>> for _ in range(2):
+    ...     params, state = opt.step(params, {"w": 2 * params["w"]}, state)
+    >>> np.round(params["w"], 4), np.round(state.slots["v"]["w"], 4)
+    (array([ 0.9424, -1.8848]), array([ 0.376, -0.752]))
+
+    The heavy ball's velocity is :math:`1/(1-\beta) = 10` times larger at first, and so are its steps:
+
+    >>> opt = anyoptim.Momentum(learning_rate=0.1, beta=0.9, form="heavy_ball")
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> state = opt.init(params)
+    >>> for _ in range(2):
+    ...     params, state = opt.step(params, {"w": 2 * params["w"]}, state)
+    >>> np.round(params["w"], 4), np.round(state.slots["v"]["w"], 4)
+    (array([ 0.46, -0.92]), array([ 3.4, -6.8]))
     """
 
     rule = staticmethod(momentum)
