@@ -23,16 +23,26 @@ def flatten(params: Any) -> Any:
 
     Parameters
     ----------
-    params
-        A tree of floating-point arrays (see :mod:`anyoptim.tree`).
+    params : tree of arrays
+        A dict, list or tuple (nested to any depth, see :mod:`anyoptim.tree`)
+        of real floating-point arrays of one library on one device, of any
+        shapes; dtypes may be mixed.  Only read: the values are copied.
 
     Returns
     -------
-    tree
+    tree of arrays
         The same structure, shapes, dtypes and values; every leaf a view of a
-        1-D buffer shared by all leaves of its dtype, in leaf order.  On
-        libraries whose arrays are immutable (JAX) views cannot exist, and the
-        tree is returned unchanged.
+        new 1-D buffer shared by all leaves of its dtype, back to back in leaf
+        order (dict keys sorted).  On libraries whose arrays are immutable (JAX)
+        views cannot exist, and ``params`` itself is returned unchanged.
+
+    Raises
+    ------
+    TypeError
+        If a leaf is not an array, not of a real floating dtype, or of another
+        array library than the first leaf.
+    ValueError
+        If the tree has no leaves, or its leaves lie on different devices.
 
     Notes
     -----
@@ -46,6 +56,8 @@ def flatten(params: Any) -> Any:
     >>> params = anyoptim.flatten({"W": np.ones((2, 3)), "b": np.zeros(3)})
     >>> params["W"].base is params["b"].base
     True
+    >>> params["W"].base.tolist()
+    [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
     """
     names, leaves, treedef = tree_flatten(params)
     xp, _ = check_leaves(names, leaves, what="params")

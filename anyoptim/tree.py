@@ -25,8 +25,40 @@ ROOT_LEAF_NAME = "param"
 class TreeDef:
     """The structure of a tree with its leaves removed.
 
-    ``kind`` is ``"leaf"``, ``"dict"``, ``"list"`` or ``"tuple"``; ``keys`` holds a
-    dict's keys in order; ``node_type`` rebuilds tuple subclasses (named tuples).
+    Made by :func:`tree_flatten`, consumed by :func:`tree_unflatten`; two trees
+    have the same structure exactly when their ``TreeDef`` objects compare equal
+    (:func:`check_same_structure` says where they differ).  Frozen and hashable.
+
+    Parameters
+    ----------
+    kind : {"leaf", "dict", "list", "tuple"}
+        What this node is.
+    keys : tuple of str, default ()
+        A dict's keys, in the (sorted) order of ``children``; empty for other kinds.
+    children : tuple of TreeDef, default ()
+        The structure of each child, in order; empty for a leaf.
+    node_type : type, optional
+        The tuple subclass to rebuild (a named tuple's class); None for plain
+        tuples and for other kinds.
+
+    Attributes
+    ----------
+    num_leaves : int
+        How many leaves the tree has.
+
+    See Also
+    --------
+    tree_flatten : Makes a ``TreeDef`` from a tree.
+    tree_unflatten : Rebuilds a tree from a ``TreeDef`` and leaves.
+
+    Examples
+    --------
+    >>> from anyoptim.tree import tree_flatten
+    >>> treedef = tree_flatten({"b": 1.0, "W": [2.0, 3.0]})[2]
+    >>> treedef.kind, treedef.keys, treedef.num_leaves
+    ('dict', ('W', 'b'), 3)
+    >>> [child.kind for child in treedef.children]
+    ['list', 'leaf']
     """
 
     kind: str
@@ -36,6 +68,7 @@ class TreeDef:
 
     @property
     def num_leaves(self) -> int:
+        """How many leaves the tree has (1 for a leaf)."""
         if self.kind == "leaf":
             return 1
         return sum(child.num_leaves for child in self.children)
@@ -72,19 +105,48 @@ def _flatten_into(node: Any, path: str, names: list[str], leaves: list[Any]) -> 
 def tree_flatten(tree: Any) -> tuple[list[str], list[Any], TreeDef]:
     """Flatten a tree into leaf names, leaves and its structure.
 
+    Anything that is not a dict, list or tuple is a leaf (an array, a Python
+    number, None).  Dict keys are visited in sorted order, as in JAX, so two
+    dicts built in different insertion orders flatten alike.
+
     Parameters
     ----------
-    tree
-        An array, or a dict (string keys), list or tuple of trees.
+    tree : array, dict, list or tuple
+        An array, or a dict (string keys), list or tuple (named tuples
+        included) of trees.
 
     Returns
     -------
     names : list of str
-        Dotted path of every leaf, depth first, dict keys in sorted order.
+        Dotted path of every leaf, depth first, dict keys in sorted order; a
+        bare array (the whole tree one leaf) is named ``"param"``.
     leaves : list
-        The leaves in the same order.
+        The leaves in the same order, the very objects of ``tree`` (not copies).
     treedef : TreeDef
         What :func:`tree_unflatten` needs to rebuild the structure.
+
+    Raises
+    ------
+    TypeError
+        If a dict has a key that is not a string.
+    ValueError
+        If a dict key is empty or contains ``"."`` (dots join the names).
+
+    See Also
+    --------
+    tree_unflatten : The inverse.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anyoptim.tree import tree_flatten
+    >>> names, leaves, treedef = tree_flatten({"b": np.zeros(2), "W": [np.ones((2, 2)), np.ones(3)]})
+    >>> names
+    ['W.0', 'W.1', 'b']
+    >>> [leaf.shape for leaf in leaves]
+    [(2, 2), (3,), (2,)]
+    >>> tree_flatten(np.ones(3))[0]
+    ['param']
     """
     names: list[str] = []
     leaves: list[Any] = []
@@ -106,19 +168,88 @@ def _unflatten_from(treedef: TreeDef, leaves: Any) -> Any:
 
 
 def tree_unflatten(treedef: TreeDef, leaves: Sequence[Any]) -> Any:
-    """Rebuild a tree of ``treedef``'s structure from its leaves (inverse of :func:`tree_flatten`)."""
+    """Rebuild a tree of ``treedef``'s structure from its leaves (inverse of :func:`tree_flatten`).
+
+    Parameters
+    ----------
+    treedef : TreeDef
+        The structure, from :func:`tree_flatten`.
+    leaves : sequence
+        The new leaves, ``treedef.num_leaves`` of them, in the order of
+        :func:`tree_flatten`'s ``names``.
+
+    Returns
+    -------
+    array, dict, list or tuple
+        New dicts, lists and tuples (named tuples rebuilt with their class)
+        holding the given leaves themselves; for a bare leaf's structure
+        (``kind="leaf"``), the one leaf.
+
+    Raises
+    ------
+    ValueError
+        If ``len(leaves)`` is not ``treedef.num_leaves``.
+
+    Examples
+    --------
+    >>> from anyoptim.tree import tree_flatten, tree_unflatten
+    >>> names, leaves, treedef = tree_flatten({"b": 1.0, "W": [2.0, 3.0]})
+    >>> tree_unflatten(treedef, [10.0, 20.0, 30.0])
+    {'W': [10.0, 20.0], 'b': 30.0}
+    """
     if len(leaves) != treedef.num_leaves:
         raise ValueError(f"the tree has {treedef.num_leaves} leaves but {len(leaves)} were given")
     return _unflatten_from(treedef, iter(leaves))
 
 
 def leaf_names(tree: Any) -> list[str]:
-    """The dotted names of a tree's leaves, in order."""
+    """The dotted names of a tree's leaves, in order.
+
+    Parameters
+    ----------
+    tree : array, dict, list or tuple
+        A tree (see :func:`tree_flatten`).
+
+    Returns
+    -------
+    list of str
+        The names of :func:`tree_flatten`: keys and indices joined with dots,
+        depth first, dict keys sorted; ``["param"]`` for a bare array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anyoptim.tree import leaf_names
+    >>> leaf_names({"encoder": [{"W": np.ones((2, 2)), "b": np.zeros(2)}], "scale": np.ones(1)})
+    ['encoder.0.W', 'encoder.0.b', 'scale']
+    """
     return tree_flatten(tree)[0]
 
 
 def map_leaves(function: Callable[[Any], Any], tree: Any) -> Any:
-    """Apply ``function`` to every leaf and return a tree of the same structure."""
+    """Apply ``function`` to every leaf and return a tree of the same structure.
+
+    Parameters
+    ----------
+    function : callable
+        ``function(leaf) -> new_leaf``, called once per leaf in leaf order.
+    tree : array, dict, list or tuple
+        A tree (see :func:`tree_flatten`).
+
+    Returns
+    -------
+    array, dict, list or tuple
+        A new tree of ``tree``'s structure whose leaves are the results of
+        ``function`` (dicts come back with their keys sorted).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anyoptim.tree import map_leaves
+    >>> zeros = map_leaves(np.zeros_like, {"W": np.ones((2, 3)), "b": np.ones(3)})
+    >>> {name: leaf.shape for name, leaf in zeros.items()}
+    {'W': (2, 3), 'b': (3,)}
+    """
     _, leaves, treedef = tree_flatten(tree)
     return tree_unflatten(treedef, [function(leaf) for leaf in leaves])
 
@@ -151,7 +282,36 @@ def _first_difference(expected: TreeDef, actual: TreeDef, path: str) -> str | No
 
 
 def check_same_structure(expected: TreeDef, actual: TreeDef, *, what: str, like: str) -> None:
-    """Raise ``ValueError`` naming the first place where two tree structures differ."""
+    """Raise ``ValueError`` naming the first place where two tree structures differ.
+
+    Parameters
+    ----------
+    expected : TreeDef
+        The reference structure (the parameters', say).
+    actual : TreeDef
+        The structure to check (the gradients', say).
+    what : str
+        The name of the tree checked, the subject of the message (``"grads"``).
+    like : str
+        The name of the reference tree in the message (``"params"``).
+
+    Raises
+    ------
+    ValueError
+        If the structures differ: the message gives the path of the first
+        difference (a missing or unexpected key, a list of another length, a
+        leaf where a subtree was expected).
+
+    Examples
+    --------
+    >>> from anyoptim.tree import check_same_structure, tree_flatten
+    >>> params = tree_flatten({"W": [1.0, 2.0], "b": 0.0})[2]
+    >>> check_same_structure(params, tree_flatten({"b": 0.0, "W": [0.1, 0.2]})[2], what="grads", like="params")
+    >>> check_same_structure(params, tree_flatten({"W": [0.1], "b": 0.0})[2], what="grads", like="params")
+    Traceback (most recent call last):
+        ...
+    ValueError: grads does not have the structure of params: at W expected a list of 2, got a list of 1
+    """
     if expected == actual:
         return
     difference = _first_difference(expected, actual, "")

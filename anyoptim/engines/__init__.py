@@ -238,13 +238,47 @@ def select_engine(xp: Any, choice: Any) -> Any:
     """The engine for namespace ``xp``: ``"auto"`` picks the fused one where it exists.
 
     ``choice`` may also be an engine object (see :func:`check_engine`); a fused
-    engine object must be the one of ``xp``'s library.
+    engine object must be the one of ``xp``'s library.  The optimizers call
+    this at every ``init`` and ``step`` with their ``engine`` setting.
+
+    Parameters
+    ----------
+    xp : module
+        The Array API namespace of the parameters (``numpy``, ``cupy``,
+        ``torch``, or their ``array_api_compat`` wrappers, ...).
+    choice : {"auto", "generic", "fused"} or engine object
+        ``"auto"``: the fused engine of ``xp``'s library (NumPy, CuPy), else the
+        generic one.  ``"generic"``: the :class:`GenericEngine`.  ``"fused"``:
+        the fused engine, or an error.  An engine object (one with ``name``,
+        ``init_slots`` and ``apply``) is returned as it is.
+
+    Returns
+    -------
+    Engine
+        The chosen engine.  The built-in ones are made once per process, at first
+        use, and shared by every optimizer and thread.
 
     Raises
     ------
     ValueError
         If ``choice`` is ``"fused"`` and ``xp`` has no fused engine, or an engine
         object of another library.
+
+    See Also
+    --------
+    check_engine : Validates the setting when an optimizer is made.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anyoptim.engines import GenericEngine, select_engine
+    >>> select_engine(np, "auto").name, select_engine(np, "generic").name
+    ('numpy', 'generic')
+    >>> select_engine(np, "auto") is select_engine(np, "fused")
+    True
+    >>> engine = GenericEngine()
+    >>> select_engine(np, engine) is engine
+    True
     """
     if choice == "generic":
         return _GENERIC
@@ -268,6 +302,31 @@ def matmul(a: Any, b: Any) -> Any:
     CuPy refuses cuBLAS calls during stream capture; model code that calls this
     instead of ``@`` can be captured whole by
     :class:`anyoptim.engines.cupy.GraphedStep`.  Outside a capture it is ``@``.
+    :class:`anyoptim.MLP` computes every product with it.
+
+    Parameters
+    ----------
+    a : array, shape (n,) or (m, n)
+        The left operand, of any Array API library (during a capture, a
+        float32 or float64 CuPy array).
+    b : array, shape (n,) or (n, k)
+        The right operand, of ``a``'s library and dtype.
+
+    Returns
+    -------
+    array
+        ``a @ b``, of shape (m, k), (m,), (k,) or () as for ``@``; during a
+        capture computed by :func:`anyoptim.engines.cupy.matmul`, without cuBLAS.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anyoptim.engines import matmul
+    >>> a = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> matmul(a, np.array([1.0, 1.0]))
+    array([3., 7.])
+    >>> matmul(np.array([1.0, 0.0]), a)
+    array([1., 2.])
     """
     cupy_engine = sys.modules.get("anyoptim.engines.cupy")
     if cupy_engine is not None and cupy_engine.capturing():

@@ -15,7 +15,39 @@ __all__ = ["GenericEngine"]
 
 
 class GenericEngine:
-    """Apply a program leaf by leaf and return new arrays: an :class:`~anyoptim.engines.Engine`."""
+    """Apply a program leaf by leaf and return new arrays: an :class:`~anyoptim.engines.Engine`.
+
+    The engine of every library without a fused one (torch, JAX,
+    array-api-strict) and of ``engine="generic"``: each optimizer step evaluates
+    the rule on each leaf with the arrays' own namespace, so it runs wherever the
+    Array API does, immutable arrays included, at the cost of a few temporaries
+    per leaf and per operator.  Nothing is written in place: the given
+    parameters and slots stay as they were.  It holds no state; one instance
+    serves every optimizer.
+
+    Attributes
+    ----------
+    name : str
+        ``"generic"``: it runs the arrays of any library.
+
+    See Also
+    --------
+    anyoptim.engines.numpy.NumpyEngine : The fused, in-place engine of NumPy.
+    anyoptim.engines.cupy.CupyEngine : The fused, in-place engine of CuPy.
+
+    Examples
+    --------
+    Pin an optimizer to it (``engine="generic"`` does the same):
+
+    >>> import numpy as np, anyoptim
+    >>> from anyoptim.engines import GenericEngine
+    >>> opt = anyoptim.Adam(0.1, engine=GenericEngine())
+    >>> params = {"w": np.array([1.0, -2.0])}
+    >>> state = opt.init(params)
+    >>> new_params, state = opt.step(params, {"w": np.array([0.5, -1.0])}, state)
+    >>> new_params["w"], params["w"]
+    (array([ 0.9, -1.9]), array([ 1., -2.]))
+    """
 
     name = "generic"
 

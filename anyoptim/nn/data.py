@@ -166,6 +166,8 @@ def minibatches(X: Any, y: Any, batch_size: int = 64, seed: Seed = 0, shuffle: b
     Parameters
     ----------
     X : array, shape (n_samples, n_features)
+        The examples, one per row: a finite array of a real floating dtype, of
+        any Array API library and device.
     y : array, shape (n_samples,) or (n_samples, n_outputs)
         Labels or targets, from the same namespace and device as ``X``.
     batch_size : int, default 64
@@ -176,14 +178,30 @@ def minibatches(X: Any, y: Any, batch_size: int = 64, seed: Seed = 0, shuffle: b
         Seed of the permutation, drawn on the host with
         ``numpy.random.default_rng(seed)`` and moved to ``X``'s device, so every
         backend gets the same batches.  :func:`anyoptim.fit` shuffles epoch ``e``
-        with ``seed=anyoptim.data.epoch_seed(seed, e)``.
+        with ``seed=anyoptim.nn.data.epoch_seed(seed, e)``.
     shuffle : bool, default True
         False keeps the examples in their order.
 
     Returns
     -------
     list of (X_batch, y_batch)
-        ``ceil(n_samples / batch_size)`` batches that together hold every example exactly once.
+        ``ceil(n_samples / batch_size)`` batches that together hold every example
+        exactly once; ``X_batch`` has shape (batch, n_features) and ``y_batch``
+        the matching rows of ``y``, both of the inputs' namespace, device and dtype.
+
+    Raises
+    ------
+    TypeError
+        If ``X`` or ``y`` is not an array, ``X`` is not floating point, ``y``
+        comes from another library, or ``batch_size`` is not an int.
+    ValueError
+        If the shapes are wrong or disagree, ``X`` (or a floating ``y``) holds
+        NaN or infinity, ``y`` is on another device, ``batch_size`` is below 1,
+        or ``seed`` is not a valid NumPy seed.
+
+    See Also
+    --------
+    fit : Trains on these batches, one shuffle per epoch.
 
     Examples
     --------
@@ -191,6 +209,17 @@ def minibatches(X: Any, y: Any, batch_size: int = 64, seed: Seed = 0, shuffle: b
     >>> X, y = np.zeros((300, 2)), np.zeros(300)
     >>> [len(xb) for xb, yb in anyoptim.minibatches(X, y, batch_size=64)]
     [64, 64, 64, 64, 44]
+
+    The rows of ``X`` and ``y`` stay paired, and the order depends on ``seed`` alone:
+
+    >>> X, y = np.arange(10.0).reshape(5, 2), np.arange(5)
+    >>> batches = anyoptim.minibatches(X, y, batch_size=2, seed=0)
+    >>> [yb.tolist() for xb, yb in batches]
+    [[2, 4], [3, 0], [1]]
+    >>> batches[0][0].tolist()
+    [[4.0, 5.0], [8.0, 9.0]]
+    >>> [yb.tolist() for xb, yb in anyoptim.minibatches(X, y, batch_size=2, shuffle=False)]
+    [[0, 1], [2, 3], [4]]
     """
     xp, device = check_features(X)
     check_labels(y, X.shape[0], xp, device)

@@ -1,13 +1,9 @@
 """Small data sets for the experiments: generated on the host, or loaded from the user's own files.
 
-Every generator draws from ``numpy.random.default_rng(seed)`` on the host and
-returns ``X`` (float64, shape (n_samples, n_features)) and integer labels ``y``
-(shape (n_samples,)) as NumPy arrays; nothing is downloaded.  The keyword-only
-``xp``, ``dtype`` and ``device`` move both to another namespace (``dtype`` is
-the dtype of ``X``; the cast happens on the host, so every backend receives the
-same values).
-
-This module may import NumPy: generating data and reading files happen on the host.
+Every generator draws from ``numpy.random.default_rng(seed)`` on the host and returns ``X`` (float64, shape
+(n_samples, n_features)) and integer labels ``y`` (shape (n_samples,)) as NumPy arrays; nothing is downloaded.  The
+keyword-only ``xp``, ``dtype`` and ``device`` move both to another namespace (``dtype``, of ``X``, is cast from
+float64, which every library rounds alike).  This module may import NumPy: generation and file reading run on the host.
 """
 
 from __future__ import annotations
@@ -91,24 +87,26 @@ def make_moons(
 ) -> tuple[Any, Any]:
     """Two interleaving half circles, following scikit-learn's ``make_moons``.
 
-    The outer moon is :math:`(\\cos t, \\sin t)` and the inner one
-    :math:`(1 - \\cos t, 1 - \\sin t - 0.5)` for ``t = linspace(0, π, ·)``;
-    ``n_samples // 2`` points go to the outer moon (label 0), the rest to the
-    inner one (label 1).  The rows are shuffled, then Gaussian noise of standard
-    deviation ``noise`` is added.
+    The outer moon is :math:`(\\cos t, \\sin t)` and the inner one :math:`(1 - \\cos t, 1 - \\sin t - 0.5)` for
+    ``t = linspace(0, π, ·)``; ``n_samples // 2`` points go to the outer moon (label 0), the rest to the inner one.
 
     Parameters
     ----------
     n_samples : int, default 300
+        Total points, at least 2.
     noise : float, default 0.2
+        Standard deviation of the Gaussian noise added to each coordinate once the rows are shuffled, finite, >= 0.
     seed : int or sequence of int, default 0
+        Seed of ``numpy.random.default_rng``: the same seed gives the same points on every backend.
     xp, dtype, device : optional
-        Namespace, dtype of ``X`` and device to move the result to (default NumPy float64).
+        Namespace, dtype of ``X`` (or its name, ``"float32"``) and device of the result; default NumPy, float64.
 
     Returns
     -------
     X : array, shape (n_samples, 2)
+        The points, of dtype ``dtype``.
     y : array of int, shape (n_samples,)
+        The class of each point, 0 (outer moon) or 1 (inner moon), int64.
 
     Examples
     --------
@@ -141,23 +139,26 @@ def make_circles(
 ) -> tuple[Any, Any]:
     """A circle inside a larger one, following scikit-learn's ``make_circles``.
 
-    ``n_samples // 2`` points on the unit circle (label 0), the rest on a circle
-    of radius ``factor`` (label 1), evenly spaced in angle; shuffled, then
-    Gaussian noise of standard deviation ``noise`` is added.
+    ``n_samples // 2`` points on the unit circle (label 0), the rest on a circle of radius ``factor`` (label 1),
+    evenly spaced in angle; shuffled, then Gaussian noise of standard deviation ``noise`` is added.
 
     Parameters
     ----------
     n_samples : int, default 300
+        Total points, at least 2.
     noise : float, default 0.1
+        Standard deviation of the Gaussian noise added to each coordinate, finite and >= 0.
     factor : float, default 0.5
         Radius of the inner circle, in (0, 1).
-    seed, xp, dtype, device
+    seed, xp, dtype, device : optional
         See :func:`make_moons`.
 
     Returns
     -------
     X : array, shape (n_samples, 2)
+        The points, of dtype ``dtype``.
     y : array of int, shape (n_samples,)
+        The class of each point, 0 (outer circle) or 1 (inner circle), int64.
 
     Examples
     --------
@@ -194,27 +195,29 @@ def make_spirals(
 ) -> tuple[Any, Any]:
     """Interleaved spiral arms, one per class (the classic CS231n toy problem).
 
-    Arm ``k`` has radius ``r = linspace(0, 1, ·)`` and angle
-    :math:`2\\pi (k / K + \\text{turns} \\cdot r) + \\text{noise} \\cdot N(0, 1)`;
-    points are :math:`(r \\sin\\theta, r \\cos\\theta)`, rows shuffled.  The noise
-    is on the angle, so it blurs the arms without moving points off the unit disc.
+    The points :math:`(r \\sin\\theta, r \\cos\\theta)` of arm ``k`` have radius ``r = linspace(0, 1, ·)`` and angle
+    :math:`\\theta = 2\\pi (k / K + \\text{turns} \\cdot r) + \\text{noise} \\cdot N(0, 1)`; rows shuffled.  The
+    noise is on the angle, so it blurs the arms without moving points off the unit disc.
 
     Parameters
     ----------
     n_samples : int, default 300
         Total points, split as evenly as possible between the classes.
     n_classes : int, default 2
+        Number of arms (``K`` above), at least 2.
     noise : float, default 0.2
         Standard deviation of the angle noise, in radians.
     turns : float, default 1
-        Turns of each arm from the centre to radius 1.
-    seed, xp, dtype, device
+        Turns of each arm from the centre to radius 1, finite and > 0.
+    seed, xp, dtype, device : optional
         See :func:`make_moons`.
 
     Returns
     -------
     X : array, shape (n_samples, 2)
-    y : array of int, shape (n_samples,), values 0 .. n_classes - 1
+        The points, of dtype ``dtype``.
+    y : array of int, shape (n_samples,)
+        The arm of each point, 0 .. n_classes - 1, int64.
 
     Examples
     --------
@@ -263,14 +266,18 @@ def make_blobs(
     n_features : int, default 2
         Ignored when ``centers`` are given.
     cluster_std : float, default 1.0
+        Standard deviation of every coordinate around its cluster's center, >= 0.
     center_box : (float, float), default (-10, 10)
-    seed, xp, dtype, device
+        Bounds ``(low, high)`` of the centers drawn; ignored when ``centers`` are given.
+    seed, xp, dtype, device : optional
         See :func:`make_moons`.
 
     Returns
     -------
     X : array, shape (n_samples, n_features)
-    y : array of int, shape (n_samples,): the cluster of each point
+        The points, of dtype ``dtype``.
+    y : array of int, shape (n_samples,)
+        The cluster of each point, 0 .. n_centers - 1, int64.
 
     Examples
     --------
@@ -346,32 +353,33 @@ def load_npz(
     Parameters
     ----------
     path : str or path-like
+        The file, as written by :func:`numpy.savez`; read without pickle.
     x_key, y_key : str, default "X", "y"
         Names of the two arrays in the file.
-    xp, dtype, device
+    xp, dtype, device : optional
         See :func:`make_moons`.
 
     Returns
     -------
-    X : array, shape (n_samples, n_features), float64 unless ``dtype`` says otherwise
-    y : array, shape (n_samples,) or (n_samples, n_outputs): int64 when every value
-        is a whole number, float64 otherwise
+    X : array, shape (n_samples, n_features)
+        The features, float64 unless ``dtype`` says otherwise.
+    y : array, shape (n_samples,) or (n_samples, n_outputs)
+        The labels: int64 when every value is a whole number, float64 otherwise.
 
     Raises
     ------
     MissingDataFileError
         The file does not exist (a ``FileNotFoundError`` and a ``ValueError``).
     DataFileError
-        (a ``ValueError``) The file is not an ``.npz`` archive, a key is missing,
-        the arrays are not numeric, shapes disagree, or values are NaN/infinite.
+        (a ``ValueError``) The file is not an ``.npz`` archive, a key is missing, the arrays are not numeric,
+        shapes disagree, or values are NaN/infinite.
 
     Examples
     --------
-    >>> import numpy as np, tempfile, os
-    >>> from anyoptim import datasets
+    >>> import numpy as np, tempfile, os, anyoptim
     >>> path = os.path.join(tempfile.mkdtemp(), "data.npz")
     >>> np.savez(path, X=np.ones((4, 2)), y=np.array([0, 1, 1, 0]))
-    >>> X, y = datasets.load_npz(path)
+    >>> X, y = anyoptim.datasets.load_npz(path)
     >>> X.shape, y.tolist()
     ((4, 2), [0, 1, 1, 0])
     """
@@ -421,37 +429,37 @@ def load_csv(
     Parameters
     ----------
     path : str or path-like
+        The file, UTF-8 text; blank lines are skipped.
     label_column : int, default -1
         Index of the label column (negative counts from the end).
     delimiter : str, default ","
+        The field separator (``"\\t"``, ``";"``).
     header : bool, optional
-        Whether the first row holds column names.  By default it does when any
-        of its fields is not a number.
-    xp, dtype, device
+        Whether the first row holds column names.  By default it does when any of its fields is not a number.
+    xp, dtype, device : optional
         See :func:`make_moons`.
 
     Returns
     -------
     X : array, shape (n_samples, n_columns - 1)
-    y : array, shape (n_samples,): int64 when every label is a whole number, float64 otherwise
+        The other columns, in file order, float64 unless ``dtype`` says otherwise.
+    y : array, shape (n_samples,)
+        The label column: int64 when every label is a whole number, float64 otherwise.
 
     Raises
     ------
     MissingDataFileError
         The file does not exist (a ``FileNotFoundError`` and a ``ValueError``).
     DataFileError
-        (a ``ValueError``) An empty file, rows of different lengths, fewer than two
-        columns, a label column out of range, or a value that is not a finite number
-        (the message names its row and column).
+        (a ``ValueError``) An empty file, rows of different lengths, fewer than two columns, a label column out of
+        range, or a value that is not a finite number (the message names its row and column).
 
     Examples
     --------
-    >>> import tempfile, os
-    >>> from anyoptim import datasets
-    >>> path = os.path.join(tempfile.mkdtemp(), "data.csv")
-    >>> with open(path, "w") as f:
-    ...     _ = f.write("x1,x2,label\\n0.5,1.0,0\\n-1.0,2.0,1\\n")
-    >>> X, y = datasets.load_csv(path)
+    >>> import pathlib, tempfile, anyoptim
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "data.csv"
+    >>> _ = path.write_text("x1,x2,label\\n0.5,1.0,0\\n-1.0,2.0,1\\n")
+    >>> X, y = anyoptim.datasets.load_csv(path)
     >>> X.tolist(), y.tolist()
     ([[0.5, 1.0], [-1.0, 2.0]], [0, 1])
     """

@@ -31,14 +31,34 @@ Callback = Callable[[int, float, Any, Any], Any]
 class History:
     """What :func:`fit` records, one entry per epoch.
 
-    Attributes
+    The three lists grow together; ``len(history)`` is the number of epochs run
+    (fewer than ``epochs`` when a callback stopped training).  Each parameter
+    is an attribute of the same name.
+
+    Parameters
     ----------
-    cost : list of float
-        Mean loss over the epoch's examples (each batch's loss is taken before its step).
-    learning_rate : list of float
-        The rate of the epoch's last step.
-    time : list of float
-        Seconds since training started, at the end of each epoch.
+    cost : list of float, default []
+        Mean loss over the epoch's examples (each batch's loss is taken before
+        its step, weighted by the batch's size).
+    learning_rate : list of float, default []
+        The rate of the epoch's last step (``state.learning_rate``), which a
+        schedule changes from epoch to epoch.
+    time : list of float, default []
+        Seconds since training started (:func:`time.perf_counter`), at the end
+        of each epoch.
+
+    See Also
+    --------
+    FitResult : Holds the history of a run.
+
+    Examples
+    --------
+    >>> import numpy as np, anyoptim
+    >>> X, y = anyoptim.datasets.make_moons(n_samples=40, noise=0.1, seed=0)
+    >>> model = anyoptim.MLP([2, 8, 1], hidden_activation="tanh")
+    >>> history = anyoptim.fit(model, anyoptim.Adam(0.05), X, y, epochs=3, batch_size=20, progress=False).history
+    >>> len(history), np.round(history.cost, 3).tolist(), history.learning_rate
+    (3, [0.646, 0.508, 0.422], [0.05, 0.05, 0.05])
     """
 
     cost: list[float] = field(default_factory=list)
@@ -51,7 +71,33 @@ class History:
 
 @dataclass
 class FitResult:
-    """The outcome of :func:`fit`: trained parameters, the optimizer's state and the history."""
+    """The outcome of :func:`fit`: trained parameters, the optimizer's state and the history.
+
+    Each parameter is an attribute of the same name.
+
+    Parameters
+    ----------
+    params : dict of str to array
+        The trained parameters ``{"W1": ..., "b1": ..., "WL": ..., "bL": ...}``
+        (see :meth:`MLP.init <anyoptim.MLP.init>`), of ``X``'s namespace, device
+        and dtype.
+    state : OptimizerState
+        The optimizer's state after the last step (``state.count`` steps taken),
+        to resume training with ``optimizer.step`` or to inspect.
+    history : History
+        Cost, learning rate and time of every epoch.
+
+    Examples
+    --------
+    >>> import anyoptim
+    >>> X, y = anyoptim.datasets.make_moons(n_samples=40, noise=0.1, seed=0)
+    >>> model = anyoptim.MLP([2, 8, 1], hidden_activation="tanh")
+    >>> result = anyoptim.fit(model, anyoptim.Adam(0.05), X, y, epochs=3, batch_size=20, progress=False)
+    >>> sorted(result.params), result.params["W1"].shape
+    (['W1', 'W2', 'b1', 'b2'], (2, 8))
+    >>> result.state.count, len(result.history)
+    (6, 3)
+    """
 
     params: dict
     state: Any
@@ -148,20 +194,24 @@ def fit(
     """Train ``model`` on ``(X, y)`` with mini-batch ``optimizer`` steps.
 
     Each epoch shuffles the examples (:func:`anyoptim.minibatches` with
-    ``seed=anyoptim.data.epoch_seed(seed, epoch)``), and for every batch
+    ``seed=anyoptim.nn.data.epoch_seed(seed, epoch)``), and for every batch
     computes the loss and gradients at the current parameters and takes one
     optimizer step.
 
     Parameters
     ----------
     model : MLP
+        The network; its ``layer_dims[0]`` must equal ``n_features``.  Only
+        read: the parameters are returned, not stored in the model.
     optimizer : Optimizer
         Any anyoptim optimizer (or an object with the same ``init`` / ``step``).
     X : array, shape (n_samples, n_features)
         Floating point, finite; the parameters get its namespace, device and dtype.
     y : array, shape (n_samples,) or (n_samples, n_outputs)
-        Labels for the model's output (see :class:`~anyoptim.nn.MLP`).
+        Labels for the model's output (see :class:`~anyoptim.nn.MLP`), of
+        ``X``'s namespace and device.
     epochs : int, default 1000
+        Passes over the data (at least 1); callbacks may stop earlier.
     batch_size : int, default 64
         ``n_samples`` for batch gradient descent, 1 for stochastic gradient descent.
     seed : int or sequence of int, default 0
@@ -182,6 +232,24 @@ def fit(
     FitResult
         ``params`` (trained), ``state`` (the optimizer's) and ``history``.
 
+    Raises
+    ------
+    TypeError
+        If ``model`` is not an :class:`~anyoptim.MLP`, ``optimizer`` lacks
+        ``init`` / ``step``, an argument has the wrong type, or ``X``, ``y``
+        and ``params`` mix array libraries or dtypes.
+    ValueError
+        If shapes disagree with the model or each other, ``X`` or ``params``
+        hold NaN or infinity, labels do not suit the model's output, or
+        ``epochs`` or ``batch_size`` is below 1.
+    ImportError
+        If ``progress=True`` and tqdm is not installed.
+
+    See Also
+    --------
+    minibatches : The batches of one epoch.
+    predict, accuracy : Use the trained parameters.
+
     Examples
     --------
     >>> import anyoptim
@@ -193,6 +261,14 @@ def fit(
     (100, True)
     >>> anyoptim.accuracy(model, result.params, X, y) > 0.85
     True
+
+    A callback that returns True stops training, here once the cost is below 0.3:
+
+    >>> def good_enough(epoch, cost, params, state):
+    ...     return cost < 0.3
+    >>> result = anyoptim.fit(model, anyoptim.Adam(0.01), X, y, callbacks=[good_enough], progress=False)
+    >>> len(result.history) < 1000, result.history.cost[-1] < 0.3
+    (True, True)
     """
     model = _check_model(model)
     _check_optimizer(optimizer)
@@ -247,6 +323,34 @@ def fit(
 def predict(model: MLP, params: dict, X: Any) -> Any:
     """The model's predictions: class labels (n,) for sigmoid and softmax outputs, values for identity.
 
+    Parameters
+    ----------
+    model : MLP
+        The network.
+    params : dict of str to array
+        Its parameters, from :meth:`MLP.init <anyoptim.MLP.init>` or
+        :func:`fit` (``result.params``).
+    X : array, shape (n_samples, n_features)
+        Finite inputs of the parameters' namespace, device and dtype.
+
+    Returns
+    -------
+    array
+        For a ``"sigmoid"`` output, labels 0 or 1 of shape (n_samples,): 1 where
+        the logit is positive (probability above 0.5); for ``"softmax"``, the
+        index of the largest output, shape (n_samples,); both of the library's
+        default integer dtype.  For ``"identity"``, the outputs themselves, of
+        shape (n_samples,) for one output unit, else (n_samples, n_outputs).
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not an :class:`~anyoptim.MLP`, or ``params`` and ``X``
+        differ in array library or dtype.
+    ValueError
+        If ``params`` do not fit the model, ``X`` has the wrong number of
+        features, or holds NaN or infinity.
+
     Examples
     --------
     >>> import numpy as np, anyoptim
@@ -254,6 +358,11 @@ def predict(model: MLP, params: dict, X: Any) -> Any:
     >>> params = model.init(seed=0)
     >>> anyoptim.predict(model, params, np.zeros((4, 2))).shape
     (4,)
+    >>> X, y = anyoptim.datasets.make_moons(n_samples=40, noise=0.1, seed=0)
+    >>> model = anyoptim.MLP([2, 8, 1], hidden_activation="tanh")
+    >>> result = anyoptim.fit(model, anyoptim.Adam(0.05), X, y, epochs=13, batch_size=20, progress=False)
+    >>> anyoptim.predict(model, result.params, X[:5]).tolist(), y[:5].tolist()
+    ([0, 1, 0, 1, 1], [0, 1, 0, 1, 1])
     """
     return _check_model(model).predict(params, X)
 
@@ -261,7 +370,31 @@ def predict(model: MLP, params: dict, X: Any) -> Any:
 def accuracy(model: MLP, params: dict, X: Any, y: Any) -> float:
     """Fraction of the examples whose predicted class equals the label, a float in [0, 1].
 
-    ``y`` holds class labels (n,), binary labels (n, 1) or one-hot rows (n, K).
+    Parameters
+    ----------
+    model : MLP
+        A classifier: its output is ``"sigmoid"`` or ``"softmax"``.
+    params : dict of str to array
+        Its parameters, from :meth:`MLP.init <anyoptim.MLP.init>` or :func:`fit`.
+    X : array, shape (n_samples, n_features)
+        Finite inputs of the parameters' namespace, device and dtype.
+    y : array, shape (n_samples,), (n_samples, 1) or (n_samples, n_classes)
+        Class labels (n,), binary labels (n, 1) or one-hot rows (n, K), of
+        ``X``'s namespace and device, as :func:`fit` takes them.
+
+    Returns
+    -------
+    float
+        ``mean(predict(model, params, X) == labels)``, in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If the model regresses (``"identity"`` output), or ``X``, ``y`` and
+        ``params`` do not fit the model and each other (as in :func:`fit`).
+    TypeError
+        If ``model`` is not an :class:`~anyoptim.MLP`, or the arrays mix
+        libraries or dtypes.
 
     Examples
     --------
@@ -270,6 +403,11 @@ def accuracy(model: MLP, params: dict, X: Any, y: Any) -> float:
     >>> params = model.init(seed=0)
     >>> 0.0 <= anyoptim.accuracy(model, params, np.ones((4, 2)), np.array([0, 1, 1, 0])) <= 1.0
     True
+    >>> X, y = anyoptim.datasets.make_moons(n_samples=40, noise=0.1, seed=0)
+    >>> model = anyoptim.MLP([2, 8, 1], hidden_activation="tanh")
+    >>> result = anyoptim.fit(model, anyoptim.Adam(0.05), X, y, epochs=13, batch_size=20, progress=False)
+    >>> anyoptim.accuracy(model, result.params, X, y)
+    0.9
     """
     model = _check_model(model)
     if model.output == "identity":

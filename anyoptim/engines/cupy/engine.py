@@ -126,6 +126,34 @@ class CupyEngine(FusedEngine):
     ------
     ValueError
         If ``launch`` (or ``ANYOPTIM_CUPY_LAUNCH``) is not one of :data:`LAUNCH_CHOICES`.
+
+    See Also
+    --------
+    anyoptim.engines.cupy.GraphedStep : Captures a whole training step, this engine's kernels included.
+    anyoptim.engines.GenericEngine : The engine that returns new arrays, for any library.
+
+    Notes
+    -----
+    ``engine="auto"`` (the default) already runs CuPy arrays with this engine,
+    one shared instance; make one yourself only to pin ``launch``.
+
+    Examples
+    --------
+    Needs CuPy and a CUDA GPU, so it is not run here:
+
+    .. code-block:: python
+
+        import cupy, anyoptim
+        from anyoptim.engines.cupy import CupyEngine
+
+        params = anyoptim.flatten({"W": cupy.ones((256, 128), "float32"), "b": cupy.zeros(128, "float32")})
+        grads = anyoptim.flatten({"W": cupy.full((256, 128), 0.5, "float32"), "b": cupy.full(128, -1.0, "float32")})
+        opt = anyoptim.Adam(0.1, engine=CupyEngine(launch="span"))
+        state = opt.init(params)            # slots laid out like params: one span
+        W = params["W"]
+        params, state = opt.step(params, grads, state)  # one kernel launch updates W, b and the slots
+        assert params["W"] is W             # in place
+        print(params["W"][0, :2], params["b"][:2])  # [0.9 0.9] [0.1 0.1]
     """
 
     name = "cupy"

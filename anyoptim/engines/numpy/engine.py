@@ -244,12 +244,50 @@ class NumpyEngine(FusedEngine):
         kernel that fails to build (:meth:`kernel`).  Default from
         ``ANYOPTIM_NUMPY_KERNELS``, else ``"auto"``.  Both give the same bits.
 
+    Attributes
+    ----------
+    name : str
+        ``"numpy"``: it runs NumPy arrays only.
+    kernels : {"c", "ufunc", "auto"}
+        The choice, resolved once at construction (``"auto"`` without a compiler is ``"ufunc"``).
+    block_size : int or None
+        As given.
+
     Raises
     ------
     ValueError
         If ``block_size`` is not a positive integer, or ``kernels`` not one of the choices.
     KernelBuildError
         If ``kernels="c"`` and no C compiler is found.
+
+    See Also
+    --------
+    anyoptim.engines.GenericEngine : The engine that returns new arrays, for any library.
+
+    Notes
+    -----
+    ``engine="auto"`` (the default) already runs NumPy arrays with this
+    engine, one shared instance; make one yourself only to pin ``kernels`` or
+    ``block_size``, as tests and benchmarks do.  Parameters and gradients laid
+    out by :func:`anyoptim.flatten` (with the slots :meth:`init_slots` makes)
+    are one span: one pass updates the whole model.
+
+    Examples
+    --------
+    >>> import numpy as np, anyoptim
+    >>> from anyoptim.engines.numpy import NumpyEngine
+    >>> opt = anyoptim.Adam(0.1, engine=NumpyEngine(kernels="ufunc"))
+    >>> params = anyoptim.flatten({"W": np.ones((2, 2)), "b": np.zeros(2)})
+    >>> W = params["W"]
+    >>> state = opt.init(params)
+    >>> grads = anyoptim.flatten({"W": np.full((2, 2), 0.5), "b": np.array([1.0, -1.0])})
+    >>> for _ in range(2):
+    ...     params, state = opt.step(params, grads, state)
+    >>> np.round(params["b"], 6), params["W"] is W  # updated in place: the same arrays come back
+    (array([-0.2,  0.2]), True)
+    >>> np.round(W, 6)
+    array([[0.8, 0.8],
+           [0.8, 0.8]])
     """
 
     name = "numpy"
