@@ -1,10 +1,7 @@
 """numpydoc validation of every public docstring: the names of the API reference (docs/public_api.py).
 
-The checks enforced are listed in CHECKS.  Names that fail some of them today are
-listed in EXPECTED_FAILURES with the checks they fail: the test passes while
-those exact failures remain, fails on any new failure, and fails too when a
-listed failure has been fixed (so the list only shrinks).  Fix a docstring, then
-delete its entry.
+Every public class and function passes every check listed in CHECKS: a new
+public name is documented before it is listed in docs/public_api.py.
 """
 
 from __future__ import annotations
@@ -50,60 +47,6 @@ CHECKS = {
     "EX01": "an Examples section",
 }
 
-#: Failures today, name -> the checks it fails; for the integrator to fix and then remove.
-EXPECTED_FAILURES: dict[str, set[str]] = {
-    "anyoptim.SGD": {"PR07"},
-    "anyoptim.Momentum": {"EX01", "PR07"},
-    "anyoptim.RMSprop": {"EX01", "PR07"},
-    "anyoptim.Adagrad": {"EX01", "PR07"},
-    "anyoptim.Adam": {"PR07"},
-    "anyoptim.AdamW": {"EX01", "PR07"},
-    "anyoptim.Adamax": {"EX01", "PR07"},
-    "anyoptim.NAdam": {"EX01", "PR07"},
-    "anyoptim.RAdam": {"EX01", "PR07"},
-    "anyoptim.Lion": {"EX01", "PR02", "PR07"},
-    "anyoptim.Optimizer": {"EX01"},
-    "anyoptim.OptimizerState": {"EX01", "PR01"},
-    "anyoptim.flatten": {"PR04"},
-    "anyoptim.FitResult": {"EX01", "PR01"},
-    "anyoptim.History": {"EX01", "PR01"},
-    "anyoptim.accuracy": {"PR01", "RT01"},
-    "anyoptim.fit": {"PR07"},
-    "anyoptim.minibatches": {"PR07"},
-    "anyoptim.predict": {"PR01", "RT01"},
-    "anyoptim.schedules.constant": {"EX01", "PR01", "RT01"},
-    "anyoptim.schedules.cosine_decay": {"EX01", "PR01", "RT01"},
-    "anyoptim.schedules.exponential_decay": {"PR01", "RT01"},
-    "anyoptim.schedules.inverse_time_decay": {"PR01", "RT01"},
-    "anyoptim.schedules.join": {"PR01", "RT01"},
-    "anyoptim.schedules.piecewise_constant": {"PR01", "RT01"},
-    "anyoptim.schedules.warmup_cosine_decay": {"EX01", "PR01", "RT01"},
-    "anyoptim.transforms.clip_factor": {"EX01", "PR01", "RT01"},
-    "anyoptim.transforms.decay_all": {"EX01", "PR01", "RT01"},
-    "anyoptim.transforms.decay_weights_only": {"EX01", "PR01", "RT01"},
-    "anyoptim.transforms.first_nonfinite": {"EX01", "PR01", "RT01"},
-    "anyoptim.transforms.frozen_mask": {"EX01", "PR01", "RT01"},
-    "anyoptim.transforms.mask_values": {"EX01", "PR01", "RT01"},
-    "anyoptim.datasets.load_csv": {"PR04", "PR07", "RT03"},
-    "anyoptim.datasets.load_npz": {"PR04", "PR07", "RT03"},
-    "anyoptim.datasets.make_blobs": {"PR04", "PR07", "RT03"},
-    "anyoptim.datasets.make_circles": {"PR04", "PR07", "RT03"},
-    "anyoptim.datasets.make_moons": {"PR07", "RT03"},
-    "anyoptim.datasets.make_spirals": {"PR04", "PR07", "RT03"},
-    "anyoptim.tree.TreeDef": {"EX01", "PR01"},
-    "anyoptim.tree.check_same_structure": {"EX01", "PR01"},
-    "anyoptim.tree.leaf_names": {"EX01", "PR01", "RT01"},
-    "anyoptim.tree.map_leaves": {"EX01", "PR01", "RT01"},
-    "anyoptim.tree.tree_flatten": {"EX01", "PR04"},
-    "anyoptim.tree.tree_unflatten": {"EX01", "PR01", "RT01"},
-    "anyoptim.engines.select_engine": {"EX01", "PR01", "RT01"},
-    "anyoptim.engines.GenericEngine": {"EX01"},
-    "anyoptim.engines.matmul": {"EX01", "PR01", "RT01"},
-    "anyoptim.engines.numpy.NumpyEngine": {"EX01"},
-    "anyoptim.engines.cupy.CupyEngine": {"EX01"},
-}
-
-
 def _documented() -> list[str]:
     """Public classes and functions; data (REGISTRY, the Schedule type alias) have no docstring of their own."""
     names = []
@@ -122,18 +65,11 @@ def test_every_public_name_resolves():
         public_api.resolve(name)
 
 
-def test_expected_failures_name_public_objects():
-    assert set(EXPECTED_FAILURES) <= set(DOCUMENTED)
-
-
 @pytest.mark.parametrize("name", DOCUMENTED)
 def test_numpydoc(name):
     result = numpydoc_validate.validate(name)
-    failing = {code for code, _ in result["errors"] if code in CHECKS}
     messages = [f"{code} ({CHECKS[code]}): {text}" for code, text in result["errors"] if code in CHECKS]
-    expected = EXPECTED_FAILURES.get(name, set())
-    assert failing <= expected, f"{name} fails numpydoc checks:\n" + "\n".join(messages)
-    assert failing == expected, f"{name} now passes {sorted(expected - failing)}: remove them from EXPECTED_FAILURES"
+    assert not messages, f"{name} fails numpydoc checks:\n" + "\n".join(messages)
 
 
 @pytest.mark.parametrize("name", public_api.optimizer_names())
