@@ -268,7 +268,7 @@ def cosine_decay(initial_learning_rate: float, decay_steps: int, alpha: float = 
 
     References
     ----------
-    .. [1] I. Loshchilov and F. Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts",
+    .. [1] Loshchilov, I. and Hutter, F., "SGDR: Stochastic Gradient Descent with Warm Restarts",
        ICLR 2017, arXiv:1608.03983.
 
     Examples

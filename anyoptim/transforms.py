@@ -237,7 +237,7 @@ def clip_factor(xp: Any, leaves: list[Any], max_norm: float) -> Any:
 
     References
     ----------
-    .. [1] R. Pascanu, T. Mikolov and Y. Bengio, "On the difficulty of training recurrent neural
+    .. [1] Pascanu, R.; Mikolov, T. and Bengio, Y., "On the difficulty of training recurrent neural
        networks", ICML 2013, arXiv:1211.5063.
 
     Examples

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import types
@@ -300,3 +301,11 @@ def test_run_training_builds_the_named_optimizer_with_the_learning_rate(name):
     )
     assert type(run.optimizer) is OPTIMIZER_NAMES[name]
     assert run.optimizer.learning_rate_at(0) == 0.003
+
+
+@pytest.mark.parametrize("name", ["gd", *REGISTRY])
+def test_run_training_without_a_rate_uses_the_optimizers_own_default(name):
+    """Adadelta's natural rate is 1.0, Adam's 0.001: `anyoptim train --optimizer X` must not impose one rate on all."""
+    run = run_training(data="moons", n_samples=20, epochs=1, optimizer=name, progress=False)
+    default = inspect.signature(OPTIMIZER_NAMES[name]).parameters["learning_rate"].default
+    assert run.optimizer.learning_rate_at(0) == default

@@ -174,14 +174,21 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"{', '.join(DATASETS)}, or a .npz/.csv file (default: moons)",
     )
     train.add_argument("--samples", type=_positive_int, default=300, help="size of a generated data set (default: 300)")
-    train.add_argument("--noise", type=_non_negative_float, default=0.2, help="noise of a generated data set (0.2)")
+    train.add_argument(
+        "--noise", type=_non_negative_float, default=0.2, help="noise of a generated data set (default: 0.2)"
+    )
     train.add_argument("--hidden", type=_widths, default=(5, 2), help="hidden layer widths, e.g. 5,2 (default: 5,2)")
     train.add_argument("--activation", default="relu", choices=ACTIVATIONS, help="hidden activation (default: relu)")
     train.add_argument(
         "--output", default="auto", choices=OUTPUT_CHOICES, help="output layer (default: from the labels)"
     )
     train.add_argument("--optimizer", default="adam", choices=tuple(OPTIMIZER_NAMES), help="(default: adam)")
-    train.add_argument("--learning-rate", type=_non_negative_float, default=0.001, help="(default: 0.001)")
+    train.add_argument(
+        "--learning-rate",
+        type=_non_negative_float,
+        default=None,
+        help="(default: the optimizer's own: 0.001 for Adam, 1.0 for Adadelta, ...)",
+    )
     train.add_argument("--batch-size", type=_positive_int, default=64, help="examples per step (default: 64)")
     _add_training(train, epochs=1000)
     _add_output(train)
@@ -424,7 +431,7 @@ def _train(args: argparse.Namespace) -> int:
                     str(int(run.X.shape[0])),
                     f"{layers} ({run.model.hidden_activation}, {run.model.output})",
                     type(run.optimizer).__name__,
-                    f"{args.learning_rate:g}",
+                    f"{run.optimizer.learning_rate_at(0):g}",
                     str(args.batch_size),
                     str(len(history.cost)),
                     f"{history.cost[-1]:.4f}",

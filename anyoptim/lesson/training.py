@@ -119,7 +119,7 @@ def run_training(
     activation: str = LESSON.hidden_activation,
     output: str = "auto",
     optimizer: str = "adam",
-    learning_rate: float = 0.001,
+    learning_rate: float | None = None,
     batch_size: int = LESSON.batch_size,
     epochs: int = 1000,
     seed: int = DEFAULT_SEED,
@@ -144,7 +144,8 @@ def run_training(
     output : {"auto", "sigmoid", "softmax", "identity"}
     optimizer : str, default "adam"
         A name of :data:`OPTIMIZER_NAMES` (any case), built with ``learning_rate`` and its other defaults.
-    learning_rate : float, default 0.001
+    learning_rate : float, optional
+        The optimizer's learning rate; by default its own default (0.001 for Adam, 1.0 for Adadelta).
     batch_size, epochs, seed, progress
         As :func:`anyoptim.fit`.
 
@@ -175,7 +176,8 @@ def run_training(
         raise ExperimentError(f"X must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}")
     output, width = _output_size(xp, y, output)
     model = MLP([int(X.shape[1]), *hidden, width], hidden_activation=activation, output=output, init="he")
-    chosen = OPTIMIZER_NAMES[optimizer.lower()](learning_rate)
+    cls = OPTIMIZER_NAMES[optimizer.lower()]
+    chosen = cls() if learning_rate is None else cls(learning_rate)
     start = time.perf_counter()
     result = fit(model, chosen, X, y, epochs=epochs, batch_size=batch_size, seed=seed, progress=progress)
     wall_time = time.perf_counter() - start

@@ -158,8 +158,8 @@ class Adam(AdamFamily):
 
     References
     ----------
-    .. [1] D. P. Kingma and J. Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, arXiv:1412.6980.
-    .. [2] S. J. Reddi, S. Kale and S. Kumar, "On the Convergence of Adam and Beyond", ICLR 2018.
+    .. [1] Kingma, D. P. and Ba, J., "Adam: A Method for Stochastic Optimization", ICLR 2015, arXiv:1412.6980.
+    .. [2] Reddi, S. J.; Kale, S. and Kumar, S., "On the Convergence of Adam and Beyond", ICLR 2018.
 
     Examples
     --------
@@ -214,7 +214,7 @@ class AdamW(Adam):
 
     References
     ----------
-    .. [1] I. Loshchilov and F. Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, arXiv:1711.05101.
+    .. [1] Loshchilov, I. and Hutter, F., "Decoupled Weight Decay Regularization", ICLR 2019, arXiv:1711.05101.
 
     Examples
     --------
@@ -292,7 +292,7 @@ class NAdam(AdamFamily):
 
     References
     ----------
-    .. [1] T. Dozat, "Incorporating Nesterov Momentum into Adam", ICLR 2016 Workshop.
+    .. [1] Dozat, T., "Incorporating Nesterov Momentum into Adam", ICLR 2016 Workshop.
 
     Examples
     --------
@@ -385,7 +385,7 @@ class RAdam(AdamFamily):
 
     References
     ----------
-    .. [1] L. Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020, arXiv:1908.03265.
+    .. [1] Liu, L. et al., "On the Variance of the Adaptive Learning Rate and Beyond", ICLR 2020, arXiv:1908.03265.
 
     Examples
     --------
@@ -461,7 +461,7 @@ class Adamax(Optimizer):
 
     References
     ----------
-    .. [1] D. P. Kingma and J. Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, Section 7.1.
+    .. [1] Kingma, D. P. and Ba, J., "Adam: A Method for Stochastic Optimization", ICLR 2015, Section 7.1.
 
     Examples
     --------

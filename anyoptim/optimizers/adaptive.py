@@ -102,9 +102,9 @@ class RMSprop(Optimizer):
 
     References
     ----------
-    .. [1] T. Tieleman and G. Hinton, "Lecture 6.5 - RMSprop: Divide the gradient by a running average
+    .. [1] Tieleman, T. and Hinton, G., "Lecture 6.5 - RMSprop: Divide the gradient by a running average
        of its recent magnitude", COURSERA: Neural Networks for Machine Learning, 2012.
-    .. [2] A. Graves, "Generating Sequences With Recurrent Neural Networks", arXiv:1308.0850, 2013.
+    .. [2] Graves, A., "Generating Sequences With Recurrent Neural Networks", arXiv:1308.0850, 2013.
 
     Examples
     --------
@@ -189,7 +189,7 @@ class Adagrad(Optimizer):
 
     References
     ----------
-    .. [1] J. Duchi, E. Hazan and Y. Singer, "Adaptive Subgradient Methods for Online Learning and
+    .. [1] Duchi, J.; Hazan, E. and Singer, Y., "Adaptive Subgradient Methods for Online Learning and
        Stochastic Optimization", Journal of Machine Learning Research 12, 2121-2159, 2011.
 
     Examples
@@ -285,7 +285,7 @@ class Adadelta(Optimizer):
 
     References
     ----------
-    .. [1] M. D. Zeiler, "ADADELTA: An Adaptive Learning Rate Method", arXiv:1212.5701, 2012.
+    .. [1] Zeiler, M. D., "ADADELTA: An Adaptive Learning Rate Method", arXiv:1212.5701, 2012.
 
     Examples
     --------

@@ -62,7 +62,7 @@ class Lion(Optimizer):
 
     References
     ----------
-    .. [1] X. Chen et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023, arXiv:2302.06675.
+    .. [1] Chen, X. et al., "Symbolic Discovery of Optimization Algorithms", NeurIPS 2023, arXiv:2302.06675.
 
     Examples
     --------

@@ -43,7 +43,7 @@ class SGD(Optimizer):
 
     References
     ----------
-    .. [1] H. Robbins and S. Monro, "A Stochastic Approximation Method", The Annals of Mathematical
+    .. [1] Robbins, H. and Monro, S., "A Stochastic Approximation Method", The Annals of Mathematical
        Statistics 22(3), 400-407, 1951.
 
     Examples
@@ -136,9 +136,9 @@ class Momentum(Optimizer):
 
     References
     ----------
-    .. [1] B. T. Polyak, "Some methods of speeding up the convergence of iteration methods",
+    .. [1] Polyak, B. T., "Some methods of speeding up the convergence of iteration methods",
        USSR Computational Mathematics and Mathematical Physics 4(5), 1-17, 1964.
-    .. [2] I. Sutskever, J. Martens, G. Dahl and G. Hinton, "On the importance of initialization
+    .. [2] Sutskever, I.; Martens, J.; Dahl, G. and Hinton, G., "On the importance of initialization
        and momentum in deep learning", ICML 2013.
 
     Examples
