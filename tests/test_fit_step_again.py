@@ -148,3 +148,14 @@ def test_row_ones_is_ones_for_every_value():
     ones = _row_ones(X)
     assert ones.dtype == X.dtype and ones.shape == (5,)
     np.testing.assert_array_equal(ones, np.ones(5, dtype=np.float32))
+
+
+def test_step_again_with_another_grads_tree_takes_the_full_step(monkeypatch):
+    """The promise is checked by identity for grads too: a new grads tree is read, not the last step's buffer."""
+    optimizer = anyoptim.SGD(0.1)
+    params = anyoptim.flatten({"w": np.ones(2)})
+    grads = anyoptim.flatten({"w": np.ones(2)})
+    params, state = optimizer.step(params, grads, optimizer.init(params))
+    other = {"w": np.full(2, 10.0)}
+    params, state = optimizer.step_again(params, other, state)
+    np.testing.assert_array_equal(params["w"], [1.0 - 0.1 - 1.0, 1.0 - 0.1 - 1.0])

@@ -79,6 +79,14 @@ def _imports(module: str, *, executed_only: bool = False) -> list[tuple[str, str
             continue
         if isinstance(node, ast.Import):
             found += [(alias.name, "", node.lineno) for alias in node.names]
+        elif (
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func).endswith("import_module")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.append((node.args[0].value, "", node.lineno))  # importlib.import_module("anyoptim.x")
         elif isinstance(node, ast.ImportFrom):
             source = _resolve(module, path.name == "__init__.py", node.level, node.module)
             for alias in node.names:
@@ -98,8 +106,12 @@ def _part(module: str) -> str | None:
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_arrows_point_one_way(module):
     part = _part(module)
-    for target, _, line in _imports(module):
+    for target, name, line in _imports(module):
         target_part = _part(target)
+        if target == "anyoptim" and part not in (None, "lesson", "__main__"):
+            # the face imports every room: a room importing from it reaches above itself (its version aside)
+            assert name == "__version__", f"{module}:{line} imports {name or 'anyoptim'} from the package face"
+            continue
         if target_part is None or target_part == part:
             continue
         if part is None:  # the public face re-exports everything but the lesson app
@@ -172,33 +184,113 @@ def test_no_private_names_across_modules(module):
 
 
 def _names_defined_in(tree: ast.AST) -> set[str]:
-    """Every name a module defines or assigns, attributes of ``self`` and slots included."""
+    """The names a module defines: functions, classes, assigned names, attributes it stores on ``self``/``cls``
+    (a store on any other object does not make the name its own), and ``__slots__`` entries."""
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             names.add(node.id)
-        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and _on_self(node):
             names.add(node.attr)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
-            names.add(node.value)  # __slots__ entries, getattr(obj, "_name") on a module's own attribute
+        elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__slots__" for t in node.targets):
+            names.update(
+                c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant) and isinstance(c.value, str)
+            )
+        elif _names_attribute(node) and _on_self_or_type(node.args[0]) and node.func.id in ("setattr",):
+            names.add(node.args[1].value)  # object.__setattr__(self, "_x", ...) / setattr(self, "_x", ...)
+        elif (
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func) == "object.__setattr__"
+            and len(node.args) >= 2
+            and _on_self_or_type(node.args[0])
+            and isinstance(node.args[1], ast.Constant)
+        ):
+            names.add(node.args[1].value)
     return names
+
+
+def _on_self_or_type(node: ast.AST) -> bool:
+    return isinstance(node, ast.Name) and node.id in ("self", "cls", "mcs")
+
+
+def _on_self(node: ast.Attribute) -> bool:
+    return _on_self_or_type(node.value)
+
+
+def _names_attribute(node: ast.AST) -> bool:
+    """``getattr``/``setattr``/``hasattr``/``delattr`` with a literal attribute name."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+        and len(node.args) >= 2
+        and isinstance(node.args[1], ast.Constant)
+        and isinstance(node.args[1].value, str)
+    )
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_private_attributes_of_other_modules_objects(module):
-    """``obj._name`` only for a ``_name`` this module defines: another module's internals need a public seam."""
+    """``obj._name`` (read or written, or through ``getattr(obj, "_name")``) only for a name this module defines:
+    another module's internals need a public seam."""
     tree = ast.parse(MODULES[module].read_text())
     own = _names_defined_in(tree)
     for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Attribute)
-            and node.attr.startswith("_")
-            and not node.attr.startswith("__")
-            and node.attr not in own
-        ):
-            pytest.fail(f"{module}:{node.lineno} reads .{node.attr}, a private name defined elsewhere")
+        if isinstance(node, ast.Attribute):
+            name, where = node.attr, f".{node.attr}"
+        elif _names_attribute(node):
+            name, where = node.args[1].value, f'{node.func.id}(..., "{node.args[1].value}")'
+        else:
+            continue
+        if name.startswith("_") and not name.startswith("__") and name not in own:
+            pytest.fail(f"{module}:{node.lineno} uses {where}, a private name defined elsewhere")
+
+
+#: Rooms inside a room that may not import each other (the engines for one library know nothing of the others'),
+#: and modules that may import nothing but the standard library.
+FORBIDDEN_WITHIN = {
+    "anyoptim.engines.trace": ("anyoptim.engines.numpy", "anyoptim.engines.cupy"),
+    "anyoptim.engines.numpy": ("anyoptim.engines.cupy",),
+    "anyoptim.engines.cupy": ("anyoptim.engines.numpy",),
+}
+STANDARD_LIBRARY_ONLY = ("anyoptim.optimizers.contract", "anyoptim.engines.program", "anyoptim.engines.trace.c_syntax")
+#: The modules that may import numpy or cupy directly (docs/design.md says why each does).
+ARRAY_LIBRARY_IMPORTERS = (
+    "anyoptim._namespace",
+    "anyoptim.engines.numpy",
+    "anyoptim.engines.cupy",
+    "anyoptim.nn.data",
+    "anyoptim.nn.datasets",
+    "anyoptim.lesson",
+)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_rooms_inside_the_engines_and_standard_library_modules(module):
+    for room, forbidden in FORBIDDEN_WITHIN.items():
+        if module == room or module.startswith(room + "."):
+            for target, _, line in _imports(module):
+                assert not target.startswith(forbidden), f"{module}:{line} imports {target}"
+    tree = ast.parse(MODULES[module].read_text())
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+    }
+    if module in STANDARD_LIBRARY_ONLY:
+        assert imported <= set(sys.stdlib_module_names) | {"__future__"}, (
+            f"{module} imports {imported - set(sys.stdlib_module_names)}"
+        )
+    if imported & {"numpy", "cupy"}:
+        assert module.startswith(ARRAY_LIBRARY_IMPORTERS), (
+            f"{module} imports numpy or cupy directly: the math goes through the Array API namespace "
+            "(add it to ARRAY_LIBRARY_IMPORTERS and to docs/design.md only if it is host-side on purpose)"
+        )
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))

@@ -276,3 +276,50 @@ def test_step_again_is_public_and_documented():
     doc = anyoptim.Optimizer.step_again.__doc__
     assert doc and "Parameters" in doc and "Returns" in doc
     assert not hasattr(anyoptim.Optimizer, "_step_again")
+
+
+# --------------------------------------------------------------------------- review fixes of the layout change
+
+
+def test_user_optimizers_may_mix_in_abc():
+    """No metaclass: a user subclass can be an ABC (or have a metaclass of its own) and is still checked."""
+    import abc
+
+    class Mine(anyoptim.Adam, abc.ABC):
+        pass
+
+    assert Mine(0.1).learning_rate == 0.1
+
+
+def test_an_init_that_skips_super_is_a_clear_error():
+    class NoSuper(anyoptim.Adam):
+        def __init__(self):
+            pass
+
+    with pytest.raises(RuleMismatchError, match=r"NoSuper could not describe its rule adam: .*super\(\).__init__"):
+        NoSuper()
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "value"),
+    [(anyoptim.NAdam, "amsgrad", True), (anyoptim.RAdam, "eps_root", 1e-3), (anyoptim.RAdam, "amsgrad", True)],
+)
+def test_fixed_settings_are_refused_after_construction_too(make, name, value):
+    optimizer = make()
+    with pytest.raises(TypeError, match=f"{make.__name__} has no '{name}' option"):
+        setattr(optimizer, name, value)
+    setattr(optimizer, name, make.fixed[name])  # the fixed value itself is fine
+    assert getattr(optimizer, name) == make.fixed[name]
+
+
+def test_copies_and_pickles_of_a_stepped_optimizer_keep_settings_and_drop_the_prepared_step():
+    import copy
+    import pickle
+
+    optimizer = anyoptim.Adam(0.1, clip_global_norm=1.0)
+    params = anyoptim.flatten({"w": np.ones(3)})
+    optimizer.step(params, {"w": np.ones(3)}, optimizer.init(params))
+    for clone in (copy.deepcopy(optimizer), pickle.loads(pickle.dumps(optimizer)), copy.copy(optimizer)):
+        assert repr(clone) == repr(optimizer)
+        assert clone._prepared is None
+    assert optimizer._prepared is not None  # the original keeps its own

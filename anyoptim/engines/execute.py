@@ -49,7 +49,8 @@ def run_programs(
         Each slot's new arrays, one per leaf.
     runs : list of (prepared run, indices) or None
         What ``engine.prepare`` returned for each group, for a later step on
-        the same arrays; None for an engine without ``prepare``.
+        the same arrays; None for an engine without ``prepare``, or when it
+        returned None for some group.
     """
     prepare = getattr(engine, "prepare", None)
     new_params = list(params)
@@ -71,5 +72,6 @@ def run_programs(
             new_params[i] = updated_p[position]
             for slot in new_slots:
                 new_slots[slot][i] = updated_slots[slot][position]
-    runs = None if prepare is None else [(run, indices) for run, _, indices in work if run is not None]
-    return new_params, new_slots, runs
+    if prepare is None or any(run is None for run, _, _ in work):
+        return new_params, new_slots, None  # a later step can reuse the runs only if every group has one
+    return new_params, new_slots, [(run, indices) for run, _, indices in work]

@@ -7,7 +7,8 @@ module                 holds
 :mod:`.contract`       the rule contract and :func:`~.contract.declare`
 :mod:`.sgd`            SGD, Momentum
 :mod:`.adaptive`       RMSprop, Adagrad, Adadelta
-:mod:`.adam`           the Adam family (Adam, AdamW, NAdam, RAdam) and Adamax
+:mod:`.adam`           the Adam family (Adam, AdamW, NAdam, RAdam)
+:mod:`.adamax`         Adamax
 :mod:`.lion`           Lion
 =====================  ===================================================
 
@@ -18,7 +19,8 @@ table and its docs entry.  It is also the index of the rules:
 ``REGISTRY["adam"].rule``.
 """
 
-from .adam import Adam, Adamax, AdamW, NAdam, RAdam
+from .adam import Adam, AdamW, NAdam, RAdam
+from .adamax import Adamax
 from .adaptive import Adadelta, Adagrad, RMSprop
 from .base import Optimizer
 from .lion import Lion

@@ -1,4 +1,4 @@
-"""The Adam family: Adam, AdamW, NAdam, RAdam as settings of one family, and Adamax; each rule above its class.
+"""The Adam family: Adam, AdamW, NAdam, RAdam as settings of one family; each rule above its class.
 
 :class:`AdamFamily` holds what the moment-estimating optimizers share: β1, β2, ε, ``eps_root``, AMSGrad, and the scalars
 of one step (the betas, ε and the bias corrections :math:`1-\\beta^t`).  Adam, NAdam and RAdam are siblings that differ
@@ -17,12 +17,18 @@ from ..transforms import decay_weights_only
 from .base import Optimizer
 from .contract import Scalar, Slot, declare
 
-__all__ = ["Adam", "AdamFamily", "AdamW", "Adamax", "NAdam", "RAdam", "adam", "adamax", "nadam", "radam"]
+__all__ = ["Adam", "AdamFamily", "AdamW", "NAdam", "RAdam", "adam", "nadam", "radam"]
 
 Slots = dict[str, Any]
 
 #: What every rule of the family reads (with ``eps_root`` only when it is compiled in).
 MOMENT_SCALARS = ("learning_rate", "beta1", "beta2", "epsilon", "bias_correction1", "bias_correction2")
+
+
+def _moments(slots: Slots, g: Any, hp: Mapping[str, Any]) -> tuple[Any, Any]:
+    r"""The family's moments, :math:`\beta_1 m + (1-\beta_1) g` and :math:`\beta_2 v + (1-\beta_2) g^2`."""
+    beta1, beta2 = hp["beta1"], hp["beta2"]
+    return beta1 * slots["m"] + (1 - beta1) * g, beta2 * slots["v"] + (1 - beta2) * (g * g)
 
 
 def _adaptive_step(xp: Any, p: Any, m_hat: Any, v_hat: Any, hp: Mapping[str, Any], with_eps_root: bool) -> Any:
@@ -83,6 +89,11 @@ class AdamFamily(Optimizer):
         self.eps_root = eps_root
         self.amsgrad = bool(amsgrad)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.fixed and value != self.fixed[name]:  # fixed at construction and after it
+            raise TypeError(f"{type(self).__name__} has no {name!r} option (got {name}={value!r})")
+        super().__setattr__(name, value)
+
     def _step_scalars(self, count: int) -> dict[str, float]:
         t = count + 1
         return {
@@ -108,9 +119,7 @@ def adam(
     ``hp["bias_correction1"]`` is :math:`1-\beta_1^t`, ``hp["bias_correction2"]`` is :math:`1-\beta_2^t`.  With
     AMSGrad (Reddi et al., 2018) :math:`\hat v` uses the running maximum of :math:`v`, as torch.optim does.
     """
-    beta1, beta2 = hp["beta1"], hp["beta2"]
-    m = beta1 * slots["m"] + (1 - beta1) * g
-    v = beta2 * slots["v"] + (1 - beta2) * (g * g)
+    m, v = _moments(slots, g, hp)
     new_slots = {"m": m, "v": v}
     if amsgrad:
         v = xp.maximum(slots["v_max"], v)
@@ -253,9 +262,8 @@ def nadam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, with_
 
     ``hp["bias_correction1_next"]`` is :math:`1-\beta_1^{t+1}`.
     """
-    beta1, beta2 = hp["beta1"], hp["beta2"]
-    m = beta1 * slots["m"] + (1 - beta1) * g
-    v = beta2 * slots["v"] + (1 - beta2) * (g * g)
+    m, v = _moments(slots, g, hp)
+    beta1 = hp["beta1"]
     m_hat = beta1 * m / hp["bias_correction1_next"] + (1 - beta1) * g / hp["bias_correction1"]
     v_hat = v / hp["bias_correction2"]
     return _adaptive_step(xp, p, m_hat, v_hat, hp, with_eps_root), {"m": m, "v": v}
@@ -334,9 +342,7 @@ def radam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple
     The host decides the branch once per step: ``hp["rectification"]`` is
     :math:`r_t` (or 0) and ``hp["unrectified"]`` is 0 (or 1).
     """
-    beta1, beta2 = hp["beta1"], hp["beta2"]
-    m = beta1 * slots["m"] + (1 - beta1) * g
-    v = beta2 * slots["v"] + (1 - beta2) * (g * g)
+    m, v = _moments(slots, g, hp)
     m_hat = m / hp["bias_correction1"]
     v_hat = v / hp["bias_correction2"]
     direction = hp["rectification"] * m_hat / (xp.sqrt(v_hat) + hp["epsilon"]) + hp["unrectified"] * m_hat
@@ -423,74 +429,3 @@ class RAdam(AdamFamily):
         else:
             scalars.update(rectification=0.0, unrectified=1.0)
         return scalars
-
-
-@declare(slots=("m", "u"), scalars=("learning_rate", "beta1", "beta2", "epsilon", "bias_correction1"))
-def adamax(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:
-    r"""Adamax, the infinity-norm variant of Adam (Kingma & Ba, 2015, Algorithm 2): :class:`Adamax`."""
-    beta1 = hp["beta1"]
-    m = beta1 * slots["m"] + (1 - beta1) * g
-    u = xp.maximum(hp["beta2"] * slots["u"], xp.abs(g))
-    m_hat = m / hp["bias_correction1"]
-    return p - hp["learning_rate"] * m_hat / (u + hp["epsilon"]), {"m": m, "u": u}
-
-
-class Adamax(Optimizer):
-    r"""Adamax (Kingma & Ba, 2015, Algorithm 2) [1]_.
-
-    .. math::
-
-        m \leftarrow \beta_1 m + (1-\beta_1) g, \quad u \leftarrow \max(\beta_2 u, |g|), \quad
-        \theta \leftarrow \theta - \frac{\alpha}{1-\beta_1^t} \frac{m}{u + \epsilon}
-
-    The infinity norm replaces the second moment, so there is no :math:`v`, no second bias correction and no AMSGrad:
-    Adamax is not a member of :class:`AdamFamily`.
-
-    Parameters
-    ----------
-    learning_rate : float or callable, default 0.002
-        α, a rate >= 0 or a schedule ``f(count) -> float`` (:mod:`anyoptim.schedules`).
-    beta1, beta2 : float, default 0.9, 0.999
-        The decays of :math:`m` and of the norm :math:`u`, in [0, 1).
-    epsilon : float, default 1e-8
-        Added to :math:`u`, as Keras; torch.optim.Adamax and optax.adamax put it
-        inside the max (:math:`\max(\beta_2 u, |g| + \epsilon)`), which differs
-        from ours only while :math:`|g|` is within ε of :math:`\beta_2 u`.
-    **options
-        See :class:`Optimizer`.
-
-    References
-    ----------
-    .. [1] Kingma, D. P. and Ba, J., "Adam: A Method for Stochastic Optimization", ICLR 2015, Section 7.1.
-
-    Examples
-    --------
-    >>> import numpy as np, anyoptim
-    >>> opt, params = anyoptim.Adamax(learning_rate=0.1), {"w": np.array([1.0, -2.0])}
-    >>> params, state = opt.step(params, {"w": np.array([2.0, -4.0])}, opt.init(params))
-    >>> np.round(params["w"], 4), sorted(state.slots)  # -0.1 sign(g) again; u in place of v
-    (array([ 0.9, -1.9]), ['m', 'u'])
-    """
-
-    rule = staticmethod(adamax)
-
-    def __init__(
-        self,
-        learning_rate: float | Schedule = 0.002,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        epsilon: float = 1e-8,
-        **options: Any,
-    ):
-        super().__init__(learning_rate, **options)
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.epsilon = epsilon
-
-    def _step_scalars(self, count: int) -> dict[str, float]:
-        return {
-            "beta1": self.beta1,
-            "beta2": self.beta2,
-            "epsilon": self.epsilon,
-            "bias_correction1": 1.0 - self.beta1 ** (count + 1),
-        }

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -26,7 +25,7 @@ from ..schedules import Schedule, learning_rate_at
 from ..state import OptimizerState
 from ..transforms import clip_factor, decay_all, frozen_mask, mask_values
 from ..tree import TreeDef, tree_flatten, tree_unflatten
-from .contract import declaration_of
+from .contract import check_against_rule, declaration_of
 from .groups import leaf_keys, leaf_scalars
 from .prepared import PreparedStep
 from .validation import apply_nonfinite_policy, check_distinct, check_grads, check_state
@@ -36,26 +35,31 @@ __all__ = ["NONFINITE_POLICIES", "Optimizer"]
 NONFINITE_POLICIES = ("ignore", "raise", "skip")
 
 
-class _ChecksItsRule(type):
-    """The optimizers' metaclass: a constructed optimizer is checked against its rule's declaration.
+def _checked_after_init(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap an optimizer's ``__init__`` so that the outermost one checks the optimizer against its rule.
 
-    Python has no hook after ``__init__`` of the most derived class; this
-    ``__call__`` is one.  ``__signature__`` keeps the class's signature that of
-    its ``__init__`` (``inspect.signature`` would otherwise report this
-    ``__call__``'s ``(*args, **kwargs)``).
+    Python has no hook after ``__init__`` of the most derived class; the first
+    wrapped ``__init__`` entered on an instance is that one, and the checks run
+    when it returns (nested ``super().__init__`` calls skip them).  No metaclass:
+    user subclasses may mix in ``abc.ABC``, a ``Protocol`` or a metaclass of their own.
     """
 
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        optimizer = super().__call__(*args, **kwargs)
-        optimizer._check_rule()
-        return optimizer
+    @functools.wraps(init)
+    def __init__(self: Optimizer, *args: Any, **kwargs: Any) -> None:
+        if "_initializing" in vars(self):
+            init(self, *args, **kwargs)
+            return
+        object.__setattr__(self, "_initializing", True)
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            object.__delattr__(self, "_initializing")
+        self._check_rule()
 
-    @property
-    def __signature__(cls) -> inspect.Signature:
-        return inspect.signature(functools.partial(cls.__init__, None))  # without self
+    return __init__
 
 
-class Optimizer(metaclass=_ChecksItsRule):
+class Optimizer:
     """Base class of every optimizer: validation, gradient processing and the step.
 
     Subclasses set :attr:`rule` (declared with
@@ -141,6 +145,12 @@ class Optimizer(metaclass=_ChecksItsRule):
         "engine": check_engine,
     }
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _checked_after_init(cls.__dict__["__init__"])
+
+    @_checked_after_init
     def __init__(
         self,
         learning_rate: float | Schedule,
@@ -179,15 +189,9 @@ class Optimizer(metaclass=_ChecksItsRule):
     def _check_rule(self) -> None:
         """Refuse an optimizer whose options, slots or scalars disagree with its rule's declaration."""
         rule = getattr(type(self), "rule", None)
-        declaration = declaration_of(rule)
-        if declaration is not None:
-            declaration.check(
-                type(self).__name__,
-                rule.__name__,
-                self._options(),
-                self._slot_fills(),
-                ("learning_rate", *self._step_scalars(0)),
-            )
+        check_against_rule(
+            type(self).__name__, rule, lambda: (self._options(), self._slot_fills(), self._step_scalars(0))
+        )
 
     # -- the shared machinery
 
@@ -228,6 +232,10 @@ class Optimizer(metaclass=_ChecksItsRule):
             slots={slot: tree_unflatten(treedef, values) for slot, values in slots.items()},
             structure=treedef,
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Settings only: a copy or a pickle drops the step prepared for the last call's arrays."""
+        return {**vars(self), "_prepared": None}
 
     def __setattr__(self, name: str, value: Any) -> None:
         check = self.setting_checks.get(name)
@@ -275,7 +283,7 @@ class Optimizer(metaclass=_ChecksItsRule):
         self._prepared = None
         if runs is not None and all(run.in_place for run, _ in runs):
             self._prepared = PreparedStep(
-                xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, new_state.slots
+                xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, slots_out, grads
             )
         return params_out, new_state
 
@@ -318,14 +326,15 @@ class Optimizer(metaclass=_ChecksItsRule):
 
         Notes
         -----
-        The promise is not checked for ``grads``: a loop that passes another
-        grads tree than the last call's must call :meth:`step`.  A subclass that
+        The objects are compared by identity (``params``, ``state.slots`` and the
+        ``grads`` tree must be the very ones of the previous call; anything else
+        takes the full :meth:`step`); what is inside them is not re-read.  A subclass that
         replaces :meth:`step` should not be driven through this method (its
         prepared steps bypass the replacement): :func:`anyoptim.fit` calls it
         only on optimizers whose ``step`` is :meth:`Optimizer.step`.
         """
         prepared = self._prepared
-        if prepared is not None and params is prepared.params_out and state.slots is prepared.slots_out:
+        if prepared is not None and prepared.follows(params, grads, state):
             return self._prepared_step(prepared, params, state)
         return self.step(params, grads, state)
 

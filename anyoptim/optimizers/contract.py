@@ -54,7 +54,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["RuleDeclaration", "RuleMismatchError", "Scalar", "Slot", "declaration_of", "declare"]
+__all__ = ["RuleDeclaration", "RuleMismatchError", "Scalar", "Slot", "check_against_rule", "declaration_of", "declare"]
 
 Rule = TypeVar("Rule", bound=Callable[..., Any])
 
@@ -270,3 +270,38 @@ def declaration_of(rule: Any) -> RuleDeclaration | None:
     """The :class:`RuleDeclaration` :func:`declare` attached to ``rule``, or None for an undeclared rule."""
     declaration = getattr(rule, "declaration", None)
     return declaration if isinstance(declaration, RuleDeclaration) else None
+
+
+def check_against_rule(
+    optimizer: str, rule: Any, describe: Callable[[], tuple[Mapping[str, Any], Mapping[str, Any], Iterable[str]]]
+) -> None:
+    """Refuse an optimizer whose options, slots or scalars disagree with its rule's declaration.
+
+    Parameters
+    ----------
+    optimizer : str
+        The optimizer class's name, for messages.
+    rule : callable or None
+        Its rule; one without a declaration (a user's own) is not checked.
+    describe : callable
+        ``describe() -> (options, slot_fills, step_scalars)``: what the optimizer
+        gives its rule (its options, its slots with their fills, and the names
+        of the scalars of one step other than the learning rate).
+
+    Raises
+    ------
+    RuleMismatchError
+        If they disagree with the declaration, or if ``describe`` fails for a
+        setting the optimizer never set (an ``__init__`` that skipped ``super().__init__``).
+    """
+    declaration = declaration_of(rule)
+    if declaration is None:
+        return
+    try:
+        options, fills, scalars = describe()
+    except AttributeError as error:
+        raise RuleMismatchError(
+            f"{optimizer} could not describe its rule {rule.__name__}: {error} "
+            "(does its __init__ call super().__init__ and set every setting?)"
+        ) from error
+    declaration.check(optimizer, rule.__name__, options, fills, ("learning_rate", *scalars))

@@ -29,6 +29,7 @@ class PreparedStep:
 
     __slots__ = (
         "g_leaves",
+        "grads_in",
         "key_of_leaf",
         "keys",
         "layout",
@@ -43,7 +44,9 @@ class PreparedStep:
         "xp",
     )
 
-    def __init__(self, xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, slots_out):
+    def __init__(
+        self, xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, slots_out, grads_in
+    ):
         self.xp = xp
         self.names = names
         self.treedef = treedef
@@ -59,7 +62,12 @@ class PreparedStep:
         # A prepared step is called with this step's scalars; update() does the same without building results.
         self.runs = [(getattr(run, "update", run), None if indices == everything else indices) for run, indices in runs]
         self.params_out = params_out
+        self.grads_in = grads_in  # the grads tree the step was given: step_again requires that very tree
         self.slots_out = slots_out
+
+    def follows(self, params: Any, grads: Any, state: Any) -> bool:
+        """Whether a call passes back the very params and slots the step returned, and the grads tree it was given."""
+        return params is self.params_out and state.slots is self.slots_out and grads is self.grads_in
 
     def matches(self, params: Any, grads: Any, state: Any) -> bool:
         """Whether a call passes exactly the arrays (and structures) this was made for."""
