@@ -6,18 +6,12 @@ imports neither the lesson app (:mod:`anyoptim.lesson`) nor matplotlib nor any
 optional array library.
 """
 
-import sys as _sys
-
-from . import schedules, transforms
+from . import datasets, schedules, transforms
 from .flat import flatten
-from .nn import MLP, FitResult, History, accuracy, datasets, fit, minibatches, predict
+from .nn import MLP, FitResult, History, accuracy, fit, minibatches, predict
 from .optimizers import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam, Optimizer, RAdam, RMSprop
 from .state import OptimizerState
 from .transforms import decay_all, decay_weights_only
-
-# ``import anyoptim.datasets`` and ``from anyoptim.datasets import make_moons`` keep working now that the
-# module lives in anyoptim.nn.
-_sys.modules[f"{__name__}.datasets"] = datasets
 
 __version__ = "0.1.0"
 

@@ -70,7 +70,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from anyoptim._namespace import array_namespace
+from array_api_compat import array_namespace
 
 __all__ = ["Row", "main", "run"]
 

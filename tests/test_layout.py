@@ -22,10 +22,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "anyoptim"
 #: Each top-level part of the package and its rank: a module may import modules of its own part or of a
 #: part with a lower rank, never a higher one.  ``anyoptim`` itself (the public face) re-exports from all
 #: parts but the lesson.
-RANKS = {
+RANKS: dict[str, float] = {
     "__main__": 7,
     "lesson": 6,
     "nn": 5,
+    "datasets": 5.5,  # the public name of nn.datasets
     "optimizers": 4,
     "flat": 4,
     "engines": 3,
@@ -263,6 +264,7 @@ ARRAY_LIBRARY_IMPORTERS = (
     "anyoptim.engines.cupy",
     "anyoptim.nn.data",
     "anyoptim.nn.datasets",
+    "anyoptim.datasets",
     "anyoptim.lesson",
 )
 

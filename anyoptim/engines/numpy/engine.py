@@ -400,5 +400,5 @@ class NumpyEngine(FusedEngine):
         slots: Mapping[str, Sequence[Any]],
         hps: Sequence[Mapping[str, Any]],
     ) -> NumpyStep:
-        """See :meth:`anyoptim.engines.Engine.prepare`; the result is a :class:`NumpyStep`."""
+        """See :meth:`anyoptim.engines.PreparingEngine.prepare`; the result is a :class:`NumpyStep`."""
         return NumpyStep(self, program, params, grads, slots, hps)

@@ -12,7 +12,7 @@ made by :func:`trace_program`).  That one graph is then
 * turned by the NumPy engine (:mod:`anyoptim.engines.numpy`) into ufunc calls
   with ``out=`` on cache-sized blocks, each node given the dtype NumPy's own
   promotion gives it, or printed as one C loop
-  (:mod:`anyoptim.engines.numpy.compiled`).
+  (:mod:`anyoptim.engines.numpy.c_printer`).
 
 The tests prove on a CPU that the traced graph is the rule by evaluating it
 with NumPy (``tests/trace_evaluator.py``).

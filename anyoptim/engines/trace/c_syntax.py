@@ -1,6 +1,6 @@
 """What the two printers of a trace share: C's binary operators, and literals of a kernel's float type.
 
-The C printer of the NumPy engine (:mod:`anyoptim.engines.numpy.compiled`) and
+The C printer of the NumPy engine (:mod:`anyoptim.engines.numpy.c_printer`) and
 the CUDA printer of the CuPy engine (:mod:`anyoptim.engines.cupy.printer`) both
 import from here, so neither imports the other.
 
