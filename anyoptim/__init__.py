@@ -9,6 +9,7 @@ optional array library.
 import sys as _sys
 
 from . import schedules, transforms
+from .checkpoint import load, save
 from .flat import flatten
 from .nn import MLP, FitResult, History, accuracy, datasets, fit, minibatches, predict
 from .optimizers import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam, Optimizer, RAdam, RMSprop
@@ -44,8 +45,10 @@ __all__ = [
     "decay_weights_only",
     "fit",
     "flatten",
+    "load",
     "minibatches",
     "predict",
+    "save",
     "schedules",
     "transforms",
 ]
