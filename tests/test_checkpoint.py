@@ -416,3 +416,43 @@ def test_checkpoint_every(tmp_path):
         )  # fmt: skip
     assert seen == [0, 0, 2, 2, 4]
     assert read_info(path).extra["fit"]["epoch"] == 5
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_train_save_resume_predict(tmp_path, capsys):
+    from anyoptim.lesson.cli import main
+
+    model = str(tmp_path / "m.safetensors")
+    common = ["train", "--samples", "60", "--no-plots", "--save", model]
+    assert main([*common, "--epochs", "4"]) == 0
+    assert main([*common, "--epochs", "8", "--resume"]) == 0
+    resumed = capsys.readouterr().out.splitlines()[-1].split()
+    assert main(["train", "--samples", "60", "--no-plots", "--epochs", "8"]) == 0
+    whole = capsys.readouterr().out.splitlines()[-1].split()
+    assert resumed[:-2] == whole[:-2]  # the same epochs, final cost and accuracy; only the wall time differs
+    X, y = anyoptim.datasets.make_moons(n_samples=7, noise=0.1, seed=3)
+    np.savetxt(tmp_path / "new.csv", np.c_[X, y], delimiter=",", header="x1,x2,label", comments="")
+    assert main(["predict", "--model", model, "--data", str(tmp_path / "new.csv")]) == 0
+    assert set(capsys.readouterr().out.split()) <= {"0", "1"}
+    assert (
+        main(["predict", "--model", model, "--data", str(tmp_path / "new.csv"), "--output", str(tmp_path / "p")]) == 0
+    )
+    assert len((tmp_path / "p").read_text().split()) == 7
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--epochs", "2", "--no-plots", "--resume"], "resume needs the checkpoint file"),
+        (["predict", "--model", "nothing.safetensors", "--data", "x.csv"], "does not exist"),
+        (["predict", "--data", "x.csv"], "--model"),
+    ],
+)
+def test_cli_errors_are_one_line_and_exit_2(argv, message, capsys):
+    from anyoptim.lesson.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err

@@ -145,7 +145,13 @@ def resumable_fit(
     if resume not in (True, False):
         raise TypeError(f"resume must be True or False, got {resume!r}")
     path = str(Path(checkpoint))
-    run = {"seed": seed, "batch_size": batch_size, "layer_dims": list(model.layer_dims)}
+    run = {
+        "seed": seed,
+        "batch_size": batch_size,
+        "layer_dims": list(model.layer_dims),
+        "hidden_activation": model.hidden_activation,
+        "output": model.output,
+    }
     history, state, initial_epoch = History(), None, 0
     if resume and Path(path).exists():
         record = _fit_record(read_info(path).extra, path)

@@ -12,7 +12,10 @@ trajectories
 batch-sizes
     Batch, mini-batch and stochastic gradient descent on the same problem.
 train
-    Any optimizer of the library on a generated data set or a user's .npz/.csv file.
+    Any optimizer of the library on a generated data set or a user's .npz/.csv file
+    (``--save FILE`` writes a checkpoint, ``--resume`` continues from it).
+predict
+    Apply a network saved by ``train --save`` to the inputs in a .csv/.npz file.
 
 Bad input ends the command with one line ``anyoptim: error: ...`` on stderr and
 exit status 2, never a traceback.
@@ -185,6 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, default=64, help="examples per step (default: 64)")
     _add_training(train, epochs=1000)
     _add_output(train)
+    train.add_argument("--save", metavar="FILE", help="write the trained network and optimizer state (.safetensors)")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --save FILE")
+
+    predict = commands.add_parser(
+        "predict",
+        help="apply a network saved by train --save to new data",
+        description="Print the predictions (class labels, or values for a regression) of a saved network, "
+        "one per line, for the inputs in a .csv (one example per line; a label column is dropped) or .npz (X).",
+    )
+    predict.add_argument("--model", required=True, metavar="FILE", help="a checkpoint written by train --save")
+    predict.add_argument("--data", required=True, metavar="FILE", help="a .csv or .npz file of inputs")
+    predict.add_argument("--output", metavar="FILE", help="write the predictions to this file instead of stdout")
     return parser
 
 
@@ -412,6 +427,8 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         epochs=args.epochs,
         seed=args.seed,
+        save=args.save,
+        resume=args.resume,
     )
     layers = ",".join(str(w) for w in run.model.layer_dims)
     history = run.result.history
@@ -458,7 +475,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"compare": _compare, "trajectories": _trajectories, "batch-sizes": _batch_sizes, "train": _train}
+def _predict(args: argparse.Namespace) -> int:
+    from .saved import run_prediction
+
+    predictions = run_prediction(args.model, args.data)
+    lines = "".join(f"{' '.join(f'{v:.9g}' for v in row) if row.ndim else f'{row:.9g}'}\n" for row in predictions)
+    if args.output is None:
+        sys.stdout.write(lines)
+    else:
+        Path(args.output).write_text(lines, encoding="utf-8")
+        print(f"wrote {len(predictions)} predictions to {args.output}")
+    return 0
+
+
+_COMMANDS = {
+    "compare": _compare,
+    "trajectories": _trajectories,
+    "batch-sizes": _batch_sizes,
+    "train": _train,
+    "predict": _predict,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -473,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             raise UsageError(f"choose a command: {', '.join(_COMMANDS)} (see anyoptim --help)")
         return _COMMANDS[args.command](args)
-    except (UsageError, ValueError) as error:
+    except (UsageError, ValueError, ImportError) as error:
         # ValueError: the library's own checks (anyoptim raises it for bad input before changing anything).
         message = " ".join(str(error).split())  # one line, whatever the message held
         print(f"{PROG}: error: {message}", file=sys.stderr)

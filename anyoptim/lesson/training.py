@@ -124,6 +124,8 @@ def run_training(
     epochs: int = 1000,
     seed: int = DEFAULT_SEED,
     progress: bool | None = None,
+    save: str | None = None,
+    resume: bool = False,
 ) -> TrainingRun:
     """Train an MLP on a generated data set or a user's file with any optimizer of the library.
 
@@ -147,6 +149,11 @@ def run_training(
     learning_rate : float, default 0.001
     batch_size, epochs, seed, progress
         As :func:`anyoptim.fit`.
+    save : str, optional
+        A checkpoint file (:func:`anyoptim.checkpoint.resumable_fit`), written
+        every tenth of the epochs and at the end.
+    resume : bool, default False
+        Continue from ``save`` when it exists.
 
     Returns
     -------
@@ -177,7 +184,18 @@ def run_training(
     model = MLP([int(X.shape[1]), *hidden, width], hidden_activation=activation, output=output, init="he")
     chosen = OPTIMIZER_NAMES[optimizer.lower()](learning_rate)
     start = time.perf_counter()
-    result = fit(model, chosen, X, y, epochs=epochs, batch_size=batch_size, seed=seed, progress=progress)
+    if save is None:
+        if resume:
+            raise ExperimentError("resume needs the checkpoint file to continue from (--save FILE)")
+        result = fit(model, chosen, X, y, epochs=epochs, batch_size=batch_size, seed=seed, progress=progress)
+    else:
+        from ..checkpoint import resumable_fit
+
+        every = max(1, epochs // 10)
+        result = resumable_fit(
+            model, chosen, X, y, epochs, batch_size, seed, progress=progress, checkpoint=save, checkpoint_every=every,
+            resume=resume,
+        )  # fmt: skip
     wall_time = time.perf_counter() - start
     train_accuracy = None if output == "identity" else float(accuracy(model, result.params, X, y))
     return TrainingRun(
