@@ -31,7 +31,25 @@ DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64"}
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not match what it is loaded into (a ``ValueError``)."""
+    """A checkpoint that cannot be read or does not match what it is loaded into (a ``ValueError``).
+
+    Raised by :func:`anyoptim.load`, :func:`~anyoptim.checkpoint.read_info` and
+    :func:`~anyoptim.checkpoint.resumable_fit` with a one-line message naming
+    the file and every difference found; catch ``ValueError`` to handle it with
+    the library's other input errors.
+
+    Examples
+    --------
+    >>> import os, tempfile, anyoptim
+    >>> path = os.path.join(tempfile.mkdtemp(), "not-a-checkpoint.safetensors")
+    >>> with open(path, "wb") as file:
+    ...     _ = file.write(b"hello")
+    >>> try:
+    ...     anyoptim.load(path)
+    ... except anyoptim.checkpoint.CheckpointError as error:
+    ...     print("refused:", str(error).split(" is ")[1].split(" (")[0])
+    refused: not a readable safetensors checkpoint
+    """
 
 
 def _install_hint() -> str:

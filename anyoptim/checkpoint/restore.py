@@ -23,7 +23,20 @@ _MAX_LISTED = 8
 
 
 class CheckpointWarning(UserWarning):
-    """What a partial load (``strict=False``) left out: names, shapes, dtypes or settings that did not match."""
+    """What a partial load (``strict=False``) left out: names, shapes, dtypes or settings that did not match.
+
+    Examples
+    --------
+    >>> import os, tempfile, warnings, numpy as np, anyoptim
+    >>> opt = anyoptim.SGD(0.1)
+    >>> path = os.path.join(tempfile.mkdtemp(), "c.safetensors")
+    >>> anyoptim.save(path, {"W": np.ones(2)}, opt.init({"W": np.ones(2)}), optimizer=opt)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     params, _ = anyoptim.load(path, like={"W": np.zeros(2), "b": np.zeros(1)}, optimizer=opt, strict=False)
+    >>> caught[0].category.__name__, params["W"].tolist(), params["b"].tolist()
+    ('CheckpointWarning', [1.0, 1.0], [0.0])
+    """
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,21 @@ class CheckpointInfo:
         The ``extra`` given to :func:`~anyoptim.save` (``{}`` if none).
     anyoptim_version : str
         The anyoptim that wrote the file.
+
+    See Also
+    --------
+    read_info : Makes one.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, anyoptim
+    >>> opt = anyoptim.Adam()
+    >>> params = {"W": np.ones((2, 2))}
+    >>> path = os.path.join(tempfile.mkdtemp(), "c.safetensors")
+    >>> anyoptim.save(path, params, opt.init(params), optimizer=opt)
+    >>> info = anyoptim.checkpoint.read_info(path)
+    >>> info.slots, info.count, info.optimizer["settings"]["beta2"]
+    (['m', 'v'], 0, 0.999)
     """
 
     path: str

@@ -91,11 +91,29 @@ def resumable_fit(
 
     Parameters
     ----------
-    model, optimizer, X, y, epochs, batch_size, seed, params, callbacks, progress
-        As :func:`anyoptim.fit`; ``epochs`` counts from the start of the run,
-        not from the resumed epoch.  ``optimizer`` must be an
-        :class:`~anyoptim.Optimizer`: a schedule or other callable setting is not
-        stored, so give the same one when resuming.
+    model : MLP
+        The network (as :func:`anyoptim.fit`); its widths, activation and
+        output are recorded, and must match on resume.
+    optimizer : Optimizer
+        An :class:`~anyoptim.Optimizer`.  A schedule or other callable setting
+        is not stored: give the same one when resuming.
+    X : array, shape (n_samples, n_features)
+        As :func:`anyoptim.fit`.
+    y : array, shape (n_samples,) or (n_samples, n_outputs)
+        As :func:`anyoptim.fit`.
+    epochs : int, default 1000
+        Epochs of the whole run, counted from its start (not from the resumed epoch).
+    batch_size : int, default 64
+        As :func:`anyoptim.fit`; must match on resume.
+    seed : int or list of int, default 0
+        As :func:`anyoptim.fit` (recorded in the file's JSON, so an int or a
+        list of ints); must match on resume.
+    params : dict, optional
+        Start from these parameters (ignored when resuming from a file).
+    callbacks : sequence of callables, default ()
+        As :func:`anyoptim.fit`; called with the epoch counted from the run's start.
+    progress : bool, optional
+        As :func:`anyoptim.fit`.
     checkpoint : str or path-like
         The file to write (atomically: a crash mid-save keeps the previous one).
     checkpoint_every : int, default 1
