@@ -36,6 +36,7 @@ from .backends import BACKENDS, DTYPES
 from .batch_sizes import BATCH_SIZE_LEARNING_RATE, BATCH_SIZE_STEPS, run_batch_sizes, step_noise
 from .compare import run_comparison
 from .problem import DEFAULT_SEED, LESSON, lesson_problem
+from .saved import add_predict_parser, run_predict_command
 from .training import DATASETS, OPTIMIZER_NAMES, OUTPUT_CHOICES, run_training
 from .trajectories import SURFACES, reversals, run_trajectories
 
@@ -191,15 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--save", metavar="FILE", help="write the trained network and optimizer state (.safetensors)")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --save FILE")
 
-    predict = commands.add_parser(
-        "predict",
-        help="apply a network saved by train --save to new data",
-        description="Print the predictions (class labels, or values for a regression) of a saved network, "
-        "one per line, for the inputs in a .csv (one example per line; a label column is dropped) or .npz (X).",
-    )
-    predict.add_argument("--model", required=True, metavar="FILE", help="a checkpoint written by train --save")
-    predict.add_argument("--data", required=True, metavar="FILE", help="a .csv or .npz file of inputs")
-    predict.add_argument("--output", metavar="FILE", help="write the predictions to this file instead of stdout")
+    add_predict_parser(commands)
     return parser
 
 
@@ -475,26 +468,8 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from .saved import run_prediction
-
-    predictions = run_prediction(args.model, args.data)
-    lines = "".join(f"{' '.join(f'{v:.9g}' for v in row) if row.ndim else f'{row:.9g}'}\n" for row in predictions)
-    if args.output is None:
-        sys.stdout.write(lines)
-    else:
-        Path(args.output).write_text(lines, encoding="utf-8")
-        print(f"wrote {len(predictions)} predictions to {args.output}")
-    return 0
-
-
-_COMMANDS = {
-    "compare": _compare,
-    "trajectories": _trajectories,
-    "batch-sizes": _batch_sizes,
-    "train": _train,
-    "predict": _predict,
-}
+_COMMANDS = {"compare": _compare, "trajectories": _trajectories, "batch-sizes": _batch_sizes, "train": _train}
+_COMMANDS["predict"] = run_predict_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .checks import ExperimentError
 
-__all__ = ["read_features", "run_prediction"]
+__all__ = ["add_predict_parser", "read_features", "run_predict_command", "run_prediction"]
 
 
 def read_features(source: str, n_features: int) -> np.ndarray:
@@ -80,3 +83,28 @@ def run_prediction(model_path: str, data: str) -> np.ndarray:
     dtype = params["W1"].dtype
     X = read_features(data, model.layer_dims[0]).astype(dtype)
     return model.predict(params, X)
+
+
+def add_predict_parser(commands: Any) -> None:
+    """Add the ``predict`` subcommand to the ``anyoptim`` command's subparsers (``add_subparsers()``'s result)."""
+    predict = commands.add_parser(
+        "predict",
+        help="apply a network saved by train --save to new data",
+        description="Print the predictions (class labels, or values for a regression) of a saved network, "
+        "one per line, for the inputs in a .csv (one example per line; a label column is dropped) or .npz (X).",
+    )
+    predict.add_argument("--model", required=True, metavar="FILE", help="a checkpoint written by train --save")
+    predict.add_argument("--data", required=True, metavar="FILE", help="a .csv or .npz file of inputs")
+    predict.add_argument("--output", metavar="FILE", help="write the predictions to this file instead of stdout")
+
+
+def run_predict_command(args: argparse.Namespace) -> int:
+    """The ``predict`` subcommand: print (or write) one prediction per line; return the exit status."""
+    predictions = run_prediction(args.model, args.data)
+    lines = "".join(f"{' '.join(f'{v:.9g}' for v in row) if row.ndim else f'{row:.9g}'}\n" for row in predictions)
+    if args.output is None:
+        sys.stdout.write(lines)
+    else:
+        Path(args.output).write_text(lines, encoding="utf-8")
+        print(f"wrote {len(predictions)} predictions to {args.output}")
+    return 0
