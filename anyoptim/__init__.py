@@ -7,6 +7,7 @@ optional array library.
 """
 
 from . import datasets, schedules, transforms
+from .checkpoint import load, save
 from .flat import flatten
 from .nn import MLP, FitResult, History, accuracy, fit, minibatches, predict
 from .optimizers import SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam, Optimizer, RAdam, RMSprop
@@ -38,8 +39,10 @@ __all__ = [
     "decay_weights_only",
     "fit",
     "flatten",
+    "load",
     "minibatches",
     "predict",
+    "save",
     "schedules",
     "transforms",
 ]

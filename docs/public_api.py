@@ -19,6 +19,7 @@ MODULE_SECTIONS: tuple[tuple[str, str], ...] = (
     ("anyoptim.transforms", "Gradient transforms and masks"),
     ("anyoptim.datasets", "Data sets"),
     ("anyoptim.tree", "Parameter trees"),
+    ("anyoptim.checkpoint", "Checkpoints"),
 )
 
 #: Engine classes and functions at their public homes.

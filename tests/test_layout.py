@@ -25,6 +25,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "anyoptim"
 RANKS: dict[str, float] = {
     "__main__": 7,
     "lesson": 6,
+    "checkpoint": 5.5,
     "nn": 5,
     "datasets": 5.5,  # the public name of nn.datasets
     "optimizers": 4,
@@ -265,6 +266,7 @@ ARRAY_LIBRARY_IMPORTERS = (
     "anyoptim.nn.data",
     "anyoptim.nn.datasets",
     "anyoptim.datasets",
+    "anyoptim.checkpoint",
     "anyoptim.lesson",
 )
 
@@ -319,7 +321,7 @@ def _code_lines(node: ast.ClassDef) -> int:
 def test_importing_anyoptim_imports_no_app_and_no_optional_library():
     code = (
         "import sys, anyoptim\n"
-        "heavy = ('anyoptim.lesson', 'matplotlib', 'torch', 'jax', 'cupy', 'array_api_strict', 'tqdm')\n"
+        "heavy = ('anyoptim.lesson', 'matplotlib', 'torch', 'jax', 'cupy', 'array_api_strict', 'tqdm', 'safetensors')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith('anyoptim.lesson')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

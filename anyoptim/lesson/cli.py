@@ -12,7 +12,10 @@ trajectories
 batch-sizes
     Batch, mini-batch and stochastic gradient descent on the same problem.
 train
-    Any optimizer of the library on a generated data set or a user's .npz/.csv file.
+    Any optimizer of the library on a generated data set or a user's .npz/.csv file
+    (``--save FILE`` writes a checkpoint, ``--resume`` continues from it).
+predict
+    Apply a network saved by ``train --save`` to the inputs in a .csv/.npz file.
 
 Bad input ends the command with one line ``anyoptim: error: ...`` on stderr and
 exit status 2, never a traceback.
@@ -21,7 +24,6 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -29,10 +31,17 @@ from pathlib import Path
 
 from .. import __version__
 from ..nn.mlp import ACTIVATIONS
+from .arguments import ArgumentParser as _Parser
+from .arguments import UsageError
+from .arguments import non_negative_float as _non_negative_float
+from .arguments import positive_int as _positive_int
+from .arguments import seed as _seed
+from .arguments import widths as _widths
 from .backends import BACKENDS, DTYPES
 from .batch_sizes import BATCH_SIZE_LEARNING_RATE, BATCH_SIZE_STEPS, run_batch_sizes, step_noise
 from .compare import run_comparison
 from .problem import DEFAULT_SEED, LESSON, lesson_problem
+from .saved import add_predict_parser, run_predict_command
 from .training import DATASETS, OPTIMIZER_NAMES, OUTPUT_CHOICES, run_training
 from .trajectories import SURFACES, reversals, run_trajectories
 
@@ -41,64 +50,12 @@ __all__ = ["main"]
 PROG = "anyoptim"
 
 
-class UsageError(Exception):
-    """Bad input from the command line: reported in one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line, raised instead of printed with the usage."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
 #: The loss each output layer is trained with (anyoptim.nn), for figure labels.
 _LOSS_NAMES = {
     "sigmoid": "mean binary cross-entropy",
     "softmax": "mean categorical cross-entropy",
     "identity": "mean squared error",
 }
-
-
-# --------------------------------------------------------------------------- argument types
-
-
-def _integer_at_least(text: str, minimum: int, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _integer_at_least(text, 1, "a positive integer")
-
-
-def _seed(text: str) -> int:
-    return _integer_at_least(text, 0, "an integer >= 0")
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def _widths(text: str) -> tuple[int, ...]:
-    """Comma-separated positive layer widths; an empty string for no hidden layer."""
-    if not text.strip():
-        return ()
-    try:
-        return tuple(_positive_int(part.strip()) for part in text.split(","))
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be positive integers separated by commas, got {text!r}") from None
 
 
 def _add_output(parser: argparse.ArgumentParser) -> None:
@@ -192,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive_int, default=64, help="examples per step (default: 64)")
     _add_training(train, epochs=1000)
     _add_output(train)
+    train.add_argument("--save", metavar="FILE", help="write the trained network and optimizer state (.safetensors)")
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --save FILE")
+
+    add_predict_parser(commands)
     return parser
 
 
@@ -419,6 +380,8 @@ def _train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         epochs=args.epochs,
         seed=args.seed,
+        save=args.save,
+        resume=args.resume,
     )
     layers = ",".join(str(w) for w in run.model.layer_dims)
     history = run.result.history
@@ -466,6 +429,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"compare": _compare, "trajectories": _trajectories, "batch-sizes": _batch_sizes, "train": _train}
+_COMMANDS["predict"] = run_predict_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -480,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             raise UsageError(f"choose a command: {', '.join(_COMMANDS)} (see anyoptim --help)")
         return _COMMANDS[args.command](args)
-    except (UsageError, ValueError) as error:
+    except (UsageError, ValueError, ImportError) as error:
         # ValueError: the library's own checks (anyoptim raises it for bad input before changing anything).
         message = " ".join(str(error).split())  # one line, whatever the message held
         print(f"{PROG}: error: {message}", file=sys.stderr)

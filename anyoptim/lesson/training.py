@@ -124,6 +124,8 @@ def run_training(
     epochs: int = 1000,
     seed: int = DEFAULT_SEED,
     progress: bool | None = None,
+    save: str | None = None,
+    resume: bool = False,
 ) -> TrainingRun:
     """Train an MLP on a generated data set or a user's file with any optimizer of the library.
 
@@ -148,6 +150,11 @@ def run_training(
         The optimizer's learning rate; by default its own default (0.001 for Adam, 1.0 for Adadelta).
     batch_size, epochs, seed, progress
         As :func:`anyoptim.fit`.
+    save : str, optional
+        A checkpoint file (:func:`anyoptim.checkpoint.resumable_fit`), written
+        every tenth of the epochs and at the end.
+    resume : bool, default False
+        Continue from ``save`` when it exists.
 
     Returns
     -------
@@ -179,7 +186,18 @@ def run_training(
     cls = OPTIMIZER_NAMES[optimizer.lower()]
     chosen = cls() if learning_rate is None else cls(learning_rate)
     start = time.perf_counter()
-    result = fit(model, chosen, X, y, epochs=epochs, batch_size=batch_size, seed=seed, progress=progress)
+    if save is None:
+        if resume:
+            raise ExperimentError("resume needs the checkpoint file to continue from (--save FILE)")
+        result = fit(model, chosen, X, y, epochs=epochs, batch_size=batch_size, seed=seed, progress=progress)
+    else:
+        from ..checkpoint import resumable_fit
+
+        every = max(1, epochs // 10)
+        result = resumable_fit(
+            model, chosen, X, y, epochs, batch_size, seed, progress=progress, checkpoint=save, checkpoint_every=every,
+            resume=resume,
+        )  # fmt: skip
     wall_time = time.perf_counter() - start
     train_accuracy = None if output == "identity" else float(accuracy(model, result.params, X, y))
     return TrainingRun(

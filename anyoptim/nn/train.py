@@ -19,6 +19,8 @@ from typing import Any
 from .._namespace import array_namespace, device_of, is_mutable
 from ..flat import flatten
 from ..optimizers.base import Optimizer
+from ..state import OptimizerState
+from ..tree import tree_flatten, tree_unflatten
 from .data import Seed, batch_slices, check_features, check_int, check_labels, epoch_seed, host_rng, shuffled
 from .mlp import MLP
 
@@ -179,6 +181,39 @@ def _start_params(model: MLP, params: Any, seed: Seed, X: Any, xp: Any, device: 
     return flatten(params) if is_mutable(xp) else dict(params)
 
 
+def _start_state(optimizer: Any, params: dict, state: Any, xp: Any) -> Any:
+    """The state training starts from: a new one, or a copy of ``state`` laid out beside ``params``.
+
+    An :class:`OptimizerState` is copied into the optimizer's own layout for the
+    (flat) training parameters, so a resumed run takes the same fast path as a
+    new one; the caller's arrays are never updated in place.
+    """
+    fresh = optimizer.init(params)
+    if state is None or not isinstance(state, OptimizerState) or not isinstance(fresh, OptimizerState):
+        return fresh if state is None else state
+    if sorted(state.slots) != sorted(fresh.slots):
+        raise ValueError(f"state has slots {sorted(state.slots)}; the optimizer's state has {sorted(fresh.slots)}")
+    slots = {}
+    for slot, tree in fresh.slots.items():
+        names, targets, treedef = tree_flatten(tree)
+        given_names, given, _ = tree_flatten(state.slots[slot])
+        if given_names != names:
+            raise ValueError(f"state slot {slot!r} has leaves {given_names}; params have {names}")
+        for name, target, value in zip(names, targets, given, strict=True):
+            if tuple(value.shape) != tuple(target.shape) or value.dtype != target.dtype:
+                raise ValueError(
+                    f"state slot {slot!r} of {name!r} is {value.dtype} {tuple(value.shape)}; "
+                    f"params are {target.dtype} {tuple(target.shape)}"
+                )
+        if is_mutable(xp):
+            for target, value in zip(targets, given, strict=True):
+                target[...] = value
+        else:
+            targets = list(given)
+        slots[slot] = tree_unflatten(treedef, targets)
+    return OptimizerState(state.count, state.learning_rate, slots, state.skipped, fresh.structure)
+
+
 def fit(
     model: MLP,
     optimizer: Any,
@@ -190,6 +225,8 @@ def fit(
     params: dict | None = None,
     callbacks: Iterable[Callback] = (),
     progress: bool | None = None,
+    state: Any = None,
+    initial_epoch: int = 0,
 ) -> FitResult:
     """Train ``model`` on ``(X, y)`` with mini-batch ``optimizer`` steps.
 
@@ -226,6 +263,17 @@ def fit(
     progress : bool, optional
         Show a tqdm progress bar (epoch, cost, epochs/s).  By default only when
         stderr is a terminal and tqdm is installed.
+    state : OptimizerState, optional
+        Continue from this optimizer state (step count, moments, skipped steps)
+        instead of ``optimizer.init(params)``; needs ``params``.  It is copied,
+        never changed.
+    initial_epoch : int, default 0
+        The epoch to start at: epochs ``initial_epoch`` to ``epochs - 1`` run,
+        each shuffled as in an uninterrupted run (the shuffle depends only on
+        ``seed`` and the epoch), so ``params`` and ``state`` saved after epoch
+        ``k - 1`` and given back with ``initial_epoch=k`` continue the run bit
+        for bit (:func:`anyoptim.checkpoint.resumable_fit` does this with a
+        file).  The history holds the epochs run.
 
     Returns
     -------
@@ -241,7 +289,9 @@ def fit(
     ValueError
         If shapes disagree with the model or each other, ``X`` or ``params``
         hold NaN or infinity, labels do not suit the model's output, or
-        ``epochs`` or ``batch_size`` is below 1.
+        ``epochs`` or ``batch_size`` is below 1, ``initial_epoch`` is negative
+        or above ``epochs``, or ``state`` is given without ``params`` or does not
+        fit them.
     ImportError
         If ``progress=True`` and tqdm is not installed.
 
@@ -281,8 +331,12 @@ def fit(
     batch_size = check_int("batch_size", batch_size)
     host_rng(seed)  # a bad seed fails here, before any work
     chosen_callbacks = _check_callbacks(callbacks)
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"initial_epoch must be an int from 0 to epochs ({epochs}), got {initial_epoch!r}")
+    if state is not None and params is None:
+        raise ValueError("state needs the params it belongs to: pass params= as well")
     params = _start_params(model, params, seed, X, xp, device)
-    state = optimizer.init(params)
+    state = _start_state(optimizer, params, state, xp)
     bar = _progress_bar(progress, epochs)
 
     grads = flatten({key: xp.zeros_like(value) for key, value in params.items()}) if is_mutable(xp) else None
@@ -294,7 +348,7 @@ def fit(
     history = History()
     start = time.perf_counter()
     try:
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             X_epoch, t_epoch = shuffled(X, targets, epoch_seed(seed, epoch), xp, device)
             total = None
             take_step = step

@@ -1,0 +1,191 @@
+"""The checkpoint file itself: safetensors tensors plus JSON metadata, written atomically, read defensively.
+
+Nothing here knows optimizers: :func:`write` takes named NumPy arrays and a
+metadata mapping, :func:`read` returns a :class:`CheckpointFile` whose header
+(names, shapes, dtypes, metadata) has been checked before any tensor is read.
+safetensors is imported inside the functions, so ``import anyoptim`` never
+imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._namespace import array_namespace, backend_name
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "CheckpointFile", "read", "to_host", "write"]
+
+#: The ``format`` metadata entry of every anyoptim checkpoint, and the layout version this code writes and reads.
+FORMAT = "anyoptim.checkpoint"
+FORMAT_VERSION = 1
+
+#: safetensors dtype codes anyoptim checkpoints hold, and their NumPy names.
+DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not match what it is loaded into (a ``ValueError``).
+
+    Raised by :func:`anyoptim.load`, :func:`~anyoptim.checkpoint.read_info` and
+    :func:`~anyoptim.checkpoint.resumable_fit` with a one-line message naming
+    the file and every difference found; catch ``ValueError`` to handle it with
+    the library's other input errors.
+
+    Examples
+    --------
+    >>> import os, tempfile, anyoptim
+    >>> path = os.path.join(tempfile.mkdtemp(), "not-a-checkpoint.safetensors")
+    >>> with open(path, "wb") as file:
+    ...     _ = file.write(b"hello")
+    >>> try:
+    ...     anyoptim.load(path)
+    ... except anyoptim.checkpoint.CheckpointError as error:
+    ...     print("refused:", str(error).split(" is ")[1].split(" (")[0])
+    refused: not a readable safetensors checkpoint
+    """
+
+
+def _install_hint() -> str:
+    return "anyoptim checkpoints need safetensors: pip install safetensors (or anyoptim[checkpoint])"
+
+
+def _safetensors() -> Any:
+    try:
+        import safetensors.numpy  # noqa: F401  (the NumPy API: no torch needed)
+        from safetensors import safe_open
+    except ImportError:
+        raise ImportError(_install_hint()) from None
+    return safe_open
+
+
+def to_host(leaf: Any) -> np.ndarray:
+    """A C-contiguous NumPy array with ``leaf``'s values (copied from a device when the library needs it)."""
+    name = backend_name(array_namespace(leaf))
+    if name == "cupy":
+        host = leaf.get()
+    elif name == "torch":
+        host = leaf.detach().cpu().numpy()
+    else:
+        try:
+            host = np.asarray(leaf)
+        except (TypeError, ValueError, RuntimeError):
+            host = np.from_dlpack(leaf)
+    return np.asarray(host, order="C")  # (ascontiguousarray would make a 0-D array 1-D)
+
+
+def write(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> Path:
+    """Write ``tensors`` and ``metadata`` to ``path`` atomically; return the path.
+
+    The file is written to a temporary file in the same folder, flushed to disk
+    (``fsync``) and renamed over ``path``, so a crash or ``kill -9`` at any
+    moment leaves either the previous file or the complete new one.
+    """
+    _safetensors()
+    from safetensors.numpy import save_file
+
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise CheckpointError(f"cannot save {target}: folder {folder} does not exist")
+    if target.is_dir():
+        raise CheckpointError(f"cannot save to {target}: it is a folder")
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(tensors, temporary, metadata=metadata)
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        directory = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return target
+    try:
+        os.fsync(directory)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(directory)
+    return target
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    """A checked header of a checkpoint file: where it is, its metadata, each tensor's shape and dtype.
+
+    Tensors are read one at a time by :meth:`tensor`, so loading never holds two
+    copies of the data.
+    """
+
+    path: Path
+    metadata: dict[str, Any]
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, str]
+    _handle: Any = field(repr=False, compare=False, default=None)
+
+    def tensor(self, name: str) -> np.ndarray:
+        """The tensor ``name`` as a new NumPy array."""
+        try:
+            return self._handle.get_tensor(name)
+        except Exception as error:  # safetensors raises its own error types
+            raise CheckpointError(f"{self.path}: tensor {name!r} cannot be read ({error})") from None
+
+
+def _decode_metadata(path: Path, raw: dict[str, str] | None) -> dict[str, Any]:
+    if not raw or raw.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not an anyoptim checkpoint (no format={FORMAT!r})")
+    decoded: dict[str, Any] = {}
+    for key, text in raw.items():
+        try:
+            decoded[key] = json.loads(text) if key != "format" else text
+        except (json.JSONDecodeError, RecursionError):
+            raise CheckpointError(f"{path}: metadata entry {key!r} is not valid JSON") from None
+    version = decoded.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: metadata entry 'format_version' is missing or not an integer")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}; this anyoptim reads version {FORMAT_VERSION}"
+            + (" (written by a newer anyoptim: upgrade to read it)" if version > FORMAT_VERSION else "")
+        )
+    return decoded
+
+
+def read(path: str | os.PathLike) -> CheckpointFile:
+    """Open and check a checkpoint: a clear :class:`CheckpointError` for anything that is not a readable one.
+
+    safetensors checks the header (its JSON, every tensor's offsets against the
+    file's size), so a truncated, damaged or hostile file fails here, before any
+    tensor is read; no code in the file is ever executed (the format has none).
+    """
+    safe_open = _safetensors()
+    source = Path(path)
+    if not source.is_file():
+        raise CheckpointError(f"checkpoint {source} does not exist or is not a file")
+    try:
+        handle = safe_open(str(source), framework="numpy")
+        raw_metadata = handle.metadata()
+        names = list(handle.keys())
+        shapes, dtypes = {}, {}
+        for name in names:
+            part = handle.get_slice(name)
+            shapes[name] = tuple(int(size) for size in part.get_shape())
+            dtypes[name] = part.get_dtype()
+    except Exception as error:  # safetensors raises SafetensorError, OSError, ValueError...
+        message = " ".join(str(error).split()) or type(error).__name__
+        raise CheckpointError(f"{source} is not a readable safetensors checkpoint ({message})") from None
+    metadata = _decode_metadata(source, raw_metadata)
+    odd = sorted(name for name, code in dtypes.items() if code not in DTYPES)
+    if odd:
+        raise CheckpointError(f"{source}: tensors {odd} have dtypes {[dtypes[n] for n in odd]}; expected F16/F32/F64")
+    return CheckpointFile(source, metadata, shapes, {n: DTYPES[c] for n, c in dtypes.items()}, handle)

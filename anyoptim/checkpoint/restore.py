@@ -1,0 +1,382 @@
+"""Loading a checkpoint by leaf name onto any library and device: :func:`load`, :func:`read_info`."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from .._namespace import check_leaves, is_mutable
+from ..flat import flatten
+from ..optimizers.base import Optimizer
+from ..state import OptimizerState
+from ..tree import tree_flatten, tree_unflatten
+from .files import CheckpointError, CheckpointFile, read
+from .store import dtype_name, settings_record, treedef_from_record
+
+__all__ = ["CheckpointInfo", "CheckpointWarning", "load", "read_info"]
+
+#: Settings not compared at load: where a step runs does not change what it computes.
+UNCOMPARED_SETTINGS = frozenset({"engine"})
+_MAX_LISTED = 8
+
+
+class CheckpointWarning(UserWarning):
+    """What a partial load (``strict=False``) left out: names, shapes, dtypes or settings that did not match.
+
+    Examples
+    --------
+    >>> import os, tempfile, warnings, numpy as np, anyoptim
+    >>> opt = anyoptim.SGD(0.1)
+    >>> path = os.path.join(tempfile.mkdtemp(), "c.safetensors")
+    >>> anyoptim.save(path, {"W": np.ones(2)}, opt.init({"W": np.ones(2)}), optimizer=opt)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     params, _ = anyoptim.load(path, like={"W": np.zeros(2), "b": np.zeros(1)}, optimizer=opt, strict=False)
+    >>> caught[0].category.__name__, params["W"].tolist(), params["b"].tolist()
+    ('CheckpointWarning', [1.0, 1.0], [0.0])
+    """
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint holds, read from its header alone (no tensor is read).
+
+    Each parameter is an attribute of the same name.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    names : list of str
+        The parameters' leaf names, in leaf order.
+    shapes : dict of str to tuple of int
+        Each parameter's shape.
+    dtypes : dict of str to str
+        Each parameter's dtype (``"float32"``...).
+    slots : list of str
+        The optimizer state's slots (``["m", "v"]`` for Adam).
+    optimizer : dict or None
+        ``{"class": name, "settings": {...}}`` as recorded, or None if saved without an optimizer.
+    count : int
+        Optimizer steps taken.
+    skipped : int
+        Steps skipped by ``on_nonfinite="skip"``.
+    learning_rate : float
+        The learning rate of the last step.
+    extra : dict
+        The ``extra`` given to :func:`~anyoptim.save` (``{}`` if none).
+    anyoptim_version : str
+        The anyoptim that wrote the file.
+
+    See Also
+    --------
+    read_info : Makes one.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, anyoptim
+    >>> opt = anyoptim.Adam()
+    >>> params = {"W": np.ones((2, 2))}
+    >>> path = os.path.join(tempfile.mkdtemp(), "c.safetensors")
+    >>> anyoptim.save(path, params, opt.init(params), optimizer=opt)
+    >>> info = anyoptim.checkpoint.read_info(path)
+    >>> info.slots, info.count, info.optimizer["settings"]["beta2"]
+    (['m', 'v'], 0, 0.999)
+    """
+
+    path: str
+    names: list[str]
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, str]
+    slots: list[str]
+    optimizer: dict[str, Any] | None
+    count: int
+    skipped: int
+    learning_rate: float
+    extra: dict[str, Any]
+    anyoptim_version: str
+
+
+def _entry(file: CheckpointFile, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = file.metadata.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise CheckpointError(f"{file.path}: metadata entry {key!r} is missing or not {what}")
+    return value
+
+
+def _info(file: CheckpointFile) -> CheckpointInfo:
+    names = _entry(file, "leaves", list, "a list of names")
+    slots = _entry(file, "slots", list, "a list of names")
+    if not all(isinstance(n, str) for n in [*names, *slots]) or len(set(names)) != len(names):
+        raise CheckpointError(f"{file.path}: the recorded leaf or slot names are damaged")
+    expected = {f"params/{n}" for n in names} | {f"state/{s}/{n}" for s in slots for n in names}
+    if expected != set(file.shapes):
+        missing = sorted(expected - set(file.shapes))[:_MAX_LISTED]
+        unexpected = sorted(set(file.shapes) - expected)[:_MAX_LISTED]
+        raise CheckpointError(f"{file.path} is damaged: tensors missing {missing}, unexpected {unexpected}")
+    for slot in slots:
+        for name in names:
+            key = f"state/{slot}/{name}"
+            if file.shapes[key] != file.shapes[f"params/{name}"] or file.dtypes[key] != file.dtypes[f"params/{name}"]:
+                raise CheckpointError(f"{file.path} is damaged: {key} does not match params/{name}")
+    optimizer = file.metadata.get("optimizer")
+    if optimizer is not None and not (isinstance(optimizer, dict) and isinstance(optimizer.get("class"), str)):
+        raise CheckpointError(f"{file.path}: metadata entry 'optimizer' is damaged")
+    learning_rate = file.metadata.get("learning_rate")
+    return CheckpointInfo(
+        path=str(file.path),
+        names=names,
+        shapes={n: file.shapes[f"params/{n}"] for n in names},
+        dtypes={n: file.dtypes[f"params/{n}"] for n in names},
+        slots=slots,
+        optimizer=optimizer,
+        count=_entry(file, "count", int, "an integer"),
+        skipped=_entry(file, "skipped", int, "an integer"),
+        learning_rate=float(learning_rate) if isinstance(learning_rate, (int, float)) else float("nan"),
+        extra=_entry(file, "extra", dict, "a dict"),
+        anyoptim_version=str(file.metadata.get("anyoptim_version")),
+    )
+
+
+def read_info(path: str | os.PathLike) -> CheckpointInfo:
+    """What a checkpoint holds (names, shapes, optimizer, count, ``extra``), without reading its tensors.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by :func:`~anyoptim.save`.
+
+    Returns
+    -------
+    CheckpointInfo
+        The header's content, checked.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing, not a safetensors file, damaged or truncated,
+        not an anyoptim checkpoint, or of another format version.
+    ImportError
+        If safetensors is not installed.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, anyoptim
+    >>> from anyoptim.checkpoint import read_info
+    >>> opt = anyoptim.SGD(0.1)
+    >>> params = {"w": np.zeros(3, dtype=np.float32)}
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.safetensors")
+    >>> anyoptim.save(path, params, opt.init(params), optimizer=opt, extra={"note": "hi"})
+    >>> info = read_info(path)
+    >>> info.names, info.shapes, info.dtypes, info.optimizer["class"], info.extra
+    (['w'], {'w': (3,)}, {'w': 'float32'}, 'SGD', {'note': 'hi'})
+    """
+    return _info(read(path))
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def _setting_differences(recorded: dict[str, Any], optimizer: Optimizer) -> list[str]:
+    current = settings_record(optimizer)
+    differences = []
+    for key in sorted(set(recorded) | set(current)):
+        if key in UNCOMPARED_SETTINGS:
+            continue
+        saved, now = recorded.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(saved, dict) and isinstance(now, dict):
+            continue  # both custom (a schedule, a mask function): cannot be compared, the caller's is used
+        if saved != now:
+            differences.append(f"{key}: saved {saved!r}, given {now!r}")
+    return differences
+
+
+def _check_optimizer(info: CheckpointInfo, optimizer: Optimizer | None, strict: bool) -> list[str]:
+    if optimizer is None:
+        return []
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be an anyoptim.Optimizer, got {type(optimizer).__name__}")
+    given = type(optimizer).__name__
+    if info.optimizer is None:
+        return []
+    if info.optimizer["class"] != given:
+        raise CheckpointError(
+            f"{info.path} holds the state of optimizer class {info.optimizer['class']}; "
+            f"it cannot be loaded into {given}"
+        )
+    recorded = info.optimizer.get("settings")
+    differences = _setting_differences(recorded if isinstance(recorded, dict) else {}, optimizer)
+    if differences and strict:
+        raise CheckpointError(
+            f"{info.path} was saved with other {given} settings ({'; '.join(differences)}); "
+            "give the same optimizer, or strict=False to load anyway"
+        )
+    return [f"setting {d}" for d in differences]
+
+
+def _limited(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    return shown + (f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
+
+
+def _match(info: CheckpointInfo, names: list[str], leaves: list[Any], xp: Any) -> tuple[list[str], list[str]]:
+    """The names to load, and what does not match (missing, unexpected, other shapes or dtypes)."""
+    saved = set(info.names)
+    problems = []
+    missing = [n for n in names if n not in saved]
+    unexpected = [n for n in info.names if n not in set(names)]
+    if missing:
+        problems.append(f"missing from the file: {_limited(missing)}")
+    if unexpected:
+        problems.append(f"in the file but not in like: {_limited(unexpected)}")
+    matched = []
+    for name, leaf in zip(names, leaves, strict=True):
+        if name not in saved:
+            continue
+        shape, dtype = tuple(int(s) for s in leaf.shape), dtype_name(xp, leaf.dtype)
+        if info.shapes[name] != shape:
+            problems.append(f"{name}: shape {info.shapes[name]} in the file, {shape} in like")
+        elif info.dtypes[name] != dtype:
+            problems.append(f"{name}: dtype {info.dtypes[name]} in the file, {dtype} in like")
+        else:
+            matched.append(name)
+    return matched, problems
+
+
+# --------------------------------------------------------------------------- placing arrays
+
+
+def _place(file: CheckpointFile, xp: Any, device: Any, targets: list[Any], keys: dict[int, str]) -> list[Any]:
+    """``targets`` with tensor ``keys[i]`` written into leaf ``i``, in place where the library can.
+
+    Tensors are read one at a time, so no more than one tensor's host copy exists at once.
+    """
+    out = list(targets)
+    for index, key in keys.items():
+        value = xp.asarray(file.tensor(key), device=device)
+        if is_mutable(xp):
+            out[index][...] = value
+        else:
+            out[index] = value
+    return out
+
+
+def _load_state(
+    file: CheckpointFile, info: CheckpointInfo, optimizer: Optimizer | None, params: Any, matched: set[str]
+) -> OptimizerState:
+    names, leaves, treedef = tree_flatten(params)
+    xp, device = check_leaves(names, leaves, what="like")
+    if optimizer is None:
+        slots = {}
+        for slot in info.slots:
+            values = [
+                xp.asarray(file.tensor(f"state/{slot}/{n}"), device=device) if n in matched else xp.zeros_like(leaf)
+                for n, leaf in zip(names, leaves, strict=True)
+            ]
+            slots[slot] = tree_unflatten(treedef, values)
+        return OptimizerState(info.count, info.learning_rate, slots, info.skipped, treedef)
+    fresh = optimizer.init(params)  # the optimizer's own layout: flat slots beside flat params
+    slots = {}
+    for slot, tree in fresh.slots.items():
+        _, targets, _ = tree_flatten(tree)
+        keys = {i: f"state/{slot}/{n}" for i, n in enumerate(names) if n in matched}
+        slots[slot] = tree_unflatten(treedef, _place(file, xp, device, targets, keys))
+    return OptimizerState(info.count, info.learning_rate, slots, info.skipped, fresh.structure)
+
+
+def load(
+    path: str | os.PathLike, like: Any = None, optimizer: Optimizer | None = None, strict: bool = True
+) -> tuple[Any, OptimizerState]:
+    """Load parameters and optimizer state saved by :func:`~anyoptim.save`, matched by leaf name.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The checkpoint file.
+    like : tree of arrays, optional
+        Parameters of the shape to load into: the result has its structure, its
+        library (NumPy, CuPy, torch, JAX, array-api-strict), device and dtypes.
+        Its values are not changed (and are kept for leaves a partial load
+        skips).  On libraries with views the parameters come back laid out flat
+        (:func:`anyoptim.flatten`).  Default: NumPy arrays in the saved structure.
+    optimizer : Optimizer, optional
+        The optimizer that will continue: the checkpoint must come from the same
+        class (and, with ``strict``, the same settings), and the state is laid
+        out as ``optimizer.init`` lays it out (flat beside flat parameters).
+        Default: the state's arrays are returned as saved, one array per leaf.
+    strict : bool, default True
+        Every name, shape, dtype, state slot and setting must match, else a
+        ``ValueError`` lists all differences.  With False, what matches is
+        loaded, the rest keeps ``like``'s values (and fresh state), and a
+        :class:`CheckpointWarning` lists what was left out.
+
+    Returns
+    -------
+    params : tree of arrays
+        New arrays; nothing given is changed.
+    state : OptimizerState
+        With the saved step count, skipped steps and last learning rate.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing, damaged, truncated, not an anyoptim checkpoint
+        or of another format version; if it holds another optimizer's state;
+        or with ``strict``, for any mismatch.  Raised before anything is built.
+    TypeError
+        If ``optimizer`` is not an :class:`~anyoptim.Optimizer`, or ``like`` is
+        not a tree of floating-point arrays.
+    ImportError
+        If safetensors is not installed.
+
+    See Also
+    --------
+    save : The inverse.
+    read_info : What a checkpoint holds, without loading it.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, anyoptim
+    >>> opt = anyoptim.Adam(0.01)
+    >>> params = {"W": np.ones((2, 3)), "b": np.zeros(3)}
+    >>> params, state = opt.step(params, {"W": np.ones((2, 3)), "b": np.ones(3)}, opt.init(params))
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.safetensors")
+    >>> anyoptim.save(path, params, state, optimizer=opt)
+    >>> loaded, loaded_state = anyoptim.load(path, like=params, optimizer=opt)
+    >>> loaded_state.count, bool(np.array_equal(loaded_state.slots["m"]["W"], state.slots["m"]["W"]))
+    (1, True)
+    """
+    if strict not in (True, False):
+        raise TypeError(f"strict must be True or False, got {strict!r}")
+    file = read(path)
+    info = _info(file)
+    if like is None:
+        treedef = treedef_from_record(file.metadata.get("structure"))
+        if treedef.num_leaves != len(info.names):
+            raise CheckpointError(f"{info.path}: the recorded tree structure does not match its leaves")
+        import numpy as np
+
+        like = tree_unflatten(treedef, [np.empty(info.shapes[n], dtype=info.dtypes[n]) for n in info.names])
+    names, leaves, _ = tree_flatten(like)
+    xp, device = check_leaves(names, leaves, what="like")
+    problems = _check_optimizer(info, optimizer, strict)
+    matched, mismatches = _match(info, names, leaves, xp)
+    problems += mismatches
+    if optimizer is not None:
+        wanted = list(optimizer.init(like).slots)
+        if sorted(wanted) != sorted(info.slots):
+            raise CheckpointError(
+                f"{info.path} holds state slots {info.slots}; {type(optimizer).__name__} has {wanted}"
+            )
+    if problems and strict:
+        raise CheckpointError(f"{info.path} does not match: " + "; ".join(problems))
+    if problems:
+        warnings.warn(f"{info.path}: partial load; " + "; ".join(problems), CheckpointWarning, stacklevel=2)
+    params = flatten(like) if is_mutable(xp) else like
+    p_names, targets, treedef = tree_flatten(params)
+    keys = {i: f"params/{n}" for i, n in enumerate(p_names) if n in set(matched)}
+    params = tree_unflatten(treedef, _place(file, xp, device, targets, keys))
+    state = _load_state(file, info, optimizer, params, set(matched))
+    return params, state
