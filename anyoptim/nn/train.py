@@ -190,6 +190,9 @@ def fit(
     params: dict | None = None,
     callbacks: Iterable[Callback] = (),
     progress: bool | None = None,
+    *,
+    state: Any = None,
+    initial_epoch: int = 0,
 ) -> FitResult:
     """Train ``model`` on ``(X, y)`` with mini-batch ``optimizer`` steps.
 
@@ -226,6 +229,13 @@ def fit(
     progress : bool, optional
         Show a tqdm progress bar (epoch, cost, epochs/s).  By default only when
         stderr is a terminal and tqdm is installed.
+    state : OptimizerState, optional
+        Resume from this optimizer state (a previous result's ``state``, with
+        ``params``) instead of ``optimizer.init(params)``.
+    initial_epoch : int, default 0
+        The index of the first epoch: it picks the epochs' shuffles and is the
+        ``epoch`` the callbacks receive, so a run resumed with ``params``,
+        ``state`` and ``initial_epoch`` takes the same batches as one long run.
 
     Returns
     -------
@@ -280,9 +290,10 @@ def fit(
     epochs = check_int("epochs", epochs)
     batch_size = check_int("batch_size", batch_size)
     host_rng(seed)  # a bad seed fails here, before any work
+    initial_epoch = check_int("initial_epoch", initial_epoch, minimum=0)
     chosen_callbacks = _check_callbacks(callbacks)
     params = _start_params(model, params, seed, X, xp, device)
-    state = optimizer.init(params)
+    state = optimizer.init(params) if state is None else state
     bar = _progress_bar(progress, epochs)
 
     grads = flatten({key: xp.zeros_like(value) for key, value in params.items()}) if is_mutable(xp) else None
@@ -294,7 +305,7 @@ def fit(
     history = History()
     start = time.perf_counter()
     try:
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, initial_epoch + epochs):
             X_epoch, t_epoch = shuffled(X, targets, epoch_seed(seed, epoch), xp, device)
             total = None
             take_step = step
