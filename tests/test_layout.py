@@ -26,6 +26,7 @@ RANKS = {
     "__main__": 7,
     "lesson": 6,
     "nn": 5,
+    "sklearn": 5.5,  # above nn, below lesson (anyoptim.sklearn: the estimators)
     "optimizers": 4,
     "flat": 4,
     "engines": 3,
@@ -225,7 +226,7 @@ def _code_lines(node: ast.ClassDef) -> int:
 def test_importing_anyoptim_imports_no_app_and_no_optional_library():
     code = (
         "import sys, anyoptim\n"
-        "heavy = ('anyoptim.lesson', 'matplotlib', 'torch', 'jax', 'cupy', 'array_api_strict', 'tqdm')\n"
+        "heavy = ('anyoptim.lesson', 'matplotlib', 'torch', 'jax', 'cupy', 'array_api_strict', 'tqdm', 'sklearn')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith('anyoptim.lesson')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -169,7 +169,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             labels = labels.ravel()
         check_classification_targets(labels)
         if labels.ndim != 1:
-            raise ValueError(f"y must have shape (n_samples,), got {labels.shape}: multilabel targets are not supported")
+            raise ValueError(f"y must have shape (n_samples,), got {labels.shape}: no multilabel targets")
         known = np.unique(labels if classes is None or not first else np.asarray(classes))
         if not first:
             known = self.classes_

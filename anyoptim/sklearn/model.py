@@ -1,4 +1,4 @@
-"""The network behind the estimators: scikit-learn's loss on an :class:`~anyoptim.MLP`, its initialization, its optimizer.
+"""The estimators' network: scikit-learn's loss on an :class:`~anyoptim.MLP`, its initialization, its optimizer.
 
 :class:`PenalizedMLP` is an :class:`~anyoptim.MLP` whose loss is scikit-learn's:
 the data loss (half the mean squared error for regression, as

@@ -178,7 +178,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         array of shape (n_samples,) or (n_samples, n_outputs)
             One column per output; a 1-D array for a single output.
         """
-        xp, z = logits(self, X)
+        z = logits(self, X)[1]
         return z[:, 0] if z.shape[1] == 1 else z
 
     def __sklearn_tags__(self) -> Any:

@@ -183,7 +183,7 @@ def _cast(a: Any, dtype: Any) -> Any:
 
 
 def logits(est: Any, X: Any) -> tuple[Any, Any]:
-    """The namespace and the trained network's logits (n, n_outputs) on ``X`` (validated, cast to the weights' dtype)."""
+    """The namespace and the network's logits (n, n_outputs) on ``X`` (validated, cast to the weights' dtype)."""
     check_is_fitted(est, "coefs_")
     X = check_X(est, X, reset=False)
     params = _params(est)
