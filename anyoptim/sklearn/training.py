@@ -142,7 +142,7 @@ def train(
     n = X.shape[0]
     batch = min(200, n) if est.batch_size == "auto" else est.batch_size
     if batch > n:
-        warnings.warn(f"batch_size {batch} is larger than the {n} samples: using {n}", UserWarning, stacklevel=3)
+        warnings.warn(f"batch_size {batch} is larger than the {n} samples: using {n}", UserWarning, stacklevel=4)
         batch = n
     record = _Record(est, early, X_val, t_val, score)
     result = fit(
@@ -168,7 +168,7 @@ def train(
             f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) reached and the optimization "
             "hasn't converged yet.",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,  # the user's fit: train <- _fit <- fit <- caller
         )
 
 
