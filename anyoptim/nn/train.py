@@ -231,7 +231,9 @@ def fit(
         stderr is a terminal and tqdm is installed.
     state : OptimizerState, optional
         Resume from this optimizer state (a previous result's ``state``, with
-        ``params``) instead of ``optimizer.init(params)``.
+        ``params``) instead of ``optimizer.init(params)``.  Like the
+        optimizer's step, training updates its arrays in place on libraries
+        with mutable arrays.
     initial_epoch : int, default 0
         The index of the first epoch: it picks the epochs' shuffles and is the
         ``epoch`` the callbacks receive, so a run resumed with ``params``,
