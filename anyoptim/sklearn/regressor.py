@@ -85,7 +85,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         Optimizer steps taken.
     n_features_in_ : int
         Number of features seen in ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features,)
         Names of the features, when ``X`` had string column names.
     n_layers_, n_outputs_ : int
         Layers (input and output included) and output units.

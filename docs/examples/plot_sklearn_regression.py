@@ -1,6 +1,6 @@
 """
 Regression with ``MLPRegressor``: early stopping and scikit-learn's MLP side by side
-===================================================================================
+====================================================================================
 
 :class:`anyoptim.sklearn.MLPRegressor` fits scikit-learn's ``squared_loss``
 (half the mean squared error) plus the L2 penalty ``alpha`` on the weights,
