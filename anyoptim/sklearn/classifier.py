@@ -11,7 +11,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from .._namespace import array_namespace, device_of
 from .base import BaseMLP
 from .inputs import as_host, check_X_y, is_device_array
-from .training import logits, targets_like, train
+from .training import check_settings, logits, targets_like, train
 
 __all__ = ["MLPClassifier"]
 
@@ -162,6 +162,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return self._fit(X, y, classes=classes, incremental=True)
 
     def _fit(self, X: Any, y: Any, *, classes: Any, incremental: bool) -> MLPClassifier:
+        check_settings(self)  # every parameter, before the data or anything else is touched
         first = not hasattr(self, "classes_") or not (incremental or self.warm_start)
         X, y = check_X_y(self, X, y, reset=first, regression=False)
         labels = as_host(y)

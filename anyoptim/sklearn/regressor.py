@@ -9,7 +9,7 @@ from sklearn.base import RegressorMixin
 
 from .base import BaseMLP
 from .inputs import check_X_y
-from .training import logits, targets_like, train
+from .training import check_settings, logits, targets_like, train
 
 __all__ = ["MLPRegressor"]
 
@@ -149,6 +149,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         return self._fit(X, y, incremental=True)
 
     def _fit(self, X: Any, y: Any, *, incremental: bool) -> MLPRegressor:
+        check_settings(self)  # every parameter, before the data or anything else is touched
         first = not hasattr(self, "coefs_") or not (incremental or self.warm_start)
         X, y = check_X_y(self, X, y, reset=first, regression=True)
         if isinstance(y, np.ndarray) and not np.all(np.isfinite(y)):
