@@ -56,6 +56,8 @@ exclude_patterns = ["_build", "examples", "Thumbs.db", ".DS_Store"]
 autosummary_generate = True
 autosummary_imported_members = True
 autodoc_default_options = {"members": True, "show-inheritance": True}
+# scikit-learn's metadata-routing setters on anyoptim.sklearn's estimators: their docstrings cite sklearn's glossary.
+autodoc_default_options["exclude-members"] = "set_fit_request,set_partial_fit_request,set_score_request"
 autodoc_typehints = "none"  # numpydoc sections carry the types
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False

@@ -32,6 +32,12 @@ ENGINE_NAMES: tuple[str, ...] = (
     "anyoptim.engines.cupy.GraphedStep",
 )
 
+#: The scikit-learn estimators (the ``sklearn`` extra).
+SKLEARN_NAMES: tuple[str, ...] = (
+    "anyoptim.sklearn.MLPClassifier",
+    "anyoptim.sklearn.MLPRegressor",
+)
+
 
 def resolve(dotted: str) -> Any:
     """The object a dotted public name refers to (the longest importable module prefix, then attributes)."""
@@ -88,6 +94,7 @@ def sections() -> list[tuple[str, list[str]]]:
         names = getattr(importlib.import_module(module), "__all__", [])
         result.append((title, [f"{module}.{name}" for name in names]))
     result.append(("Engines", list(ENGINE_NAMES)))
+    result.append(("scikit-learn estimators", list(SKLEARN_NAMES)))
     return result
 
 

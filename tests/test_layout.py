@@ -28,6 +28,7 @@ RANKS: dict[str, float] = {
     "checkpoint": 5.5,
     "nn": 5,
     "datasets": 5.5,  # the public name of nn.datasets
+    "sklearn": 5.5,  # above nn, below lesson (anyoptim.sklearn: the estimators)
     "optimizers": 4,
     "flat": 4,
     "engines": 3,
@@ -267,6 +268,7 @@ ARRAY_LIBRARY_IMPORTERS = (
     "anyoptim.nn.datasets",
     "anyoptim.datasets",
     "anyoptim.checkpoint",
+    "anyoptim.sklearn",
     "anyoptim.lesson",
 )
 
@@ -321,7 +323,8 @@ def _code_lines(node: ast.ClassDef) -> int:
 def test_importing_anyoptim_imports_no_app_and_no_optional_library():
     code = (
         "import sys, anyoptim\n"
-        "heavy = ('anyoptim.lesson', 'matplotlib', 'torch', 'jax', 'cupy', 'array_api_strict', 'tqdm', 'safetensors')\n"
+        "heavy = ('anyoptim.lesson', 'matplotlib', 'torch', 'jax', 'cupy', 'array_api_strict', 'tqdm',"
+        " 'safetensors', 'sklearn')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith('anyoptim.lesson')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

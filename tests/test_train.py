@@ -184,6 +184,30 @@ def test_accuracy_needs_a_classifier():
         anyoptim.accuracy(model, model.init(0), X, y)
 
 
+def test_a_resumed_run_equals_one_long_run(xp):
+    model = anyoptim.MLP(*LESSON_MODEL)
+    X, y = _moons(xp)
+    whole = anyoptim.fit(model, anyoptim.Adam(0.01), X, y, epochs=5, seed=3, progress=False)
+    optimizer = anyoptim.Adam(0.01)
+    first = anyoptim.fit(model, optimizer, X, y, epochs=3, seed=3, progress=False)
+    rest = anyoptim.fit(
+        model,
+        optimizer,
+        X,
+        y,
+        epochs=5,
+        seed=3,
+        params=first.params,
+        state=first.state,
+        initial_epoch=3,
+        progress=False,
+    )
+    assert first.history.cost + rest.history.cost == whole.history.cost
+    assert int(rest.state.count) == int(whole.state.count)
+    for key, value in tree_to_numpy(whole.params).items():
+        np.testing.assert_array_equal(to_numpy(rest.params[key]), value)
+
+
 def _bad_fits():
     model = anyoptim.MLP(*LESSON_MODEL)
     X, y = _moons(n=20)
@@ -211,6 +235,7 @@ def _bad_fits():
         ("callback", run(callbacks=[print, 3]), TypeError, "callbacks[1]"),
         ("progress", run(progress="yes"), TypeError, "progress"),
         ("seed", run(seed=-1), ValueError, "seed"),
+        ("initial_epoch", run(initial_epoch=-1), ValueError, "initial_epoch"),
         ("params shape", run(params={**model.init(0), "W2": np.zeros((2, 5))}), ValueError, "shape"),
         ("params dtype", run(params=model.init(0, dtype="float32")), TypeError, "dtype"),
         ("params NaN", run(params={**model.init(0), "b1": np.full(5, np.nan)}), ValueError, "NaN"),
