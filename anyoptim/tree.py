@@ -68,7 +68,16 @@ class TreeDef:
 
     @property
     def num_leaves(self) -> int:
-        """How many leaves the tree has (1 for a leaf)."""
+        """How many leaves the tree has (1 for a leaf).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.tree import tree_flatten
+        >>> names, leaves, treedef = tree_flatten({"W": np.ones((2, 2)), "layers": [np.zeros(2), np.zeros(3)]})
+        >>> treedef.num_leaves
+        3
+        """
         if self.kind == "leaf":
             return 1
         return sum(child.num_leaves for child in self.children)

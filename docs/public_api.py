@@ -22,8 +22,25 @@ MODULE_SECTIONS: tuple[tuple[str, str], ...] = (
     ("anyoptim.checkpoint", "Checkpoints"),
 )
 
-#: Engine classes and functions at their public homes.
+#: The rule contract: what a new optimizer's update rule declares, and how it is checked.
+CONTRACT_NAMES: tuple[str, ...] = (
+    "anyoptim.optimizers.contract.declare",
+    "anyoptim.optimizers.contract.Slot",
+    "anyoptim.optimizers.contract.Scalar",
+    "anyoptim.optimizers.contract.RuleDeclaration",
+    "anyoptim.optimizers.contract.declaration_of",
+    "anyoptim.optimizers.contract.check_against_rule",
+    "anyoptim.optimizers.contract.RuleMismatchError",
+)
+
+#: Engine protocols, classes and functions at their public homes: what an engine is, then the engines.
 ENGINE_NAMES: tuple[str, ...] = (
+    "anyoptim.engines.Engine",
+    "anyoptim.engines.PreparingEngine",
+    "anyoptim.engines.PreparedRun",
+    "anyoptim.engines.program.Program",
+    "anyoptim.engines.check_engine",
+    "anyoptim.engines.run_programs",
     "anyoptim.engines.select_engine",
     "anyoptim.engines.GenericEngine",
     "anyoptim.engines.matmul",
@@ -88,6 +105,7 @@ def sections() -> list[tuple[str, list[str]]]:
     result = [
         ("Optimizers", optimizers),
         ("The optimizer base class and its state", [*core, "anyoptim.optimizers.REGISTRY"]),
+        ("Writing an optimizer", list(CONTRACT_NAMES)),
         ("Networks and training", training),
     ]
     for module, title in MODULE_SECTIONS:

@@ -48,11 +48,41 @@ class Engine(Protocol):
     ``engine.apply(program, xp, params, grads, slots, hps)``.  A fused engine
     also has :meth:`PreparingEngine.prepare`.
 
+    Parameters
+    ----------
+    *args, **kwargs : object
+        None: a protocol is a type for annotations and checks, never
+        instantiated (``typing.Protocol`` gives every protocol this signature).
+
     Attributes
     ----------
     name : str
         The library whose arrays the engine runs (``"numpy"``, ``"cupy"``), or
         ``"generic"`` for one that runs any Array API library.
+
+    See Also
+    --------
+    GenericEngine, anyoptim.engines.numpy.NumpyEngine, anyoptim.engines.cupy.CupyEngine
+
+    Examples
+    --------
+    One heavy-ball step on each engine of NumPy arrays:
+
+    >>> import numpy as np
+    >>> from anyoptim.engines import select_engine
+    >>> from anyoptim.engines.program import Program
+    >>> def heavy_ball(xp, p, g, slots, hp):
+    ...     v = hp["beta"] * slots["v"] + g
+    ...     return p - hp["learning_rate"] * v, {"v": v}
+    >>> program = Program(heavy_ball, slot_names=("v",))
+    >>> hp = {"learning_rate": 0.1, "beta": 0.9}
+    >>> for engine in (select_engine(np, "generic"), select_engine(np, "fused")):
+    ...     params, grads = [np.array([1.0, 2.0])], [np.array([0.5, -1.0])]
+    ...     slots = engine.init_slots(np, params, {"v": 0.0})
+    ...     params, slots = engine.apply(program, np, params, grads, slots, [hp])
+    ...     print(engine.name, params[0], slots["v"][0])
+    generic [0.95 2.1 ] [ 0.5 -1. ]
+    numpy [0.95 2.1 ] [ 0.5 -1. ]
     """
 
     name: str
@@ -62,11 +92,11 @@ class Engine(Protocol):
 
         Parameters
         ----------
-        xp
+        xp : namespace
             The Array API namespace of ``leaves``.
-        leaves
+        leaves : sequence of arrays
             The parameters, any shapes, floating dtypes, on one device.
-        fills
+        fills : mapping of str to float
             Slot name -> the value every element of that slot starts at.
 
         Returns
@@ -93,20 +123,20 @@ class Engine(Protocol):
 
         Parameters
         ----------
-        program
+        program : Program
             One step for one array (:class:`~anyoptim.engines.program.Program`);
             engines never see the optimizer class.
-        xp
+        xp : namespace
             The Array API namespace of every array below.
-        params
+        params : sequence of arrays
             The parameters, one array per leaf, any shapes, a floating dtype each.
-        grads
+        grads : sequence of arrays
             Their gradients, leaf by leaf of the same shape as the parameter
             (the fused engines want the same dtype too).  Only read.
-        slots
+        slots : mapping of str to sequence of arrays
             Slot name (in the order of ``program.slot_names``) -> one array per
             leaf, of its parameter's shape and dtype.
-        hps
+        hps : sequence of mapping of str to scalar
             One mapping per leaf: scalar name -> its value this step (a Python
             number, a NumPy scalar, or a 0-D array on the leaves' device, such
             as the global-norm scale): learning rate, betas, bias corrections.
@@ -135,17 +165,40 @@ class Engine(Protocol):
 class PreparedRun(Protocol):
     """A program bound to fixed arrays by :meth:`PreparingEngine.prepare`: one step per call.
 
+    Parameters
+    ----------
+    *args, **kwargs : object
+        None: a protocol is a type for annotations and checks, never
+        instantiated (``typing.Protocol`` gives every protocol this signature).
+
     Attributes
     ----------
     in_place : bool
         Whether every leaf is updated in place, so that the returned arrays are
         always the ones given to ``prepare`` (only then may :meth:`update` be used).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anyoptim.engines import select_engine
+    >>> from anyoptim.engines.program import Program
+    >>> def sgd(xp, p, g, slots, hp):
+    ...     return p - hp["learning_rate"] * g, {}
+    >>> engine = select_engine(np, "fused")
+    >>> params, grads, hps = [np.array([1.0, 2.0])], [np.array([0.5, -1.0])], [{"learning_rate": 0.1}]
+    >>> run = engine.prepare(Program(sgd), np, params, grads, {}, hps)
+    >>> run.in_place
+    True
+    >>> for _ in range(2):
+    ...     run.update(hps)
+    >>> params[0]
+    array([0.9, 2.2])
     """
 
     in_place: bool
 
     def __call__(self, hps: Sequence[Mapping[str, Any]]) -> tuple[list[Any], dict[str, list[Any]]]:
-        """Run one step with this step's scalars ``hps``; returns as :meth:`Engine.apply`.
+        """Run one step with this step's scalars ``hps``; return as :meth:`Engine.apply` does.
 
         ``hps`` is one mapping per leaf, grouped as when prepared: leaves that
         shared one mapping object then share one now.
@@ -153,7 +206,13 @@ class PreparedRun(Protocol):
         ...
 
     def update(self, hps: Sequence[Mapping[str, Any]]) -> None:
-        """Run one step in place, building no results (only when :attr:`in_place`): ``hps`` as for a call."""
+        """Run one step in place, building no results (only when :attr:`in_place`).
+
+        Parameters
+        ----------
+        hps : sequence of mapping of str to scalar
+            This step's scalars, one mapping per leaf, grouped as when prepared.
+        """
         ...
 
 
@@ -163,6 +222,32 @@ class PreparingEngine(Engine, Protocol):
     The optimizer prepares each program once for the arrays of a step and,
     while the next calls pass the very same arrays, runs the prepared step
     without validating again.  :meth:`Engine.apply` is then ``prepare(...)(hps)``.
+
+    Parameters
+    ----------
+    *args, **kwargs : object
+        None: a protocol is a type for annotations and checks, never
+        instantiated (``typing.Protocol`` gives every protocol this signature).
+
+    Examples
+    --------
+    Prepare once, then step twice on the same arrays (updated in place):
+
+    >>> import numpy as np
+    >>> from anyoptim.engines import select_engine
+    >>> from anyoptim.engines.program import Program
+    >>> def heavy_ball(xp, p, g, slots, hp):
+    ...     v = hp["beta"] * slots["v"] + g
+    ...     return p - hp["learning_rate"] * v, {"v": v}
+    >>> engine = select_engine(np, "fused")
+    >>> params, grads = [np.array([1.0, 2.0])], [np.array([0.5, -1.0])]
+    >>> slots = engine.init_slots(np, params, {"v": 0.0})
+    >>> hps = [{"learning_rate": 0.1, "beta": 0.9}]
+    >>> run = engine.prepare(Program(heavy_ball, slot_names=("v",)), np, params, grads, slots, hps)
+    >>> for _ in range(2):
+    ...     new_params, new_slots = run(hps)
+    >>> new_params[0] is params[0], params[0], slots["v"][0]
+    (True, array([0.855, 2.29 ]), array([ 0.95, -1.9 ]))
     """
 
     def prepare(
@@ -181,6 +266,19 @@ class PreparingEngine(Engine, Protocol):
         arrays must stay the same objects with the same layout between calls
         of the result (the optimizer checks this before reusing it), and
         ``hps`` must keep the grouping it has here.
+
+        Parameters
+        ----------
+        program : Program
+            The step to bind.
+        xp : namespace
+            The arrays' Array API namespace.
+        params, grads : sequence of arrays
+            One parameter and its gradient per leaf.
+        slots : mapping of str to sequence of arrays
+            Each slot's arrays, one per leaf.
+        hps : sequence of mapping of str to scalar
+            Each leaf's scalars, in the grouping every later call keeps.
 
         Returns
         -------
@@ -216,11 +314,45 @@ def _fused_engine(backend: str) -> Any | None:
 
 
 def check_engine(name: str, value: Any) -> Any:
-    """An optimizer's ``engine`` setting: one of :data:`ENGINE_CHOICES`, or an engine object.
+    """Validate an optimizer's ``engine`` setting: one of :data:`ENGINE_CHOICES`, or an engine object.
 
     An engine object (``NumpyEngine(kernels="ufunc")``, say) is for tests and
     benchmarks that pin how the update runs; it needs ``init_slots`` and ``apply``
     (see :class:`Engine`).
+
+    Parameters
+    ----------
+    name : str
+        The setting's name, for the message (``"engine"``).
+    value : {"auto", "generic", "fused"} or engine object
+        The setting.
+
+    Returns
+    -------
+    str or engine object
+        ``value`` itself.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is another string, a class, or an object without callable
+        ``init_slots`` and ``apply``.
+
+    See Also
+    --------
+    select_engine : Turns the setting into an engine at each step.
+
+    Examples
+    --------
+    >>> from anyoptim.engines import GenericEngine, check_engine
+    >>> check_engine("engine", "auto")
+    'auto'
+    >>> check_engine("engine", GenericEngine()).name
+    'generic'
+    >>> check_engine("engine", "fast")
+    Traceback (most recent call last):
+    ...
+    ValueError: engine must be one of 'auto', 'generic', 'fused'; got 'fast'
     """
     if isinstance(value, str):
         if value not in ENGINE_CHOICES:

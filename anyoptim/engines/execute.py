@@ -51,6 +51,22 @@ def run_programs(
         What ``engine.prepare`` returned for each group, for a later step on
         the same arrays; None for an engine without ``prepare``, or when it
         returned None for some group.
+
+    Examples
+    --------
+    Plain gradient descent on one leaf, with decay on the other:
+
+    >>> import numpy as np
+    >>> from anyoptim.engines import GenericEngine, run_programs
+    >>> from anyoptim.engines.program import Program
+    >>> def sgd(xp, p, g, slots, hp):
+    ...     return p - hp["learning_rate"] * g, {}
+    >>> groups = [(Program(sgd), [0]), (Program(sgd, decoupled_decay=True), [1])]
+    >>> params, grads = [np.array([1.0]), np.array([1.0])], [np.array([0.5]), np.array([0.5])]
+    >>> hps = [{"learning_rate": 0.1}, {"learning_rate": 0.1, "decay": 0.01}]
+    >>> new_params, new_slots, runs = run_programs(GenericEngine(), np, groups, params, grads, {}, hps)
+    >>> new_params, runs
+    ([array([0.95]), array([0.94])], None)
     """
     prepare = getattr(engine, "prepare", None)
     new_params = list(params)

@@ -52,7 +52,29 @@ class GenericEngine:
     name = "generic"
 
     def init_slots(self, xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> dict[str, list[Any]]:
-        """New state slots, one new array per leaf: see :meth:`anyoptim.engines.Engine.init_slots`."""
+        """Make new state slots, one new array per leaf, as :meth:`anyoptim.engines.Engine.init_slots` says.
+
+        Parameters
+        ----------
+        xp : namespace
+            The Array API namespace of ``leaves``.
+        leaves : sequence of arrays
+            The parameters.
+        fills : mapping of str to float
+            Slot name -> the value its elements start at.
+
+        Returns
+        -------
+        dict of str to list of arrays
+            Slot name -> one array per leaf, ``xp.full_like(leaf, fill)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.engines import GenericEngine
+        >>> GenericEngine().init_slots(np, [np.zeros(2)], {"m": 0.0, "s": 0.1})
+        {'m': [array([0., 0.])], 's': [array([0.1, 0.1])]}
+        """
         return {slot: [xp.full_like(leaf, fill) for leaf in leaves] for slot, fill in fills.items()}
 
     def apply(
@@ -64,7 +86,41 @@ class GenericEngine:
         slots: Mapping[str, Sequence[Any]],
         hps: Sequence[Mapping[str, Any]],
     ) -> tuple[list[Any], dict[str, list[Any]]]:
-        """See :meth:`anyoptim.engines.Engine.apply`; every result is a new array (nothing is written in place)."""
+        """Run ``program`` once on every leaf, returning new arrays: :meth:`anyoptim.engines.Engine.apply`.
+
+        Parameters
+        ----------
+        program : Program
+            The step to run (:class:`~anyoptim.engines.program.Program`).
+        xp : namespace
+            The arrays' Array API namespace.
+        params, grads : sequence of arrays
+            One parameter and its gradient per leaf (gradients are only read).
+        slots : mapping of str to sequence of arrays
+            Each slot's arrays, one per leaf, of its parameter's shape and dtype.
+        hps : sequence of mapping of str to scalar
+            Each leaf's scalars for this step.
+
+        Returns
+        -------
+        new_params : list of arrays
+            The updated parameters, in leaf order.
+        new_slots : dict of str to list of arrays
+            The updated slots, with the keys of ``slots``, in leaf order.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.engines import GenericEngine
+        >>> from anyoptim.engines.program import Program
+        >>> def sgd(xp, p, g, slots, hp):
+        ...     return p - hp["learning_rate"] * g, {}
+        >>> params = [np.array([1.0, 2.0])]
+        >>> new_params, _ = GenericEngine().apply(Program(sgd), np, params, [np.array([0.5, -1.0])], {},
+        ...                                       [{"learning_rate": 0.1}])
+        >>> new_params, params  # a new array; the given one is unchanged
+        ([array([0.95, 2.1 ])], [array([1., 2.])])
+        """
         new_params: list[Any] = []
         new_slots: dict[str, list[Any]] = {name: [] for name in slots}
         for index, (p, g) in enumerate(zip(params, grads, strict=False)):

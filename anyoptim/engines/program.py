@@ -34,6 +34,36 @@ class Program:
     (``hp["clip_value"]``), ``coupled_decay`` (L2 regularisation added to the
     gradient, ``hp["weight_decay"]``) and ``decoupled_decay`` (AdamW-style decay,
     ``hp["decay"]`` :math:`= \\alpha\\lambda`).
+
+    Parameters
+    ----------
+    rule : callable
+        The update rule, ``rule(xp, p, g, slots, hp, **options) -> (new_p, new_slots)``
+        (:mod:`anyoptim.optimizers.contract`).
+    options : tuple of (str, object) pairs, default ()
+        The rule's keyword options, as sorted pairs (so the program hashes).
+    slot_names : tuple of str, default ()
+        The state slots the rule reads and returns, in state order.
+    scale_grad : bool, default False
+        Multiply the gradient by ``hp["grad_scale"]`` first.
+    clip_value : bool, default False
+        Clip the gradient to ``[-hp["clip_value"], hp["clip_value"]]``.
+    coupled_decay : bool, default False
+        Add ``hp["weight_decay"] * p`` to the gradient (L2 regularisation).
+    decoupled_decay : bool, default False
+        Subtract ``hp["decay"] * p`` after the rule (AdamW-style decay).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anyoptim.engines.program import Program
+    >>> def sgd(xp, p, g, slots, hp):
+    ...     return p - hp["learning_rate"] * g, {}
+    >>> program = Program(sgd, clip_value=True)
+    >>> new_p, _ = program(np, np.array([1.0, 2.0]), np.array([5.0, -0.5]), {},
+    ...                    {"learning_rate": 0.1, "clip_value": 1.0})
+    >>> new_p
+    array([0.9 , 2.05])
     """
 
     rule: Callable[..., tuple[Any, Slots]]

@@ -211,13 +211,44 @@ class Optimizer:
         )
 
     def learning_rate_at(self, count: int) -> float:
-        """The learning rate of the step taken after ``count`` steps (:func:`anyoptim.schedules.learning_rate_at`)."""
+        """Get the learning rate of the step taken after ``count`` steps (:func:`~anyoptim.schedules.learning_rate_at`).
+
+        Parameters
+        ----------
+        count : int
+            The steps taken so far.
+
+        Returns
+        -------
+        float
+            The constant rate, or the schedule's value at ``count``.
+
+        Examples
+        --------
+        >>> import anyoptim
+        >>> anyoptim.SGD(lambda count: 0.1 / (1 + count)).learning_rate_at(4)
+        0.02
+        """
         return learning_rate_at(self.learning_rate, count)
 
     def init(self, params: Any) -> OptimizerState:
-        """Create the state for ``params`` (a tree of floating-point arrays).
+        """Create the state for ``params``: its arrays on the parameters' device, with their dtypes.
 
-        State arrays are created on the parameters' device with their dtype.
+        Parameters
+        ----------
+        params : tree of arrays
+            A dict, list or tuple (nested) of floating-point arrays of one library and device.
+
+        Returns
+        -------
+        OptimizerState
+            Step count 0, the first step's learning rate, and each slot as a tree like ``params``.
+
+        Examples
+        --------
+        >>> import numpy as np, anyoptim
+        >>> anyoptim.Adam(0.1).init({"w": np.zeros(2)}).slots
+        {'m': {'w': array([0., 0.])}, 'v': {'w': array([0., 0.])}}
         """
         names, leaves, treedef = tree_flatten(params)
         xp, _ = check_leaves(names, leaves, what="params")
@@ -249,17 +280,36 @@ class Optimizer:
     def step(self, params: Any, grads: Any, state: OptimizerState) -> tuple[Any, OptimizerState]:
         """Take one step: return the new parameters and state.
 
-        On mutable libraries (NumPy, CuPy, torch) the arrays may be updated in
-        place and returned; on JAX new arrays are returned.  The returned values
-        are always the truth.  Every check runs before any array is touched, so a
+        On mutable libraries (NumPy, CuPy, torch) the arrays may be updated in place and returned; on JAX new arrays
+        are returned.  The returned values are always the truth.  Every check runs before any array is touched, so a
         call that raises changes nothing.
 
-        A training loop that passes the same arrays every step (the returned
-        params and state, and one gradient buffer) takes a fast path: the checks
-        that depend only on which arrays these are, their shapes and dtypes, and
-        the tree structures ran on the first such step and are not repeated, and
-        the engine's bound plan is reused.  It then returns the very params tree
-        and state slots it returned the step before (their arrays updated in place).
+        A training loop that passes the same arrays every step (the returned params and state, and one gradient
+        buffer) takes a fast path: the checks that depend only on which arrays these are, their shapes and dtypes, and
+        the tree structures ran on the first such step and are not repeated, and the engine's bound plan is reused.
+        It then returns the very params tree and state slots it returned the step before (arrays updated in place).
+
+        Parameters
+        ----------
+        params, grads : tree of arrays
+            The parameters, and their gradients: the same structure, shapes and library.
+        state : OptimizerState
+            What :meth:`init` or the previous step returned.
+
+        Returns
+        -------
+        params : tree of arrays
+            The updated parameters.
+        state : OptimizerState
+            The new state (count + 1).
+
+        Examples
+        --------
+        >>> import numpy as np, anyoptim
+        >>> opt, params = anyoptim.SGD(0.1), {"w": np.array([1.0, 2.0])}
+        >>> params, state = opt.step(params, {"w": np.array([0.5, -1.0])}, opt.init(params))
+        >>> params["w"], state.count
+        (array([0.95, 2.1 ]), 1)
         """
         prepared = self._prepared
         if prepared is not None and prepared.matches(params, grads, state):
@@ -290,14 +340,11 @@ class Optimizer:
     def step_again(self, params: Any, grads: Any, state: OptimizerState) -> tuple[Any, OptimizerState]:
         """:meth:`step`, for a loop that passes back, untouched, what the previous step returned.
 
-        The caller promises that ``params`` and ``state`` are exactly the objects
-        the previous call (:meth:`step` or this) returned and ``grads`` the very
-        tree it passed then, with the same leaves, shapes and dtypes: only array
-        *values* changed in between (a training loop such as :func:`anyoptim.fit`
-        within an epoch, which owns those objects between its steps).  Then the
-        step prepared by the previous call runs without re-reading every leaf to
-        confirm it; the per-step checks (the schedule's value, ``on_nonfinite``)
-        still run.  Any other call is a full :meth:`step`.
+        The caller promises that ``params`` and ``state`` are exactly the objects the previous call (:meth:`step` or
+        this) returned and ``grads`` the very tree it passed then, with the same leaves, shapes and dtypes: only array
+        *values* changed in between (a training loop such as :func:`anyoptim.fit` within an epoch, which owns those
+        objects between its steps).  Then the previous call's prepared step runs without re-reading the leaves; the
+        per-step checks (the schedule's value, ``on_nonfinite``) still run.  Other calls take a full :meth:`step`.
 
         Parameters
         ----------
@@ -326,12 +373,18 @@ class Optimizer:
 
         Notes
         -----
-        The objects are compared by identity (``params``, ``state.slots`` and the
-        ``grads`` tree must be the very ones of the previous call; anything else
-        takes the full :meth:`step`); what is inside them is not re-read.  A subclass that
-        replaces :meth:`step` should not be driven through this method (its
-        prepared steps bypass the replacement): :func:`anyoptim.fit` calls it
-        only on optimizers whose ``step`` is :meth:`Optimizer.step`.
+        The objects are compared by identity (``params``, ``state.slots`` and the ``grads`` tree must be the very ones
+        of the previous call; anything else takes the full :meth:`step`); what is inside them is not re-read.  A
+        subclass that replaces :meth:`step` should not be driven through this method (its prepared steps bypass the
+        replacement): :func:`anyoptim.fit` calls it only on optimizers whose ``step`` is :meth:`Optimizer.step`.
+
+        Examples
+        --------
+        >>> import numpy as np, anyoptim
+        >>> opt, params, grads = anyoptim.SGD(0.1), {"w": np.array([1.0, 2.0])}, {"w": np.array([0.5, -1.0])}
+        >>> params, state = opt.step(params, grads, opt.init(params))
+        >>> params, state = opt.step_again(params, grads, state); params["w"]  # the prepared step runs
+        array([0.9, 2.2])
         """
         prepared = self._prepared
         if prepared is not None and prepared.follows(params, grads, state):
@@ -373,6 +426,12 @@ class Optimizer:
             step's learning rate.  It never touches the device: global-norm
             clipping's factor is left out (a captured step computes it on the
             device itself).  Settings are read when it is made.
+
+        Examples
+        --------
+        >>> import numpy as np, anyoptim
+        >>> anyoptim.SGD(0.1).host_scalars({"w": np.zeros(2)})(0)  # (hps, learning_rate) of the first step
+        ([{'learning_rate': 0.1}], 0.1)
         """
         names, leaves, treedef = tree_flatten(params)
         xp, _ = check_leaves(names, leaves, what="params")
@@ -391,6 +450,11 @@ class Optimizer:
 
         For code that is about to change what a prepared step assumed, such as
         a CUDA-graph capture that must record the full step.
+
+        Examples
+        --------
+        >>> import anyoptim
+        >>> anyoptim.SGD(0.1).forget_prepared()  # its next step is checked in full
         """
         object.__setattr__(self, "_prepared", None)
 

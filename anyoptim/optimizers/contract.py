@@ -63,7 +63,23 @@ RULE_PARAMETERS = ("xp", "p", "g", "slots", "hp")
 
 
 class RuleMismatchError(TypeError):
-    """A rule's declaration disagrees with its own signature, or an optimizer with its rule's declaration."""
+    """A rule's declaration disagrees with its own signature, or an optimizer with its rule's declaration.
+
+    Raised where the mistake is made: by :func:`declare` when the rule is
+    defined, and by the optimizer's constructor (:func:`check_against_rule`),
+    never at a step.  A :class:`TypeError`, as a wrong call signature is.
+
+    Examples
+    --------
+    >>> from anyoptim.optimizers.contract import RuleMismatchError, declare
+    >>> try:
+    ...     @declare(scalars=("learning_rate",))
+    ...     def bad(xp, p, g, hp):
+    ...         return p - hp["learning_rate"] * g
+    ... except RuleMismatchError as error:
+    ...     print(error)
+    rule bad takes (xp, p, g, hp, *, ) but a rule takes (xp, p, g, slots, hp, *, <options>) with the declared options []
+    """
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,12 @@ class Slot:
     when : str, optional
         The option that adds the slot: it exists only while that option is true
         (AMSGrad's ``v_max`` when ``amsgrad``).  Default: always.
+
+    Examples
+    --------
+    >>> from anyoptim.optimizers.contract import Slot
+    >>> Slot("v_max", when="amsgrad")
+    Slot(name='v_max', fill=0.0, when='amsgrad')
     """
 
     name: str
@@ -98,6 +120,12 @@ class Scalar:
     when : str, optional
         The option under which the rule reads it (``"eps_root"`` only
         ``when="with_eps_root"``).  Default: always.
+
+    Examples
+    --------
+    >>> from anyoptim.optimizers.contract import Scalar
+    >>> Scalar("eps_root", when="with_eps_root")
+    Scalar(name='eps_root', when='with_eps_root')
     """
 
     name: str
@@ -112,13 +140,22 @@ def _present(when: str | None, options: Mapping[str, Any]) -> bool:
 class RuleDeclaration:
     """What a rule reads: its slots, its scalars and its options (made by :func:`declare`).
 
-    Attributes
+    Parameters
     ----------
     slots : tuple of Slot
-        In the order the state holds them.
+        The state slots, in the order the state holds them.
     scalars : tuple of Scalar
+        The scalars read from ``hp``, ``"learning_rate"`` included.
     options : tuple of str
         The rule's keyword-only parameters.
+
+    Examples
+    --------
+    >>> from anyoptim.optimizers.contract import RuleDeclaration, Scalar, Slot
+    >>> d = RuleDeclaration(slots=(Slot("m"), Slot("v_max", when="amsgrad")),
+    ...                     scalars=(Scalar("learning_rate"),), options=("amsgrad",))
+    >>> d.slot_fills({"amsgrad": False}, settings=None), d.slot_fills({"amsgrad": True}, settings=None)
+    ({'m': 0.0}, {'m': 0.0, 'v_max': 0.0})
     """
 
     slots: tuple[Slot, ...]
@@ -139,6 +176,14 @@ class RuleDeclaration:
         -------
         dict of str to float
             Slot name to initial value, in declaration order.
+
+        Examples
+        --------
+        >>> from types import SimpleNamespace
+        >>> from anyoptim.optimizers.contract import RuleDeclaration, Slot
+        >>> d = RuleDeclaration(slots=(Slot("sum", fill="initial_accumulator_value"),), scalars=(), options=())
+        >>> d.slot_fills({}, SimpleNamespace(initial_accumulator_value=0.1))
+        {'sum': 0.1}
         """
         return {
             slot.name: getattr(settings, slot.fill) if isinstance(slot.fill, str) else slot.fill
@@ -147,7 +192,27 @@ class RuleDeclaration:
         }
 
     def scalars_read(self, options: Mapping[str, Any]) -> tuple[str, ...]:
-        """The names of the scalars the rule reads under ``options``."""
+        """The names of the scalars the rule reads under ``options``.
+
+        Parameters
+        ----------
+        options : mapping of str to object
+            The rule's options, as the optimizer passes them.
+
+        Returns
+        -------
+        tuple of str
+            The scalar names, in declaration order, without those whose ``when``
+            option is false.
+
+        Examples
+        --------
+        >>> from anyoptim.optimizers.contract import RuleDeclaration, Scalar
+        >>> d = RuleDeclaration(slots=(), scalars=(Scalar("learning_rate"), Scalar("eps_root", when="with_eps_root")),
+        ...                     options=("with_eps_root",))
+        >>> d.scalars_read({"with_eps_root": False}), d.scalars_read({"with_eps_root": True})
+        (('learning_rate',), ('learning_rate', 'eps_root'))
+        """
         return tuple(scalar.name for scalar in self.scalars if _present(scalar.when, options))
 
     def check(
@@ -178,6 +243,17 @@ class RuleDeclaration:
         ------
         RuleMismatchError
             Naming what is missing or extra.
+
+        Examples
+        --------
+        >>> from anyoptim.optimizers.contract import RuleDeclaration, RuleMismatchError, Scalar, Slot
+        >>> d = RuleDeclaration(slots=(Slot("v"),), scalars=(Scalar("learning_rate"),), options=())
+        >>> d.check("Mine", "heavy_ball", {}, ["v"], ["learning_rate"])  # agrees: returns None
+        >>> try:
+        ...     d.check("Mine", "heavy_ball", {}, [], ["learning_rate"])
+        ... except RuleMismatchError as error:
+        ...     print(error)
+        Mine does not match its rule heavy_ball: it creates the slots [] but the rule reads ['v']
         """
         where = f"{owner} does not match its rule {rule_name}"
         if set(options) != set(self.options):
@@ -267,7 +343,30 @@ def declare(
 
 
 def declaration_of(rule: Any) -> RuleDeclaration | None:
-    """The :class:`RuleDeclaration` :func:`declare` attached to ``rule``, or None for an undeclared rule."""
+    """Get the :class:`RuleDeclaration` that :func:`declare` attached to ``rule``.
+
+    Parameters
+    ----------
+    rule : callable
+        An update rule (or any object).
+
+    Returns
+    -------
+    RuleDeclaration or None
+        Its declaration; None for an undeclared rule (a user's own).
+
+    Examples
+    --------
+    >>> from anyoptim.optimizers.contract import declaration_of, declare
+    >>> @declare(slots=("v",), scalars=("learning_rate", "beta"))
+    ... def heavy_ball(xp, p, g, slots, hp):
+    ...     v = hp["beta"] * slots["v"] + g
+    ...     return p - hp["learning_rate"] * v, {"v": v}
+    >>> declaration_of(heavy_ball).slots
+    (Slot(name='v', fill=0.0, when=None),)
+    >>> declaration_of(lambda xp, p, g, slots, hp: (p, slots)) is None
+    True
+    """
     declaration = getattr(rule, "declaration", None)
     return declaration if isinstance(declaration, RuleDeclaration) else None
 
@@ -293,6 +392,20 @@ def check_against_rule(
     RuleMismatchError
         If they disagree with the declaration, or if ``describe`` fails for a
         setting the optimizer never set (an ``__init__`` that skipped ``super().__init__``).
+
+    Examples
+    --------
+    >>> from anyoptim.optimizers.contract import RuleMismatchError, check_against_rule, declare
+    >>> @declare(slots=("v",), scalars=("learning_rate", "beta"))
+    ... def heavy_ball(xp, p, g, slots, hp):
+    ...     v = hp["beta"] * slots["v"] + g
+    ...     return p - hp["learning_rate"] * v, {"v": v}
+    >>> check_against_rule("Mine", heavy_ball, lambda: ({}, {"v": 0.0}, ("beta",)))  # agrees: returns None
+    >>> try:
+    ...     check_against_rule("Mine", heavy_ball, lambda: ({}, {"v": 0.0}, ()))
+    ... except RuleMismatchError as error:
+    ...     print(error)
+    Mine does not match its rule heavy_ball: the rule reads the scalars ['beta'], which it does not provide
     """
     declaration = declaration_of(rule)
     if declaration is None:

@@ -276,29 +276,74 @@ class GraphedStep:
 
     @property
     def params(self) -> Any:
-        """The parameters (the static arrays, updated in place by every replay)."""
+        """The parameters (the static arrays, updated in place by every replay).
+
+        Examples
+        --------
+        Needs CuPy and a CUDA GPU (``step`` a :class:`GraphedStep`), so it is not run here:
+
+        .. code-block:: python
+
+            loss = step(X, y); W = step.params["W"]  # the very array the model reads; a replay updates it
+        """
         return self._params
 
     @property
     def state(self) -> Any:
-        """The optimizer state after the replays so far."""
+        """The optimizer state after the replays so far.
+
+        Examples
+        --------
+        Needs CuPy and a CUDA GPU (``step`` a :class:`GraphedStep`), so it is not run here:
+
+        .. code-block:: python
+
+            step(X, y); step(X, y); assert step.state.count == 2
+        """
         from dataclasses import replace
 
         return replace(self._captured_state, count=self._count, learning_rate=self._learning_rate)
 
     @property
     def loss(self) -> Any:
-        """The static loss array the last replay wrote."""
+        """The static loss array the last replay wrote.
+
+        Examples
+        --------
+        Needs CuPy and a CUDA GPU (``step`` a :class:`GraphedStep`), so it is not run here:
+
+        .. code-block:: python
+
+            step(X, y); print(float(step.loss))  # the array step() returned
+        """
         return self._loss
 
     @property
     def grads(self) -> Any:
-        """The static gradient arrays the last replay wrote."""
+        """The static gradient arrays the last replay wrote.
+
+        Examples
+        --------
+        Needs CuPy and a CUDA GPU (``step`` a :class:`GraphedStep`), so it is not run here:
+
+        .. code-block:: python
+
+            step(X, y); g = step.grads  # the parameters' tree, static arrays
+        """
         return self._grads
 
     @property
     def inputs(self) -> tuple[Any, ...]:
-        """The static input buffers."""
+        """The static input buffers.
+
+        Examples
+        --------
+        Needs CuPy and a CUDA GPU (``step`` a :class:`GraphedStep`), so it is not run here:
+
+        .. code-block:: python
+
+            X_buffer, y_buffer = step.inputs  # step(X, y) copies X and y in here
+        """
         return self._inputs
 
 

@@ -185,13 +185,67 @@ class CupyEngine(FusedEngine):
         compiles the kernels once.  The arrays must stay the same objects with
         the same layout between calls, and ``hps`` must keep the grouping it has
         here (leaves sharing one mapping now share one later).
+
+        Parameters
+        ----------
+        program : Program
+            The step to run (:class:`~anyoptim.engines.program.Program`).
+        xp : namespace
+            The arrays' Array API namespace.
+        params, grads : sequence of arrays
+            One parameter and its gradient per leaf (gradients are only read).
+        slots : mapping of str to sequence of arrays
+            Each slot's arrays, one per leaf, of its parameter's shape and dtype.
+        hps : sequence of mapping of str to scalar
+            Each leaf's scalars, in the grouping every later call keeps.
+
+        Returns
+        -------
+        PreparedRun
+            The prepared step; each call with a step's ``hps`` runs it.
+
+        Examples
+        --------
+        Needs CuPy and a CUDA GPU, so it is not run here:
+
+        .. code-block:: python
+
+            run = CupyEngine().prepare(program, cupy, params, grads, slots, hps)
+            new_params, new_slots = run(hps)  # one launch per run of leaves; fused leaves in place
         """
         return _PreparedStep(self, program, xp, params, grads, slots, hps)
 
     # -- tracing and kernels
 
     def compiled(self, program: Program, slot_names: Sequence[str], hp: Mapping[str, Any]) -> CompiledProgram:
-        """The trace of ``program`` for these slots and hyperparameter kinds (cached)."""
+        """Trace ``program`` for these slots and kinds of scalars, once (cached on the engine).
+
+        Parameters
+        ----------
+        program : Program
+            The step to trace.
+        slot_names : sequence of str
+            The state slots, in state order.
+        hp : mapping of str to scalar
+            One step's scalars: their names and kinds shape the trace, not their values.
+
+        Returns
+        -------
+        CompiledProgram
+            The trace, its host-scalar folder and its (empty until asked for) kernel caches.
+
+        Examples
+        --------
+        Tracing needs no GPU:
+
+        >>> from anyoptim.engines.cupy import CupyEngine
+        >>> from anyoptim.engines.program import Program
+        >>> sgd = lambda xp, p, g, slots, hp: (p - hp["learning_rate"] * g, {})
+        >>> engine = CupyEngine()
+        >>> compiled = engine.compiled(Program(sgd), [], {"learning_rate": 0.1})
+        >>> compiled is engine.compiled(Program(sgd), [], {"learning_rate": 0.1})
+        True
+        """
         key = (program, tuple(slot_names), hp_signature(hp))
         found = self._compiled.get(key)
         if found is None:
@@ -200,7 +254,32 @@ class CupyEngine(FusedEngine):
         return found
 
     def kernel(self, compiled: CompiledProgram, dtype: str, scalars_on_device: bool) -> tuple[KernelSource, Any]:
-        """The ElementwiseKernel source and kernel of a trace for one dtype (cached; compiled at its first launch)."""
+        """Make the ElementwiseKernel of a trace for one dtype (cached; CuPy compiles it at its first launch).
+
+        Parameters
+        ----------
+        compiled : CompiledProgram
+            From :meth:`compiled`.
+        dtype : str
+            ``"float32"`` or ``"float64"``.
+        scalars_on_device : bool
+            Whether the kernel reads its scalars from a captured step's device table.
+
+        Returns
+        -------
+        source : KernelSource
+            The kernel's CUDA source and argument layout.
+        kernel : cupy.ElementwiseKernel
+            The kernel.
+
+        Examples
+        --------
+        Needs CuPy and a CUDA GPU, so it is not run here:
+
+        .. code-block:: python
+
+            source, kernel = engine.kernel(engine.compiled(program, [], hp), "float32", False)
+        """
         key = (dtype, scalars_on_device)
         found = compiled.kernels.get(key)
         if found is None:
@@ -209,7 +288,34 @@ class CupyEngine(FusedEngine):
         return found
 
     def span(self, compiled: CompiledProgram, dtype: str, scalars_on_device: bool) -> SpanSource:
-        """The span kernels' source of a trace for one dtype (cached)."""
+        """Write the span kernels' source of a trace for one dtype (cached).
+
+        Parameters
+        ----------
+        compiled : CompiledProgram
+            From :meth:`compiled`.
+        dtype : str
+            ``"float32"`` or ``"float64"``.
+        scalars_on_device : bool
+            Whether the kernels read their scalars from a captured step's device table.
+
+        Returns
+        -------
+        SpanSource
+            The CUDA source of the span kernels and their argument layout.
+
+        Examples
+        --------
+        Writing the source needs no GPU:
+
+        >>> from anyoptim.engines.cupy import CupyEngine
+        >>> from anyoptim.engines.program import Program
+        >>> sgd = lambda xp, p, g, slots, hp: (p - hp["learning_rate"] * g, {})
+        >>> engine = CupyEngine()
+        >>> compiled = engine.compiled(Program(sgd), [], {"learning_rate": 0.1})
+        >>> engine.span(compiled, "float32", False).dtype
+        'float32'
+        """
         key = (dtype, scalars_on_device)
         found = compiled.spans.get(key)
         if found is None:

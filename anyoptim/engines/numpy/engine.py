@@ -324,7 +324,25 @@ class NumpyEngine(FusedEngine):
         _ENGINES.add(self)
 
     def elements_per_block(self, dtype: np.dtype) -> int:
-        """How many elements of ``dtype`` one block holds."""
+        """Count the elements of ``dtype`` that one block of the ufunc plan holds.
+
+        Parameters
+        ----------
+        dtype : numpy.dtype
+            The arrays' dtype.
+
+        Returns
+        -------
+        int
+            ``block_size`` if given, else :data:`DEFAULT_BLOCK_BYTES` worth of ``dtype`` (at least 1).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.engines.numpy import NumpyEngine
+        >>> NumpyEngine().elements_per_block(np.float32), NumpyEngine(block_size=64).elements_per_block(np.float32)
+        (32768, 64)
+        """
         if self.block_size is not None:
             return self.block_size
         return max(1, DEFAULT_BLOCK_BYTES // np.dtype(dtype).itemsize)
@@ -332,17 +350,43 @@ class NumpyEngine(FusedEngine):
     def plan(
         self, program: Program, dtype: np.dtype, slot_names: Sequence[str], hp: Mapping[str, Any], kinds: tuple
     ) -> Plan | None:
-        """The plan of ``program`` for arrays of ``dtype`` and scalars like ``hp``; cached.
+        """Trace ``program`` into a plan for arrays of ``dtype`` and scalars like ``hp``; cached.
 
-        None if the rule cannot be traced (it steps outside the rule contract):
-        the engine then evaluates it as written, block by block.  Two threads
-        asking at once get the same plan.
+        Parameters
+        ----------
+        program : Program
+            The step to trace.
+        dtype : numpy.dtype
+            The dtype of the arrays it will run on.
+        slot_names : sequence of str
+            The state slots, in state order.
+        hp : mapping of str to scalar
+            One step's scalars: their names and kinds shape the trace, not their values.
+        kinds : tuple
+            ``(name, kind)`` pairs of ``hp``, sorted; a kind is a scalar's Python type or NumPy dtype (how it promotes).
+
+        Returns
+        -------
+        Plan or None
+            The plan (two threads asking at once get the same one); None if the rule cannot be traced (it
+            steps outside the rule contract): the engine then evaluates it as written, block by block.
 
         Raises
         ------
         ArithmeticError
             If the rule's host scalars cannot be computed from ``hp`` (``lr / 0``),
             as the rule itself raises; nothing is cached then.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.engines.numpy import NumpyEngine
+        >>> from anyoptim.engines.program import Program
+        >>> sgd = lambda xp, p, g, slots, hp: (p - hp["learning_rate"] * g, {})
+        >>> engine, hp = NumpyEngine(), {"learning_rate": 0.1}
+        >>> plan = engine.plan(Program(sgd), np.float64, [], hp, (("learning_rate", float),))
+        >>> plan is engine.plan(Program(sgd), np.float64, [], hp, (("learning_rate", float),))
+        True
         """
         key = (program, np.dtype(dtype), tuple(slot_names), kinds)
         with self._lock:
@@ -358,7 +402,7 @@ class NumpyEngine(FusedEngine):
             return self._plans.setdefault(key, made)
 
     def kernel(self, plan: Plan) -> Callable[[int], None] | None:
-        """The compiled C function of ``plan``, or None where the plan runs as ufuncs; cached.
+        """Build (once) the compiled C function of ``plan``, or None where the plan runs as ufuncs.
 
         With ``kernels="auto"`` a kernel that fails to build warns once
         (:class:`~anyoptim.engines.numpy.native.KernelBuildWarning`, once per
@@ -366,10 +410,31 @@ class NumpyEngine(FusedEngine):
         their kernels, and the failed one is not built again
         (:func:`~anyoptim.engines.numpy.native.load_kernel` remembers it).
 
+        Parameters
+        ----------
+        plan : Plan
+            A plan made by :meth:`plan`.
+
+        Returns
+        -------
+        callable or None
+            The C function, called with the number of elements; None with ``kernels="ufunc"``, for a
+            plan C cannot print, or (under ``"auto"``) for a kernel that failed to build.
+
         Raises
         ------
         KernelBuildError
             With ``kernels="c"``, if the kernel does not build or load (each time it is asked for).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.engines.numpy import NumpyEngine
+        >>> from anyoptim.engines.program import Program
+        >>> sgd = lambda xp, p, g, slots, hp: (p - hp["learning_rate"] * g, {})
+        >>> engine, kinds = NumpyEngine(kernels="ufunc"), (("learning_rate", float),)
+        >>> print(engine.kernel(engine.plan(Program(sgd), np.float64, [], {"learning_rate": 0.1}, kinds)))
+        None
         """
         if self.kernels == "ufunc":
             return None
@@ -400,5 +465,35 @@ class NumpyEngine(FusedEngine):
         slots: Mapping[str, Sequence[Any]],
         hps: Sequence[Mapping[str, Any]],
     ) -> NumpyStep:
-        """See :meth:`anyoptim.engines.PreparingEngine.prepare`; the result is a :class:`NumpyStep`."""
+        """Bind ``program`` to these very arrays: :meth:`anyoptim.engines.PreparingEngine.prepare`.
+
+        Parameters
+        ----------
+        program : Program
+            The step to run (:class:`~anyoptim.engines.program.Program`).
+        xp : namespace
+            The arrays' Array API namespace.
+        params, grads : sequence of arrays
+            One parameter and its gradient per leaf (gradients are only read).
+        slots : mapping of str to sequence of arrays
+            Each slot's arrays, one per leaf, of its parameter's shape and dtype.
+        hps : sequence of mapping of str to scalar
+            Each leaf's scalars, in the grouping every later call keeps.
+
+        Returns
+        -------
+        NumpyStep
+            The prepared step (a :class:`~anyoptim.engines.PreparedRun`): each call runs a step.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.engines.numpy import NumpyEngine
+        >>> from anyoptim.engines.program import Program
+        >>> sgd = lambda xp, p, g, slots, hp: (p - hp["learning_rate"] * g, {})
+        >>> params, hps = [np.array([1.0, 2.0])], [{"learning_rate": 0.1}]
+        >>> step = NumpyEngine().prepare(Program(sgd), np, params, [np.array([0.5, -1.0])], {}, hps)
+        >>> step.update(hps); step.update(hps); params[0]
+        array([0.9, 2.2])
+        """
         return NumpyStep(self, program, params, grads, slots, hps)
