@@ -9,6 +9,7 @@ used to crash every later process with SIGBUS).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -25,7 +26,10 @@ pytestmark = [
     pytest.mark.skipif(not _native.compiler_found(), reason="needs a C compiler"),
 ]
 
-_PROBE = "#include <stdint.h>\nvoid anyoptim_probe(const int64_t *frame) {{ ((double *)(uintptr_t)frame[0])[0] += {}; }}\n"
+_PROBE = (
+    "#include <stdint.h>\n"
+    "void anyoptim_probe(const int64_t *frame) {{ ((double *)(uintptr_t)frame[0])[0] += {}; }}\n"
+)
 _SOURCE = _PROBE.format("1.0")
 
 
@@ -68,8 +72,6 @@ def _plant(library: Path, data: bytes) -> None:
     library.write_bytes(data)
     record = library.with_name(library.name + ".sha256")
     if record.exists():
-        import hashlib
-
         record.write_text(hashlib.sha256(data).hexdigest())
 
 
