@@ -47,6 +47,7 @@ CHECKS = {
     "EX01": "an Examples section",
 }
 
+
 def _documented() -> list[str]:
     """Public classes and functions; data (REGISTRY, the Schedule type alias) have no docstring of their own."""
     names = []

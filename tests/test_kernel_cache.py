@@ -27,8 +27,7 @@ pytestmark = [
 ]
 
 _PROBE = (
-    "#include <stdint.h>\n"
-    "void anyoptim_probe(const int64_t *frame) {{ ((double *)(uintptr_t)frame[0])[0] += {}; }}\n"
+    "#include <stdint.h>\nvoid anyoptim_probe(const int64_t *frame) {{ ((double *)(uintptr_t)frame[0])[0] += {}; }}\n"
 )
 _SOURCE = _PROBE.format("1.0")
 
@@ -172,7 +171,6 @@ def test_nothing_but_libraries_and_records_is_left_in_the_cache(cache) -> None:
     names = sorted(path.name for path in cache.iterdir())
     assert len(names) == 2 and names[0].endswith(".so") and names[1] == names[0] + ".sha256"
     assert all(not (path.stat().st_mode & 0o022) for path in cache.iterdir())
-
 
 
 def test_two_cached_libraries_with_one_symbol_stay_apart(cache, monkeypatch) -> None:
