@@ -266,4 +266,6 @@ def clip_factor(xp: Any, leaves: list[Any], max_norm: float) -> Any:
         part = xp.vecdot(scaled, scaled)
         total = part if total is None else total + part
     norm_of_scaled = xp.where(total > 0, xp.sqrt(total), one)
-    return xp.where(total > 0, xp.minimum((max_norm / scale) / norm_of_scaled, one), one)
+    factor = xp.where(total > 0, xp.minimum((max_norm / scale) / norm_of_scaled, one), one)
+    # An infinite norm: min(1, c / inf) = 0, as torch.optim and optax have it (the infinite leaves become NaN).
+    return xp.where(largest == xp.inf, xp.zeros_like(factor), factor)

@@ -81,7 +81,7 @@ class AdamFamily(Optimizer):
         self.beta2 = beta2
         self.epsilon = epsilon
         self.eps_root = eps_root
-        self.amsgrad = bool(amsgrad)
+        self.amsgrad = amsgrad
 
     def _step_scalars(self, count: int) -> dict[str, float]:
         t = count + 1

@@ -18,7 +18,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from .._checks import SETTING_CHECKS, check_choice
+from .._checks import SETTING_CHECKS, check_choice, check_count
 from .._namespace import check_leaves
 from ..engines import check_engine, run_programs, select_engine
 from ..engines.program import Program
@@ -29,7 +29,7 @@ from ..tree import TreeDef, tree_flatten, tree_unflatten
 from .contract import declaration_of
 from .groups import leaf_keys, leaf_scalars
 from .prepared import PreparedStep
-from .validation import apply_nonfinite_policy, check_distinct, check_grads, check_state
+from .validation import apply_nonfinite_policy, check_distinct, check_grads, check_state, separate_grads
 
 __all__ = ["NONFINITE_POLICIES", "Optimizer"]
 
@@ -227,6 +227,7 @@ class Optimizer(metaclass=_ChecksItsRule):
             learning_rate=self.learning_rate_at(0),
             slots={slot: tree_unflatten(treedef, values) for slot, values in slots.items()},
             structure=treedef,
+            optimizer=type(self).__name__,
         )
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -261,19 +262,22 @@ class Optimizer(metaclass=_ChecksItsRule):
         check_distinct(names, p_leaves)
         g_leaves = check_grads(xp, device, names, p_leaves, treedef, grads)
         slots = check_state(type(self).__name__, tuple(self._slot_fills()), names, p_leaves, treedef, state)
-        learning_rate = self.learning_rate_at(state.count)
+        count = check_count(state.count)
+        learning_rate = self.learning_rate_at(count)
         skipped = apply_nonfinite_policy(self.on_nonfinite, xp, names, g_leaves, params, state)
         if skipped is not None:
             return skipped
+        # A gradient that is (a view of) a parameter or a state array is read after the engine wrote it: copy it.
+        g_leaves, grads_copied = separate_grads(xp, g_leaves, [*p_leaves, *(s for v in slots.values() for s in v)])
         keys, key_of_leaf, programs = self._leaf_groups(names, p_leaves, treedef)
-        hps = self._step_scalars_of_leaves(xp, keys, key_of_leaf, g_leaves, state.count, learning_rate)
+        hps = self._step_scalars_of_leaves(xp, keys, key_of_leaf, g_leaves, count, learning_rate)
         engine = select_engine(xp, self.engine)
         new_params, new_slots, runs = run_programs(engine, xp, programs, p_leaves, g_leaves, slots, hps)
         slots_out = {slot: tree_unflatten(treedef, values) for slot, values in new_slots.items()}
-        new_state = OptimizerState(state.count + 1, learning_rate, slots_out, state.skipped, treedef)
+        new_state = OptimizerState(count + 1, learning_rate, slots_out, state.skipped, treedef, type(self).__name__)
         params_out = tree_unflatten(treedef, new_params)
         self._prepared = None
-        if runs is not None and all(run.in_place for run, _ in runs):
+        if runs is not None and not grads_copied and all(run.in_place for run, _ in runs):
             self._prepared = PreparedStep(
                 xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, new_state.slots
             )
@@ -331,7 +335,8 @@ class Optimizer(metaclass=_ChecksItsRule):
 
     def _prepared_step(self, prepared: PreparedStep, params: Any, state: OptimizerState) -> tuple[Any, OptimizerState]:
         """The step on the arrays ``prepared`` was made for (already checked by :meth:`PreparedStep.matches`)."""
-        learning_rate = self.learning_rate_at(state.count)
+        count = check_count(state.count)
+        learning_rate = self.learning_rate_at(count)
         if self.on_nonfinite != "ignore":
             skipped = apply_nonfinite_policy(
                 self.on_nonfinite, prepared.xp, prepared.names, prepared.g_leaves, params, state
@@ -339,12 +344,12 @@ class Optimizer(metaclass=_ChecksItsRule):
             if skipped is not None:
                 return skipped
         hps = self._step_scalars_of_leaves(
-            prepared.xp, prepared.keys, prepared.key_of_leaf, prepared.g_leaves, state.count, learning_rate
+            prepared.xp, prepared.keys, prepared.key_of_leaf, prepared.g_leaves, count, learning_rate
         )
         for run, indices in prepared.runs:
             run(hps if indices is None else [hps[i] for i in indices])
         return prepared.params_out, OptimizerState(
-            state.count + 1, learning_rate, prepared.slots_out, state.skipped, prepared.treedef
+            count + 1, learning_rate, prepared.slots_out, state.skipped, prepared.treedef, type(self).__name__
         )
 
     def host_scalars(self, params: Any) -> Callable[[int], tuple[list[dict[str, Any]], float]]:

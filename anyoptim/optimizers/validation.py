@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from .._namespace import check_leaves
+import numpy as np
+from numpy.lib.array_utils import byte_bounds
+
+from .._namespace import check_leaves, device_of
 from ..state import OptimizerState
 from ..transforms import first_nonfinite
 from ..tree import TreeDef, check_same_structure, tree_flatten
@@ -96,6 +99,9 @@ def check_state(
     """
     if not isinstance(state, OptimizerState):
         raise TypeError(f"state must be the OptimizerState returned by init or step, got {type(state).__name__}")
+    made_by = getattr(state, "optimizer", None)
+    if made_by is not None and made_by != owner:
+        raise ValueError(f"state was made by {made_by}, not by {owner}: its slots mean something else there")
     if state.structure is not None:
         check_same_structure(state.structure, treedef, what="params", like="the params this state was made for")
     if tuple(state.slots) != slot_names:
@@ -109,6 +115,12 @@ def check_state(
         if len(leaves) != len(p_leaves):
             raise ValueError(f"state slot {slot!r} has {len(leaves)} arrays but params have {len(p_leaves)}")
         for name, p, s in zip(names, p_leaves, leaves, strict=True):
+            if _library(s) != _library(p) or device_of(s) != device_of(p):
+                raise TypeError(
+                    f"state slot {slot!r} of {name!r} is a {_library(s)} array on {device_of(s)}, but the parameter "
+                    f"is a {_library(p)} array on {device_of(p)}: state and params must be arrays of one library "
+                    "on one device"
+                )
             if tuple(s.shape) != tuple(p.shape) or s.dtype != p.dtype:
                 raise ValueError(
                     f"state slot {slot!r} of {name!r} has shape {tuple(s.shape)} and dtype {s.dtype}, "
@@ -118,8 +130,17 @@ def check_state(
     return slots
 
 
+def _library(array: Any) -> str:
+    """The library an array belongs to, by its type's top-level module (``numpy``, ``torch``, ``jax``)."""
+    return type(array).__module__.partition(".")[0]
+
+
 def check_distinct(names: list[str], leaves: list[Any]) -> None:
-    """Refuse a tree that holds one array under two names: an in-place engine would update it twice."""
+    """Refuse a tree that holds one array, or two views of one memory, under two names.
+
+    An in-place engine would update it twice (``{"a": x, "b": x[:]}``).  Views
+    that share no element (``x[::2]`` and ``x[1::2]``) are distinct parameters.
+    """
     first_name: dict[int, str] = {}
     for name, leaf in zip(names, leaves, strict=True):
         other = first_name.setdefault(id(leaf), name)
@@ -128,6 +149,62 @@ def check_distinct(names: list[str], leaves: list[Any]) -> None:
                 f"params[{name!r}] is the same array as params[{other!r}]: to tie parameters, keep one leaf "
                 "and add up the gradients of its uses"
             )
+    for first, second in overlapping(leaves, range(len(leaves))):
+        raise ValueError(
+            f"params[{names[second]!r}] and params[{names[first]!r}] are views of one memory: an update of one "
+            "would change the other; to tie parameters, keep one leaf and add up the gradients of its uses"
+        )
+
+
+def separate_grads(xp: Any, g_leaves: list[Any], others: list[Any]) -> tuple[list[Any], bool]:
+    """The gradients, each one that shares memory with a parameter or state array copied (and whether any was).
+
+    ``grads = {"a": params["b"], "b": params["a"]}`` (the gradient of ``a·b``)
+    would otherwise read ``a`` after an in-place engine updated it.
+    """
+    everything = [*g_leaves, *others]
+    aliased = {index for pair in overlapping(everything, range(len(g_leaves))) for index in pair}
+    aliased = {index for index in aliased if index < len(g_leaves)}
+    if not aliased:
+        return g_leaves, False
+    return [xp.asarray(g, copy=True) if i in aliased else g for i, g in enumerate(g_leaves)], True
+
+
+def _byte_range(leaf: Any) -> tuple[int, int] | None:
+    """The first and one-past-the-last byte an array may touch, where known (NumPy, torch), else None."""
+    if isinstance(leaf, np.ndarray):
+        if leaf.size == 0:
+            return None
+        return byte_bounds(leaf)
+    if type(leaf).__module__.partition(".")[0] == "torch" and leaf.numel():
+        start = leaf.data_ptr()
+        reach = sum((length - 1) * stride for length, stride in zip(leaf.shape, leaf.stride(), strict=True))
+        return start, start + (reach + 1) * leaf.element_size()
+    return None
+
+
+def overlapping(leaves: list[Any], among: range) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)`` of ``leaves`` that share memory, at least one of them in ``among``.
+
+    Byte ranges find the candidates (sorted, so the usual case costs a sort);
+    NumPy's :func:`numpy.shares_memory` confirms them (views that interleave
+    share nothing); for torch an overlap of ranges counts.
+    """
+    ranges = sorted((found[0], found[1], i) for i, leaf in enumerate(leaves) if (found := _byte_range(leaf)))
+    pairs, active = [], []
+    for start, end, i in ranges:
+        active = [(other_end, j) for other_end, j in active if other_end > start]
+        for _, j in active:
+            if (i in among or j in among) and _share(leaves[i], leaves[j]):
+                pairs.append((min(i, j), max(i, j)))
+        active.append((end, i))
+    return pairs
+
+
+def _share(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return bool(np.shares_memory(a, b))
+    return True
 
 
 def apply_nonfinite_policy(

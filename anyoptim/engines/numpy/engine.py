@@ -200,7 +200,10 @@ class NumpyStep:
         new_slots = {name: list(values) for name, values in self.slots.items()}
         for i in self.out_of_place:
             leaf_slots = {name: values[i] for name, values in self.slots.items()}
-            new_p, updated = self.program(np, np.asarray(self.params[i]), np.asarray(self.grads[i]), leaf_slots, hps[i])
+            with np.errstate(all="ignore"):  # IEEE arithmetic, as the in-place runners and the kernels
+                new_p, updated = self.program(
+                    np, np.asarray(self.params[i]), np.asarray(self.grads[i]), leaf_slots, hps[i]
+                )
             # NumPy arithmetic on 0-D arrays gives scalars: keep every leaf an array.
             new_params[i] = np.asarray(new_p)
             for name in self.slot_names:

@@ -116,16 +116,24 @@ def _compiler_command() -> list[str] | None:
     silently swapped for another one.
     """
     if os.environ.get("CC"):
-        candidates = [shlex.split(os.environ["CC"])]
+        candidates = [_split(os.environ["CC"])]
     else:
         built_with = sysconfig.get_config_var("CC")
-        candidates = [shlex.split(built_with)] if built_with else []
+        candidates = [_split(built_with)] if built_with else []
         candidates += [["cc"], ["gcc"], ["clang"]]
     for command in candidates:
         found = shutil.which(command[0]) if command else None
         if found:
             return [found, *command[1:]]
     return None
+
+
+def _split(command: str) -> list[str]:
+    """A compiler command line as words; none (no compiler) where it does not parse (``gcc "``)."""
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return []
 
 
 def _developer_tools_missing(command: list[str]) -> bool:
