@@ -267,7 +267,6 @@ class Optimizer(metaclass=_ChecksItsRule):
         skipped = apply_nonfinite_policy(self.on_nonfinite, xp, names, g_leaves, params, state)
         if skipped is not None:
             return skipped
-        # A gradient that is (a view of) a parameter or a state array is read after the engine wrote it: copy it.
         g_leaves, grads_copied = separate_grads(xp, g_leaves, [*p_leaves, *(s for v in slots.values() for s in v)])
         keys, key_of_leaf, programs = self._leaf_groups(names, p_leaves, treedef)
         hps = self._step_scalars_of_leaves(xp, keys, key_of_leaf, g_leaves, count, learning_rate)
