@@ -212,6 +212,9 @@ def first_nonfinite(xp: Any, names: list[str], leaves: list[Any]) -> str | None:
 def clip_factor(xp: Any, leaves: list[Any], max_norm: float) -> Any:
     r"""The global-norm clip factor :math:`\min(1, c / \lVert g \rVert_2)` over all leaves, a 0-D array.
 
+    An infinite norm (an infinite element anywhere) gives 0, as torch.optim's
+    ``clip_grad_norm_`` and optax's ``clip_by_global_norm`` do.
+
     The norm is accumulated in the widest dtype of the tree, and every leaf is
     divided by the largest magnitude first, so that neither float32 rounding nor
     overflow of the squares (gradients near the dtype's maximum) changes the

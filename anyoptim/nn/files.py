@@ -152,7 +152,7 @@ def load_npz(
         Names of the two arrays in the file.
     xp, dtype, device : optional
         See :func:`anyoptim.datasets.make_moons`.
-    max_bytes : int, default :data:`MAX_BYTES` (1 GiB)
+    max_bytes : int, default ``MAX_BYTES`` (1 GiB)
         The largest array read, by the size its header declares (checked before
         anything is allocated, so a small file that claims a huge shape, or a
         compressed file of zeros, is refused at once).
@@ -246,7 +246,7 @@ def load_csv(
         Whether the first row holds column names.  By default it does when any of its fields is not a number.
     xp, dtype, device : optional
         See :func:`anyoptim.datasets.make_moons`.
-    max_bytes : int, default :data:`MAX_BYTES` (1 GiB)
+    max_bytes : int, default ``MAX_BYTES`` (1 GiB)
         The largest file read.
 
     Returns

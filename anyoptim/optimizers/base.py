@@ -77,6 +77,8 @@ class Optimizer(metaclass=_ChecksItsRule):
         (:func:`decay_all`), except for AdamW and Lion (:func:`decay_weights_only`).
     clip_global_norm : float, optional
         Rescale the gradients so that their joint L2 norm is at most this value.
+        An infinite norm gives the factor 0 (as torch.optim and optax): finite
+        leaves take no step, infinite elements become NaN.
     clip_value : float, optional
         Clip every gradient element to ``[-clip_value, clip_value]`` (after global-norm clipping).
     on_nonfinite : {"ignore", "raise", "skip"}, default "ignore"
