@@ -329,3 +329,16 @@ def test_a_gradient_that_is_a_state_slot_is_read_before_the_step() -> None:
     expected, _ = anyoptim.Momentum(0.1).step({"w": params["w"].copy()}, {"w": grads["w"].copy()}, copied)
     result, _ = optimizer.step(params, grads, state)
     np.testing.assert_allclose(result["w"], expected["w"], rtol=1e-15)
+
+
+def test_a_subclass_written_outside_anyoptim_shares_its_parents_states() -> None:
+    class LoggingAdam(anyoptim.Adam):
+        pass
+
+    params = {"w": np.ones(2)}
+    state = anyoptim.Adam(0.1).init(params)
+    params, state = LoggingAdam(0.1).step(params, {"w": np.ones(2)}, state)
+    assert state.optimizer == "Adam"
+    params, state = anyoptim.Adam(0.1).step(params, {"w": np.ones(2)}, state)
+    with pytest.raises(ValueError, match="state was made by Adam, not by AdamW"):
+        anyoptim.AdamW(0.1).step(params, {"w": np.ones(2)}, state)

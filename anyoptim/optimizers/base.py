@@ -29,7 +29,14 @@ from ..tree import TreeDef, tree_flatten, tree_unflatten
 from .contract import declaration_of
 from .groups import leaf_keys, leaf_scalars
 from .prepared import PreparedStep
-from .validation import apply_nonfinite_policy, check_distinct, check_grads, check_state, separate_grads
+from .validation import (
+    apply_nonfinite_policy,
+    check_distinct,
+    check_grads,
+    check_state,
+    separate_grads,
+    state_owner,
+)
 
 __all__ = ["NONFINITE_POLICIES", "Optimizer"]
 
@@ -229,7 +236,7 @@ class Optimizer(metaclass=_ChecksItsRule):
             learning_rate=self.learning_rate_at(0),
             slots={slot: tree_unflatten(treedef, values) for slot, values in slots.items()},
             structure=treedef,
-            optimizer=type(self).__name__,
+            optimizer=state_owner(type(self)),
         )
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -263,7 +270,7 @@ class Optimizer(metaclass=_ChecksItsRule):
         xp, device = check_leaves(names, p_leaves, what="params")
         check_distinct(names, p_leaves)
         g_leaves = check_grads(xp, device, names, p_leaves, treedef, grads)
-        slots = check_state(type(self).__name__, tuple(self._slot_fills()), names, p_leaves, treedef, state)
+        slots = check_state(state_owner(type(self)), tuple(self._slot_fills()), names, p_leaves, treedef, state)
         count = check_count(state.count)
         learning_rate = self.learning_rate_at(count)
         skipped = apply_nonfinite_policy(self.on_nonfinite, xp, names, g_leaves, params, state)
@@ -275,7 +282,7 @@ class Optimizer(metaclass=_ChecksItsRule):
         engine = select_engine(xp, self.engine)
         new_params, new_slots, runs = run_programs(engine, xp, programs, p_leaves, g_leaves, slots, hps)
         slots_out = {slot: tree_unflatten(treedef, values) for slot, values in new_slots.items()}
-        new_state = OptimizerState(count + 1, learning_rate, slots_out, state.skipped, treedef, type(self).__name__)
+        new_state = OptimizerState(count + 1, learning_rate, slots_out, state.skipped, treedef, state_owner(type(self)))
         params_out = tree_unflatten(treedef, new_params)
         self._prepared = None
         if runs is not None and not grads_copied and all(run.in_place for run, _ in runs):
@@ -350,7 +357,7 @@ class Optimizer(metaclass=_ChecksItsRule):
         for run, indices in prepared.runs:
             run(hps if indices is None else [hps[i] for i in indices])
         return prepared.params_out, OptimizerState(
-            count + 1, learning_rate, prepared.slots_out, state.skipped, prepared.treedef, type(self).__name__
+            count + 1, learning_rate, prepared.slots_out, state.skipped, prepared.treedef, state_owner(type(self))
         )
 
     def host_scalars(self, params: Any) -> Callable[[int], tuple[list[dict[str, Any]], float]]:

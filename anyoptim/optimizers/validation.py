@@ -8,6 +8,7 @@ then the ``on_nonfinite`` policy on the gradients.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Any
 
@@ -62,6 +63,18 @@ def check_grads(xp: Any, device: Any, names: list[str], p_leaves: list[Any], tre
         if g.dtype != p.dtype:
             raise TypeError(f"grads[{name!r}] has dtype {g.dtype} but params[{name!r}] has dtype {p.dtype}")
     return g_leaves
+
+
+@functools.cache
+def state_owner(cls: type) -> str:
+    """The name a state records as its maker: the first class of ``cls``'s MRO defined in anyoptim.
+
+    A subclass written outside anyoptim (to log, say) runs its parent's rule, so
+    the two share states; two anyoptim optimizers never do.
+    """
+    return next(
+        (base.__name__ for base in cls.__mro__ if base.__module__.startswith("anyoptim.optimizers")), cls.__name__
+    )
 
 
 def check_state(
