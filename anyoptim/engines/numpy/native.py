@@ -59,6 +59,7 @@ __all__ = [
     "KERNEL_CHOICES",
     "KernelBuildError",
     "KernelBuildWarning",
+    "KernelCacheWarning",
     "cache_dir",
     "compiler",
     "compiler_found",
@@ -92,6 +93,10 @@ class KernelBuildError(RuntimeError):
     """
 
     kernel: str | None = None
+
+
+class KernelCacheWarning(RuntimeWarning):
+    """Issued once per process when the kernel cache directory fails a check: kernels are then built per process."""
 
 
 class KernelBuildWarning(RuntimeWarning):
@@ -244,8 +249,27 @@ def _open_cache() -> int | None:
         return None
     try:
         return kernel_cache.open_directory(directory)
+    except kernel_cache.UntrustedCacheError as error:
+        _warn_cache_once(directory, error)
+        return None
     except OSError:
         return None
+
+
+_cache_warned: set[str] = set()
+
+
+def _warn_cache_once(directory: Path, error: OSError) -> None:
+    with _warned_lock:
+        if str(directory) in _cache_warned:
+            return
+        _cache_warned.add(str(directory))
+    warnings.warn(
+        f"anyoptim: the kernel cache {directory} is not used ({error}): compiled kernels are built again in "
+        "every process; make it yours and writable by you only (chmod go-w) or set ANYOPTIM_CACHE_DIR",
+        KernelCacheWarning,
+        stacklevel=2,
+    )
 
 
 def _remove_private_dir(directory: Path, owner: int) -> None:
