@@ -342,3 +342,21 @@ def test_a_subclass_written_outside_anyoptim_shares_its_parents_states() -> None
     params, state = anyoptim.Adam(0.1).step(params, {"w": np.ones(2)}, state)
     with pytest.raises(ValueError, match="state was made by Adam, not by AdamW"):
         anyoptim.AdamW(0.1).step(params, {"w": np.ones(2)}, state)
+
+
+def test_views_of_one_memory_are_refused_on_every_mutable_library(xp, backend) -> None:
+    if backend not in (Backend.NUMPY, Backend.TORCH, Backend.CUPY):
+        pytest.skip("immutable arrays: a view cannot be written twice")
+    x = from_numpy(xp, np.arange(4.0))
+    optimizer = anyoptim.SGD(0.1)
+    with pytest.raises(ValueError, match="views of one memory"):
+        optimizer.init({"a": x, "b": x[1:3]})
+    state = optimizer.init({"a": from_numpy(xp, np.arange(2.0)), "b": from_numpy(xp, np.arange(2.0))})
+    grads = {"a": from_numpy(xp, np.ones(2)), "b": from_numpy(xp, np.ones(2))}
+    with pytest.raises(ValueError, match="views of one memory"):
+        optimizer.step({"a": x[:2], "b": x[:2]}, grads, state)
+    np.testing.assert_array_equal(to_numpy(x), np.arange(4.0))
+    if backend != Backend.TORCH:  # torch's check is by byte range: interleaved views count as shared
+        params, _ = optimizer.step({"a": x[0:4:2], "b": x[1:4:2]}, grads, state)  # distinct: no element shared
+        np.testing.assert_allclose(to_numpy(params["a"]), [-0.1, 1.9])
+        np.testing.assert_allclose(to_numpy(params["b"]), [0.9, 2.9])

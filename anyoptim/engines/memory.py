@@ -3,12 +3,13 @@
 A step that updates ``params["a"]`` in place while ``params["b"]`` is a view of
 the same memory updates it twice; one that reads a gradient after writing the
 parameter it aliases reads the new value.  :func:`overlapping` finds such pairs
-among host (NumPy) and torch arrays; the optimizers refuse overlapping
+among NumPy, CuPy and torch arrays; the optimizers refuse overlapping
 parameters and copy aliased gradients before any engine runs.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -18,12 +19,18 @@ __all__ = ["overlapping"]
 
 
 def _byte_range(leaf: Any) -> tuple[int, int] | None:
-    """The first and one-past-the-last byte an array may touch, where known (NumPy, torch), else None."""
+    """The first and one-past-the-last byte an array may touch, where known (NumPy, CuPy, torch), else None."""
     if isinstance(leaf, np.ndarray):
         if leaf.size == 0:
             return None
         return byte_bounds(leaf)
-    if type(leaf).__module__.partition(".")[0] == "torch" and leaf.numel():
+    library = type(leaf).__module__.partition(".")[0]
+    if library == "cupy" and leaf.size:
+        start = leaf.data.ptr
+        low = sum(min(0, (length - 1) * stride) for length, stride in zip(leaf.shape, leaf.strides, strict=True))
+        high = sum(max(0, (length - 1) * stride) for length, stride in zip(leaf.shape, leaf.strides, strict=True))
+        return start + low, start + high + leaf.itemsize
+    if library == "torch" and leaf.numel():
         start = leaf.data_ptr()
         reach = sum((length - 1) * stride for length, stride in zip(leaf.shape, leaf.stride(), strict=True))
         return start, start + (reach + 1) * leaf.element_size()
@@ -51,4 +58,6 @@ def overlapping(leaves: list[Any], among: range) -> list[tuple[int, int]]:
 def _share(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
         return bool(np.shares_memory(a, b))
+    if type(a).__module__.startswith("cupy") and type(b).__module__.startswith("cupy"):
+        return bool(sys.modules["cupy"].shares_memory(a, b))  # exact: views that interleave share nothing
     return True
