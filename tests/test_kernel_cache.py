@@ -182,3 +182,27 @@ def test_two_cached_libraries_with_one_symbol_stay_apart(cache, monkeypatch) -> 
         _native.load_kernel(source, "anyoptim_probe")
     monkeypatch.setattr(_native, "_loaded", {})
     assert [_probe(_native.load_kernel(source, "anyoptim_probe")) for source in sources] == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("swap", ["file", "directory"])
+def test_what_is_loaded_is_the_file_that_was_checked(cache, monkeypatch, tmp_path, swap: str) -> None:
+    """Swapping the file or ``kernels/`` between the check and the load used to load the swapped-in library."""
+    library = _built_once(cache, monkeypatch)
+    foreign = _foreign_library(tmp_path)
+    verified = _native.kernel_cache.open_verified
+
+    def swapped_after_the_check(directory: int, name: str):
+        found = verified(directory, name)
+        if swap == "file":
+            planted = tmp_path / "planted.so"
+            planted.write_bytes(foreign)
+            os.replace(planted, library)
+        else:
+            os.rename(cache, tmp_path / "moved")
+            cache.mkdir(mode=0o700)
+            (cache / library.name).write_bytes(foreign)
+        return found
+
+    monkeypatch.setattr(_native.kernel_cache, "open_verified", swapped_after_the_check)
+    monkeypatch.setattr(_native, "_build", lambda *args: pytest.fail("the checked library should have been loaded"))
+    assert _probe(_native.load_kernel(_SOURCE, "anyoptim_probe")) == 1.0
