@@ -10,7 +10,9 @@ __all__ = [
     "SETTING_CHECKS",
     "check_beta",
     "check_choice",
+    "check_count",
     "check_finite",
+    "check_flag",
     "check_learning_rate",
     "check_non_negative",
     "check_positive",
@@ -23,6 +25,8 @@ def check_finite(name: str, value: Any) -> float:
         raise ValueError(f"{name} must be a number, got {value!r}")
     try:
         number = float(value)
+    except OverflowError:  # an int past float's range (10**400)
+        raise ValueError(f"{name} must be finite, got an integer of {value.bit_length()} bits") from None
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(number):
@@ -48,6 +52,23 @@ def check_beta(name: str, value: Any) -> float:
     number = check_finite(name, value)
     if not 0 <= number < 1:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return number
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """An on/off option: True or False (a NumPy bool too), nothing else (``bool("False")`` is True)."""
+    if isinstance(value, bool) or (type(value).__name__ == "bool" and type(value).__module__ == "numpy"):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def check_count(count: Any) -> int:
+    """A state's step count: a non-negative Python or NumPy integer, returned as a Python int (which never wraps)."""
+    if isinstance(count, bool) or not hasattr(count, "__index__"):
+        raise ValueError(f"state.count must be a non-negative integer, got {count!r}")
+    number = count.__index__()
+    if number < 0:
+        raise ValueError(f"state.count must be a non-negative integer, got {count!r}")
     return number
 
 
@@ -91,4 +112,8 @@ SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "eps_root": check_non_negative,
     "initial_accumulator_value": check_non_negative,
     "threshold": check_threshold,
+    "amsgrad": check_flag,
+    "centered": check_flag,
+    "eps_in_sqrt": check_flag,
+    "nesterov": check_flag,
 }

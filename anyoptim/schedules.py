@@ -452,7 +452,13 @@ def learning_rate_at(learning_rate: float | Schedule, count: int) -> float:
     """
     if not callable(learning_rate):
         return learning_rate
-    value = learning_rate(count)
+    try:
+        value = learning_rate(count)
+    except (OverflowError, ZeroDivisionError) as error:  # exponential_decay growing past float's range, say
+        raise ValueError(
+            f"the learning-rate schedule failed at step count {count} ({type(error).__name__}: {error}): "
+            "it must return a finite number >= 0"
+        ) from None
     try:
         return check_non_negative("learning_rate", value)
     except ValueError:

@@ -33,6 +33,10 @@ class OptimizerState:
         Steps skipped by ``on_nonfinite="skip"``.
     structure : TreeDef, optional
         The parameters' tree structure, to check every later call against.
+    optimizer : str, optional
+        The class name of the optimizer that made the state: another optimizer
+        refuses it (Adagrad's running sum is not RMSprop's average).  None (a
+        state built by hand) is accepted by any optimizer whose slots it has.
 
     Examples
     --------
@@ -52,6 +56,7 @@ class OptimizerState:
     slots: dict[str, Any]
     skipped: int = 0
     structure: TreeDef | None = field(default=None, repr=False)
+    optimizer: str | None = field(default=None, repr=False)
 
     def __init__(
         self,
@@ -60,6 +65,7 @@ class OptimizerState:
         slots: dict[str, Any],
         skipped: int = 0,
         structure: TreeDef | None = None,
+        optimizer: str | None = None,
     ) -> None:
         # The dataclass's own __init__ of a frozen class sets each field with object.__setattr__;
         # storing them in the instance's dict is the same, at half the cost (every step makes a state).
@@ -69,3 +75,4 @@ class OptimizerState:
         fields["slots"] = slots
         fields["skipped"] = skipped
         fields["structure"] = structure
+        fields["optimizer"] = optimizer

@@ -212,6 +212,9 @@ def first_nonfinite(xp: Any, names: list[str], leaves: list[Any]) -> str | None:
 def clip_factor(xp: Any, leaves: list[Any], max_norm: float) -> Any:
     r"""The global-norm clip factor :math:`\min(1, c / \lVert g \rVert_2)` over all leaves, a 0-D array.
 
+    An infinite norm (an infinite element anywhere) gives 0, as torch.optim's
+    ``clip_grad_norm_`` and optax's ``clip_by_global_norm`` do.
+
     The norm is accumulated in the widest dtype of the tree, and every leaf is
     divided by the largest magnitude first, so that neither float32 rounding nor
     overflow of the squares (gradients near the dtype's maximum) changes the
@@ -266,4 +269,6 @@ def clip_factor(xp: Any, leaves: list[Any], max_norm: float) -> Any:
         part = xp.vecdot(scaled, scaled)
         total = part if total is None else total + part
     norm_of_scaled = xp.where(total > 0, xp.sqrt(total), one)
-    return xp.where(total > 0, xp.minimum((max_norm / scale) / norm_of_scaled, one), one)
+    factor = xp.where(total > 0, xp.minimum((max_norm / scale) / norm_of_scaled, one), one)
+    # An infinite norm: min(1, c / inf) = 0, as torch.optim and optax have it (the infinite leaves become NaN).
+    return xp.where(largest == xp.inf, xp.zeros_like(factor), factor)

@@ -68,7 +68,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from array_api_compat import array_namespace
 
@@ -788,8 +788,32 @@ def _table_line(row: Row) -> str:
 # --------------------------------------------------------------------------- command line
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr, exit status 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
+def _usable(backend: str, compare: Sequence[str]) -> str | None:
+    """Why the run cannot start here (a library not installed, no GPU), or None; asked before any timing."""
+    for library in compare:
+        if any(
+            importlib.util.find_spec(name) is None for name in {"torch": ["torch"], "optax": ["jax", "optax"]}[library]
+        ):
+            return f"--compare {library}: {library} is not installed"
+    if backend == "cupy":
+        from anyoptim.lesson.backends import ExperimentError, load_backend
+
+        try:
+            load_backend("cupy")
+        except ExperimentError as error:
+            return f"--backend cupy: {error}"
+    return None
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python benchmarks/step.py",
         description="Time anyoptim's optimizer step beside torch.optim and optax, on one device, in one process.",
     )
@@ -821,7 +845,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = Path(args.json)
         if target.parent and not target.parent.exists():
             parser.error(f"--json: the folder {target.parent} does not exist")
-    only = [name.strip() for name in args.only.split(",")] if args.only else None
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only is not None else None
+    if only is not None:
+        names = [workload.name for workload in workloads(args.backend, quick=args.quick)]
+        unmatched = [prefix for prefix in only if not any(name.startswith(prefix) for name in names)]
+        if unmatched or not only:
+            parser.error(
+                f"--only: no workload named {', '.join(unmatched) or '(none)'} (choose from {', '.join(names)})"
+            )
+    why = _usable(args.backend, compare)
+    if why is not None:
+        parser.error(why)
     try:
         result = run(args.backend, compare, quick=args.quick, only=only, epochs=args.epochs)
     except Exception as error:  # no such backend here (no CuPy, no GPU); every workload is guarded inside

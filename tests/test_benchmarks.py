@@ -50,3 +50,40 @@ def test_bad_benchmark_arguments_are_usage_errors(capsys) -> None:
         bench.main(["--compare", "tensorflow"])
     assert raised.value.code == 2
     assert "unknown libraries tensorflow" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--only", "nosuch"], "--only: no workload named nosuch"),
+        (["--only", ","], "--only: no workload named (none)"),
+        (["--backend", "cupy"], "--backend cupy: backend 'cupy' needs a CUDA GPU"),
+    ],
+)
+def test_bad_benchmark_arguments_are_one_line_and_status_2(argv, message, capsys, monkeypatch) -> None:
+    """Two usage lines and the error; ``--only nosuch`` printed an empty table and exited 0; no GPU: a CUDA error."""
+    if argv[0] == "--backend":  # as on a machine without a GPU, even where this one has one
+        from anyoptim.lesson import backends
+
+        def no_gpu(name: str) -> None:
+            raise backends.ExperimentError("backend 'cupy' needs a CUDA GPU, and this machine has none")
+
+        monkeypatch.setattr(backends, "load_backend", no_gpu)
+    with pytest.raises(SystemExit) as raised:
+        bench.main(argv)
+    assert raised.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and message in captured.err
+
+
+def test_a_library_to_compare_that_is_not_installed_is_a_usage_error(capsys, monkeypatch) -> None:
+    """``--compare torch`` without torch printed error rows and exited 0."""
+    find_spec = bench.importlib.util.find_spec
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None if name == "torch" else find_spec(name))
+    with pytest.raises(SystemExit) as raised:
+        bench.main(["--compare", "torch", "--only", "adam-mlp"])
+    assert raised.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "python benchmarks/step.py: error: --compare torch: torch is not installed (see --help)"
+    )

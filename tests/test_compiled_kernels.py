@@ -303,7 +303,8 @@ def test_a_kernel_is_built_once_and_then_loaded_from_the_cache(fresh_native, mon
     assert _probe(function) == 1.0
     assert _native.load_kernel(_SOURCE, "anyoptim_probe") is function  # loaded once per process
     built = sorted(path.name for path in fresh_native.iterdir())
-    assert len(built) == 1 and built[0].startswith("anyoptim_probe-")  # no sources or partial files left
+    assert len(built) == 2 and built[0].startswith("anyoptim_probe-")  # the library and its record, nothing else
+    assert built[1] == built[0] + ".sha256"
 
     def no_compiling(*args: Any) -> None:
         raise AssertionError("the cached library should have been loaded, not rebuilt")
@@ -346,7 +347,7 @@ def test_a_damaged_cached_library_is_built_again(fresh_native, monkeypatch) -> N
     with monkeypatch.context() as patch:  # an earlier process built it (this one must not map the file)
         patch.setattr(_native, "_load", lambda path, symbol: None)
         _native.load_kernel(_SOURCE, "anyoptim_probe")
-    (library,) = fresh_native.iterdir()
+    (library,) = (path for path in fresh_native.iterdir() if path.suffix == ".so")
     library.write_bytes(b"")  # what an unflushed rename can leave after a crash
     monkeypatch.setattr(_native, "_loaded", {})
     assert _probe(_native.load_kernel(_SOURCE, "anyoptim_probe")) == 1.0
@@ -354,20 +355,31 @@ def test_a_damaged_cached_library_is_built_again(fresh_native, monkeypatch) -> N
 
 
 def test_a_file_system_error_while_building_is_a_build_error(fresh_native, monkeypatch) -> None:
-    """A full disk is a failed build: auto falls back to ufuncs, and nothing is left in the cache."""
-    _native._writable_cache_dir()
+    """A full disk while compiling is a failed build: auto falls back to ufuncs, and nothing is left in the cache."""
+    run = _native.subprocess.run
 
-    def full_disk(*args: Any, **kwargs: Any) -> Any:
-        raise OSError(28, "No space left on device")
+    def full_disk(command: Any, *args: Any, **kwargs: Any) -> Any:
+        if "-o" in command:
+            raise OSError(28, "No space left on device")
+        return run(command, *args, **kwargs)
 
-    monkeypatch.setattr(_native.os, "fsync", full_disk)
+    monkeypatch.setattr(_native.subprocess, "run", full_disk)
     with pytest.raises(_native.KernelBuildError, match="No space left"):
         _native.load_kernel(_SOURCE, "anyoptim_probe")
-    assert list(fresh_native.iterdir()) == []
+    assert not fresh_native.exists() or list(fresh_native.iterdir()) == []
     engine = NumpyEngine(kernels="auto")
     with pytest.warns(_native.KernelBuildWarning):
         (new_p,), _ = engine.apply(Program(rule=_scaled_rule), np, [np.ones(3)], [np.ones(3)], {}, [{"lr": 0.5}])
     np.testing.assert_array_equal(new_p, 0.5)
+
+
+def test_a_full_disk_while_caching_leaves_the_kernel_working_and_the_cache_clean(fresh_native, monkeypatch) -> None:
+    def full_disk(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_native.kernel_cache.os, "fsync", full_disk)
+    assert _probe(_native.load_kernel(_SOURCE, "anyoptim_probe")) == 1.0
+    assert list(fresh_native.iterdir()) == []
 
 
 @pytest.mark.parametrize("cc", ["sh -c 'exit 1'", "no-such-compiler-anywhere"])

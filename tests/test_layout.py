@@ -266,6 +266,8 @@ ARRAY_LIBRARY_IMPORTERS = (
     "anyoptim.engines.cupy",
     "anyoptim.nn.data",
     "anyoptim.nn.datasets",
+    "anyoptim.nn.files",
+    "anyoptim.engines.memory",
     "anyoptim.datasets",
     "anyoptim.checkpoint",
     "anyoptim.sklearn",

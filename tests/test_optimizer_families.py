@@ -266,7 +266,9 @@ def test_the_state_constructor_makes_a_frozen_dataclass():
         "slots",
         "skipped",
         "structure",
+        "optimizer",  # the class name of the optimizer that made the state (None by default)
     ]
+    assert made.optimizer is None
     assert (
         repr(anyoptim.OptimizerState(1, 0.1, {})) == "OptimizerState(count=1, learning_rate=0.1, slots={}, skipped=0)"
     )

@@ -154,6 +154,14 @@ def _with_state(make_state: Callable[..., Any]):
     return build
 
 
+def _with_state_and_other(make_state: Callable[..., Any]):
+    def build(xp, other, params, grads, state, optimizer):
+        bad = make_state(xp, other, params, state)
+        return lambda: optimizer.step(params, grads, bad)
+
+    return build
+
+
 def _with_params(make_params: Callable[..., Tree], *, same_grads: bool = False):
     """A step with bad params; with ``same_grads`` the grads are made alike, so that only the state disagrees."""
 
@@ -289,7 +297,47 @@ STEP_CASES = [
         "state-of-another-optimizer",
         _with_state(lambda xp, p, s: anyoptim.Momentum().init(p)),
         ValueError,
+        r"state was made by Momentum, not by Adam",
+    ),
+    (
+        "state-of-a-look-alike-optimizer",  # Adagrad's running sum is not RMSprop's average: same slot names
+        _with_state(lambda xp, p, s: dataclasses.replace(s, optimizer="AdamW")),
+        ValueError,
+        r"state was made by AdamW, not by Adam",
+    ),
+    (
+        "state-built-by-hand-with-other-slots",
+        _with_state(lambda xp, p, s: dataclasses.replace(anyoptim.Momentum().init(p), optimizer=None)),
+        ValueError,
         r"state has slots \['v'\] but Adam needs \['m', 'v'\]",
+    ),
+    (
+        "state-count-negative",
+        _with_state(lambda xp, p, s: dataclasses.replace(s, count=-1)),
+        ValueError,
+        r"state\.count must be a non-negative integer, got -1",
+    ),
+    (
+        "state-count-float",
+        _with_state(lambda xp, p, s: dataclasses.replace(s, count=1.0)),
+        ValueError,
+        r"state\.count must be a non-negative integer, got 1\.0",
+    ),
+    (
+        "state-count-bool",
+        _with_state(lambda xp, p, s: dataclasses.replace(s, count=True)),
+        ValueError,
+        r"state\.count must be a non-negative integer, got True",
+    ),
+    (
+        "state-slots-of-another-library",
+        _with_state_and_other(
+            lambda xp, other, p, s: dataclasses.replace(
+                s, slots={slot: {**tree, "W1": from_numpy(other, np.zeros((3, 2)))} for slot, tree in s.slots.items()}
+            )
+        ),
+        TypeError,
+        r"state slot 'm' of 'W1' is a \w+ array on .*, but the parameter is a \w+ array on .*one library",
     ),
     (
         "state-slot-shape",

@@ -26,10 +26,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
+from ..engines.numpy import KernelBuildError
+from ..nn.files import shown
 from ..nn.mlp import ACTIVATIONS
 from .arguments import ArgumentParser as _Parser
 from .arguments import UsageError
@@ -194,6 +197,10 @@ def _output_folder(args: argparse.Namespace) -> Path | None:
     existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write the figures to --out {args.out!r}: {existing} is not writable")
+    try:  # written to now, not after the training (os.access knows no read-only file system); nothing is left
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        raise UsageError(f"cannot write the figures to --out {args.out!r}: {error.strerror}") from None
     return out
 
 
@@ -390,7 +397,7 @@ def _train(args: argparse.Namespace) -> int:
             TRAIN_COLUMNS,
             [
                 [
-                    Path(args.data).name,
+                    shown(Path(args.data).name),
                     str(int(run.X.shape[0])),
                     f"{layers} ({run.model.hidden_activation}, {run.model.output})",
                     type(run.optimizer).__name__,
@@ -413,12 +420,12 @@ def _train(args: argparse.Namespace) -> int:
             plots.plot_loss_curves(
                 {label: history.cost},
                 out / "train_loss.png",
-                title=f"Cost per epoch: {args.data}",
+                title=f"Cost per epoch: {shown(args.data)}",
                 loss=_LOSS_NAMES[run.model.output],
             )
         ]
         if run.train_accuracy is not None and int(run.X.shape[1]) == 2:
-            title = f"{label} on {Path(args.data).name}: train accuracy {100 * run.train_accuracy:.1f} %"
+            title = f"{label} on {shown(Path(args.data).name)}: train accuracy {100 * run.train_accuracy:.1f} %"
             written.append(
                 plots.plot_decision_boundary(
                     run.model, run.result.params, run.X, run.y, out / "train_boundary.png", title=title
@@ -444,8 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             raise UsageError(f"choose a command: {', '.join(_COMMANDS)} (see anyoptim --help)")
         return _COMMANDS[args.command](args)
-    except (UsageError, ValueError, ImportError) as error:
-        # ValueError: the library's own checks (anyoptim raises it for bad input before changing anything).
+    except (UsageError, ValueError, ImportError, KernelBuildError) as error:
+        # ValueError: the library's own checks (anyoptim raises it for bad input before changing anything);
+        # KernelBuildError: ANYOPTIM_NUMPY_KERNELS=c where no kernel can be built.
         message = " ".join(str(error).split())  # one line, whatever the message held
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2

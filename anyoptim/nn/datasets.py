@@ -1,4 +1,4 @@
-"""Small data sets for the experiments: generated on the host, or loaded from the user's own files.
+"""Small data sets for the experiments: generated on the host, or loaded from the user's own files (:mod:`.files`).
 
 Every generator draws from ``numpy.random.default_rng(seed)`` on the host and returns ``X`` (float64, shape
 (n_samples, n_features)) and integer labels ``y`` (shape (n_samples,)) as NumPy arrays; nothing is downloaded.  The
@@ -8,25 +8,15 @@ float64, which every library rounds alike).  This module may import NumPy: gener
 
 from __future__ import annotations
 
-import csv
 import math
-import os
-import zipfile
 from typing import Any
 
 import numpy as np  # host-side generation and file I/O only
 
-from .data import check_int, host_rng, to_namespace
+from .data import check_int, host_rng
+from .files import DataFileError, MissingDataFileError, deliver, load_csv, load_npz  # noqa: F401 (re-exported)
 
 __all__ = ["load_csv", "load_npz", "make_blobs", "make_circles", "make_moons", "make_spirals"]
-
-
-class DataFileError(ValueError):
-    """A data file that is missing, malformed or holds unusable values."""
-
-
-class MissingDataFileError(DataFileError, FileNotFoundError):
-    """The data file does not exist (a ``ValueError`` and a ``FileNotFoundError``)."""
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -64,14 +54,7 @@ def _two_classes(
     X = np.vstack([np.append(outer[0], inner[0]), np.append(outer[1], inner[1])]).T
     y = np.hstack([np.zeros(len(outer[0]), dtype=np.int64), np.ones(len(inner[0]), dtype=np.int64)])
     X, y = _shuffle_and_noise(rng, X, y, noise)
-    return _deliver(X, y, xp, dtype, device)
-
-
-def _deliver(X: np.ndarray, y: np.ndarray, xp: Any, dtype: Any, device: Any) -> tuple[Any, Any]:
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    y = np.ascontiguousarray(y)
-    # A cast from float64 rounds to nearest on every library, so casting on the device gives the same values.
-    return to_namespace(X, xp=xp, dtype=dtype, device=device), to_namespace(y, xp=xp, device=device)
+    return deliver(X, y, xp, dtype, device)
 
 
 def _split_counts(n_samples: int, n_groups: int) -> list[int]:
@@ -240,7 +223,7 @@ def make_spirals(
         points.append(np.column_stack([radius * np.sin(angle), radius * np.cos(angle)]))
         labels.append(np.full(count, label, dtype=np.int64))
     X, y = _shuffle_and_noise(rng, np.vstack(points), np.concatenate(labels), 0.0)
-    return _deliver(X, y, xp, dtype, device)
+    return deliver(X, y, xp, dtype, device)
 
 
 def make_blobs(
@@ -311,190 +294,7 @@ def make_blobs(
     )
     y = np.repeat(np.arange(n_centers, dtype=np.int64), counts)
     X, y = _shuffle_and_noise(rng, X, y, 0.0)
-    return _deliver(X, y, xp, dtype, device)
+    return deliver(X, y, xp, dtype, device)
 
 
 # --------------------------------------------------------------------------- loaders
-
-
-def _labels(values: np.ndarray, source: str) -> np.ndarray:
-    """Integer labels when every value is a whole number (classes), float targets otherwise."""
-    if np.issubdtype(values.dtype, np.integer):
-        return values.astype(np.int64)
-    if np.all(values == np.round(values)):
-        return values.astype(np.int64)
-    return values
-
-
-def _check_loaded(X: np.ndarray, y: np.ndarray, source: str) -> None:
-    if X.ndim != 2:
-        raise DataFileError(f"{source}: X must be 2-D (n_samples, n_features), got shape {X.shape}")
-    if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
-        raise DataFileError(f"{source}: y has shape {y.shape} but X has {X.shape[0]} samples")
-    if X.shape[0] == 0:
-        raise DataFileError(f"{source}: no samples")
-    for name, values in (("X", X), ("y", y)):
-        if not np.all(np.isfinite(values)):
-            raise DataFileError(f"{source}: {name} contains NaN or infinity")
-
-
-def _existing(path: Any) -> str:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise MissingDataFileError(f"no such data file: {path}")
-    return path
-
-
-def load_npz(
-    path: Any, x_key: str = "X", y_key: str = "y", *, xp: Any = None, dtype: Any = None, device: Any = None
-) -> tuple[Any, Any]:
-    """Load features and labels from a NumPy ``.npz`` file.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The file, as written by :func:`numpy.savez`; read without pickle.
-    x_key, y_key : str, default "X", "y"
-        Names of the two arrays in the file.
-    xp, dtype, device : optional
-        See :func:`make_moons`.
-
-    Returns
-    -------
-    X : array, shape (n_samples, n_features)
-        The features, float64 unless ``dtype`` says otherwise.
-    y : array, shape (n_samples,) or (n_samples, n_outputs)
-        The labels: int64 when every value is a whole number, float64 otherwise.
-
-    Raises
-    ------
-    MissingDataFileError
-        The file does not exist (a ``FileNotFoundError`` and a ``ValueError``).
-    DataFileError
-        (a ``ValueError``) The file is not an ``.npz`` archive, a key is missing, the arrays are not numeric,
-        shapes disagree, or values are NaN/infinite.
-
-    Examples
-    --------
-    >>> import numpy as np, tempfile, os, anyoptim
-    >>> path = os.path.join(tempfile.mkdtemp(), "data.npz")
-    >>> np.savez(path, X=np.ones((4, 2)), y=np.array([0, 1, 1, 0]))
-    >>> X, y = anyoptim.datasets.load_npz(path)
-    >>> X.shape, y.tolist()
-    ((4, 2), [0, 1, 1, 0])
-    """
-    path = _existing(path)
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise DataFileError(f"{path}: not a readable .npz file ({error})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataFileError(f"{path}: holds a single array, not an .npz archive with {x_key!r} and {y_key!r}")
-    with archive:
-        for key in (x_key, y_key):
-            if key not in archive.files:
-                raise DataFileError(f"{path}: no array named {key!r}; the file has {sorted(archive.files)}")
-        try:
-            X_raw, y_raw = archive[x_key], archive[y_key]
-        except ValueError as error:  # object arrays need pickle, which we refuse
-            raise DataFileError(f"{path}: cannot read the arrays without pickle ({error})") from None
-    for key, values in ((x_key, X_raw), (y_key, y_raw)):
-        if not (np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_):
-            raise DataFileError(f"{path}: array {key!r} is not numeric (dtype {values.dtype})")
-    X = X_raw.astype(np.float64)
-    y = _labels(y_raw.astype(np.float64) if y_raw.dtype == np.bool_ else y_raw, path)
-    _check_loaded(X, y, path)
-    return _deliver(X, y, xp, dtype, device)
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def load_csv(
-    path: Any,
-    label_column: int = -1,
-    *,
-    delimiter: str = ",",
-    header: bool | None = None,
-    xp: Any = None,
-    dtype: Any = None,
-    device: Any = None,
-) -> tuple[Any, Any]:
-    """Load a table of numbers from a CSV file: one column of labels, the others features.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The file, UTF-8 text; blank lines are skipped.
-    label_column : int, default -1
-        Index of the label column (negative counts from the end).
-    delimiter : str, default ","
-        The field separator (``"\\t"``, ``";"``).
-    header : bool, optional
-        Whether the first row holds column names.  By default it does when any of its fields is not a number.
-    xp, dtype, device : optional
-        See :func:`make_moons`.
-
-    Returns
-    -------
-    X : array, shape (n_samples, n_columns - 1)
-        The other columns, in file order, float64 unless ``dtype`` says otherwise.
-    y : array, shape (n_samples,)
-        The label column: int64 when every label is a whole number, float64 otherwise.
-
-    Raises
-    ------
-    MissingDataFileError
-        The file does not exist (a ``FileNotFoundError`` and a ``ValueError``).
-    DataFileError
-        (a ``ValueError``) An empty file, rows of different lengths, fewer than two columns, a label column out of
-        range, or a value that is not a finite number (the message names its row and column).
-
-    Examples
-    --------
-    >>> import pathlib, tempfile, anyoptim
-    >>> path = pathlib.Path(tempfile.mkdtemp()) / "data.csv"
-    >>> _ = path.write_text("x1,x2,label\\n0.5,1.0,0\\n-1.0,2.0,1\\n")
-    >>> X, y = anyoptim.datasets.load_csv(path)
-    >>> X.tolist(), y.tolist()
-    ([[0.5, 1.0], [-1.0, 2.0]], [0, 1])
-    """
-    path = _existing(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = [row for row in csv.reader(handle, delimiter=delimiter) if any(field.strip() for field in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise DataFileError(f"{path}: cannot read as CSV ({error})") from None
-    if not rows:
-        raise DataFileError(f"{path}: the file is empty")
-    if header is None:
-        header = any(_number(field) is None for field in rows[0])
-    first_line = 2 if header else 1
-    body = rows[1:] if header else rows
-    if not body:
-        raise DataFileError(f"{path}: no data rows")
-    width = len(rows[0])
-    if width < 2:
-        raise DataFileError(f"{path}: needs at least two columns (features and a label), found {width}")
-    if not -width <= label_column < width:
-        raise DataFileError(f"{path}: label_column {label_column} is out of range for {width} columns")
-    table = np.empty((len(body), width))
-    for index, row in enumerate(body):
-        line = first_line + index
-        if len(row) != width:
-            raise DataFileError(f"{path}: line {line} has {len(row)} columns, expected {width}")
-        for column, field in enumerate(row):
-            value = _number(field)
-            if value is None or not math.isfinite(value):
-                where = f"{path}: line {line}, column {column + 1}"
-                raise DataFileError(f"{where}: {field.strip()!r} is not a finite number")
-            table[index, column] = value
-    label_index = label_column % width
-    X = np.delete(table, label_index, axis=1)
-    y = _labels(table[:, label_index], path)
-    _check_loaded(X, y, path)
-    return _deliver(X, y, xp, dtype, device)

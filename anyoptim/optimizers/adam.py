@@ -87,7 +87,7 @@ class AdamFamily(Optimizer):
         self.beta2 = beta2
         self.epsilon = epsilon
         self.eps_root = eps_root
-        self.amsgrad = bool(amsgrad)
+        self.amsgrad = amsgrad
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self.fixed and value != self.fixed[name]:  # fixed at construction and after it

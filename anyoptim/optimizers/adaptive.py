@@ -138,8 +138,8 @@ class RMSprop(Optimizer):
         super().__init__(learning_rate, **options)
         self.beta = beta
         self.epsilon = epsilon
-        self.eps_in_sqrt = bool(eps_in_sqrt)
-        self.centered = bool(centered)
+        self.eps_in_sqrt = eps_in_sqrt
+        self.centered = centered
         self.momentum = momentum
 
     def _options(self) -> dict[str, Any]:

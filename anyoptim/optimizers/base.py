@@ -1,13 +1,7 @@
-"""The optimizer base class: validation, gradient processing and one step, the same for every optimizer.
+"""The optimizer base class: checks, gradient processing and the step, the same for every optimizer.
 
-Each optimizer (:mod:`anyoptim.optimizers`) names its rule, declared with
-:func:`~anyoptim.optimizers.contract.declare` (the state slots it reads, the
-scalars of a step, its options), and computes those scalars; :class:`Optimizer`
-does everything else: it checks the optimizer against its rule's declaration
-when it is constructed, validates input before touching any array, processes
-gradients (clipping, weight decay, non-finite policy, :mod:`anyoptim.transforms`)
-and hands one :class:`~anyoptim.engines.program.Program` to the engine chosen for the
-arrays' library.
+An optimizer names its declared rule and computes its scalars; :class:`Optimizer` does the rest and hands
+one :class:`~anyoptim.engines.program.Program` per group of leaves to the engine of the arrays' library.
 """
 
 from __future__ import annotations
@@ -17,7 +11,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from .._checks import SETTING_CHECKS, check_choice
+from .._checks import SETTING_CHECKS, check_choice, check_count
 from .._namespace import check_leaves
 from ..engines import check_engine, run_programs, select_engine
 from ..engines.program import Program
@@ -28,7 +22,14 @@ from ..tree import TreeDef, tree_flatten, tree_unflatten
 from .contract import check_against_rule, declaration_of
 from .groups import leaf_keys, leaf_scalars
 from .prepared import PreparedStep
-from .validation import apply_nonfinite_policy, check_distinct, check_grads, check_state
+from .validation import (
+    apply_nonfinite_policy,
+    check_distinct,
+    check_grads,
+    check_state,
+    separate_grads,
+    state_owner,
+)
 
 __all__ = ["NONFINITE_POLICIES", "Optimizer"]
 
@@ -36,12 +37,9 @@ NONFINITE_POLICIES = ("ignore", "raise", "skip")
 
 
 def _checked_after_init(init: Callable[..., None]) -> Callable[..., None]:
-    """Wrap an optimizer's ``__init__`` so that the outermost one checks the optimizer against its rule.
+    """Wrap an ``__init__`` so that the outermost one entered on an instance checks it against its rule.
 
-    Python has no hook after ``__init__`` of the most derived class; the first
-    wrapped ``__init__`` entered on an instance is that one, and the checks run
-    when it returns (nested ``super().__init__`` calls skip them).  No metaclass:
-    user subclasses may mix in ``abc.ABC``, a ``Protocol`` or a metaclass of their own.
+    Python has no hook after the most derived ``__init__``; no metaclass, so user classes may mix in ``abc.ABC``.
     """
 
     @functools.wraps(init)
@@ -80,19 +78,17 @@ class Optimizer:
         bools shaped like the parameters.  Default: every parameter
         (:func:`decay_all`), except for AdamW and Lion (:func:`decay_weights_only`).
     clip_global_norm : float, optional
-        Rescale the gradients so that their joint L2 norm is at most this value.
+        Rescale the gradients so that their joint L2 norm is at most this value.  An infinite norm gives the
+        factor 0 (as torch.optim and optax): finite leaves take no step, infinite elements become NaN.
     clip_value : float, optional
         Clip every gradient element to ``[-clip_value, clip_value]`` (after global-norm clipping).
     on_nonfinite : {"ignore", "raise", "skip"}, default "ignore"
-        What a NaN or infinite gradient does: nothing special (free), raise
-        ``FloatingPointError`` naming the leaf, or skip the step leaving params and
-        state untouched and counting it in ``state.skipped``.  The last two read a
-        flag back from the device each step.
+        What a NaN or infinite gradient does: nothing special (free), raise ``FloatingPointError`` naming the
+        leaf, or skip the step leaving params and state untouched and counting it in ``state.skipped``.  The
+        last two read a flag back from the device each step.
     engine : {"auto", "generic", "fused"} or engine object, default "auto"
-        How the update runs (:mod:`anyoptim.engines`); "auto" takes the fused
-        engine when the arrays' library has one.  Tests and benchmarks may
-        pass an engine object of the arrays' library instead, such as
-        ``anyoptim.engines.numpy.NumpyEngine(kernels="ufunc")``.
+        How the update runs (:mod:`anyoptim.engines`); "auto" takes the fused engine when the arrays' library
+        has one.  Tests and benchmarks may pin an engine object of that library (``NumpyEngine(kernels="ufunc")``).
 
     Raises
     ------
@@ -262,6 +258,7 @@ class Optimizer:
             learning_rate=self.learning_rate_at(0),
             slots={slot: tree_unflatten(treedef, values) for slot, values in slots.items()},
             structure=treedef,
+            optimizer=state_owner(type(self)),
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -318,20 +315,22 @@ class Optimizer:
         xp, device = check_leaves(names, p_leaves, what="params")
         check_distinct(names, p_leaves)
         g_leaves = check_grads(xp, device, names, p_leaves, treedef, grads)
-        slots = check_state(type(self).__name__, tuple(self._slot_fills()), names, p_leaves, treedef, state)
-        learning_rate = self.learning_rate_at(state.count)
+        slots = check_state(state_owner(type(self)), tuple(self._slot_fills()), names, p_leaves, treedef, state)
+        count = check_count(state.count)
+        learning_rate = self.learning_rate_at(count)
         skipped = apply_nonfinite_policy(self.on_nonfinite, xp, names, g_leaves, params, state)
         if skipped is not None:
             return skipped
+        g_leaves, grads_copied = separate_grads(xp, g_leaves, [*p_leaves, *(s for v in slots.values() for s in v)])
         keys, key_of_leaf, programs = self._leaf_groups(names, p_leaves, treedef)
-        hps = self._step_scalars_of_leaves(xp, keys, key_of_leaf, g_leaves, state.count, learning_rate)
+        hps = self._step_scalars_of_leaves(xp, keys, key_of_leaf, g_leaves, count, learning_rate)
         engine = select_engine(xp, self.engine)
         new_params, new_slots, runs = run_programs(engine, xp, programs, p_leaves, g_leaves, slots, hps)
         slots_out = {slot: tree_unflatten(treedef, values) for slot, values in new_slots.items()}
-        new_state = OptimizerState(state.count + 1, learning_rate, slots_out, state.skipped, treedef)
+        new_state = OptimizerState(count + 1, learning_rate, slots_out, state.skipped, treedef, state_owner(type(self)))
         params_out = tree_unflatten(treedef, new_params)
         self._prepared = None
-        if runs is not None and all(run.in_place for run, _ in runs):
+        if runs is not None and not grads_copied and all(run.in_place for run, _ in runs):
             self._prepared = PreparedStep(
                 xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, slots_out, grads
             )
@@ -393,7 +392,8 @@ class Optimizer:
 
     def _prepared_step(self, prepared: PreparedStep, params: Any, state: OptimizerState) -> tuple[Any, OptimizerState]:
         """The step on the arrays ``prepared`` was made for (already checked by :meth:`PreparedStep.matches`)."""
-        learning_rate = self.learning_rate_at(state.count)
+        count = check_count(state.count)
+        learning_rate = self.learning_rate_at(count)
         if self.on_nonfinite != "ignore":
             skipped = apply_nonfinite_policy(
                 self.on_nonfinite, prepared.xp, prepared.names, prepared.g_leaves, params, state
@@ -401,12 +401,12 @@ class Optimizer:
             if skipped is not None:
                 return skipped
         hps = self._step_scalars_of_leaves(
-            prepared.xp, prepared.keys, prepared.key_of_leaf, prepared.g_leaves, state.count, learning_rate
+            prepared.xp, prepared.keys, prepared.key_of_leaf, prepared.g_leaves, count, learning_rate
         )
         for run, indices in prepared.runs:
             run(hps if indices is None else [hps[i] for i in indices])
         return prepared.params_out, OptimizerState(
-            state.count + 1, learning_rate, prepared.slots_out, state.skipped, prepared.treedef
+            count + 1, learning_rate, prepared.slots_out, state.skipped, prepared.treedef, state_owner(type(self))
         )
 
     def host_scalars(self, params: Any) -> Callable[[int], tuple[list[dict[str, Any]], float]]:
@@ -477,23 +477,17 @@ class Optimizer:
         return keys, key_of_leaf, [(self._program(is_decayed), indices) for is_decayed, indices in groups.items()]
 
     def _step_scalars_of_leaves(
-        self,
-        xp: Any,
-        keys: list[tuple[Any, bool]],
-        key_of_leaf: list[int],
-        g_leaves: list[Any],
-        count: int,
-        learning_rate: float,
+        self, xp: Any, keys: list, key_of_leaf: list[int], g_leaves: list, count: int, rate: float
     ) -> list[dict[str, Any]]:
         """Each leaf's scalars for this step.
 
         Leaves with equal dtype and weight decay share one scalars mapping (the
         same object), which lets fused engines join them into one span.
         """
-        common: dict[str, Any] = {"learning_rate": learning_rate, **self._step_scalars(count)}
+        common: dict[str, Any] = {"learning_rate": rate, **self._step_scalars(count)}
         if self.clip_value is not None:
             common["clip_value"] = self.clip_value
         grad_scale = None
         if self.clip_global_norm is not None:
             grad_scale = clip_factor(xp, g_leaves, self.clip_global_norm)
-        return leaf_scalars(xp, common, keys, key_of_leaf, grad_scale, self.weight_decay, learning_rate)
+        return leaf_scalars(xp, common, keys, key_of_leaf, grad_scale, self.weight_decay, rate)

@@ -28,6 +28,7 @@ class PreparedStep:
     """
 
     __slots__ = (
+        "flagged",
         "g_leaves",
         "grads_in",
         "key_of_leaf",
@@ -56,6 +57,9 @@ class PreparedStep:
         # Every leaf in the order matches() gathers them: params, grads, then each slot.
         self.leaves = (*p_leaves, *g_leaves, *(leaf for values in slots.values() for leaf in values))
         self.layout = list(map(shape_and_dtype, (*p_leaves, *g_leaves)))
+        # Written in place: a NumPy array made read-only since must take the validated path (new arrays).
+        written = (*p_leaves, *(leaf for values in slots.values() for leaf in values))
+        self.flagged = [leaf for leaf in written if hasattr(getattr(leaf, "flags", None), "writeable")]
         self.keys = keys
         self.key_of_leaf = key_of_leaf
         everything = list(range(len(p_leaves)))
@@ -86,7 +90,9 @@ class PreparedStep:
         if len(found) != len(self.leaves) or not all(map(operator.is_, found, self.leaves)):
             return False
         # NumPy lets code set .shape and .dtype of an existing array: check those of params and grads.
-        return list(map(shape_and_dtype, found[: len(self.layout)])) == self.layout
+        if list(map(shape_and_dtype, found[: len(self.layout)])) != self.layout:
+            return False
+        return all(leaf.flags.writeable for leaf in self.flagged)
 
 
 shape_and_dtype = operator.attrgetter("shape", "dtype")

@@ -183,7 +183,7 @@ class Momentum(Optimizer):
         super().__init__(learning_rate, **options)
         self.beta = beta
         self.form = form
-        self.nesterov = bool(nesterov)
+        self.nesterov = nesterov
 
     def _options(self) -> dict[str, Any]:
         return {"nesterov": self.nesterov, "dampened": self.form == "ema"}

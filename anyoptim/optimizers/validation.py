@@ -8,10 +8,12 @@ then the ``on_nonfinite`` policy on the gradients.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Any
 
-from .._namespace import check_leaves
+from .._namespace import check_leaves, device_of
+from ..engines.memory import overlapping
 from ..state import OptimizerState
 from ..transforms import first_nonfinite
 from ..tree import TreeDef, check_same_structure, tree_flatten
@@ -63,6 +65,18 @@ def check_grads(xp: Any, device: Any, names: list[str], p_leaves: list[Any], tre
     return g_leaves
 
 
+@functools.cache
+def state_owner(cls: type) -> str:
+    """The name a state records as its maker: the first class of ``cls``'s MRO defined in anyoptim.
+
+    A subclass written outside anyoptim (to log, say) runs its parent's rule, so
+    the two share states; two anyoptim optimizers never do.
+    """
+    return next(
+        (base.__name__ for base in cls.__mro__ if base.__module__.startswith("anyoptim.optimizers")), cls.__name__
+    )
+
+
 def check_state(
     owner: str, slot_names: tuple[str, ...], names: list[str], p_leaves: list[Any], treedef: TreeDef, state: Any
 ) -> dict[str, list[Any]]:
@@ -96,6 +110,9 @@ def check_state(
     """
     if not isinstance(state, OptimizerState):
         raise TypeError(f"state must be the OptimizerState returned by init or step, got {type(state).__name__}")
+    made_by = getattr(state, "optimizer", None)
+    if made_by is not None and made_by != owner:
+        raise ValueError(f"state was made by {made_by}, not by {owner}: its slots mean something else there")
     if state.structure is not None:
         check_same_structure(state.structure, treedef, what="params", like="the params this state was made for")
     if tuple(state.slots) != slot_names:
@@ -109,6 +126,12 @@ def check_state(
         if len(leaves) != len(p_leaves):
             raise ValueError(f"state slot {slot!r} has {len(leaves)} arrays but params have {len(p_leaves)}")
         for name, p, s in zip(names, p_leaves, leaves, strict=True):
+            if _library(s) != _library(p) or device_of(s) != device_of(p):
+                raise TypeError(
+                    f"state slot {slot!r} of {name!r} is a {_library(s)} array on {device_of(s)}, but the parameter "
+                    f"is a {_library(p)} array on {device_of(p)}: state and params must be arrays of one library "
+                    "on one device"
+                )
             if tuple(s.shape) != tuple(p.shape) or s.dtype != p.dtype:
                 raise ValueError(
                     f"state slot {slot!r} of {name!r} has shape {tuple(s.shape)} and dtype {s.dtype}, "
@@ -118,8 +141,17 @@ def check_state(
     return slots
 
 
+def _library(array: Any) -> str:
+    """The library an array belongs to, by its type's top-level module (``numpy``, ``torch``, ``jax``)."""
+    return type(array).__module__.partition(".")[0]
+
+
 def check_distinct(names: list[str], leaves: list[Any]) -> None:
-    """Refuse a tree that holds one array under two names: an in-place engine would update it twice."""
+    """Refuse a tree that holds one array, or two views of one memory, under two names.
+
+    An in-place engine would update it twice (``{"a": x, "b": x[:]}``).  Views
+    that share no element (``x[::2]`` and ``x[1::2]``) are distinct parameters.
+    """
     first_name: dict[int, str] = {}
     for name, leaf in zip(names, leaves, strict=True):
         other = first_name.setdefault(id(leaf), name)
@@ -128,6 +160,25 @@ def check_distinct(names: list[str], leaves: list[Any]) -> None:
                 f"params[{name!r}] is the same array as params[{other!r}]: to tie parameters, keep one leaf "
                 "and add up the gradients of its uses"
             )
+    for first, second in overlapping(leaves, range(len(leaves))):
+        raise ValueError(
+            f"params[{names[second]!r}] and params[{names[first]!r}] are views of one memory: an update of one "
+            "would change the other; to tie parameters, keep one leaf and add up the gradients of its uses"
+        )
+
+
+def separate_grads(xp: Any, g_leaves: list[Any], others: list[Any]) -> tuple[list[Any], bool]:
+    """The gradients, each one that shares memory with a parameter or state array copied (and whether any was).
+
+    ``grads = {"a": params["b"], "b": params["a"]}`` (the gradient of ``a·b``)
+    would otherwise read ``a`` after an in-place engine updated it.
+    """
+    everything = [*g_leaves, *others]
+    aliased = {index for pair in overlapping(everything, range(len(g_leaves))) for index in pair}
+    aliased = {index for index in aliased if index < len(g_leaves)}
+    if not aliased:
+        return g_leaves, False
+    return [xp.asarray(g, copy=True) if i in aliased else g for i, g in enumerate(g_leaves)], True
 
 
 def apply_nonfinite_policy(

@@ -21,16 +21,13 @@ every operator and streams each one through memory.  This engine instead
 So a step allocates nothing parameter-sized, its temporaries stay in the CPU
 cache, and a small model costs one pass of the rule, not one per leaf.
 
-Where a C compiler is found, the same plan is also printed as one C loop over
-every span (:mod:`anyoptim.engines.numpy.c_printer`, built and cached by
-:mod:`anyoptim.engines.numpy.native`) and that runs instead: one pass over memory
-and one call per step, with the same bits.  ``kernels=`` (or
-``ANYOPTIM_NUMPY_KERNELS``) chooses; the ufunc calls remain for machines
-without a compiler, for plans with no C form and for arrays a kernel must not
-touch through raw addresses.  Scalars
-(and 0-D array hyperparameters) reach the ufuncs as 0-D arrays of the dtype
-NumPy would have cast them to (NEP 50), refreshed in place each step, so results
-are bit-identical to evaluating the rule with ``numpy`` on the same blocks.
+Where a C compiler is found, the same plan is also printed as one C loop over every span
+(:mod:`anyoptim.engines.numpy.c_printer`, built and cached by :mod:`anyoptim.engines.numpy.native`) and that
+runs instead: one pass over memory and one call per step, with the same bits.  ``kernels=`` (or
+``ANYOPTIM_NUMPY_KERNELS``) chooses; the ufunc calls remain for machines without a compiler, for plans with no
+C form and for arrays a kernel must not touch through raw addresses.  Scalars (and 0-D array hyperparameters)
+reach the ufuncs as 0-D arrays of the dtype NumPy would have cast them to (NEP 50), refreshed in place each
+step, so results are bit-identical to evaluating the rule with ``numpy`` on the same blocks.
 
 Parameters and state are updated in place and returned; leaves that are not
 C-contiguous or not writeable get new arrays instead (the rule evaluated on the
@@ -200,7 +197,10 @@ class NumpyStep:
         new_slots = {name: list(values) for name, values in self.slots.items()}
         for i in self.out_of_place:
             leaf_slots = {name: values[i] for name, values in self.slots.items()}
-            new_p, updated = self.program(np, np.asarray(self.params[i]), np.asarray(self.grads[i]), leaf_slots, hps[i])
+            with np.errstate(all="ignore"):  # IEEE arithmetic, as the in-place runners and the kernels
+                new_p, updated = self.program(
+                    np, np.asarray(self.params[i]), np.asarray(self.grads[i]), leaf_slots, hps[i]
+                )
             # NumPy arithmetic on 0-D arrays gives scalars: keep every leaf an array.
             new_params[i] = np.asarray(new_p)
             for name in self.slot_names:

@@ -11,10 +11,12 @@ this module turns that source into a function Python can call:
 * **where**: a per-user cache directory (``$ANYOPTIM_CACHE_DIR``, else
   ``$XDG_CACHE_HOME/anyoptim`` or ``~/.cache/anyoptim``), one shared library per
   source, keyed by a hash of the source, the compiler's identity and the flags,
-  written atomically, so a kernel is compiled once per machine and processes
-  never see a half-written file.  A directory that others can write to is not
-  used (a library loaded from it runs in this process): the process then
-  builds in a private temporary directory, removed at exit;
+  built in the process's private temporary directory, then stored with a
+  SHA-256 record; a cached library is loaded only if it, its record and every
+  directory above it up to the cache root pass the checks of
+  :mod:`anyoptim.engines.numpy.kernel_cache` (owned by this user, writable by no
+  one else, no symbolic links, the bytes matching the record), and what is
+  loaded is the very file that was checked.  Anything else is rebuilt;
 * **how it is called**: ``ctypes``, one argument (the address of a frame the
   caller fills once), which costs about a tenth of a microsecond;
 * **what is remembered**: per process, each loaded kernel and each kernel that
@@ -50,11 +52,14 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from . import kernel_cache
+
 __all__ = [
     "FLAGS",
     "KERNEL_CHOICES",
     "KernelBuildError",
     "KernelBuildWarning",
+    "KernelCacheWarning",
     "cache_dir",
     "compiler",
     "compiler_found",
@@ -90,6 +95,10 @@ class KernelBuildError(RuntimeError):
     kernel: str | None = None
 
 
+class KernelCacheWarning(RuntimeWarning):
+    """Issued once per process when the kernel cache directory fails a check: kernels are then built per process."""
+
+
 class KernelBuildWarning(RuntimeWarning):
     """Issued once per kernel when ``auto`` runs NumPy ufuncs because that kernel failed to build."""
 
@@ -112,16 +121,24 @@ def _compiler_command() -> list[str] | None:
     silently swapped for another one.
     """
     if os.environ.get("CC"):
-        candidates = [shlex.split(os.environ["CC"])]
+        candidates = [_split(os.environ["CC"])]
     else:
         built_with = sysconfig.get_config_var("CC")
-        candidates = [shlex.split(built_with)] if built_with else []
+        candidates = [_split(built_with)] if built_with else []
         candidates += [["cc"], ["gcc"], ["clang"]]
     for command in candidates:
         found = shutil.which(command[0]) if command else None
         if found:
             return [found, *command[1:]]
     return None
+
+
+def _split(command: str) -> list[str]:
+    """A compiler command line as words; none (no compiler) where it does not parse (``gcc "``)."""
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return []
 
 
 def _developer_tools_missing(command: list[str]) -> bool:
@@ -198,19 +215,11 @@ def cache_dir() -> Path | None:
     return root / "kernels" if root.is_absolute() else None
 
 
-def _private(directory: Path) -> bool:
-    """Whether only this user can write into ``directory`` (libraries loaded from it run in this process)."""
-    if os.name != "posix":
-        return os.access(directory, os.W_OK)
-    status = directory.stat()
-    return status.st_uid == os.getuid() and not status.st_mode & 0o022 and os.access(directory, os.W_OK)
-
-
 _fallback_dir: Path | None = None
 
 
-def _writable_cache_dir() -> Path:
-    """:func:`cache_dir`, or a directory of this process's own where that is unknown, unwritable or shared.
+def _private_dir() -> Path:
+    """This process's own build directory (made by :func:`tempfile.mkdtemp`: mode 0700), removed at exit.
 
     Raises
     ------
@@ -218,14 +227,6 @@ def _writable_cache_dir() -> Path:
         If not even a temporary directory can be made.
     """
     global _fallback_dir
-    directory = cache_dir()
-    if directory is not None:
-        try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if _private(directory):
-                return directory
-        except OSError:
-            pass
     if _fallback_dir is None:
         try:
             _fallback_dir = Path(tempfile.mkdtemp(prefix="anyoptim-kernels-"))
@@ -233,6 +234,42 @@ def _writable_cache_dir() -> Path:
             raise KernelBuildError(f"no directory to build kernels in: {error}") from None
         atexit.register(_remove_private_dir, _fallback_dir, os.getpid())
     return _fallback_dir
+
+
+def _open_cache() -> int | None:
+    """A descriptor of the checked cache directory (:func:`kernel_cache.open_directory`), or None.
+
+    None where no cache directory is known, the platform cannot check it
+    race-free, or it cannot be made or fails a check (owned by someone else,
+    writable by others, a symbolic link): kernels are then built and loaded in
+    :func:`_private_dir` only.
+    """
+    directory = cache_dir()
+    if directory is None or not kernel_cache.supported():
+        return None
+    try:
+        return kernel_cache.open_directory(directory)
+    except kernel_cache.UntrustedCacheError as error:
+        _warn_cache_once(directory, error)
+        return None
+    except OSError:
+        return None
+
+
+_cache_warned: set[str] = set()
+
+
+def _warn_cache_once(directory: Path, error: OSError) -> None:
+    with _warned_lock:
+        if str(directory) in _cache_warned:
+            return
+        _cache_warned.add(str(directory))
+    warnings.warn(
+        f"anyoptim: the kernel cache {directory} is not used ({error}): compiled kernels are built again in "
+        "every process; make it yours and writable by you only (chmod go-w) or set ANYOPTIM_CACHE_DIR",
+        KernelCacheWarning,
+        stacklevel=2,
+    )
 
 
 def _remove_private_dir(directory: Path, owner: int) -> None:
@@ -246,7 +283,7 @@ def _library_suffix() -> str:
 
 
 def _build(source: str, command: list[str], target: Path) -> None:
-    """Compile ``source`` into the shared library ``target``, atomically (write aside, flush, then rename).
+    """Compile ``source`` into the shared library ``target`` (in :func:`_private_dir`), atomically.
 
     Raises
     ------
@@ -270,12 +307,10 @@ def _build(source: str, command: list[str], target: Path) -> None:
         )
         if done.returncode != 0:
             raise KernelBuildError(f"{command[0]} failed ({done.returncode}) on a generated kernel:\n{done.stderr}")
-        with open(partial, "rb") as handle:  # on disk before it has its name: no empty library after a crash
-            os.fsync(handle.fileno())
         try:
             os.replace(partial, target)
         except PermissionError:
-            if not target.exists():  # on Windows a library another process has loaded cannot be replaced
+            if not target.exists():  # on Windows a library this process has loaded cannot be replaced
                 raise
     except (OSError, subprocess.SubprocessError) as error:
         raise KernelBuildError(f"building a kernel with {command[0]} failed: {error}") from None
@@ -317,7 +352,7 @@ def load_kernel(source: str, symbol: str) -> Callable[[int], None]:
         try:
             if key in _failed:
                 raise KernelBuildError(_failed[key])
-            function = _build_and_load(source, symbol, command, _writable_cache_dir() / f"{name}{_library_suffix()}")
+            function = _build_and_load(source, symbol, command, name)
         except KernelBuildError as error:
             _failed.setdefault(key, str(error))
             error.kernel = name
@@ -326,22 +361,48 @@ def load_kernel(source: str, symbol: str) -> Callable[[int], None]:
         return function
 
 
-def _build_and_load(source: str, symbol: str, command: list[str], target: Path) -> Callable[[int], None]:
-    """Load ``target``, building it first if it is missing, and again if a cached one does not load."""
-    built = False
-    if not target.exists():
-        _build(source, command, target)
-        built = True
+_held_descriptors: list[int] = []  # the open files loaded as /proc/self/fd/N, for the life of the process
+
+
+def _build_and_load(source: str, symbol: str, command: list[str], name: str) -> Callable[[int], None]:
+    """Load the cached library ``name`` if it passes every check, else build it privately, load and cache it.
+
+    What is loaded from the cache is the very file that was checked
+    (:mod:`~anyoptim.engines.numpy.kernel_cache`); a library that fails a check
+    (foreign, damaged, or not matching its record) or does not load is built
+    again and replaces it.
+    """
+    file_name = f"{name}{_library_suffix()}"
+    directory = _open_cache()
     try:
-        return _load(target, symbol)
-    except KernelBuildError:
-        if built:
-            raise
+        if directory is not None:
+            with contextlib.suppress(OSError, KernelBuildError):
+                descriptor, data = kernel_cache.open_verified(directory, file_name)
+                try:
+                    path = kernel_cache.loadable_path(descriptor, data, _private_dir(), _library_suffix())
+                    function = _load(path, symbol)
+                except BaseException:
+                    os.close(descriptor)
+                    raise
+                if path.startswith("/proc/"):
+                    # dlopen knows a library by its path: the number stays taken while the library is loaded
+                    _held_descriptors.append(descriptor)
+                else:
+                    os.close(descriptor)
+                return function
+        target = _private_dir() / file_name
         _build(source, command, target)
-        return _load(target, symbol)
+        function = _load(target, symbol)
+        if directory is not None:
+            with contextlib.suppress(OSError):  # not cached (a full disk, say): the next process builds it again
+                kernel_cache.install(directory, file_name, target.read_bytes())
+        return function
+    finally:
+        if directory is not None:
+            os.close(directory)
 
 
-def _load(path: Path, symbol: str) -> Callable[[int], None]:
+def _load(path: Path | str, symbol: str) -> Callable[[int], None]:
     try:
         function = getattr(ctypes.CDLL(str(path)), symbol)
     except (OSError, AttributeError) as error:
@@ -376,7 +437,8 @@ def warn_fallback(error: KernelBuildError) -> None:
 
 def _after_fork_in_child() -> None:
     """A forked child gets new locks: one held by another thread of the parent at the fork stays held."""
-    global _compiler_lock, _loaded_lock, _warned_lock
+    global _compiler_lock, _loaded_lock, _warned_lock, _fallback_dir
+    _fallback_dir = None  # the parent's, removed when the parent exits
     _compiler_lock = threading.Lock()
     _loaded_lock = threading.Lock()
     _warned_lock = threading.Lock()

@@ -126,6 +126,12 @@ def _segment_call(
     return namespace["run"]
 
 
+def _ieee_arithmetic() -> Any:
+    """IEEE arithmetic whatever the caller's ``np.errstate``: a step that raised halfway would be torn (some
+    blocks written, others not), and the compiled kernels never raise.  Overflow gives inf, as they do."""
+    return np.errstate(all="ignore")
+
+
 class TracedSpans:
     """A plan's ufunc calls over the blocks of some spans.
 
@@ -157,14 +163,16 @@ class TracedSpans:
             run_blocks, (leaf, blocks) = self.run_blocks, self.segments[0]
 
             def run_one(hps: Sequence[Mapping[str, Any]]) -> None:
-                run_blocks(hps[leaf], blocks)
+                with _ieee_arithmetic():
+                    run_blocks(hps[leaf], blocks)
 
             self.run = run_one
 
     def run(self, hps: Sequence[Mapping[str, Any]]) -> None:
         """Run every span with the scalars of its leaves in ``hps`` (one mapping per leaf)."""
-        for leaf, blocks in self.segments:
-            self.run_blocks(hps[leaf], blocks)
+        with _ieee_arithmetic():
+            for leaf, blocks in self.segments:
+                self.run_blocks(hps[leaf], blocks)
 
 
 class DirectSpans:
@@ -196,6 +204,10 @@ class DirectSpans:
 
     def run(self, hps: Sequence[Mapping[str, Any]]) -> None:
         """Run every span with the scalars of its leaves in ``hps`` (one mapping per leaf)."""
+        with _ieee_arithmetic():
+            self._run(hps)
+
+    def _run(self, hps: Sequence[Mapping[str, Any]]) -> None:
         for columns, leaf in zip(self.spans, self.leaves, strict=True):
             hp = hps[leaf]
             p, g, *slots = columns
