@@ -14,9 +14,18 @@ from typing import Any
 import numpy as np  # host-side generation and file I/O only
 
 from .data import check_int, host_rng
-from .files import DataFileError, MissingDataFileError, deliver, load_csv, load_npz  # noqa: F401 (re-exported)
+from .files import DataFileError, MissingDataFileError, deliver, load_csv, load_npz
 
-__all__ = ["load_csv", "load_npz", "make_blobs", "make_circles", "make_moons", "make_spirals"]
+__all__ = [
+    "DataFileError",
+    "MissingDataFileError",
+    "load_csv",
+    "load_npz",
+    "make_blobs",
+    "make_circles",
+    "make_moons",
+    "make_spirals",
+]
 
 
 # --------------------------------------------------------------------------- shared helpers

@@ -33,11 +33,32 @@ _INT64_LIMIT = 2.0**63  # whole numbers in [-2**63, 2**63) are int64 labels
 
 
 class DataFileError(ValueError):
-    """A data file that is missing, malformed or holds unusable values."""
+    """A data file that is missing, malformed or holds unusable values.
+
+    Raised by :func:`load_csv` and :func:`load_npz` before anything is
+    allocated or returned; the message names the file and the problem in one
+    line (the command line prints it as ``anyoptim: error: ...``).
+
+    Examples
+    --------
+    >>> import anyoptim
+    >>> try:
+    ...     anyoptim.datasets.load_csv("no-such-file.csv")
+    ... except anyoptim.datasets.DataFileError as error:
+    ...     print(type(error).__name__)
+    MissingDataFileError
+    """
 
 
 class MissingDataFileError(DataFileError, FileNotFoundError):
-    """The data file does not exist (a ``ValueError`` and a ``FileNotFoundError``)."""
+    """The data file does not exist (a ``ValueError`` and a ``FileNotFoundError``).
+
+    Examples
+    --------
+    >>> import anyoptim
+    >>> issubclass(anyoptim.datasets.MissingDataFileError, FileNotFoundError)
+    True
+    """
 
 
 def deliver(X: np.ndarray, y: np.ndarray, xp: Any, dtype: Any, device: Any) -> tuple[Any, Any]:
