@@ -232,7 +232,8 @@ def read_table(
                     if i == 0 and len(body) > 1 and _number_column(body, column)
                     else f"if column {column} holds the labels, pass --label-column {column}"
                 )
-                raise ExperimentError(f"{source}: line {line}, column {column}: {cell!r} is not a finite number ({hint})")
+                where = f"{source}: line {line}, column {column}"
+                raise ExperimentError(f"{where}: {cell!r} is not a finite number ({hint})")
             features[i, j] = value
     name = names[index] if names is not None else f"column {index}"
     return Table(features, [row[index] for row in body], name, index, delimiter, bool(header))
