@@ -35,17 +35,17 @@ from ..engines.numpy import KernelBuildError
 from ..nn.files import shown
 from ..nn.mlp import ACTIVATIONS
 from .arguments import ArgumentParser as _Parser
-from .arguments import UsageError
+from .arguments import UsageError, add_file_arguments, file_options
 from .arguments import non_negative_float as _non_negative_float
 from .arguments import positive_int as _positive_int
 from .arguments import seed as _seed
 from .arguments import widths as _widths
 from .backends import BACKENDS, DTYPES
 from .batch_sizes import BATCH_SIZE_LEARNING_RATE, BATCH_SIZE_STEPS, run_batch_sizes, step_noise
-from .compare import run_comparison
 from .problem import DEFAULT_SEED, LESSON, lesson_problem
 from .saved import add_predict_parser, run_predict_command
-from .training import DATASETS, OPTIMIZER_NAMES, OUTPUT_CHOICES, run_training
+from .seeds import SEED_COLUMNS, run_seeds, seed_list, table_rows
+from .training import DATASETS, OPTIMIZER_NAMES, OUTPUT_CHOICES, SCHEDULES, run_training
 from .trajectories import SURFACES, reversals, run_trajectories
 
 __all__ = ["main"]
@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         "lr0 / (1 + floor(epoch / 1000)).",
     )
     _add_training(compare, epochs=LESSON.epochs)
+    compare.add_argument(
+        "--seeds", type=_positive_int, default=1, help="initialization seeds --seed, --seed + 1, ... (default: 1)"
+    )
     _add_output(compare)
 
     trajectories = commands.add_parser(
@@ -125,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train an MLP on a generated data set or your own .npz/.csv file",
         description="Train a network with any optimizer of the library on a generated data set or a file "
-        "(.npz with arrays X and y; .csv with the labels in the last column).",
+        "(.npz with arrays X and y; .csv: delimiter, header and label column detected, or set with the options).",
     )
     train.add_argument(
         "--data",
@@ -154,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(train)
     train.add_argument("--save", metavar="FILE", help="write the trained network and optimizer state (.safetensors)")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --save FILE")
+    add_file_arguments(train, SCHEDULES)
 
     add_predict_parser(commands)
     return parser
@@ -229,37 +233,48 @@ def _slug(label: str) -> str:
 def _compare(args: argparse.Namespace) -> int:
     out = _output_folder(args)
     problem = lesson_problem(args.backend, device=args.device, dtype=args.dtype, seed=args.seed)
+    seeds = seed_list(args.seed, args.seeds)
     print(
         f"moons: {LESSON.n_samples} samples, noise {LESSON.noise}; "
         f"network {list(LESSON.layer_dims)}; mini-batch {LESSON.batch_size}; "
-        f"{args.epochs} epochs; {args.backend} {args.dtype}; seed {args.seed}\n"
+        f"{args.epochs} epochs; {args.backend} {args.dtype}; seed {args.seed}"
+        + (" (one seed: --seeds N for the spread)\n" if args.seeds == 1 else f", initialization seeds {seeds}\n")
     )
-    rows = run_comparison(epochs=args.epochs, seed=args.seed, problem=problem)
+    summaries, rows = run_seeds(seeds, args.epochs, problem=problem)
     decay_text = f"lr0/(1+floor(epoch/{LESSON.decay_interval}))"
-    print(
-        _table(
-            ["optimizer", "learning rate", "decay", "final cost", "train accuracy", "wall time"],
-            [
+    if len(seeds) > 1:
+        print(_table(SEED_COLUMNS, table_rows(summaries, decay_text)))
+        print(f"\nmedian and range over {len(seeds)} seeds; boundaries drawn for seed {args.seed}")
+    else:
+        print(
+            _table(
+                ["optimizer", "learning rate", "decay", "final cost", "train accuracy", "wall time"],
                 [
-                    row.optimizer,
-                    f"{row.learning_rate:g}",
-                    decay_text if row.decay else "none",
-                    f"{row.final_cost:.4f}",
-                    f"{100 * row.train_accuracy:.1f} %",
-                    f"{row.wall_time:.2f} s",
-                ]
-                for row in rows
-            ],
+                    [
+                        row.optimizer,
+                        f"{row.learning_rate:g}",
+                        decay_text if row.decay else "none",
+                        f"{row.final_cost:.4f}",
+                        f"{100 * row.train_accuracy:.1f} %",
+                        f"{row.wall_time:.2f} s",
+                    ]
+                    for row in rows
+                ],
+            )
         )
-    )
-    print(f"\ntotal training time: {sum(row.wall_time for row in rows):.1f} s")
+    print(f"\ntotal training time: {sum(sum(s.wall_times) for s in summaries):.1f} s")
     if out is not None:
         from . import plots
 
         _create(out)
         title = f"Cost per epoch: moons, 2-5-2-1 network, mini-batch 64 ({args.backend} {args.dtype}, seed {args.seed})"
         curves = {row.label: row.history.cost for row in rows}
-        written = [plots.plot_loss_curves(curves, out / "loss_curves.png", title=title)]
+        if len(seeds) == 1:
+            written = [plots.plot_loss_curves(curves, out / "loss_curves.png", title=title)]
+        else:
+            title = title.replace(f"seed {args.seed}", f"median and range over seeds {seeds[0]}-{seeds[-1]}")
+            bands = {s.label: s.band() for s in summaries}
+            written = [plots.plot_loss_bands(bands, out / "loss_curves.png", title=title)]
         for row in rows:
             rate = f"lr0 {row.learning_rate:g}" if row.decay else f"lr {row.learning_rate:g}"
             title = f"{row.label} ({rate}): train accuracy {100 * row.train_accuracy:.1f} %"
@@ -389,6 +404,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         save=args.save,
         resume=args.resume,
+        **file_options(args),
     )
     layers = ",".join(str(w) for w in run.model.layer_dims)
     history = run.result.history
@@ -411,6 +427,8 @@ def _train(args: argparse.Namespace) -> int:
             ],
         )
     )
+    if run.notes:  # how the file was read, the label mapping, the validation score
+        print("\n" + "\n".join(run.notes))
     if out is not None:
         from . import plots
 

@@ -24,6 +24,7 @@ __all__ = [
     "MatplotlibMissing",
     "plot_batch_sizes",
     "plot_decision_boundary",
+    "plot_loss_bands",
     "plot_loss_curves",
     "plot_trajectories",
     "require_matplotlib",
@@ -108,6 +109,40 @@ def plot_loss_curves(
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the curves fill the whole plot
+    return _save(figure, path)
+
+
+def plot_loss_bands(
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    *,
+    title: str = "Cost per epoch over seeds",
+    loss: str = "mean binary cross-entropy",
+) -> Path:
+    """Loss curves over several seeds: the median as a line, the range (min-max) as a shaded band.
+
+    Parameters
+    ----------
+    bands : mapping
+        Label -> (median, minimum, maximum) cost per epoch, as
+        :meth:`anyoptim.lesson.seeds.SeedSummary.band` gives them.  Labels ending
+        in "+ decay" are drawn dashed.
+    path : path-like
+        Where to write the PNG.
+    """
+    figure = _new_figure(8.0, 4.8)
+    axes = figure.add_subplot()
+    for label, (median, low, high) in bands.items():
+        epochs = np.arange(1, len(median) + 1)
+        style = "--" if label.endswith("decay") else "-"
+        (line,) = axes.plot(epochs, median, style, label=label, color=_colour(label), linewidth=1.2)
+        axes.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+    axes.set_yscale("log")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(f"cost ({loss})")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(figure, path)
 
 

@@ -26,7 +26,7 @@ def read_features(source: str, n_features: int) -> np.ndarray:
     if suffix == ".npz":
         X, _ = _npz(path)
     elif suffix == ".csv":
-        X = _csv(path)
+        X = _table_features(path, n_features)
     else:
         raise ExperimentError(f"data {source!r} is not a .csv or .npz file")
     if X.ndim != 2 or X.shape[1] not in (n_features, n_features + 1):
@@ -49,6 +49,17 @@ def _npz(path: Path) -> tuple[np.ndarray, None]:
         raise ExperimentError(f"{path} cannot be read as .npz ({error})") from None
 
 
+def _table_features(path: Path, n_features: int) -> np.ndarray:
+    """The features of a file ``train`` reads (any delimiter, a header, a last label column even of text)."""
+    from .tables import read_table
+
+    try:
+        table = read_table(path)
+    except ExperimentError:
+        return _csv(path)
+    return table.features if table.features.shape[1] == n_features else _csv(path)
+
+
 def _csv(path: Path) -> np.ndarray:
     if not path.is_file():
         raise ExperimentError(f"data file {path} does not exist")
@@ -69,7 +80,8 @@ def _csv(path: Path) -> np.ndarray:
 def run_prediction(model_path: str, data: str) -> np.ndarray:
     """Predictions of the network saved in ``model_path`` for the inputs in ``data`` (NumPy arrays).
 
-    Class labels for a classifier, values for a regression, as :func:`anyoptim.predict` gives them.
+    Class labels for a classifier, values for a regression, as :func:`anyoptim.predict` gives them; when
+    ``train`` remapped a file's labels to classes (``extra["labels"]``), the file's own labels.
     """
     from ..checkpoint import load, read_info
     from ..nn.mlp import MLP
@@ -82,7 +94,12 @@ def run_prediction(model_path: str, data: str) -> np.ndarray:
     params, _ = load(model_path)
     dtype = params["W1"].dtype
     X = read_features(data, model.layer_dims[0]).astype(dtype)
-    return model.predict(params, X)
+    predictions = model.predict(params, X)
+    labels = info.extra.get("labels")
+    if isinstance(labels, dict) and "classes" in labels and model.output != "identity":
+        # train remapped the file's labels to classes 0 .. K-1: give the file's labels back
+        return np.asarray(labels["classes"])[np.asarray(predictions).astype(np.int64).reshape(-1)]
+    return predictions
 
 
 def add_predict_parser(commands: Any) -> None:
@@ -101,7 +118,11 @@ def add_predict_parser(commands: Any) -> None:
 def run_predict_command(args: argparse.Namespace) -> int:
     """The ``predict`` subcommand: print (or write) one prediction per line; return the exit status."""
     predictions = run_prediction(args.model, args.data)
-    lines = "".join(f"{' '.join(f'{v:.9g}' for v in row) if row.ndim else f'{row:.9g}'}\n" for row in predictions)
+
+    def text(value: Any) -> str:
+        return str(value) if isinstance(value, str | np.str_) else f"{value:.9g}"
+
+    lines = "".join(f"{' '.join(text(v) for v in row) if row.ndim else text(row)}\n" for row in predictions)
     if args.output is None:
         sys.stdout.write(lines)
     else:

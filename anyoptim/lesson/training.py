@@ -9,20 +9,40 @@ newly registered optimizer is a choice here with no edit) and returns a
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..optimizers import REGISTRY, Optimizer
+from ..transforms import decay_weights_only
 from .backends import load_backend, resolve_device
 from .checks import ExperimentError, check_positive_int
 from .problem import DEFAULT_SEED, LESSON
 
-__all__ = ["DATASETS", "OPTIMIZER_NAMES", "OUTPUT_CHOICES", "TrainingRun", "load_data", "run_training"]
+__all__ = [
+    "DATASETS",
+    "OPTIMIZER_NAMES",
+    "OUTPUT_CHOICES",
+    "SCHEDULES",
+    "TrainingRun",
+    "build_schedule",
+    "load_data",
+    "load_file",
+    "run_training",
+]
 
 DATASETS = ("moons", "circles", "spirals", "blobs")
 OUTPUT_CHOICES = ("auto", "sigmoid", "softmax", "identity")
+#: ``--schedule`` names: the learning rate over the run (``NAME`` or ``NAME:VALUE``).
+SCHEDULES = {
+    "constant": "the learning rate throughout (default)",
+    "cosine": "cosine decay from the learning rate to 0 over the run",
+    "exponential:RATE": "the rate multiplied by RATE (0 < RATE <= 1) after every epoch",
+    "step:EPOCHS": "the lesson's lr0 / (1 + floor(epoch / EPOCHS))",
+}
 
 #: Each optimizer class by its command-line name: the lesson's ``"gd"`` for
 #: :class:`anyoptim.SGD`, then every name of :data:`anyoptim.optimizers.REGISTRY`.
@@ -41,6 +61,8 @@ class TrainingRun:
     result: Any
     train_accuracy: float | None  # None for a regression (identity output)
     wall_time: float
+    classes: list | None = None  # a file's label of each class; None when not remapped from a file
+    notes: tuple[str, ...] = ()  # lines for the user: how the file was read, the label mapping, validation
 
 
 def load_data(
@@ -95,6 +117,96 @@ def load_data(
     raise ExperimentError(f"data {source!r} is neither a data set ({', '.join(DATASETS)}) nor a .npz or .csv file")
 
 
+def load_file(
+    source: str,
+    *,
+    label_column: int | str | None = None,
+    delimiter: str | None = None,
+    header: bool | None = None,
+    task: str = "classification",
+) -> tuple[Any, Any, list | None, list[str]]:
+    """A user's ``.csv`` (any delimited text) or ``.npz`` file, read on the host for :func:`run_training`.
+
+    The ``.csv`` rules (delimiter, header, label column) are :func:`anyoptim.lesson.tables.read_table`'s;
+    labels are encoded by :func:`~anyoptim.lesson.tables.encode_labels` (classes 0 .. K-1, or real targets).
+
+    Returns
+    -------
+    X : numpy.ndarray
+        float64 features.
+    y : numpy.ndarray
+        int64 classes or float64 targets (a 2-D ``y`` of a ``.npz`` is passed through).
+    classes : list or None
+        The file's label of each class (None for a regression or a 2-D ``y``).
+    notes : list of str
+        How the file was read, and the label mapping when labels were remapped.
+    """
+    import numpy as np
+
+    from ..nn import datasets
+    from .tables import Table, encode_labels, read_table
+
+    notes = []
+    if source.lower().endswith(".npz"):
+        if label_column is not None or delimiter is not None or header is not None:
+            raise ExperimentError("--label-column, --delimiter and --header are for .csv files; a .npz names X and y")
+        X, y = datasets.load_npz(source, xp=np, dtype=np.float64)
+        if y.ndim != 1:
+            return X, y, None, notes
+        labels = [str(v.item()) for v in y]
+        table = Table(X, labels, "y", X.shape[1], "", False)
+    else:
+        table = read_table(source, label_column=label_column, delimiter=delimiter, header=header)
+        notes.append(f"{Path(source).name}: {table.describe()}")
+    encoded = encode_labels(table, task, source)
+    if encoded.remapped:
+        notes.append(encoded.mapping())
+    return table.features, encoded.y, encoded.classes, notes
+
+
+def build_schedule(spec: str, learning_rate: float, steps_per_epoch: int, epochs: int) -> Any:
+    """The learning rate of ``--schedule spec`` (see :data:`SCHEDULES`): a float for "constant", else a schedule.
+
+    Raises
+    ------
+    ExperimentError
+        For an unknown name or a bad value.
+    """
+    from .. import schedules
+
+    name, _, value = spec.partition(":")
+    try:
+        number = float(value) if value else None
+    except ValueError:
+        number = None
+        value = value or "?"
+    if name == "constant" and not value:
+        return learning_rate
+    if name == "cosine" and not value:
+        return schedules.cosine_decay(learning_rate, decay_steps=max(1, epochs * steps_per_epoch))
+    if name == "exponential" and number is not None and 0 < number <= 1:
+        return schedules.exponential_decay(learning_rate, decay_steps=steps_per_epoch, decay_rate=number)
+    if name == "step" and number is not None and number >= 1 and number == int(number):
+        return schedules.inverse_time_decay(
+            learning_rate, decay_steps=int(number) * steps_per_epoch, decay_rate=1.0, staircase=True
+        )
+    raise ExperimentError(f"unknown schedule {spec!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+def _split(X: Any, y: Any, fraction: float, seed: int) -> tuple[Any, Any, Any, Any]:
+    """``X, y`` split at random (fixed by ``seed``) into training and the last ``fraction`` for validation."""
+    import numpy as np
+
+    n = int(X.shape[0])
+    n_validation = round(fraction * n)
+    if not 0 <= fraction < 1 or (fraction > 0 and not 1 <= n_validation < n):
+        raise ExperimentError(
+            f"validation fraction {fraction} of {n} examples leaves no training or no validation examples"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    return X[order[n_validation:]], y[order[n_validation:]], X[order[:n_validation]], y[order[:n_validation]]
+
+
 def _output_size(xp: Any, y: Any, output: str) -> tuple[str, int]:
     """The output layer (resolving "auto") and its width for labels ``y``."""
     if y.ndim == 2 and y.shape[1] > 1:  # one-hot rows or several regression targets
@@ -126,6 +238,13 @@ def run_training(
     progress: bool | None = None,
     save: str | None = None,
     resume: bool = False,
+    label_column: int | str | None = None,
+    delimiter: str | None = None,
+    header: bool | None = None,
+    task: str | None = None,
+    validation_fraction: float = 0.0,
+    schedule: str = "constant",
+    weight_decay: float = 0.0,
 ) -> TrainingRun:
     """Train an MLP on a generated data set or a user's file with any optimizer of the library.
 
@@ -155,6 +274,18 @@ def run_training(
         every tenth of the epochs and at the end.
     resume : bool, default False
         Continue from ``save`` when it exists.
+    label_column, delimiter, header
+        How to read a ``.csv`` file (:func:`anyoptim.lesson.tables.read_table`; detected by default).
+    task : {"classification", "regression"}, optional
+        By default a regression with ``output="identity"``, else a classification.  A file's labels
+        become classes 0 .. K-1 (the mapping is in ``notes`` and, with ``save``, in the checkpoint's
+        ``extra["labels"]``); a regression trains the identity output on real targets.
+    validation_fraction : float, default 0
+        The share of the examples held out (at random, fixed by ``seed``) and scored after training.
+    schedule : str, default "constant"
+        The learning rate over the run, one of :data:`SCHEDULES`.
+    weight_decay : float, default 0
+        The optimizer's ``weight_decay`` on the weight matrices (not the biases).
 
     Returns
     -------
@@ -176,15 +307,43 @@ def run_training(
     batch_size = check_positive_int("batch size", batch_size)
     for width in hidden:
         check_positive_int("every hidden layer width", width)
+    import numpy as np
+
+    from ..nn.data import to_namespace
+
+    if task is None:
+        task = "regression" if output == "identity" else "classification"
+    if task == "regression" and output not in ("auto", "identity"):
+        raise ExperimentError(f"--task regression trains the identity output, not {output!r}: drop --output")
+    output = "identity" if task == "regression" else output
+    if not (isinstance(weight_decay, int | float) and math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ExperimentError(f"weight decay must be a finite number >= 0, got {weight_decay!r}")
     xp = load_backend(backend, dtype)
     where = resolve_device(xp, device)
-    X, y = load_data(data, xp, dtype=dtype, device=where, n_samples=n_samples, noise=noise, seed=seed)
+    classes, notes = None, []
+    if data in DATASETS:
+        X, y = load_data(data, np, dtype="float64", n_samples=n_samples, noise=noise, seed=seed)
+    elif data.rsplit(".", 1)[-1].lower() in ("csv", "npz"):
+        X, y, classes, notes = load_file(data, label_column=label_column, delimiter=delimiter, header=header, task=task)
+    else:
+        names = ", ".join(DATASETS)
+        raise ExperimentError(f"data {data!r} is neither a data set ({names}) nor a .npz or .csv file")
     if X.ndim != 2:
         raise ExperimentError(f"X must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}")
+    X, y, X_val, y_val = _split(X, y, validation_fraction, seed)
+    X, X_val = (to_namespace(a, xp=xp, dtype=getattr(xp, dtype), device=where) for a in (X, X_val))
+    y, y_val = (to_namespace(np.ascontiguousarray(a), xp=xp, device=where) for a in (y, y_val))
     output, width = _output_size(xp, y, output)
+    if classes is not None and len(classes) > 2 and output == "sigmoid":
+        raise ExperimentError(f"{len(classes)} classes need a softmax output, not sigmoid: drop --output")
+    if classes is not None and output == "softmax":
+        width = len(classes)
     model = MLP([int(X.shape[1]), *hidden, width], hidden_activation=activation, output=output, init="he")
     cls = OPTIMIZER_NAMES[optimizer.lower()]
-    chosen = cls() if learning_rate is None else cls(learning_rate)
+    rate = cls().learning_rate if learning_rate is None else learning_rate
+    rate = build_schedule(schedule, rate, math.ceil(int(X.shape[0]) / batch_size), epochs)
+    decay = {"weight_decay": float(weight_decay), "weight_decay_mask": decay_weights_only} if weight_decay else {}
+    chosen = cls(rate, **decay)
     start = time.perf_counter()
     if save is None:
         if resume:
@@ -198,8 +357,25 @@ def run_training(
             model, chosen, X, y, epochs, batch_size, seed, progress=progress, checkpoint=save, checkpoint_every=every,
             resume=resume,
         )  # fmt: skip
+        if classes is not None:
+            _record_labels(save, result, chosen, classes)
     wall_time = time.perf_counter() - start
     train_accuracy = None if output == "identity" else float(accuracy(model, result.params, X, y))
+    if int(X_val.shape[0]):
+        cost = float(model.loss(result.params, X_val, y_val))
+        right = None if output == "identity" else float(accuracy(model, result.params, X_val, y_val))
+        score = "" if right is None else f", accuracy {100 * right:.1f} %"
+        notes.append(f"validation ({int(X_val.shape[0])} held-out examples): cost {cost:.4f}{score}")
     return TrainingRun(
-        X=X, y=y, model=model, optimizer=chosen, result=result, train_accuracy=train_accuracy, wall_time=wall_time
-    )
+        X=X, y=y, model=model, optimizer=chosen, result=result, train_accuracy=train_accuracy, wall_time=wall_time,
+        classes=classes, notes=tuple(notes),
+    )  # fmt: skip
+
+
+def _record_labels(path: str, result: Any, optimizer: Optimizer, classes: list) -> None:
+    """Add the file's label of each class to the checkpoint's ``extra`` (``anyoptim predict`` maps back with it)."""
+    from ..checkpoint import read_info, save
+
+    extra = dict(read_info(path).extra)
+    extra["labels"] = {"classes": classes}
+    save(path, result.params, result.state, optimizer=optimizer, extra=extra)

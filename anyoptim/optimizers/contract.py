@@ -301,6 +301,7 @@ def declare(
 
     Examples
     --------
+    >>> from anyoptim.optimizers.contract import declare
     >>> @declare(slots=("v",), scalars=("learning_rate", "beta"))
     ... def heavy_ball(xp, p, g, slots, hp):
     ...     v = hp["beta"] * slots["v"] + g

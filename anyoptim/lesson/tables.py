@@ -1,0 +1,329 @@
+"""Real data files for ``anyoptim train``: the delimiter, the header, the label column and the labels.
+
+:func:`read_table` reads a delimited text file with the :mod:`csv` module and
+NumPy (the library's own :func:`anyoptim.datasets.load_csv` is stricter and
+takes every option explicitly); :func:`encode_labels` turns its label column
+into what :func:`anyoptim.fit` takes: classes ``0 .. K-1`` (with the mapping
+back to the file's labels) or real-valued targets.  Every way a file can be
+misread ends in one :class:`~anyoptim.lesson.checks.ExperimentError` that names
+the likely cause and the option that fixes it.
+
+The rules, in order:
+
+* **delimiter** (unless given): the one of ``,`` ``;`` tab ``|`` that splits
+  every line into the same number (at least two) of fields; when several do,
+  the one whose data fields are numbers (all columns but at most one); when
+  that still leaves a choice, or none, an error asks for ``--delimiter``.
+* **header** (unless given): the first line is a header when one of its fields
+  is not a number while the same field of the second line is.
+* **label column**: an index (negative counts from the end; default the last)
+  or a header name.
+* **labels**: numbers or words.  For a classification they become classes
+  ``0 .. K-1`` in sorted order (labels 1/2 are two classes, not three);
+  non-integer numbers are refused with a hint to ``--task regression``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np  # host-side file reading
+
+from .checks import ExperimentError
+
+__all__ = ["DELIMITERS", "EncodedLabels", "Table", "detect_delimiter", "encode_labels", "read_table"]
+
+#: The delimiters tried when ``--delimiter`` is not given.
+DELIMITERS = (",", ";", "\t", "|")
+_SAMPLE_LINES = 50
+#: At most this many distinct labels, and at most one per two rows, for an automatic classification.
+_MAX_CLASSES = 100
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _shown(delimiter: str) -> str:
+    return {"\t": "tab", " ": "space"}.get(delimiter, delimiter)
+
+
+def _split(lines: list[str], delimiter: str) -> list[list[str]]:
+    return [[field.strip() for field in row] for row in csv.reader(lines, delimiter=delimiter)]
+
+
+def detect_delimiter(lines: list[str], source: str = "the file") -> str:
+    """The delimiter of ``lines`` (non-blank lines of a file), by the rules in the module notes.
+
+    Raises
+    ------
+    ExperimentError
+        When no delimiter, or more than one, fits.
+    """
+    sample = lines[:_SAMPLE_LINES]
+    consistent = []
+    for delimiter in DELIMITERS:
+        widths = {len(row) for row in _split(sample, delimiter)}
+        if len(widths) == 1 and widths.pop() >= 2:
+            consistent.append(delimiter)
+    if len(consistent) > 1:
+        numeric = [d for d in consistent if _numeric_columns(_split(sample[1:], d)) >= len(_split(sample, d)[0]) - 1]
+        consistent = numeric or consistent
+    if len(consistent) == 1:
+        return consistent[0]
+    if not consistent:
+        found = [_shown(d) for d in DELIMITERS if any(d in line for line in sample)]
+        raise ExperimentError(
+            f"{source}: cannot tell how the fields are separated (no delimiter gives every line the same number of "
+            f"fields{'; found ' + ' '.join(repr(f) for f in found) if found else ''}): pass --delimiter, "
+            "e.g. --delimiter ';'"
+        )
+    choices = " or ".join(repr(_shown(d)) for d in consistent)
+    raise ExperimentError(f"{source}: the fields could be separated by {choices}: pass --delimiter to choose")
+
+
+def _numeric_columns(rows: list[list[str]]) -> int:
+    """How many columns hold only numbers in ``rows`` (0 for no rows)."""
+    if not rows:
+        return 0
+    width = len(rows[0])
+    return sum(all(len(r) == width and _number(r[j]) is not None for r in rows) for j in range(width))
+
+
+@dataclass(frozen=True)
+class Table:
+    """A data file read by :func:`read_table`.
+
+    Attributes
+    ----------
+    features : numpy.ndarray
+        float64, shape (n_samples, n_columns - 1): every column but the label column, in file order.
+    labels : list of str
+        The label column's fields, as written.
+    label_name : str
+        The label column's header name, or ``"column K"`` (0-based, as ``--label-column``) without a header.
+    label_index : int
+        Its 0-based index.
+    delimiter : str
+    header : bool
+        Whether the first line held column names.
+    """
+
+    features: np.ndarray
+    labels: list[str]
+    label_name: str
+    label_index: int
+    delimiter: str
+    header: bool
+
+    def describe(self) -> str:
+        """One line: the delimiter, the header and the label column, as read."""
+        where = f"{self.label_name!r} (column {self.label_index})" if self.header else self.label_name
+        return (
+            f"delimiter {_shown(self.delimiter)!r}, {'a header line' if self.header else 'no header line'}, "
+            f"labels in {where}; {self.features.shape[1]} features"
+        )
+
+
+def _label_index(label_column: int | str | None, width: int, names: list[str] | None, source: str) -> int:
+    if label_column is None:
+        return width - 1
+    if isinstance(label_column, str):
+        if names is None:
+            raise ExperimentError(
+                f"{source}: --label-column {label_column!r} is a column name, but the file has no header line "
+                "(give the column's index, or --header if its first line holds the names)"
+            )
+        if label_column not in names:
+            raise ExperimentError(f"{source}: no column named {label_column!r}; the columns are {', '.join(names)}")
+        return names.index(label_column)
+    if not -width <= label_column < width:
+        raise ExperimentError(
+            f"{source}: --label-column {label_column} is out of range for {width} columns "
+            f"(0 .. {width - 1}, or -1 .. -{width} from the end)"
+        )
+    return label_column % width
+
+
+def read_table(
+    path: str | Path,
+    *,
+    label_column: int | str | None = None,
+    delimiter: str | None = None,
+    header: bool | None = None,
+) -> Table:
+    """Read a delimited text file of examples: numeric feature columns and one label column.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file, UTF-8 text; blank lines are skipped.
+    label_column : int or str, optional
+        The label column: an index (negative from the end) or a header name; by default the last.
+    delimiter : str, optional
+        The field separator; detected by default (see the module notes).
+    header : bool, optional
+        Whether the first line holds column names; detected by default.
+
+    Returns
+    -------
+    Table
+
+    Raises
+    ------
+    ExperimentError
+        A missing or empty file, an undetectable delimiter, rows of different lengths, a bad label column, or a
+        feature that is not a number (naming line, column and the likely fix).
+    """
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise ExperimentError(f"data file {source} does not exist")
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise ExperimentError(f"{source}: cannot read as text ({error})") from None
+    if not lines:
+        raise ExperimentError(f"{source}: the file is empty")
+    if delimiter is None:
+        delimiter = detect_delimiter(lines, source)
+    try:
+        rows = _split(lines, delimiter)
+    except csv.Error as error:
+        raise ExperimentError(f"{source}: cannot read as delimited text ({error})") from None
+    width = len(rows[0])
+    if width < 2:
+        raise ExperimentError(
+            f"{source}: one field per line with delimiter {_shown(delimiter)!r}; a file needs features and a label "
+            "(is it separated by something else? pass --delimiter)"
+        )
+    for number, row in enumerate(rows, start=1):
+        if len(row) != width:
+            raise ExperimentError(
+                f"{source}: line {number} has {len(row)} fields, line 1 has {width} "
+                f"(delimiter {_shown(delimiter)!r}; pass --delimiter if that is not it)"
+            )
+    if header is None:
+        header = len(rows) > 1 and any(
+            _number(a) is None and _number(b) is not None for a, b in zip(rows[0], rows[1], strict=True)
+        )
+    names = rows[0] if header else None
+    body = rows[1:] if header else rows
+    if not body:
+        raise ExperimentError(f"{source}: no data rows")
+    index = _label_index(label_column, width, names, source)
+    features = np.empty((len(body), width - 1))
+    for i, row in enumerate(body):
+        cells = row[:index] + row[index + 1 :]
+        for j, cell in enumerate(cells):
+            value = _number(cell)
+            if value is None:
+                column = j if j < index else j + 1
+                line = i + 1 + (1 if header else 0)
+                hint = (
+                    "is the first line a header? pass --header"
+                    if i == 0 and len(body) > 1 and _number_column(body, column)
+                    else f"if column {column} holds the labels, pass --label-column {column}"
+                )
+                where = f"{source}: line {line}, column {column}"
+                raise ExperimentError(f"{where}: {cell!r} is not a finite number ({hint})")
+            features[i, j] = value
+    name = names[index] if names is not None else f"column {index}"
+    return Table(features, [row[index] for row in body], name, index, delimiter, bool(header))
+
+
+def _number_column(body: list[list[str]], column: int) -> bool:
+    """Whether every row after the first holds a number in ``column``."""
+    return all(_number(row[column]) is not None for row in body[1:])
+
+
+@dataclass(frozen=True)
+class EncodedLabels:
+    """Labels as :func:`anyoptim.fit` takes them.
+
+    Attributes
+    ----------
+    y : numpy.ndarray
+        int64 classes ``0 .. K-1`` for a classification, float64 targets for a regression.
+    classes : list or None
+        The file's label of each class (numbers or strings, JSON-friendly); None for a regression.
+    """
+
+    y: np.ndarray
+    classes: list | None
+
+    @property
+    def remapped(self) -> bool:
+        """Whether the file's labels differ from the classes they became."""
+        return self.classes is not None and self.classes != list(range(len(self.classes)))
+
+    def mapping(self) -> str:
+        """The mapping, e.g. ``"labels -> classes: 1 -> 0, 2 -> 1"``."""
+        shown = ", ".join(f"{label!r} -> {k}" if isinstance(label, str) else f"{label:g} -> {k}"
+                          for k, label in enumerate(self.classes or []))  # fmt: skip
+        return f"labels -> classes: {shown}"
+
+
+def _other_label_columns(table_features: np.ndarray, label_index: int) -> list[int]:
+    """File indices of feature columns that look like class labels (few distinct whole numbers)."""
+    found = []
+    for j in range(table_features.shape[1]):
+        column = table_features[:, j]
+        distinct = np.unique(column)
+        if np.all(column == np.round(column)) and 2 <= distinct.size <= min(20, max(2, column.size // 2)):
+            found.append(j if j < label_index else j + 1)
+    return found
+
+
+def encode_labels(table: Table, task: str = "classification", source: str = "the file") -> EncodedLabels:
+    """The label column of ``table`` for ``task`` ("classification" or "regression").
+
+    Raises
+    ------
+    ExperimentError
+        Text labels for a regression; non-integer numbers, a single class, or (nearly) one class per row
+        for a classification, each with a hint to the option that fixes it.
+    """
+    if task not in ("classification", "regression"):
+        raise ExperimentError(f"task must be 'classification' or 'regression', got {task!r}")
+    where = f"{source}: the label column {table.label_name!r}"
+    numbers = [_number(label) for label in table.labels]
+    text = next((label for label, value in zip(table.labels, numbers, strict=True) if value is None), None)
+    if task == "regression":
+        if text is not None:
+            raise ExperimentError(
+                f"{where} holds {text!r}, not a number: a regression needs numbers "
+                "(choose the target with --label-column, or drop --task regression for classes)"
+            )
+        return EncodedLabels(np.asarray(numbers, dtype=np.float64), None)
+    if text is None:
+        values = np.asarray(numbers, dtype=np.float64)
+        if not np.all(values == np.round(values)):
+            example = next(v for v in values if v != round(v))
+            others = _other_label_columns(table.features, table.label_index)
+            hint = f"; if the labels are in column {others[0]}, pass --label-column {others[0]}" if others else ""
+            raise ExperimentError(
+                f"{where} holds {example:g}, not a class label: for a real-valued target pass --task regression "
+                f"(or --output identity){hint}"
+            )
+        classes: list = sorted({int(v) for v in values})
+        y = np.searchsorted(np.asarray(classes), values.astype(np.int64))
+    else:
+        classes = sorted(set(table.labels))
+        y = np.searchsorted(np.asarray(classes), np.asarray(table.labels))
+    if len(classes) < 2:
+        raise ExperimentError(f"{where} holds one class only ({classes[0]!r}): a classifier needs two or more")
+    n = len(table.labels)
+    if text is None and (len(classes) > _MAX_CLASSES or (n >= 20 and len(classes) > n // 2)):
+        raise ExperimentError(
+            f"{where} has {len(classes)} distinct values in {n} rows: for a real-valued target pass --task regression "
+            "(or --output identity)"
+        )
+    return EncodedLabels(y.astype(np.int64), classes)
