@@ -186,8 +186,8 @@ def _setting_differences(recorded: dict[str, Any], optimizer: Optimizer) -> list
         if key in UNCOMPARED_SETTINGS:
             continue
         saved, now = recorded.get(key, "<absent>"), current.get(key, "<absent>")
-        if isinstance(saved, dict) and isinstance(now, dict):
-            continue  # both custom (a schedule, a mask function): cannot be compared, the caller's is used
+        if isinstance(saved, dict) and isinstance(now, dict) and ("custom" in saved or "custom" in now):
+            continue  # a custom object (a hand-written schedule, a mask function): not comparable, the caller's is used
         if saved != now:
             differences.append(f"{key}: saved {saved!r}, given {now!r}")
     return differences
