@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a checkout's anyoptim when none is installed
-import anyoptim  # noqa: E402
+import anyoptim
 
 MIB = 2**20
 
@@ -92,7 +92,7 @@ def main() -> None:
         load = _best(lambda: anyoptim.load(checkpoint, like=like, optimizer=opt), args.repeats)
         targets = [np.empty_like(a) for a in arrays]
         copy_read = _best(lambda: _copy_read(raw, targets), args.repeats)
-        del targets
+        targets.clear()
         loaded, loaded_state = anyoptim.load(checkpoint, like=like, optimizer=opt)
         assert np.array_equal(loaded["W"], params["W"]) and np.array_equal(loaded_state.slots["v"]["W"], arrays[2])
         del loaded, loaded_state
@@ -104,8 +104,9 @@ def main() -> None:
         del result
     import safetensors
 
+    system = f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs"
     print(f"anyoptim {anyoptim.__version__}, safetensors {safetensors.__version__}, NumPy {np.__version__}, "
-          f"Python {platform.python_version()}, {platform.machine()} {platform.system()}, {os.cpu_count()} CPUs")  # fmt: skip
+          f"Python {platform.python_version()}, {system}")  # fmt: skip
     print(f"Adam checkpoint of 2^{args.log2} float32 parameters: {nbytes / MIB:.0f} MiB of tensors")
     rows = [("save (fsync)", save, copy_write), ("load", load, copy_read)]
     print(f"{'':14}{'anyoptim':>12}{'plain copy':>13}{'speed ratio':>13}")
