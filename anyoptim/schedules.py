@@ -25,12 +25,15 @@ import math
 from collections.abc import Callable, Sequence
 
 from ._checks import check_non_negative, check_positive
+from .schedule_specs import describe, described, from_spec
 
 __all__ = [
     "Schedule",
     "constant",
     "cosine_decay",
+    "describe",
     "exponential_decay",
+    "from_spec",
     "inverse_time_decay",
     "join",
     "learning_rate_at",
@@ -41,6 +44,7 @@ __all__ = [
 Schedule = Callable[[int], float]
 
 
+@described
 def constant(value: float) -> Schedule:
     """The same rate at every step.
 
@@ -74,6 +78,7 @@ def constant(value: float) -> Schedule:
     return lambda count: value
 
 
+@described
 def exponential_decay(
     initial_learning_rate: float, decay_steps: float, decay_rate: float, *, staircase: bool = False
 ) -> Schedule:
@@ -127,6 +132,7 @@ def exponential_decay(
     return schedule
 
 
+@described
 def inverse_time_decay(
     initial_learning_rate: float, decay_steps: float, decay_rate: float, staircase: bool = False
 ) -> Schedule:
@@ -182,6 +188,7 @@ def inverse_time_decay(
     return schedule
 
 
+@described
 def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Schedule:
     """``values[i]`` for ``boundaries[i-1] <= count < boundaries[i]`` (one more value than boundaries).
 
@@ -229,6 +236,7 @@ def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Sc
     return schedule
 
 
+@described
 def cosine_decay(initial_learning_rate: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
     r"""Cosine decay (Loshchilov & Hutter, 2017) [1]_ to :math:`\alpha \cdot \alpha_0` over ``decay_steps``.
 
@@ -289,6 +297,7 @@ def cosine_decay(initial_learning_rate: float, decay_steps: int, alpha: float = 
     return schedule
 
 
+@described
 def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     """Run ``schedules[i]`` from ``boundaries[i-1]``, each seeing the count since its own start.
 
@@ -343,6 +352,7 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     return schedule
 
 
+@described
 def warmup_cosine_decay(
     peak_learning_rate: float,
     warmup_steps: int,

@@ -34,6 +34,7 @@ RANKS: dict[str, float] = {
     "engines": 3,
     "transforms": 3,
     "schedules": 3,
+    "schedule_specs": 2.5,  # what anyoptim.schedules' schedules record of themselves (describe, from_spec)
     "state": 3,
     "tree": 2,
     "_checks": 2,

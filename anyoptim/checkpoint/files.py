@@ -132,6 +132,8 @@ class CheckpointFile:
     shapes: dict[str, tuple[int, ...]]
     dtypes: dict[str, str]
     _handle: Any = field(repr=False, compare=False, default=None)
+    _raw: Any = field(repr=False, compare=False, default=None)
+    _offsets: dict[str, tuple[int, int]] = field(repr=False, compare=False, default_factory=dict)
 
     def tensor(self, name: str) -> np.ndarray:
         """The tensor ``name`` as a new NumPy array."""
@@ -139,6 +141,35 @@ class CheckpointFile:
             return self._handle.get_tensor(name)
         except Exception as error:  # safetensors raises its own error types
             raise CheckpointError(f"{self.path}: tensor {name!r} cannot be read ({error})") from None
+
+    def close(self) -> None:
+        """Close the file opened for :meth:`read_into` (the safetensors handle closes itself)."""
+        if self._raw is not None:
+            self._raw.close()
+
+    def read_into(self, name: str, target: Any) -> bool:
+        """Read tensor ``name`` straight into ``target``'s memory; False (nothing read) if ``target`` cannot take it.
+
+        ``target`` must be a writable, C-contiguous NumPy array of the tensor's
+        shape and dtype in little-endian order; the bytes go from the file into it
+        with no array in between (one copy of the data, not two).
+        """
+        if name not in self._offsets or self._raw is None or self._raw.closed or not isinstance(target, np.ndarray):
+            return False
+        begin, end = self._offsets[name]
+        wanted = np.dtype(self.dtypes[name]).newbyteorder("<")
+        if not (target.flags.c_contiguous and target.flags.writeable) or target.dtype != wanted:
+            return False
+        if tuple(target.shape) != self.shapes[name] or target.nbytes != end - begin:
+            return False
+        view = memoryview(target.reshape(-1)).cast("B") if target.nbytes else memoryview(b"")
+        position = begin
+        while view:
+            read = os.preadv(self._raw.fileno(), [view], position)
+            if read <= 0:
+                raise CheckpointError(f"{self.path}: tensor {name!r} is cut short (the file changed while read)")
+            view, position = view[read:], position + read
+        return True
 
 
 def _decode_metadata(path: Path, raw: dict[str, str] | None) -> dict[str, Any]:
@@ -188,4 +219,36 @@ def read(path: str | os.PathLike) -> CheckpointFile:
     odd = sorted(name for name, code in dtypes.items() if code not in DTYPES)
     if odd:
         raise CheckpointError(f"{source}: tensors {odd} have dtypes {[dtypes[n] for n in odd]}; expected F16/F32/F64")
-    return CheckpointFile(source, metadata, shapes, {n: DTYPES[c] for n, c in dtypes.items()}, handle)
+    raw, offsets = _data_offsets(source, shapes, dtypes)
+    return CheckpointFile(source, metadata, shapes, {n: DTYPES[c] for n, c in dtypes.items()}, handle, raw, offsets)
+
+
+def _data_offsets(source: Path, shapes: dict, dtypes: dict) -> tuple[Any, dict[str, tuple[int, int]]]:
+    """The file opened again, and each tensor's absolute byte range, from its header (already checked by safetensors).
+
+    Used only to read tensors straight into their targets (:meth:`CheckpointFile.read_into`); the ranges are
+    checked against the shapes and dtypes safetensors read and against the file's size, and any doubt (the
+    file replaced since) leaves them out, so tensors are then read by safetensors.
+    """
+    try:
+        raw = open(source, "rb", buffering=0)
+    except OSError:
+        return None, {}
+    try:
+        length = int.from_bytes(raw.read(8), "little")
+        header = json.loads(raw.read(length)) if 0 < length <= 100 * 2**20 else {}
+        size, start = os.fstat(raw.fileno()).st_size, 8 + length
+        offsets = {}
+        for name, shape in shapes.items():
+            entry = header.get(name) or {}
+            begin, end = (int(x) for x in entry.get("data_offsets", (-1, -1)))
+            itemsize = np.dtype(DTYPES.get(dtypes[name], "float64")).itemsize
+            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            if entry.get("dtype") != dtypes[name] or list(entry.get("shape", ())) != list(shape):
+                return raw, {}
+            if not 0 <= begin <= end or end - begin != count * itemsize or start + end > size:
+                return raw, {}
+            offsets[name] = (start + begin, start + end)
+    except (ValueError, TypeError, AttributeError, RecursionError, OSError):
+        return raw, {}
+    return raw, offsets

@@ -173,7 +173,9 @@ def read_info(path: str | os.PathLike) -> CheckpointInfo:
     >>> info.names, info.shapes, info.dtypes, info.optimizer["class"], info.extra
     (['w'], {'w': (3,)}, {'w': 'float32'}, 'SGD', {'note': 'hi'})
     """
-    return _info(read(path))
+    file = read(path)
+    file.close()
+    return _info(file)
 
 
 # --------------------------------------------------------------------------- matching
@@ -186,8 +188,8 @@ def _setting_differences(recorded: dict[str, Any], optimizer: Optimizer) -> list
         if key in UNCOMPARED_SETTINGS:
             continue
         saved, now = recorded.get(key, "<absent>"), current.get(key, "<absent>")
-        if isinstance(saved, dict) and isinstance(now, dict):
-            continue  # both custom (a schedule, a mask function): cannot be compared, the caller's is used
+        if isinstance(saved, dict) and isinstance(now, dict) and ("custom" in saved or "custom" in now):
+            continue  # a custom object (a hand-written schedule, a mask function): not comparable, the caller's is used
         if saved != now:
             differences.append(f"{key}: saved {saved!r}, given {now!r}")
     return differences
@@ -255,6 +257,8 @@ def _place(file: CheckpointFile, xp: Any, device: Any, targets: list[Any], keys:
     """
     out = list(targets)
     for index, key in keys.items():
+        if file.read_into(key, out[index]):  # a NumPy target: the bytes go straight into it
+            continue
         value = xp.asarray(file.tensor(key), device=device)
         if is_mutable(xp):
             out[index][...] = value
@@ -351,6 +355,13 @@ def load(
     if strict not in (True, False):
         raise TypeError(f"strict must be True or False, got {strict!r}")
     file = read(path)
+    try:
+        return _load(file, like, optimizer, strict)
+    finally:
+        file.close()
+
+
+def _load(file: CheckpointFile, like: Any, optimizer: Optimizer | None, strict: bool) -> tuple[Any, OptimizerState]:
     info = _info(file)
     if like is None:
         treedef = treedef_from_record(file.metadata.get("structure"))
@@ -373,7 +384,7 @@ def load(
     if problems and strict:
         raise CheckpointError(f"{info.path} does not match: " + "; ".join(problems))
     if problems:
-        warnings.warn(f"{info.path}: partial load; " + "; ".join(problems), CheckpointWarning, stacklevel=2)
+        warnings.warn(f"{info.path}: partial load; " + "; ".join(problems), CheckpointWarning, stacklevel=3)
     params = flatten(like) if is_mutable(xp) else like
     p_names, targets, treedef = tree_flatten(params)
     keys = {i: f"params/{n}" for i, n in enumerate(p_names) if n in set(matched)}

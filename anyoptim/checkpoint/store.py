@@ -9,6 +9,7 @@ from typing import Any
 
 from .._namespace import check_leaves
 from ..optimizers.base import Optimizer
+from ..schedules import describe
 from ..state import OptimizerState
 from ..tree import TreeDef, tree_flatten
 from .files import FORMAT, FORMAT_VERSION, CheckpointError, to_host, write
@@ -22,11 +23,19 @@ _MAX_LISTED = 8
 
 
 def setting_record(value: Any) -> Any:
-    """A setting as JSON: numbers, strings, booleans and None as they are; anything else as a description."""
+    """A setting as JSON: numbers, strings, booleans and None as they are; anything else as a description.
+
+    A schedule of :mod:`anyoptim.schedules` is ``{"schedule": <its spec>}``
+    (rebuilt by :func:`~anyoptim.schedules.from_spec`); any other object is
+    ``{"custom": "module.qualname"}``, which only the caller can supply again.
+    """
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else {"custom": repr(value)}
+    spec = describe(value)
+    if spec is not None:
+        return {"schedule": spec}
     name = getattr(value, "__qualname__", None) or type(value).__qualname__
     module = getattr(value, "__module__", None) or type(value).__module__
     return {"custom": f"{module}.{name}"}
