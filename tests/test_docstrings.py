@@ -77,14 +77,6 @@ EXPECTED_FAILURES: dict[str, set[str]] = {
     "anyoptim.MLP.predict_unchecked": {"GL08"},
     "anyoptim.MLP.targets": {"EX01", "PR01", "RT01", "SS05"},
     "anyoptim.MLP.value_and_grad": {"EX01", "PR01", "RT01"},
-    **{
-        f"anyoptim.sklearn.{cls}.{method}": {"EX01"}
-        for cls, methods in (
-            ("MLPClassifier", ("fit", "partial_fit", "predict", "predict_log_proba", "predict_proba")),
-            ("MLPRegressor", ("fit", "partial_fit", "predict")),
-        )
-        for method in methods
-    },
 }
 
 
