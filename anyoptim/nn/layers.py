@@ -1,4 +1,4 @@
-r"""The layers of :class:`~anyoptim.nn.mlp.MLP`: its activations and its output losses, written against the Array API.
+r"""The math of :class:`~anyoptim.nn.mlp.MLP`'s layers, written against the Array API: activations, losses, backprop.
 
 Each hidden activation returns the activation and what its derivative needs
 (:data:`HIDDEN`); each loss takes the last layer's *logits* :math:`z_L`, never
@@ -14,16 +14,29 @@ probabilities, so no logarithm ever sees 0 (:data:`LOSSES`):
   :math:`\partial \ell / \partial z_j = p_j \sum_k y_k - y_j`;
 * identity + mean squared error: :math:`\ell = \frac{1}{K}\sum_k (z_k - y_k)^2`.
 
-Every loss is the mean over the samples.
+Every loss is the mean over the samples.  :func:`encode_targets` turns labels
+into the targets a loss compares the logits with, and :func:`backprop` is the
+backward pass (:meth:`~anyoptim.nn.mlp.MLP.targets` and
+:meth:`~anyoptim.nn.mlp.MLP.value_and_grad` document them).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .._namespace import device_of, is_floating, is_mutable
 from ..engines import matmul  # `@`, or a product a CUDA graph can capture
 
-__all__ = ["HIDDEN", "LEAKY_SLOPE", "LOSSES", "loss_and_delta", "output_activation", "row_ones"]
+__all__ = [
+    "HIDDEN",
+    "LEAKY_SLOPE",
+    "LOSSES",
+    "backprop",
+    "encode_targets",
+    "loss_and_delta",
+    "output_activation",
+    "row_ones",
+]
 
 LEAKY_SLOPE = 0.01
 
@@ -167,3 +180,69 @@ LOSSES = {
 def loss_and_delta(xp: Any, kind: str, z: Any, t: Any) -> tuple[Any, Any]:
     """Mean loss over the rows and its gradient with respect to the logits ``z``; ``t`` has z's shape."""
     return LOSSES[kind](xp, z, t, row_ones(z))
+
+
+# --------------------------------------------------------------------------- targets and the backward pass
+
+
+def encode_targets(y: Any, xp: Any, dtype: Any, *, output: str, n_outputs: int) -> Any:
+    """Labels ``y`` as the (n, n_outputs) targets of ``dtype`` that ``output``'s loss compares the logits with.
+
+    Checks the labels' shape and range for the output, as :meth:`anyoptim.MLP.targets` documents.
+    """
+    k = n_outputs
+    if output == "softmax" and y.ndim == 1:
+        if not bool(xp.all((y >= 0) & (y < k))) or not _integral(xp, y):
+            raise ValueError(f"class labels must be integers in [0, {k}) for {k} softmax outputs")
+        classes = xp.arange(k, dtype=y.dtype, device=device_of(y))
+        return xp.astype(y[:, None] == classes[None, :], dtype)
+    if y.ndim == 1:
+        y = xp.reshape(y, (-1, 1))
+    if y.shape[1] != k:
+        raise ValueError(f"y has {y.shape[1]} columns but the model has {k} outputs")
+    t = xp.astype(y, dtype)
+    if output != "identity" and not bool(xp.all((t >= 0) & (t <= 1))):
+        raise ValueError(f"labels for a {output} output must lie in [0, 1]")
+    return t
+
+
+def _integral(xp: Any, y: Any) -> bool:
+    if not is_floating(xp, y.dtype):
+        return True
+    return bool(xp.all(y == xp.round(y)))
+
+
+def backprop(
+    xp: Any, params: dict, X: Any, t: Any, out: Any, *, keys: Any, hidden_activation: str, output: str
+) -> tuple[Any, dict]:
+    """Mean loss and gradients by backpropagation through the layers ``keys``, ``(("W1", "b1"), ...)``.
+
+    The backward pass, samples first; the math and the arguments are those of
+    :meth:`anyoptim.MLP.value_and_grad`, which calls it.
+    """
+    activate, backward = HIDDEN[hidden_activation]
+    ones = row_ones(X)
+    activations = [X]
+    kept = []
+    a = X
+    for W, b in keys[:-1]:
+        a, info = activate(xp, matmul(a, params[W]) + params[b])
+        activations.append(a)
+        kept.append(info)
+    W, b = keys[-1]
+    loss, delta = LOSSES[output](xp, matmul(a, params[W]) + params[b], t, ones)
+    write = out is not None and is_mutable(xp)
+    grads = out if write else {}
+    for layer in range(len(keys) - 1, -1, -1):
+        W, b = keys[layer]
+        dW = matmul(activations[layer].T, delta)
+        db = matmul(ones, delta)  # 1^T δ, as in _total
+        if layer > 0:
+            delta = backward(matmul(delta, params[W].T), kept[layer - 1])
+        if write:
+            grads[W][...] = dW
+            grads[b][...] = db
+        else:
+            grads[W] = dW
+            grads[b] = db
+    return loss, grads
