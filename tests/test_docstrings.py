@@ -12,10 +12,6 @@ unlisted base.  One relaxation, and only one: the methods of the ``Protocol``
 classes (``Engine.apply``, ``PreparedRun.update``, ...) need no Examples section
 (EX01), because a protocol's method has no code to run; an example would be
 the example of some engine, which each engine's own method gives.
-
-Methods that fail today sit in EXPECTED_FAILURES with the checks they fail: the
-test passes while those exact failures remain, fails on any new failure, and
-fails too when a listed failure is fixed (so the list only shrinks).
 """
 
 from __future__ import annotations
@@ -59,37 +55,6 @@ CHECKS = {
     "RT03": "every return value has a description",
     "YD01": "a Yields section for generators",
     "EX01": "an Examples section",
-}
-
-
-_RULE = {"EX01", "PR01", "RT01"}
-#: Methods failing today -> the checks they fail; fix the docstring, then delete the entry.  The rules
-#: (``SGD.rule`` is ``staticmethod(sgd)``) are documented in anyoptim/optimizers/{sgd,adaptive,adam,adamax,lion}.py;
-#: the MLP methods in anyoptim/nn/mlp.py, whose 500-line budget has room for about 20 more lines.
-EXPECTED_FAILURES: dict[str, set[str]] = {
-    **{
-        f"anyoptim.{name}.rule": _RULE
-        for name in ("SGD", "Momentum", "RMSprop", "Adagrad", "Adadelta", "Adam", "Adamax", "NAdam", "RAdam", "Lion")
-    },
-    "anyoptim.MLP.check_params": {"EX01", "PR01", "RT01"},
-    "anyoptim.MLP.forward": {"EX01", "PR01", "RT01"},
-    "anyoptim.MLP.init": {"EX01"},
-    "anyoptim.MLP.logits": {"EX01", "PR01", "RT01"},
-    "anyoptim.MLP.loss": {"EX01", "PR01", "RT01"},
-    "anyoptim.MLP.loss_and_grad": {"EX01", "PR04", "RT03"},
-    "anyoptim.MLP.n_layers": {"EX01"},
-    "anyoptim.MLP.predict": {"EX01", "PR01", "RT01"},
-    "anyoptim.MLP.predict_unchecked": {"GL08"},
-    "anyoptim.MLP.targets": {"EX01", "PR01", "RT01", "SS05"},
-    "anyoptim.MLP.value_and_grad": {"EX01", "PR01", "RT01"},
-    **{
-        f"anyoptim.sklearn.{cls}.{method}": {"EX01"}
-        for cls, methods in (
-            ("MLPClassifier", ("fit", "partial_fit", "predict", "predict_log_proba", "predict_proba")),
-            ("MLPRegressor", ("fit", "partial_fit", "predict")),
-        )
-        for method in methods
-    },
 }
 
 
@@ -149,16 +114,10 @@ def test_numpydoc(name):
 def test_numpydoc_methods(name, in_protocol):
     result = numpydoc_validate.validate(name)
     relaxed = {"EX01"} if in_protocol else set()
-    failing = {code for code, _ in result["errors"] if code in CHECKS and code not in relaxed}
-    expected = EXPECTED_FAILURES.get(name, set())
-    messages = [f"{code} ({CHECKS[code]}): {text}" for code, text in result["errors"] if code in failing - expected]
+    messages = [
+        f"{code} ({CHECKS[code]}): {text}" for code, text in result["errors"] if code in CHECKS and code not in relaxed
+    ]
     assert not messages, f"{name} fails numpydoc checks:\n" + "\n".join(messages)
-    fixed = expected - failing
-    assert not fixed, f"{name}: {sorted(fixed)} fixed but still listed in EXPECTED_FAILURES: delete them there"
-
-
-def test_expected_failures_are_methods():
-    assert set(EXPECTED_FAILURES) <= {name for name, _ in METHODS}
 
 
 @pytest.mark.parametrize("name", public_api.optimizer_names())

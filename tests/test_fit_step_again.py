@@ -142,10 +142,10 @@ def test_batch_slices_cover_every_row_once(n_samples, batch_size):
 
 
 def test_row_ones_is_ones_for_every_value():
-    from anyoptim.nn.mlp import _row_ones
+    from anyoptim.nn.layers import row_ones
 
     X = np.array([[np.nan, 1.0], [np.inf, 2.0], [-np.inf, 3.0], [0.0, 4.0], [-2.5, 5.0]], dtype=np.float32)
-    ones = _row_ones(X)
+    ones = row_ones(X)
     assert ones.dtype == X.dtype and ones.shape == (5,)
     np.testing.assert_array_equal(ones, np.ones(5, dtype=np.float32))
 

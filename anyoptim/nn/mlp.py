@@ -1,25 +1,9 @@
 r"""A multilayer perceptron written once against the Array API: forward, backward and losses by hand.
 
-Data are samples first: ``X`` has shape (n_samples, n_features), layer ``l``
-computes :math:`z_l = a_{l-1} W_l + b_l` with ``W_l`` of shape
-(n_{l-1}, n_l) and ``b_l`` of shape (n_l,), and :math:`a_l = g(z_l)`.  The
-parameters are a plain dict ``{"W1", "b1", "W2", "b2", ...}`` that every
-optimizer takes as it is.
-
-Losses are computed from the last layer's *logits* :math:`z_L`, never from
-probabilities, so no logarithm ever sees 0:
-
-* sigmoid + binary cross-entropy:
-  :math:`\ell = \operatorname{softplus}(z) - y z` with
-  :math:`\operatorname{softplus}(z) = \log(1 + e^z) = \operatorname{logaddexp}(0, z)`,
-  :math:`\partial \ell / \partial z = \sigma(z) - y` and
-  :math:`\sigma(z) = \exp(z - \operatorname{softplus}(z))`;
-* softmax + categorical cross-entropy, with the row maximum subtracted:
-  :math:`\ell = \sum_k y_k (\operatorname{logsumexp}(z) - z_k)`,
-  :math:`\partial \ell / \partial z_j = p_j \sum_k y_k - y_j`;
-* identity + mean squared error: :math:`\ell = \frac{1}{K}\sum_k (z_k - y_k)^2`.
-
-Every loss is the mean over the samples.
+Data are samples first: ``X`` has shape (n_samples, n_features), layer ``l`` computes :math:`z_l = a_{l-1} W_l + b_l`
+with ``W_l`` of shape (n_{l-1}, n_l) and ``b_l`` of shape (n_l,), and :math:`a_l = g(z_l)`.  The parameters are a plain
+dict ``{"W1", "b1", "W2", "b2", ...}`` that every optimizer takes as it is.  The activations and the losses (from the
+last layer's *logits*, never from probabilities; each the mean over the samples) are in :mod:`anyoptim.nn.layers`.
 """
 
 from __future__ import annotations
@@ -31,156 +15,13 @@ from typing import Any
 from .._namespace import array_namespace, default_integer_dtype, device_of, is_array, is_floating, is_mutable
 from ..engines import matmul  # `@`, or a product a CUDA graph can capture
 from .data import check_features, check_int, check_labels, host_rng, host_zeros, resolve_dtype, to_namespace
+from .layers import HIDDEN, backprop, encode_targets, loss_and_delta, output_activation
 
 __all__ = ["ACTIVATIONS", "INITS", "MLP", "OUTPUTS"]
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 OUTPUTS = ("sigmoid", "softmax", "identity")
 INITS = ("he", "xavier")
-LEAKY_SLOPE = 0.01
-
-
-# --------------------------------------------------------------------------- activations
-# Each returns the activation and what its derivative needs: da/dz is a function
-# of that value alone, so the backward pass keeps one array per layer.
-
-
-def _softplus(xp: Any, z: Any) -> Any:
-    """log(1 + e^z) = logaddexp(0, z), finite for every finite z."""
-    return xp.logaddexp(z * 0.0, z)
-
-
-def _sigmoid_from_softplus(xp: Any, z: Any, softplus: Any) -> Any:
-    """σ(z) = exp(z - softplus(z)): the exponent is log σ(z) <= 0, so nothing overflows."""
-    return xp.exp(z - softplus)
-
-
-def _sigmoid(xp: Any, z: Any) -> Any:
-    """The logistic function σ(z) = 1 / (1 + e^{-z}), without overflow."""
-    return _sigmoid_from_softplus(xp, z, _softplus(xp, z))
-
-
-def _relu(xp: Any, z: Any) -> tuple[Any, Any]:
-    """max(z, 0) as z times its slope (1 where z > 0, else 0), and the slope."""
-    slope = xp.astype(z > 0.0, z.dtype)  # 0.0, not 0: NumPy compares with a float faster
-    return z * slope, slope
-
-
-def _leaky_relu(xp: Any, z: Any) -> tuple[Any, Any]:
-    """z times its slope (1 where z > 0, else LEAKY_SLOPE), and the slope."""
-    slope = xp.astype(z > 0.0, z.dtype) * (1 - LEAKY_SLOPE) + LEAKY_SLOPE
-    return z * slope, slope
-
-
-def _tanh(xp: Any, z: Any) -> tuple[Any, Any]:
-    a = xp.tanh(z)
-    return a, a
-
-
-def _logistic(xp: Any, z: Any) -> tuple[Any, Any]:
-    a = _sigmoid(xp, z)
-    return a, a
-
-
-def _times_slope(da: Any, slope: Any) -> Any:
-    return da * slope
-
-
-def _tanh_backward(da: Any, a: Any) -> Any:
-    return da * (1 - a * a)
-
-
-def _logistic_backward(da: Any, a: Any) -> Any:
-    return da * (a * (1 - a))
-
-
-#: name -> (``activate(xp, z) -> (a, kept)``, ``backward(dL/da, kept) -> dL/dz``)
-_HIDDEN = {
-    "relu": (_relu, _times_slope),
-    "leaky_relu": (_leaky_relu, _times_slope),
-    "tanh": (_tanh, _tanh_backward),
-    "sigmoid": (_logistic, _logistic_backward),
-}
-
-
-# --------------------------------------------------------------------------- output losses
-
-
-def _row_ones(X: Any) -> Any:
-    """A vector of ones, one per row of ``X``, with its namespace, device and dtype.
-
-    ``x ** 0.0`` is 1 for every x (NaN and infinity included): one elementwise
-    call, where NumPy's ``ones_like`` behind array-api-compat costs three times as much.
-    """
-    return X[:, 0] ** 0.0
-
-
-def _total(xp: Any, ones: Any, values: Any) -> Any:
-    r"""The sum of every element of ``values`` (n, k), a 0-D array (a NumPy scalar on NumPy).
-
-    First the column sums :math:`1^T V` as a product with a ones vector: one
-    BLAS call, faster than a reduction on the small batches of a training step
-    (NumPy's ``sum`` costs twice as much there); the backward pass takes the
-    bias gradients :math:`1^T \delta` the same way.
-    """
-    sums = matmul(ones, values)
-    return sums[0] if sums.shape[0] == 1 else xp.sum(sums)
-
-
-def _softmax_parts(xp: Any, z: Any) -> tuple[Any, Any]:
-    """Softmax probabilities and log-sum-exp of each row, with the row maximum subtracted first."""
-    shifted = z - xp.max(z, axis=1, keepdims=True)
-    e = xp.exp(shifted)
-    total = xp.sum(e, axis=1, keepdims=True)
-    return e / total, shifted - xp.log(total)
-
-
-def _output(xp: Any, kind: str, z: Any) -> Any:
-    if kind == "sigmoid":
-        return _sigmoid(xp, z)
-    if kind == "softmax":
-        return _softmax_parts(xp, z)[0]
-    return z
-
-
-# Each takes the logits z (n, k), the targets t of z's shape and a ones vector of
-# length n, and returns the mean loss over the rows and its gradient dL/dz.
-
-
-def _binary_cross_entropy(xp: Any, z: Any, t: Any, ones: Any) -> tuple[Any, Any]:
-    n = z.shape[0]
-    softplus = _softplus(xp, z)  # serves both the loss and σ(z)
-    loss = _total(xp, ones, softplus - t * z) / n
-    return loss, (_sigmoid_from_softplus(xp, z, softplus) - t) * (1 / n)
-
-
-def _categorical_cross_entropy(xp: Any, z: Any, t: Any, ones: Any) -> tuple[Any, Any]:
-    n = z.shape[0]
-    p, log_p = _softmax_parts(xp, z)
-    loss = -_total(xp, ones, t * log_p) / n
-    return loss, (p * xp.sum(t, axis=1, keepdims=True) - t) * (1 / n)
-
-
-def _mean_squared_error(xp: Any, z: Any, t: Any, ones: Any) -> tuple[Any, Any]:
-    diff = z - t
-    size = z.shape[0] * z.shape[1]
-    return _total(xp, ones, diff * diff) / size, diff * (2 / size)
-
-
-#: output -> ``loss(xp, z, t, ones) -> (mean loss, dL/dz)``
-_LOSSES = {
-    "sigmoid": _binary_cross_entropy,
-    "softmax": _categorical_cross_entropy,
-    "identity": _mean_squared_error,
-}
-
-
-def _loss_and_delta(xp: Any, kind: str, z: Any, t: Any) -> tuple[Any, Any]:
-    """Mean loss over the rows and its gradient with respect to the logits ``z``; ``t`` has z's shape."""
-    return _LOSSES[kind](xp, z, t, _row_ones(z))
-
-
-# --------------------------------------------------------------------------- the model
 
 
 class MLP:
@@ -189,33 +30,28 @@ class MLP:
     Parameters
     ----------
     layer_dims : sequence of int
-        Widths from the input to the output, e.g. ``[2, 5, 2, 1]``: two
-        features, hidden layers of 5 and 2 units, one output.  At least two.
+        Widths from the input to the output, at least two, e.g. ``[2, 5, 2, 1]``: two features, hidden layers of 5 and
+        2 units, one output.
     hidden_activation : {"relu", "leaky_relu", "tanh", "sigmoid"}, default "relu"
         ``leaky_relu`` has slope 0.01 below zero.
     output : {"sigmoid", "softmax", "identity"}, default "sigmoid"
-        With binary cross-entropy (one output unit), categorical cross-entropy
-        (two or more units) or mean squared error.
+        With binary cross-entropy (one output unit), categorical cross-entropy (two or more) or mean squared error.
     init : {"he", "xavier"}, default "he"
-        Weights drawn from :math:`N(0, 2/n_{in})` (He et al., 2015) or
-        :math:`N(0, 2/(n_{in}+n_{out}))` (Glorot & Bengio, 2010); biases zero.
+        Weights drawn from :math:`N(0, 2/n_{in})` (He et al., 2015) or :math:`N(0, 2/(n_{in}+n_{out}))` (Glorot &
+        Bengio, 2010); biases zero.
 
     Notes
     -----
-    Labels: for ``sigmoid``, 0/1 (or probabilities) of shape (n,) or (n, 1); for
-    ``softmax``, class indices of shape (n,) or one-hot rows of shape (n, K);
-    for ``identity``, targets of shape (n,) (one output) or (n, K).
+    Labels: for ``sigmoid``, 0/1 (or probabilities) of shape (n,) or (n, 1); for ``softmax``, class indices of shape
+    (n,) or one-hot rows of shape (n, K); for ``identity``, targets of shape (n,) (one output) or (n, K).
 
     Examples
     --------
     >>> import numpy as np, anyoptim
-    >>> model = anyoptim.MLP([2, 5, 2, 1])
-    >>> X = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    >>> model, X = anyoptim.MLP([2, 5, 2, 1]), np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     >>> params = model.init(seed=0, like=X)
-    >>> sorted(params), params["W1"].shape
-    (['W1', 'W2', 'W3', 'b1', 'b2', 'b3'], (2, 5))
-    >>> model.forward(params, X).shape
-    (3, 1)
+    >>> sorted(params), params["W1"].shape, model.forward(params, X).shape
+    (['W1', 'W2', 'W3', 'b1', 'b2', 'b3'], (2, 5), (3, 1))
     >>> loss, grads = model.loss_and_grad(params, X, np.array([0, 1, 1]))
     >>> grads["W2"].shape
     (5, 2)
@@ -259,7 +95,14 @@ class MLP:
 
     @property
     def n_layers(self) -> int:
-        """Number of weight layers (``len(layer_dims) - 1``)."""
+        """Number of weight layers (``len(layer_dims) - 1``).
+
+        Examples
+        --------
+        >>> import anyoptim
+        >>> anyoptim.MLP([2, 5, 2, 1]).n_layers
+        3
+        """
         return len(self.layer_dims) - 1
 
     def _layer_shapes(self) -> list[tuple[int, tuple[int, int]]]:
@@ -267,26 +110,36 @@ class MLP:
         dims = self.layer_dims
         return [(layer, (dims[layer - 1], dims[layer])) for layer in range(1, len(dims))]
 
-    # -- parameters
-
     def init(self, seed: Any = 0, like: Any = None, *, xp: Any = None, dtype: Any = None, device: Any = None) -> dict:
         """Draw initial parameters on the host and move them to the requested namespace.
 
         Parameters
         ----------
         seed : int or sequence of int, default 0
-            Seed of ``numpy.random.default_rng``; the same seed gives the same
-            weights on every backend (drawn in float64, then cast).
+            Seed of ``numpy.random.default_rng``; the same seed gives the same weights on every backend (drawn in
+            float64, then cast).
         like : array, optional
             Take the namespace, device and (floating) dtype of this array, e.g. ``X``.
         xp, dtype, device : optional
-            Namespace, dtype (object or name) and device, when ``like`` is not
-            given or to override it.  Default: NumPy float64.
+            Namespace, dtype (object or name) and device, when ``like`` is not given or to override it.  Default: NumPy
+            float64.
 
         Returns
         -------
-        dict
+        dict of str to array
             ``W1, b1, ..., WL, bL`` with ``W_l`` of shape (n_{l-1}, n_l) and ``b_l`` of shape (n_l,).
+
+        Raises
+        ------
+        TypeError
+            If ``like`` is not an array.
+
+        Examples
+        --------
+        >>> import numpy as np, anyoptim
+        >>> params = anyoptim.MLP([2, 3, 1]).init(seed=0, like=np.zeros((1, 2), dtype=np.float32))
+        >>> params["b1"], np.round(params["W2"][:, 0], 4)  # He: N(0, 2/3) weights, zero biases; X's dtype
+        (array([0., 0., 0.], dtype=float32), array([ 1.0647,  0.7733, -0.5746], dtype=float32))
         """
         if like is not None:
             if not is_array(like):
@@ -309,7 +162,30 @@ class MLP:
         return params
 
     def check_params(self, params: Any) -> tuple[Any, Any]:
-        """Check that ``params`` has this model's keys and shapes; return their namespace and device."""
+        """Check that ``params`` has this model's keys, shapes and one dtype; return their namespace and device.
+
+        Parameters
+        ----------
+        params : dict of str to array
+            ``W1, b1, ..., WL, bL``, as :meth:`init` returns them.
+
+        Returns
+        -------
+        tuple of (namespace, device)
+            The Array API namespace and the device of the arrays.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``params`` is not a dict of arrays of one library and dtype with this model's keys and shapes.
+
+        Examples
+        --------
+        >>> import numpy as np, anyoptim
+        >>> anyoptim.MLP([2, 1]).check_params({"W1": np.zeros((2, 1)), "b1": np.zeros(2)})
+        Traceback (most recent call last):
+        ValueError: params['b1'] has shape (2,), expected (1,)
+        """
         if not isinstance(params, dict):
             raise TypeError(f"params must be the dict returned by MLP.init, got {type(params).__name__}")
         expected = [f"{kind}{layer}" for layer in range(1, self.n_layers + 1) for kind in ("W", "b")]
@@ -332,27 +208,36 @@ class MLP:
                     raise TypeError(f"params[{key!r}] has dtype {value.dtype} but params['W1'] has {first.dtype}")
         return xp, device
 
-    # -- labels
-
     def targets(self, y: Any, xp: Any, dtype: Any) -> Any:
-        """Labels as the (n, n_outputs) array of ``dtype`` the loss compares the logits with.
+        """Encode labels as the targets the loss compares the logits with, checking their shape and range.
 
-        Checks the labels' shape and range for this model's output (see the class notes).
+        Parameters
+        ----------
+        y : array of shape (n,) or (n, n_outputs)
+            The labels, as the class notes describe them for this model's output.
+        xp : namespace
+            The Array API namespace of ``y``.
+        dtype : dtype
+            The floating dtype of the targets (that of ``X``).
+
+        Returns
+        -------
+        array of shape (n, n_outputs)
+            The targets, of ``dtype``: one-hot rows for class indices, else ``y`` as a column or as it is.
+
+        Raises
+        ------
+        ValueError
+            If ``y`` has the wrong number of columns or values outside the range the class notes give.
+
+        Examples
+        --------
+        >>> import array_api_compat.numpy as xp, anyoptim
+        >>> anyoptim.MLP([2, 3], output="softmax").targets(xp.asarray([2, 0]), xp, xp.float32)
+        array([[0., 0., 1.],
+               [1., 0., 0.]], dtype=float32)
         """
-        k = self.layer_dims[-1]
-        if self.output == "softmax" and y.ndim == 1:
-            if not bool(xp.all((y >= 0) & (y < k))) or not _integral(xp, y):
-                raise ValueError(f"class labels must be integers in [0, {k}) for {k} softmax outputs")
-            classes = xp.arange(k, dtype=y.dtype, device=device_of(y))
-            return xp.astype(y[:, None] == classes[None, :], dtype)
-        if y.ndim == 1:
-            y = xp.reshape(y, (-1, 1))
-        if y.shape[1] != k:
-            raise ValueError(f"y has {y.shape[1]} columns but the model has {k} outputs")
-        t = xp.astype(y, dtype)
-        if self.output != "identity" and not bool(xp.all((t >= 0) & (t <= 1))):
-            raise ValueError(f"labels for a {self.output} output must lie in [0, 1]")
-        return t
+        return encode_targets(y, xp, dtype, output=self.output, n_outputs=self.layer_dims[-1])
 
     def _check_inputs(self, params: Any, X: Any, y: Any = None) -> tuple[Any, Any]:
         xp, device = self.check_params(params)
@@ -370,11 +255,30 @@ class MLP:
         check_labels(y, X.shape[0], xp, device)
         return xp, self.targets(y, xp, X.dtype)
 
-    # -- the passes (unchecked: fit calls these every step)
-
     def logits(self, xp: Any, params: dict, X: Any) -> Any:
-        """The last layer's pre-activation :math:`z_L` (no checks)."""
-        activate = _HIDDEN[self.hidden_activation][0]
+        """The last layer's pre-activation :math:`z_L = a_{L-1} W_L + b_L`, without checking the inputs.
+
+        Parameters
+        ----------
+        xp : namespace
+            The Array API namespace of ``params`` and ``X``.
+        params : dict of str to array
+            ``W1, b1, ..., WL, bL``, as :meth:`init` returns them.
+        X : array of shape (n_samples, n_features)
+            The inputs, of the library, device and floating dtype of ``params``.
+
+        Returns
+        -------
+        array of shape (n_samples, n_outputs)
+            The logits, of ``X``'s dtype.
+
+        Examples
+        --------
+        >>> import numpy as np, anyoptim
+        >>> anyoptim.MLP([2, 1]).logits(np, {"W1": np.array([[1.0], [-1.0]]), "b1": np.zeros(1)}, np.eye(2))[:, 0]
+        array([ 1., -1.])
+        """
+        activate = HIDDEN[self.hidden_activation][0]
         a = X
         for W, b in self._keys[:-1]:
             a = activate(xp, matmul(a, params[W]) + params[b])[0]
@@ -386,69 +290,138 @@ class MLP:
 
         Backpropagation, samples first: with :math:`\delta_L = \partial\ell/\partial z_L`,
         :math:`\nabla W_l = a_{l-1}^T \delta_l`, :math:`\nabla b_l = 1^T \delta_l` and
-        :math:`\delta_{l-1} = (\delta_l W_l^T) \odot g'(z_{l-1})`.  With ``out`` on a
-        library with mutable arrays, the gradients are written into ``out``.
+        :math:`\delta_{l-1} = (\delta_l W_l^T) \odot g'(z_{l-1})`.  With the optimizer's step this is all
+        :func:`anyoptim.fit` does per mini-batch; on a small network each array call counts, so it makes no more than
+        the math needs (one ones vector serves every sum).
 
-        With the optimizer's step this is all :func:`anyoptim.fit` does per
-        mini-batch; on a small network each array call counts, so it makes no
-        more than the math needs (one ones vector serves every sum).
+        Parameters
+        ----------
+        xp : namespace
+            The Array API namespace of ``params`` and ``X``.
+        params : dict of str to array
+            ``W1, b1, ..., WL, bL``, as :meth:`init` returns them.
+        X : array of shape (n_samples, n_features)
+            The inputs, of the library, device and floating dtype of ``params``.
+        t : array of shape (n_samples, n_outputs)
+            The targets, of ``X``'s dtype, as :meth:`targets` returns them.
+        out : dict of str to array, optional
+            Arrays shaped like ``params`` to write the gradients into, on a library with mutable arrays.
+
+        Returns
+        -------
+        loss : 0-D array or scalar
+            The mean loss (a NumPy scalar on NumPy; :meth:`loss_and_grad` makes it a 0-D array).
+        grads : dict of str to array
+            The gradient of every parameter: ``out`` when it was written.
+
+        Examples
+        --------
+        >>> import numpy as np, anyoptim
+        >>> model, params, X = anyoptim.MLP([2, 1]), {"W1": np.array([[1.0], [-1.0]]), "b1": np.zeros(1)}, np.eye(2)
+        >>> loss, grads = model.value_and_grad(np, params, X, np.array([[1.0], [1.0]]))
+        >>> round(float(loss), 4), np.round(grads["W1"][:, 0], 4)  # X^T (σ(z) - t) / n
+        (0.8133, array([-0.1345, -0.3655]))
         """
-        activate, backward = _HIDDEN[self.hidden_activation]
-        ones = _row_ones(X)
-        activations = [X]
-        kept = []
-        a = X
-        for W, b in self._keys[:-1]:
-            a, info = activate(xp, matmul(a, params[W]) + params[b])
-            activations.append(a)
-            kept.append(info)
-        W, b = self._keys[-1]
-        loss, delta = _LOSSES[self.output](xp, matmul(a, params[W]) + params[b], t, ones)
-        write = out is not None and is_mutable(xp)
-        grads = out if write else {}
-        for layer in range(self.n_layers - 1, -1, -1):
-            W, b = self._keys[layer]
-            dW = matmul(activations[layer].T, delta)
-            db = matmul(ones, delta)  # 1^T δ, as in _total
-            if layer > 0:
-                delta = backward(matmul(delta, params[W].T), kept[layer - 1])
-            if write:
-                grads[W][...] = dW
-                grads[b][...] = db
-            else:
-                grads[W] = dW
-                grads[b] = db
-        return loss, grads
-
-    # -- the public, checked API
+        return backprop(
+            xp, params, X, t, out, keys=self._keys, hidden_activation=self.hidden_activation, output=self.output
+        )
 
     def forward(self, params: dict, X: Any) -> Any:
-        """The network's output: probabilities (sigmoid, softmax) or values (identity), shape (n, n_outputs)."""
+        """The network's output: probabilities (sigmoid, softmax) or values (identity).
+
+        Parameters
+        ----------
+        params : dict of str to array
+            ``W1, b1, ..., WL, bL``, as :meth:`init` returns them.
+        X : array of shape (n_samples, n_features)
+            The inputs, of the library, device and floating dtype of ``params``.
+
+        Returns
+        -------
+        array of shape (n_samples, n_outputs)
+            :math:`g(z_L)` for the output activation :math:`g`, of ``X``'s dtype.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``params`` do not fit (:meth:`check_params`) or ``X`` is not a finite 2-D array like them.
+
+        Examples
+        --------
+        >>> import numpy as np, anyoptim
+        >>> model, params, X = anyoptim.MLP([2, 1]), {"W1": np.array([[1.0], [-1.0]]), "b1": np.zeros(1)}, np.eye(2)
+        >>> np.round(model.forward(params, X)[:, 0], 4)  # σ(1), σ(-1)
+        array([0.7311, 0.2689])
+        """
         xp, _ = self._check_inputs(params, X)
-        return _output(xp, self.output, self.logits(xp, params, X))
+        return output_activation(xp, self.output, self.logits(xp, params, X))
 
     def loss(self, params: dict, X: Any, y: Any) -> Any:
-        """Mean loss over the samples, a 0-D array."""
+        """Mean loss over the samples (each output's loss: :mod:`anyoptim.nn.layers`).
+
+        Parameters
+        ----------
+        params : dict of str to array
+            ``W1, b1, ..., WL, bL``, as :meth:`init` returns them.
+        X : array of shape (n_samples, n_features)
+            The inputs, of the library, device and floating dtype of ``params``.
+        y : array of shape (n_samples,) or (n_samples, n_outputs)
+            The labels or targets, as the class notes describe them.
+
+        Returns
+        -------
+        0-D array
+            The mean loss, of ``X``'s dtype.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`forward`, or if ``y`` does not fit (:meth:`targets`).
+
+        Examples
+        --------
+        >>> import numpy as np, anyoptim
+        >>> model, params, X = anyoptim.MLP([2, 1]), {"W1": np.array([[1.0], [-1.0]]), "b1": np.zeros(1)}, np.eye(2)
+        >>> round(float(model.loss(params, X, np.array([1, 1]))), 4)  # (softplus(-1) + softplus(1)) / 2
+        0.8133
+        """
         xp, t = self._check_inputs(params, X, y)
-        return xp.asarray(_loss_and_delta(xp, self.output, self.logits(xp, params, X), t)[0])
+        return xp.asarray(loss_and_delta(xp, self.output, self.logits(xp, params, X), t)[0])
 
     def loss_and_grad(self, params: dict, X: Any, y: Any, out: Any = None) -> tuple[Any, dict]:
         """Mean loss and its gradient with respect to every parameter.
 
         Parameters
         ----------
-        params, X, y
-            As for :meth:`loss`.
-        out : dict, optional
-            Arrays shaped like ``params`` (for instance views made by
-            :func:`anyoptim.flatten`) to write the gradients into.  On libraries
-            with immutable arrays (JAX) it is ignored.
+        params : dict of str to array
+            ``W1, b1, ..., WL, bL``, as :meth:`init` returns them.
+        X : array of shape (n_samples, n_features)
+            The inputs, of the library, device and floating dtype of ``params``.
+        y : array of shape (n_samples,) or (n_samples, n_outputs)
+            The labels or targets, as for :meth:`loss`.
+        out : dict of str to array, optional
+            Arrays shaped like ``params`` (for instance views made by :func:`anyoptim.flatten`) to write the gradients
+            into.  On libraries with immutable arrays (JAX) it is ignored.
 
         Returns
         -------
         loss : 0-D array
-        grads : dict
-            ``out`` when it was written, else new arrays, with ``params``' keys.
+            The mean loss, of ``X``'s dtype.
+        grads : dict of str to array
+            ``out`` when it was written, else new arrays, with ``params``' keys and shapes.
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`loss`; TypeError too if ``out`` is not of the library and dtype of ``params``.
+
+        Examples
+        --------
+        >>> import numpy as np, anyoptim
+        >>> model, params, X = anyoptim.MLP([2, 1]), {"W1": np.array([[1.0], [-1.0]]), "b1": np.zeros(1)}, np.eye(2)
+        >>> loss, grads = model.loss_and_grad(params, X, np.array([1, 1]))
+        >>> loss.shape, np.round(grads["b1"], 4)  # the mean of σ(z) - y
+        ((), array([-0.5]))
         """
         xp, t = self._check_inputs(params, X, y)
         if out is not None and is_mutable(xp):
@@ -459,11 +432,57 @@ class MLP:
         return xp.asarray(loss), grads  # NumPy reductions give scalars; the API promises a 0-D array
 
     def predict(self, params: dict, X: Any) -> Any:
-        """Class labels (n,) for sigmoid (0/1) and softmax (argmax); values for identity ((n,) for one output)."""
+        """Class labels for sigmoid (0/1) and softmax (argmax) outputs; values for identity outputs.
+
+        Parameters
+        ----------
+        params : dict of str to array
+            ``W1, b1, ..., WL, bL``, as :meth:`init` returns them.
+        X : array of shape (n_samples, n_features)
+            The inputs, of the library, device and floating dtype of ``params``.
+
+        Returns
+        -------
+        array of shape (n_samples,) or (n_samples, n_outputs)
+            Labels of the default integer dtype, or values of ``X``'s dtype (1-D for one output).
+
+        Raises
+        ------
+        TypeError, ValueError
+            If ``params`` do not fit (:meth:`check_params`) or ``X`` is not a finite 2-D array like them.
+
+        Examples
+        --------
+        >>> import numpy as np, anyoptim
+        >>> anyoptim.MLP([2, 1]).predict({"W1": np.array([[1.0], [-1.0]]), "b1": np.zeros(1)}, np.eye(2))  # z > 0
+        array([1, 0])
+        """
         xp, _ = self._check_inputs(params, X)
         return self.predict_unchecked(xp, params, X)
 
     def predict_unchecked(self, xp: Any, params: dict, X: Any) -> Any:
+        """:meth:`predict` without checking the inputs, for code that has checked them once (:meth:`check_params`).
+
+        Parameters
+        ----------
+        xp : namespace
+            The Array API namespace of ``params`` and ``X``.
+        params : dict of str to array
+            ``W1, b1, ..., WL, bL``, as :meth:`init` returns them.
+        X : array of shape (n_samples, n_features)
+            The inputs, of the library, device and floating dtype of ``params``.
+
+        Returns
+        -------
+        array of shape (n_samples,) or (n_samples, n_outputs)
+            As :meth:`predict`'s.
+
+        Examples
+        --------
+        >>> import numpy as np, anyoptim
+        >>> anyoptim.MLP([2, 1]).predict_unchecked(np, {"W1": np.array([[1.0], [-1.0]]), "b1": np.zeros(1)}, np.eye(2))
+        array([1, 0])
+        """
         z = self.logits(xp, params, X)
         if self.output == "sigmoid":
             # σ(z) > 0.5 exactly when z > 0; labels in the integer dtype argmax would give
@@ -471,9 +490,3 @@ class MLP:
         if self.output == "softmax":
             return xp.argmax(z, axis=1)
         return z[:, 0] if z.shape[1] == 1 else z
-
-
-def _integral(xp: Any, y: Any) -> bool:
-    if not is_floating(xp, y.dtype):
-        return True
-    return bool(xp.all(y == xp.round(y)))

@@ -34,8 +34,7 @@ def _moments(slots: Slots, g: Any, hp: Mapping[str, Any]) -> tuple[Any, Any]:
 def _adaptive_step(xp: Any, p: Any, m_hat: Any, v_hat: Any, hp: Mapping[str, Any], with_eps_root: bool) -> Any:
     r""":math:`\theta - \alpha \hat m / (\sqrt{\hat v + \epsilon_{root}} + \epsilon)`, the step of Adam and NAdam.
 
-    The :math:`\epsilon_{root}` term is compiled in only when it is not zero (``with_eps_root``): adding 0
-    changes no value, and leaving it out saves a pass in the fused engines.
+    :math:`\epsilon_{root}` is compiled in only when not zero (``with_eps_root``): that saves the fused engines a pass.
     """
     radicand = v_hat + hp["eps_root"] if with_eps_root else v_hat
     return p - hp["learning_rate"] * m_hat / (xp.sqrt(radicand) + hp["epsilon"])
@@ -46,8 +45,7 @@ class AdamFamily(Optimizer):
 
     Every member keeps :math:`m \leftarrow \beta_1 m + (1-\beta_1) g` and :math:`v \leftarrow \beta_2 v + (1-\beta_2)
     g^2` and corrects their bias by :math:`1-\beta_1^t` and :math:`1-\beta_2^t`; members differ in their rule and in the
-    family settings they offer.  A member is constructed through its own signature; this base only holds the shared
-    settings.
+    family settings they offer.  A member is constructed through its own signature; this base holds the shared settings.
 
     Parameters
     ----------
@@ -114,10 +112,36 @@ class AdamFamily(Optimizer):
 def adam(
     xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, amsgrad: bool, with_eps_root: bool
 ) -> tuple[Any, Slots]:
-    r"""Adam (Kingma & Ba, 2015) with bias correction, ε outside the root and ``eps_root`` inside: :class:`Adam`.
+    r"""Adam (Kingma & Ba, 2015), ε outside the root and ``eps_root`` inside: :class:`Adam`'s rule, whose math it is.
 
-    ``hp["bias_correction1"]`` is :math:`1-\beta_1^t`, ``hp["bias_correction2"]`` is :math:`1-\beta_2^t`.  With
-    AMSGrad (Reddi et al., 2018) :math:`\hat v` uses the running maximum of :math:`v`, as torch.optim does.
+    Parameters
+    ----------
+    xp : namespace
+        The Array API namespace of ``p`` and ``g`` (``array_api_compat.numpy`` for NumPy arrays).
+    p, g : array
+        One parameter and its gradient, of the same shape and floating dtype.
+    slots : dict of str to array
+        ``"m"``, ``"v"`` and, with ``amsgrad``, ``"v_max"``: of ``p``'s shape and dtype, 0 before the first step.
+    hp : mapping of str to scalar
+        ``"learning_rate"``, ``"beta1"``, ``"beta2"``, ``"epsilon"``, ``"bias_correction1"`` (:math:`1-\beta_1^t`),
+        ``"bias_correction2"`` (:math:`1-\beta_2^t` at step :math:`t`) and ``"eps_root"`` if ``with_eps_root``.
+    amsgrad, with_eps_root : bool
+        Use the running maximum ``v_max`` of :math:`v` (AMSGrad); add ``hp["eps_root"]`` under the square root.
+
+    Returns
+    -------
+    new_p : array
+        The updated parameter, of ``p``'s shape and dtype.
+    new_slots : dict of str to array
+        The updated slots, with the keys of ``slots``.
+
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp, anyoptim
+    >>> p, slots = xp.asarray([1.0, -2.0]), {"m": xp.zeros(2), "v": xp.zeros(2)}
+    >>> [hp], _ = anyoptim.Adam(0.1).host_scalars({"w": p})(0)  # the scalars of step 1, as Adam makes them
+    >>> anyoptim.Adam.rule(xp, p, 2 * p, slots, hp, amsgrad=False, with_eps_root=False)  # -0.1 sign(g) at step 1
+    (array([ 0.9, -1.9]), {'m': array([ 0.2, -0.4]), 'v': array([0.004, 0.016])})
     """
     m, v = _moments(slots, g, hp)
     new_slots = {"m": m, "v": v}
@@ -139,8 +163,7 @@ class Adam(AdamFamily):
         \hat m = \frac{m}{1-\beta_1^t}, \qquad \hat v = \frac{v}{1-\beta_2^t}, \qquad
         \theta \leftarrow \theta - \alpha \frac{\hat m}{\sqrt{\hat v + \epsilon_{root}} + \epsilon}
 
-    At step 1 the corrected moments are exactly ``g`` and ``g**2``, so the first
-    update is :math:`\alpha g / (|g| + \epsilon)`.
+    At step 1 the corrected moments are exactly ``g`` and ``g**2``: the first update is :math:`\alpha g/(|g|+\epsilon)`.
 
     Parameters
     ----------
@@ -148,22 +171,19 @@ class Adam(AdamFamily):
         α, a rate >= 0 or a schedule ``f(count) -> float`` (:mod:`anyoptim.schedules`).
     beta1, beta2 : float, default 0.9, 0.999
         β1 and β2, the decays of the moments :math:`m` and :math:`v`, in [0, 1).
-    epsilon : float, default 1e-8
-        Added outside the square root (course, torch.optim, optax).
-    eps_root : float, default 0
-        Added inside the square root (optax's ``eps_root``).
+    epsilon, eps_root : float, default 1e-8, 0
+        Added outside the square root (course, torch.optim, optax) and inside it (optax's ``eps_root``).
     amsgrad : bool, default False
-        Use the running maximum of :math:`v` (Reddi et al., 2018) [2]_, as torch.optim
-        does: the maximum of the *uncorrected* :math:`v`, then corrected.
+        Use the running maximum of :math:`v` (Reddi et al., 2018) [2]_, as torch.optim does: the maximum of the
+        *uncorrected* :math:`v`, then corrected.
     **options
-        See :class:`Optimizer`; ``weight_decay`` here is L2 added to the gradient
-        (torch.optim.Adam's); for decoupled decay use :class:`AdamW`.
+        See :class:`Optimizer`; ``weight_decay`` is torch.optim.Adam's L2 on the gradient; :class:`AdamW` decouples it.
 
     Notes
     -----
-    Same as torch.optim.Adam and optax.adam with equal arguments.  Keras 3 Adam
-    uses the "ε-hat" form, :math:`\alpha\sqrt{1-\beta_2^t}/(1-\beta_1^t) \cdot m/(\sqrt v + \hat\epsilon)`,
-    with :math:`\hat\epsilon = 10^{-7}`: ε there is not scaled by the correction.
+    Same as torch.optim.Adam and optax.adam with equal arguments.  Keras 3 Adam uses the "ε-hat" form,
+    :math:`\alpha\sqrt{1-\beta_2^t}/(1-\beta_1^t) \cdot m/(\sqrt v + \hat\epsilon)`, with
+    :math:`\hat\epsilon = 10^{-7}`: ε there is not scaled by the correction.
 
     References
     ----------
@@ -258,9 +278,36 @@ class AdamW(Adam):
     options=("with_eps_root",),
 )
 def nadam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any], *, with_eps_root: bool) -> tuple[Any, Slots]:
-    r"""NAdam, Adam with Nesterov momentum (Dozat, 2016), in the form optax uses: :class:`NAdam`.
+    r"""NAdam, Adam with Nesterov momentum (Dozat, 2016), in optax's form: :class:`NAdam`'s rule, whose math it is.
 
-    ``hp["bias_correction1_next"]`` is :math:`1-\beta_1^{t+1}`.
+    Parameters
+    ----------
+    xp : namespace
+        The Array API namespace of ``p`` and ``g`` (``array_api_compat.numpy`` for NumPy arrays).
+    p, g : array
+        One parameter and its gradient, of the same shape and floating dtype.
+    slots : dict of str to array
+        ``"m"`` and ``"v"``, of ``p``'s shape and dtype, 0 before the first step.
+    hp : mapping of str to scalar
+        ``"learning_rate"``, ``"beta1"``, ``"beta2"``, ``"epsilon"``, ``"bias_correction1"``, ``"bias_correction2"``,
+        ``"bias_correction1_next"`` (:math:`1-\beta_1^{t+1}` at step :math:`t`) and ``"eps_root"`` if ``with_eps_root``.
+    with_eps_root : bool
+        Add ``hp["eps_root"]`` under the root.
+
+    Returns
+    -------
+    new_p : array
+        The updated parameter, of ``p``'s shape and dtype.
+    new_slots : dict of str to array
+        The updated slots, with the keys of ``slots``.
+
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp, anyoptim
+    >>> p, slots = xp.asarray([1.0, -2.0]), {"m": xp.zeros(2), "v": xp.zeros(2)}
+    >>> [hp], _ = anyoptim.NAdam(0.1).host_scalars({"w": p})(0)  # the scalars of step 1
+    >>> anyoptim.NAdam.rule(xp, p, 2 * p, slots, hp, with_eps_root=False)  # 1 + β1 / (1 + β1) times Adam's step
+    (array([ 0.85263158, -1.85263158]), {'m': array([ 0.2, -0.4]), 'v': array([0.004, 0.016])})
     """
     m, v = _moments(slots, g, hp)
     beta1 = hp["beta1"]
@@ -337,10 +384,34 @@ class NAdam(AdamFamily):
 
 @declare(slots=("m", "v"), scalars=(*MOMENT_SCALARS, "rectification", "unrectified"))
 def radam(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:
-    r"""Rectified Adam (Liu et al., 2020): :class:`RAdam`.
+    r"""Rectified Adam (Liu et al., 2020): :class:`RAdam`'s rule, whose math it is.
 
-    The host decides the branch once per step: ``hp["rectification"]`` is
-    :math:`r_t` (or 0) and ``hp["unrectified"]`` is 0 (or 1).
+    Parameters
+    ----------
+    xp : namespace
+        The Array API namespace of ``p`` and ``g`` (``array_api_compat.numpy`` for NumPy arrays).
+    p, g : array
+        One parameter and its gradient, of the same shape and floating dtype.
+    slots : dict of str to array
+        ``"m"`` and ``"v"``, of ``p``'s shape and dtype, 0 before the first step.
+    hp : mapping of str to scalar
+        ``"learning_rate"``, ``"beta1"``, ``"beta2"``, ``"epsilon"``, ``"bias_correction1"``, ``"bias_correction2"``,
+        ``"rectification"`` (:math:`r_t` or 0) and ``"unrectified"`` (0 or 1): the host picks the branch.
+
+    Returns
+    -------
+    new_p : array
+        The updated parameter, of ``p``'s shape and dtype.
+    new_slots : dict of str to array
+        The updated slots, with the keys of ``slots``.
+
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp, anyoptim
+    >>> p, slots = xp.asarray([1.0, -2.0]), {"m": xp.zeros(2), "v": xp.zeros(2)}
+    >>> [hp], _ = anyoptim.RAdam(0.1).host_scalars({"w": p})(0)  # step 1: rho_1 = 1 <= 5, hp["unrectified"] = 1
+    >>> anyoptim.RAdam.rule(xp, p, 2 * p, slots, hp)  # not rectified: momentum SGD, -0.1 m_hat = -0.1 g
+    (array([ 0.8, -1.6]), {'m': array([ 0.2, -0.4]), 'v': array([0.004, 0.016])})
     """
     m, v = _moments(slots, g, hp)
     m_hat = m / hp["bias_correction1"]
@@ -357,11 +428,10 @@ class RAdam(AdamFamily):
         \theta \leftarrow \theta - \alpha\, r_t \frac{\hat m}{\sqrt{\hat v} + \epsilon}
         \ \text{if}\ \rho_t > \rho_{min}, \ \text{else}\ \theta \leftarrow \theta - \alpha \hat m
 
-    with Adam's moments and their corrections :math:`\hat m = m/(1-\beta_1^t)`,
-    :math:`\hat v = v/(1-\beta_2^t)`.  With :math:`\rho_\infty = 2/(1-\beta_2) - 1` and
-    :math:`\rho_t = \rho_\infty - 2t\beta_2^t/(1-\beta_2^t)`: while
-    :math:`\rho_t \le \rho_{min}` (``threshold``) the step is momentum SGD with the corrected
-    :math:`\hat m`; after, Adam's step scaled by
+    with Adam's moments and their corrections :math:`\hat m = m/(1-\beta_1^t)`, :math:`\hat v = v/(1-\beta_2^t)`.
+    With :math:`\rho_\infty = 2/(1-\beta_2) - 1` and :math:`\rho_t = \rho_\infty - 2t\beta_2^t/(1-\beta_2^t)`:
+    while :math:`\rho_t \le \rho_{min}` (``threshold``) the step is momentum SGD with the corrected :math:`\hat m`;
+    after, Adam's step scaled by
 
     .. math:: r_t = \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\rho_\infty}{(\rho_\infty - 4)(\rho_\infty - 2)\rho_t}}.
 
@@ -372,8 +442,7 @@ class RAdam(AdamFamily):
     beta1, beta2, epsilon : float, default 0.9, 0.999, 1e-8
         As :class:`Adam`'s: the decays of the moments, in [0, 1), and ε outside the root.
     threshold : float, default 5
-        :math:`\rho_{min}` >= 4: optax and torch.optim use 5; the paper 4.  With the
-        default β2 the first 5 steps are not rectified.
+        :math:`\rho_{min}` >= 4 (optax, torch.optim: 5; the paper: 4): the default β2 leaves 5 steps unrectified.
     **options
         See :class:`Optimizer`.
 
@@ -386,8 +455,7 @@ class RAdam(AdamFamily):
 
     Notes
     -----
-    Equal to optax.radam; torch.optim.RAdam adds ε to :math:`\sqrt{v}` before
-    the bias correction instead of to :math:`\sqrt{\hat v}`.
+    Equal to optax.radam; torch.optim.RAdam adds ε to the uncorrected :math:`\sqrt{v}`, not to :math:`\sqrt{\hat v}`.
 
     References
     ----------

@@ -22,7 +22,44 @@ Slots = dict[str, Any]
 
 @declare(slots=("m", "u"), scalars=("learning_rate", "beta1", "beta2", "epsilon", "bias_correction1"))
 def adamax(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:
-    r"""Adamax, the infinity-norm variant of Adam (Kingma & Ba, 2015, Algorithm 2): :class:`Adamax`."""
+    r"""Adamax, the infinity-norm variant of Adam (Kingma & Ba, 2015, Algorithm 2): the rule of :class:`Adamax`.
+
+    .. math::
+
+        m \leftarrow \beta_1 m + (1-\beta_1) g, \quad u \leftarrow \max(\beta_2 u, |g|), \quad
+        \theta \leftarrow \theta - \frac{\alpha}{1-\beta_1^t} \frac{m}{u + \epsilon}
+
+    Parameters
+    ----------
+    xp : namespace
+        The Array API namespace of ``p`` and ``g`` (``array_api_compat.numpy`` for NumPy arrays).
+    p, g : array
+        One parameter and its gradient, of the same shape and floating dtype.
+    slots : dict of str to array
+        ``"m"`` (:math:`m`) and ``"u"`` (:math:`u`), each of ``p``'s shape and dtype, 0 before the first step.
+    hp : mapping of str to scalar
+        This step's scalars: ``"learning_rate"`` (α), ``"beta1"`` (β1), ``"beta2"`` (β2),
+        ``"epsilon"`` (ε) and ``"bias_correction1"`` (:math:`1-\beta_1^t` at step :math:`t`).
+
+    Returns
+    -------
+    new_p : array
+        The updated parameter, of ``p``'s shape and dtype.
+    new_slots : dict of str to array
+        ``{"m": ..., "u": ...}``, the updated moment and norm.
+
+    Examples
+    --------
+    The first step, :math:`t = 1`, is :math:`-\alpha\,\mathrm{sign}(g)`, as Adam's:
+
+    >>> import array_api_compat.numpy as xp
+    >>> from anyoptim.optimizers.adamax import adamax
+    >>> slots = {"m": xp.zeros(2), "u": xp.zeros(2)}
+    >>> hp = {"learning_rate": 0.1, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "bias_correction1": 1 - 0.9}
+    >>> p, slots = adamax(xp, xp.asarray([1.0, -2.0]), xp.asarray([2.0, -4.0]), slots, hp)
+    >>> xp.round(p, 4), xp.round(slots["m"], 4), slots["u"]
+    (array([ 0.9, -1.9]), array([ 0.2, -0.4]), array([2., 4.]))
+    """
     beta1 = hp["beta1"]
     m = beta1 * slots["m"] + (1 - beta1) * g
     u = xp.maximum(hp["beta2"] * slots["u"], xp.abs(g))

@@ -42,6 +42,47 @@ def rmsprop(
         u = \frac{g}{\sqrt{r} + \epsilon} \ \text{or}\ \frac{g}{\sqrt{r + \epsilon}}, \quad
         b \leftarrow \mu b + u \ \text{(momentum)}, \quad
         \theta \leftarrow \theta - \alpha\,(b \text{ or } u)
+
+    The rule of :class:`RMSprop`.
+
+    Parameters
+    ----------
+    xp : namespace
+        The Array API namespace of ``p`` and ``g`` (``array_api_compat.numpy`` for NumPy arrays).
+    p, g : array
+        One parameter and its gradient, of the same shape and floating dtype.
+    slots : dict of str to array
+        ``"s"`` (:math:`s`), and ``"mean_g"`` (:math:`\bar g`) when ``centered``, ``"buf"``
+        (:math:`b`) when ``use_momentum``; each of ``p``'s shape and dtype, 0 before the first step.
+    hp : mapping of str to scalar
+        This step's scalars: ``"learning_rate"`` (α), ``"beta"`` (β), ``"epsilon"`` (ε) and,
+        when ``use_momentum``, ``"momentum"`` (μ).
+    eps_in_sqrt : bool
+        Divide by :math:`\sqrt{r + \epsilon}` instead of :math:`\sqrt{r} + \epsilon`.
+    centered : bool
+        Subtract the squared moving mean :math:`\bar g^2` from :math:`s` under the root.
+    use_momentum : bool
+        Accumulate the steps in :math:`b` and step by :math:`\alpha b`.
+
+    Returns
+    -------
+    new_p : array
+        The updated parameter, of ``p``'s shape and dtype.
+    new_slots : dict of str to array
+        The updated slots, with the keys of ``slots``.
+
+    Examples
+    --------
+    Two steps on :math:`f(w) = \lVert w \rVert^2`, whose gradient is :math:`2w`:
+
+    >>> import array_api_compat.numpy as xp
+    >>> from anyoptim.optimizers.adaptive import rmsprop
+    >>> p, slots = xp.asarray([1.0, -2.0]), {"s": xp.zeros(2)}
+    >>> hp = {"learning_rate": 0.01, "beta": 0.9, "epsilon": 1e-8}
+    >>> for _ in range(2):
+    ...     p, slots = rmsprop(xp, p, 2 * p, slots, hp, eps_in_sqrt=False, centered=False, use_momentum=False)
+    >>> xp.round(p, 4), xp.round(slots["s"], 4)
+    (array([ 0.9458, -1.9456]), array([0.7351, 2.9898]))
     """
     beta = hp["beta"]
     s = beta * slots["s"] + (1 - beta) * (g * g)
@@ -156,6 +197,39 @@ def adagrad(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tup
     .. math::
 
         s \leftarrow s + g^2, \qquad \theta \leftarrow \theta - \alpha \frac{g}{\sqrt{s} + \epsilon}
+
+    The rule of :class:`Adagrad`.
+
+    Parameters
+    ----------
+    xp : namespace
+        The Array API namespace of ``p`` and ``g`` (``array_api_compat.numpy`` for NumPy arrays).
+    p, g : array
+        One parameter and its gradient, of the same shape and floating dtype.
+    slots : dict of str to array
+        ``"s"``, the sum of the squared gradients, of ``p``'s shape and dtype
+        (``initial_accumulator_value`` before the first step).
+    hp : mapping of str to scalar
+        This step's scalars: ``"learning_rate"`` (α) and ``"epsilon"`` (ε).
+
+    Returns
+    -------
+    new_p : array
+        The updated parameter, of ``p``'s shape and dtype.
+    new_slots : dict of str to array
+        ``{"s": ...}``, the updated sum.
+
+    Examples
+    --------
+    Two steps on :math:`f(w) = \lVert w \rVert^2`, whose gradient is :math:`2w`:
+
+    >>> import array_api_compat.numpy as xp
+    >>> from anyoptim.optimizers.adaptive import adagrad
+    >>> p, slots = xp.asarray([1.0, -2.0]), {"s": xp.zeros(2)}
+    >>> for _ in range(2):
+    ...     p, slots = adagrad(xp, p, 2 * p, slots, {"learning_rate": 0.1, "epsilon": 1e-10})
+    >>> xp.round(p, 4), xp.round(slots["s"], 4)
+    (array([ 0.8331, -1.8311]), array([ 7.24, 30.44]))
     """
     s = slots["s"] + g * g
     return p - hp["learning_rate"] * g / (xp.sqrt(s) + hp["epsilon"]), {"s": s}
@@ -235,7 +309,39 @@ def adadelta(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tu
         u \leftarrow \rho u + (1-\rho) \Delta^2, \quad
         \theta \leftarrow \theta - \alpha \Delta
 
-    ``u`` is updated with this step's :math:`\Delta`, after it was used.
+    ``u`` is updated with this step's :math:`\Delta`, after it was used: the rule of :class:`Adadelta`.
+
+    Parameters
+    ----------
+    xp : namespace
+        The Array API namespace of ``p`` and ``g`` (``array_api_compat.numpy`` for NumPy arrays).
+    p, g : array
+        One parameter and its gradient, of the same shape and floating dtype.
+    slots : dict of str to array
+        ``"s"`` (:math:`E[g^2]`) and ``"u"`` (:math:`E[\Delta x^2]`), each of ``p``'s shape and
+        dtype, 0 before the first step.
+    hp : mapping of str to scalar
+        This step's scalars: ``"learning_rate"`` (α), ``"rho"`` (ρ) and ``"epsilon"`` (ε).
+
+    Returns
+    -------
+    new_p : array
+        :math:`\theta - \alpha \Delta`, of ``p``'s shape and dtype.
+    new_slots : dict of str to array
+        ``{"s": ..., "u": ...}``, the updated averages.
+
+    Examples
+    --------
+    The first :math:`\Delta` is :math:`\sqrt{\epsilon / (\epsilon + (1-\rho) g^2)}\,g`, about
+    :math:`\sqrt{\epsilon / (1-\rho)}\,\mathrm{sign}(g) \approx 0.00316\,\mathrm{sign}(g)` here:
+
+    >>> import array_api_compat.numpy as xp
+    >>> from anyoptim.optimizers.adaptive import adadelta
+    >>> slots = {"s": xp.zeros(2), "u": xp.zeros(2)}
+    >>> hp = {"learning_rate": 1.0, "rho": 0.9, "epsilon": 1e-6}
+    >>> p, slots = adadelta(xp, xp.asarray([1.0, -2.0]), xp.asarray([2.0, -4.0]), slots, hp)
+    >>> xp.round(p, 6), xp.round(slots["s"], 4)
+    (array([ 0.996838, -1.996838]), array([0.4, 1.6]))
     """
     rho, epsilon = hp["rho"], hp["epsilon"]
     s = rho * slots["s"] + (1 - rho) * (g * g)

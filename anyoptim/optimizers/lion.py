@@ -23,6 +23,37 @@ def lion(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[
 
         c = \beta_1 m + (1-\beta_1) g, \quad \theta \leftarrow \theta - \alpha\, \mathrm{sign}(c), \quad
         m \leftarrow \beta_2 m + (1-\beta_2) g
+
+    The rule of :class:`Lion`; its decoupled weight decay is applied outside the rule.
+
+    Parameters
+    ----------
+    xp : namespace
+        The Array API namespace of ``p`` and ``g`` (``array_api_compat.numpy`` for NumPy arrays).
+    p, g : array
+        One parameter and its gradient, of the same shape and floating dtype.
+    slots : dict of str to array
+        ``"m"``, the momentum :math:`m`, of ``p``'s shape and dtype, 0 before the first step.
+    hp : mapping of str to scalar
+        This step's scalars: ``"learning_rate"`` (α), ``"beta1"`` (β1) and ``"beta2"`` (β2).
+
+    Returns
+    -------
+    new_p : array
+        :math:`\theta - \alpha\,\mathrm{sign}(c)`, of ``p``'s shape and dtype.
+    new_slots : dict of str to array
+        ``{"m": ...}``, the updated momentum.
+
+    Examples
+    --------
+    Every coordinate moves by exactly α, whatever the size of its gradient:
+
+    >>> import array_api_compat.numpy as xp
+    >>> from anyoptim.optimizers.lion import lion
+    >>> hp = {"learning_rate": 0.1, "beta1": 0.9, "beta2": 0.99}
+    >>> p, slots = lion(xp, xp.asarray([1.0, -2.0]), xp.asarray([0.5, -300.0]), {"m": xp.zeros(2)}, hp)
+    >>> xp.round(p, 4), xp.round(slots["m"], 4)
+    (array([ 0.9, -1.9]), array([ 0.005, -3.   ]))
     """
     m = slots["m"]
     interpolation = hp["beta1"] * m + (1 - hp["beta1"]) * g

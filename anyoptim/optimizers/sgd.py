@@ -17,7 +17,33 @@ Slots = dict[str, Any]
 
 @declare(scalars=("learning_rate",))
 def sgd(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:
-    r"""Gradient descent: :math:`\theta \leftarrow \theta - \alpha g`."""
+    r"""Gradient descent, :math:`\theta \leftarrow \theta - \alpha g`: the rule of :class:`SGD`.
+
+    Parameters
+    ----------
+    xp : namespace
+        The Array API namespace of ``p`` and ``g`` (``array_api_compat.numpy`` for NumPy arrays).
+    p, g : array
+        One parameter and its gradient, of the same shape and floating dtype.
+    slots : dict of str to array
+        The state slots: none, ``{}``.
+    hp : mapping of str to scalar
+        This step's scalars: ``"learning_rate"`` (α).
+
+    Returns
+    -------
+    new_p : array
+        :math:`\theta - \alpha g`, of ``p``'s shape and dtype.
+    new_slots : dict of str to array
+        ``{}``.
+
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp
+    >>> from anyoptim.optimizers.sgd import sgd
+    >>> sgd(xp, xp.asarray([1.0, -2.0]), xp.asarray([1.0, 1.0]), {}, {"learning_rate": 0.1})
+    (array([ 0.9, -2.1]), {})
+    """
     return p - hp["learning_rate"] * g, {}
 
 
@@ -81,7 +107,43 @@ def momentum(
 
     with ``hp["dampening"]`` :math:`c = 1 - \beta` for the course's EMA form
     (``dampened=True``) and :math:`c = 1` for the heavy ball of torch.optim
-    (``dampened=False``, where the product is left out).
+    (``dampened=False``, where the product is left out): the rule of :class:`Momentum`.
+
+    Parameters
+    ----------
+    xp : namespace
+        The Array API namespace of ``p`` and ``g`` (``array_api_compat.numpy`` for NumPy arrays).
+    p, g : array
+        One parameter and its gradient, of the same shape and floating dtype.
+    slots : dict of str to array
+        ``"v"``, the velocity :math:`v`, of ``p``'s shape and dtype (0 before the first step).
+    hp : mapping of str to scalar
+        This step's scalars: ``"learning_rate"`` (α), ``"beta"`` (β) and, when
+        ``dampened``, ``"dampening"`` (:math:`c`).
+    nesterov : bool
+        Step along the look-ahead :math:`\beta v + c\,g` instead of :math:`v`.
+    dampened : bool
+        Multiply the gradient by ``hp["dampening"]`` (the EMA form); else :math:`c = 1`.
+
+    Returns
+    -------
+    new_p : array
+        The updated parameter, of ``p``'s shape and dtype.
+    new_slots : dict of str to array
+        ``{"v": ...}``, the updated velocity.
+
+    Examples
+    --------
+    Two steps of the EMA form on :math:`f(w) = \lVert w \rVert^2`, whose gradient is :math:`2w`:
+
+    >>> import array_api_compat.numpy as xp
+    >>> from anyoptim.optimizers.sgd import momentum
+    >>> p, slots = xp.asarray([1.0, -2.0]), {"v": xp.zeros(2)}
+    >>> hp = {"learning_rate": 0.1, "beta": 0.9, "dampening": 1 - 0.9}
+    >>> for _ in range(2):
+    ...     p, slots = momentum(xp, p, 2 * p, slots, hp, nesterov=False, dampened=True)
+    >>> xp.round(p, 4), xp.round(slots["v"], 4)
+    (array([ 0.9424, -1.8848]), array([ 0.376, -0.752]))
     """
     beta = hp["beta"]
     scaled_g = hp["dampening"] * g if dampened else g

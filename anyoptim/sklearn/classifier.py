@@ -144,6 +144,15 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         -------
         MLPClassifier
             The estimator itself, trained.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.sklearn import MLPClassifier
+        >>> X, y = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]), np.array(["no", "no", "yes", "yes"])
+        >>> clf = MLPClassifier((4,), learning_rate=0.1, max_iter=50, random_state=0).fit(X, y)
+        >>> clf.classes_.tolist(), clf.predict(X).tolist()
+        (['no', 'yes'], ['no', 'no', 'yes', 'yes'])
         """
         return self._fit(X, y, classes=None, incremental=False)
 
@@ -163,6 +172,22 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         -------
         MLPClassifier
             The estimator itself, trained one epoch further.
+
+        Raises
+        ------
+        ValueError
+            If ``classes`` is not given on the first call, or ``y`` holds a label not in it.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.sklearn import MLPClassifier
+        >>> X, y = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]), np.array(["no", "no", "yes", "yes"])
+        >>> clf = MLPClassifier((4,), learning_rate=0.1, random_state=0)
+        >>> for _ in range(3):  # one epoch each: one step of a batch of 4
+        ...     clf = clf.partial_fit(X, y, classes=["no", "yes"])
+        >>> clf.n_iter_, clf.t_, len(clf.loss_curve_)
+        (3, 3, 3)
         """
         if not hasattr(self, "classes_") and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
@@ -214,6 +239,18 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         -------
         array of shape (n_samples, n_classes)
             Rows sum to 1; columns in the order of ``classes_``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.sklearn import MLPClassifier
+        >>> X, y = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]), np.array(["no", "no", "yes", "yes"])
+        >>> clf = MLPClassifier((4,), learning_rate=0.1, max_iter=50, random_state=0).fit(X, y)
+        >>> np.round(clf.predict_proba(X), 2)  # columns "no", "yes"
+        array([[1., 0.],
+               [1., 0.],
+               [0., 1.],
+               [0., 1.]])
         """
         xp, z = logits(self, X)
         if z.shape[1] == 1:
@@ -235,6 +272,16 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         -------
         array of shape (n_samples, n_classes)
             Log-probabilities, columns in the order of ``classes_``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.sklearn import MLPClassifier
+        >>> X, y = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]), np.array(["no", "no", "yes", "yes"])
+        >>> clf = MLPClassifier((4,), learning_rate=0.1, max_iter=50, random_state=0).fit(X, y)
+        >>> log_proba = clf.predict_log_proba(X)
+        >>> log_proba.shape, bool(np.allclose(np.exp(log_proba), clf.predict_proba(X)))
+        ((4, 2), True)
         """
         proba = self.predict_proba(X)
         xp = array_namespace(proba)
@@ -253,6 +300,15 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         array of shape (n_samples,)
             Labels from ``classes_``: a NumPy array, or for numeric labels and an
             Array-API ``X``, an array of ``X``'s library.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.sklearn import MLPClassifier
+        >>> X, y = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]), np.array(["no", "no", "yes", "yes"])
+        >>> clf = MLPClassifier((4,), learning_rate=0.1, max_iter=50, random_state=0).fit(X, y)
+        >>> clf.predict(np.array([[0.9, 0.2], [0.1, 0.8]]))
+        array(['yes', 'no'], dtype='<U3')
         """
         xp, z = logits(self, X)
         index = xp.astype(z[:, 0] > 0, xp.int64) if z.shape[1] == 1 else xp.argmax(z, axis=1)

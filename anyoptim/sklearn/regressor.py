@@ -135,6 +135,16 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         -------
         MLPRegressor
             The estimator itself, trained.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.sklearn import MLPRegressor
+        >>> X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+        >>> y = X[:, 0] - X[:, 1]
+        >>> reg = MLPRegressor((8,), learning_rate=0.1, max_iter=100, random_state=0).fit(X, y)
+        >>> reg.score(X, y) > 0.99, reg.n_outputs_
+        (True, 1)
         """
         return self._fit(X, y, incremental=False)
 
@@ -152,6 +162,18 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         -------
         MLPRegressor
             The estimator itself, trained one epoch further.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.sklearn import MLPRegressor
+        >>> X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+        >>> y = X[:, 0] - X[:, 1]
+        >>> reg = MLPRegressor((8,), learning_rate=0.1, random_state=0)
+        >>> for _ in range(3):  # one epoch each: one step of a batch of 4
+        ...     reg = reg.partial_fit(X, y)
+        >>> reg.n_iter_, reg.t_, bool(reg.loss_curve_[-1] < reg.loss_curve_[0])
+        (3, 3, True)
         """
         return self._fit(X, y, incremental=True)
 
@@ -185,6 +207,17 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         -------
         array of shape (n_samples,) or (n_samples, n_outputs)
             One column per output; a 1-D array for a single output.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anyoptim.sklearn import MLPRegressor
+        >>> X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+        >>> y = X[:, 0] - X[:, 1]
+        >>> reg = MLPRegressor((8,), learning_rate=0.1, max_iter=100, random_state=0).fit(X, y)
+        >>> prediction = reg.predict(X)
+        >>> prediction.shape, bool(np.abs(prediction - y).max() < 0.1)
+        ((4,), True)
         """
         z = logits(self, X)[1]
         return z[:, 0] if z.shape[1] == 1 else z
