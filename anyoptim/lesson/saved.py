@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..nn.files import existing_file
 from .checks import ExperimentError
 
 __all__ = ["add_predict_parser", "read_features", "run_predict_command", "run_prediction"]
@@ -38,8 +39,7 @@ def read_features(source: str, n_features: int) -> np.ndarray:
 
 
 def _npz(path: Path) -> tuple[np.ndarray, None]:
-    if not path.is_file():
-        raise ExperimentError(f"data file {path} does not exist")
+    existing_file(path)  # a directory or a missing file: one line naming it
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "X" not in archive:
@@ -61,8 +61,7 @@ def _table_features(path: Path, n_features: int) -> np.ndarray:
 
 
 def _csv(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise ExperimentError(f"data file {path} does not exist")
+    existing_file(path)  # a directory or a missing file: one line naming it
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = []
     for number, line in enumerate(lines, start=1):

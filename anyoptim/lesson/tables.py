@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np  # host-side file reading
 
+from ..nn.files import existing_file
 from .checks import ExperimentError
 
 __all__ = ["DELIMITERS", "EncodedLabels", "Table", "detect_delimiter", "encode_labels", "read_table"]
@@ -182,10 +183,8 @@ def read_table(
         A missing or empty file, an undetectable delimiter, rows of different lengths, a bad label column, or a
         feature that is not a number (naming line, column and the likely fix).
     """
-    path = Path(path)
-    source = str(path)
-    if not path.is_file():
-        raise ExperimentError(f"data file {source} does not exist")
+    file, source = existing_file(path)  # a directory or a missing file: one line naming it
+    path = Path(file)
     try:
         lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as error:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..nn.files import shown
 from ..optimizers import REGISTRY, Optimizer
 from ..transforms import decay_weights_only
 from .backends import load_backend, resolve_device
@@ -157,7 +158,7 @@ def load_file(
         table = Table(X, labels, "y", X.shape[1], "", False)
     else:
         table = read_table(source, label_column=label_column, delimiter=delimiter, header=header)
-        notes.append(f"{Path(source).name}: {table.describe()}")
+        notes.append(f"{shown(Path(source).name)}: {table.describe()}")
     encoded = encode_labels(table, task, source)
     if encoded.remapped:
         notes.append(encoded.mapping())

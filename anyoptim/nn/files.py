@@ -23,7 +23,16 @@ import numpy as np  # host-side file I/O only
 
 from .data import to_namespace
 
-__all__ = ["MAX_BYTES", "DataFileError", "MissingDataFileError", "deliver", "load_csv", "load_npz", "shown"]
+__all__ = [
+    "MAX_BYTES",
+    "DataFileError",
+    "MissingDataFileError",
+    "deliver",
+    "existing_file",
+    "load_csv",
+    "load_npz",
+    "shown",
+]
 
 #: The largest array (in bytes, as stored) :func:`load_npz` reads, and the largest CSV file :func:`load_csv`
 #: reads: 1 GiB.  Pass ``max_bytes`` to either to allow more (or less).
@@ -105,8 +114,16 @@ def shown(path: str) -> str:
     return path if path.isprintable() else repr(path)
 
 
-def _existing(path: Any) -> tuple[str, str]:
-    """The path as a string, and as messages show it; refuses a directory and a missing file."""
+def existing_file(path: Any) -> tuple[str, str]:
+    """The path of a data file that exists, as a string and as messages show it (:func:`shown`).
+
+    Raises
+    ------
+    DataFileError
+        If ``path`` is a directory.
+    MissingDataFileError
+        If no file is there.
+    """
     path = os.fspath(path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
@@ -204,7 +221,7 @@ def load_npz(
     ((4, 2), [0, 1, 1, 0])
     """
     max_bytes = _check_max_bytes(max_bytes)
-    file, path = _existing(path)
+    file, path = existing_file(path)
     try:
         with open(file, "rb") as handle:
             if handle.read(6) == b"\x93NUMPY":
@@ -298,7 +315,7 @@ def load_csv(
     ([[0.5, 1.0], [-1.0, 2.0]], [0, 1])
     """
     max_bytes = _check_max_bytes(max_bytes)
-    file, path = _existing(path)
+    file, path = existing_file(path)
     if isinstance(label_column, bool) or not hasattr(label_column, "__index__"):
         raise TypeError(f"label_column must be an integer (a column index), got {label_column!r}")
     try:
