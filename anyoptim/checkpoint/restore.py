@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._namespace import check_leaves, is_mutable
-from ..flat import flatten
+from ..engines.spans import flat_views
 from ..optimizers.base import Optimizer
 from ..state import OptimizerState
+from ..transforms import mask_values
 from ..tree import tree_flatten, tree_unflatten
 from .files import CheckpointError, CheckpointFile, read
 from .store import dtype_name, settings_record, treedef_from_record
@@ -250,44 +251,29 @@ def _match(info: CheckpointInfo, names: list[str], leaves: list[Any], xp: Any) -
 # --------------------------------------------------------------------------- placing arrays
 
 
-def _place(file: CheckpointFile, xp: Any, device: Any, targets: list[Any], keys: dict[int, str]) -> list[Any]:
-    """``targets`` with tensor ``keys[i]`` written into leaf ``i``, in place where the library can.
+def _read_leaves(
+    file: CheckpointFile, xp: Any, device: Any, leaves: list[Any], keys: list[str | None], fill: float | None
+) -> list[Any]:
+    """New arrays shaped like ``leaves``: leaf ``i`` read from tensor ``keys[i]``, or where that is None set to
+    ``fill`` (to the values of ``leaves[i]`` when ``fill`` is None).
 
-    Tensors are read one at a time, so no more than one tensor's host copy exists at once.
+    On libraries with views they are views of one new flat buffer per dtype, in leaf order (the layout of
+    :func:`anyoptim.flatten` and of the fused engines' state), allocated uninitialised: every element is written
+    once, by the file's bytes or the fill, so the result costs one copy of the data and one pass over it.  A NumPy
+    target takes the file's bytes directly; other tensors are read one at a time (one host copy at most).
     """
-    out = list(targets)
-    for index, key in keys.items():
-        if file.read_into(key, out[index]):  # a NumPy target: the bytes go straight into it
-            continue
-        value = xp.asarray(file.tensor(key), device=device)
-        if is_mutable(xp):
-            out[index][...] = value
-        else:
-            out[index] = value
+    if not is_mutable(xp):  # JAX: no views and no writes, so new arrays (or like's own, kept)
+        return [
+            xp.asarray(file.tensor(key), device=device) if key else leaf if fill is None else xp.full_like(leaf, fill)
+            for leaf, key in zip(leaves, keys, strict=True)
+        ]
+    out = flat_views(xp, leaves)
+    for target, leaf, key in zip(out, leaves, keys, strict=True):
+        if key is None:
+            target[...] = leaf if fill is None else fill
+        elif not file.read_into(key, target):  # a NumPy target took the bytes straight from the file
+            target[...] = xp.asarray(file.tensor(key), device=device)
     return out
-
-
-def _load_state(
-    file: CheckpointFile, info: CheckpointInfo, optimizer: Optimizer | None, params: Any, matched: set[str]
-) -> OptimizerState:
-    names, leaves, treedef = tree_flatten(params)
-    xp, device = check_leaves(names, leaves, what="like")
-    if optimizer is None:
-        slots = {}
-        for slot in info.slots:
-            values = [
-                xp.asarray(file.tensor(f"state/{slot}/{n}"), device=device) if n in matched else xp.zeros_like(leaf)
-                for n, leaf in zip(names, leaves, strict=True)
-            ]
-            slots[slot] = tree_unflatten(treedef, values)
-        return OptimizerState(info.count, info.learning_rate, slots, info.skipped, treedef)
-    fresh = optimizer.init(params)  # the optimizer's own layout: flat slots beside flat params
-    slots = {}
-    for slot, tree in fresh.slots.items():
-        _, targets, _ = tree_flatten(tree)
-        keys = {i: f"state/{slot}/{n}" for i, n in enumerate(names) if n in matched}
-        slots[slot] = tree_unflatten(treedef, _place(file, xp, device, targets, keys))
-    return OptimizerState(info.count, info.learning_rate, slots, info.skipped, fresh.structure)
 
 
 def load(
@@ -303,13 +289,15 @@ def load(
         Parameters of the shape to load into: the result has its structure, its
         library (NumPy, CuPy, torch, JAX, array-api-strict), device and dtypes.
         Its values are not changed (and are kept for leaves a partial load
-        skips).  On libraries with views the parameters come back laid out flat
-        (:func:`anyoptim.flatten`).  Default: NumPy arrays in the saved structure.
+        skips).  On libraries with views the parameters and each state slot
+        come back laid out flat (:func:`anyoptim.flatten`), read straight into
+        their new buffers.  Default: NumPy arrays in the saved structure.
     optimizer : Optimizer, optional
         The optimizer that will continue: the checkpoint must come from the same
-        class (and, with ``strict``, the same settings), and the state is laid
-        out as ``optimizer.init`` lays it out (flat beside flat parameters).
-        Default: the state's arrays are returned as saved, one array per leaf.
+        class (and, with ``strict``, the same settings) and have its slots
+        (:meth:`~anyoptim.Optimizer.slot_fills`, whose values fill the leaves a
+        partial load skips).  Default: the state's slots as saved (zeros for
+        skipped leaves).
     strict : bool, default True
         Every name, shape, dtype, state slot and setting must match, else a
         ``ValueError`` lists all differences.  With False, what matches is
@@ -370,24 +358,32 @@ def _load(file: CheckpointFile, like: Any, optimizer: Optimizer | None, strict: 
         import numpy as np
 
         like = tree_unflatten(treedef, [np.empty(info.shapes[n], dtype=info.dtypes[n]) for n in info.names])
-    names, leaves, _ = tree_flatten(like)
+    names, leaves, treedef = tree_flatten(like)
     xp, device = check_leaves(names, leaves, what="like")
     problems = _check_optimizer(info, optimizer, strict)
     matched, mismatches = _match(info, names, leaves, xp)
     problems += mismatches
+    fills = {slot: 0.0 for slot in info.slots}
     if optimizer is not None:
-        wanted = list(optimizer.init(like).slots)
-        if sorted(wanted) != sorted(info.slots):
+        fills = optimizer.slot_fills()
+        if sorted(fills) != sorted(info.slots):
             raise CheckpointError(
-                f"{info.path} holds state slots {info.slots}; {type(optimizer).__name__} has {wanted}"
+                f"{info.path} holds state slots {info.slots}; {type(optimizer).__name__} has {list(fills)}"
             )
+        if optimizer.weight_decay:  # what optimizer.init checks of like: a mask that does not fit it fails here
+            mask_values(optimizer.weight_decay_mask, names, leaves, treedef)
     if problems and strict:
         raise CheckpointError(f"{info.path} does not match: " + "; ".join(problems))
     if problems:
         warnings.warn(f"{info.path}: partial load; " + "; ".join(problems), CheckpointWarning, stacklevel=3)
-    params = flatten(like) if is_mutable(xp) else like
-    p_names, targets, treedef = tree_flatten(params)
-    keys = {i: f"params/{n}" for i, n in enumerate(p_names) if n in set(matched)}
-    params = tree_unflatten(treedef, _place(file, xp, device, targets, keys))
-    state = _load_state(file, info, optimizer, params, set(matched))
-    return params, state
+    loaded = set(matched)
+
+    def keys(prefix: str) -> list[str | None]:
+        return [f"{prefix}/{n}" if n in loaded else None for n in names]
+
+    params = tree_unflatten(treedef, _read_leaves(file, xp, device, leaves, keys("params"), None))
+    slots = {
+        slot: tree_unflatten(treedef, _read_leaves(file, xp, device, leaves, keys(f"state/{slot}"), fill))
+        for slot, fill in fills.items()
+    }
+    return params, OptimizerState(info.count, info.learning_rate, slots, info.skipped, treedef)

@@ -22,14 +22,7 @@ from ..tree import TreeDef, tree_flatten, tree_unflatten
 from .contract import check_against_rule, declaration_of
 from .groups import leaf_keys, leaf_scalars
 from .prepared import PreparedStep
-from .validation import (
-    apply_nonfinite_policy,
-    check_distinct,
-    check_grads,
-    check_state,
-    separate_grads,
-    state_owner,
-)
+from .validation import apply_nonfinite_policy, check_distinct, check_grads, check_state, separate_grads, state_owner
 
 __all__ = ["NONFINITE_POLICIES", "Optimizer"]
 
@@ -261,6 +254,21 @@ class Optimizer:
             optimizer=state_owner(type(self)),
         )
 
+    def slot_fills(self) -> dict[str, float]:
+        """Get the state's slots and the value :meth:`init` fills each with, without making any array.
+
+        Returns
+        -------
+        dict of str to float
+            Slot name -> initial value, in the order of ``init(params).slots``.
+
+        Examples
+        --------
+        >>> import anyoptim; anyoptim.Adagrad(initial_accumulator_value=0.1).slot_fills()
+        {'s': 0.1}
+        """
+        return self._slot_fills()
+
     def __getstate__(self) -> dict[str, Any]:
         """Settings only: a copy or a pickle drops the step prepared for the last call's arrays."""
         return {**vars(self), "_prepared": None}
@@ -468,11 +476,9 @@ class Optimizer:
         Returns the distinct ``(dtype, decayed)`` keys, the index of each leaf's
         key, and the leaves grouped by program.
         """
-        decayed = (
-            mask_values(self.weight_decay_mask, names, p_leaves, treedef)
-            if self.weight_decay
-            else [False] * len(p_leaves)
-        )
+        decayed = [False] * len(p_leaves)
+        if self.weight_decay:
+            decayed = mask_values(self.weight_decay_mask, names, p_leaves, treedef)
         keys, key_of_leaf, groups = leaf_keys(p_leaves, decayed)
         return keys, key_of_leaf, [(self._program(is_decayed), indices) for is_decayed, indices in groups.items()]
 
