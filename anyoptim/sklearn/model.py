@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from .._namespace import array_namespace, device_of
+from ..engines import matmul
 from ..nn import MLP
 from ..nn.data import host_rng, to_namespace
 from ..optimizers import REGISTRY, Optimizer
@@ -50,28 +51,38 @@ class PenalizedMLP(MLP):
         return 0.5 * self.alpha * total / n_samples
 
     def value_and_grad(self, xp: Any, params: dict, X: Any, t: Any, out: Any = None) -> tuple[Any, dict]:
-        """The MLP's loss and gradients, scaled by ``loss_scale``, plus the L2 penalty and its gradient."""
+        """The MLP's loss and gradients, scaled by ``loss_scale``, plus the L2 penalty and its gradient.
+
+        Called for every batch, so it adds few array calls: the gradients given
+        in ``out`` are updated in place, and each :math:`\\lVert W_l\\rVert^2` is
+        one dot product of the flattened weights (no squared copy).
+        """
         loss, grads = super().value_and_grad(xp, params, X, t, out)
         scale, alpha = self.loss_scale, self.alpha
         if scale == 1.0 and alpha == 0.0:
             return loss, grads
-        n = X.shape[0]
         in_place = out is not None and grads is out
-        new = grads if in_place else dict(grads)
-        for name, grad in grads.items():
-            value = grad * scale if scale != 1.0 else grad
-            if alpha != 0.0 and name in self.weight_names:
-                value = value + params[name] * (alpha / n)
-            if in_place:
-                grad[...] = value
-            else:
-                new[name] = value
+        grads = grads if in_place else dict(grads)
         if scale != 1.0:
             loss = loss * scale
+            for name, grad in grads.items():
+                if in_place:
+                    grad *= scale
+                else:
+                    grads[name] = grad * scale
         if alpha != 0.0:
-            weights = [params[name] for name in self.weight_names]
-            loss = loss + (0.5 * alpha / n) * sum(xp.sum(w * w) for w in weights)
-        return loss, new
+            factor = alpha / X.shape[0]
+            squares = 0.0
+            for name in self.weight_names:
+                weights = params[name]
+                flat = xp.reshape(weights, (-1,))
+                squares = squares + matmul(flat, flat)
+                if in_place:
+                    grads[name] += weights * factor
+                else:
+                    grads[name] = grads[name] + weights * factor
+            loss = loss + (0.5 * factor) * squares
+        return loss, grads
 
 
 def initial_params(model: MLP, scheme: str, seed: Any, like: Any) -> dict:
