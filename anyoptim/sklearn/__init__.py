@@ -15,6 +15,13 @@ module                 holds
 =====================  ===================================================
 """
 
+try:
+    import sklearn  # noqa: F401
+except ModuleNotFoundError as error:  # a hint instead of a bare traceback from deep inside
+    raise ModuleNotFoundError(
+        "anyoptim.sklearn needs scikit-learn: pip install scikit-learn (or anyoptim[sklearn])", name=error.name
+    ) from error
+
 from .classifier import MLPClassifier
 from .regressor import MLPRegressor
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import errno
 import hashlib
 import os
 import platform
@@ -252,7 +253,10 @@ def _open_cache() -> int | None:
     except kernel_cache.UntrustedCacheError as error:
         _warn_cache_once(directory, error)
         return None
-    except OSError:
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR) and (directory.is_symlink() or directory.parent.is_symlink()):
+            # a symbolic link where the cache or its root should be: said once, like any untrusted directory
+            _warn_cache_once(directory, OSError(error.errno, "a symbolic link in the cache path is not followed"))
         return None
 
 
