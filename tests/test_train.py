@@ -268,3 +268,42 @@ def test_float32_training(xp):
         model, anyoptim.Adam(0.01), *datasets.make_moons(n_samples=100, seed=0), epochs=3, batch_size=50, progress=False
     )
     np.testing.assert_allclose(result.history.cost, reference.history.cost, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- fit(state=) checks as step does
+
+
+def _small_run() -> tuple:
+    X, y = datasets.make_moons(n_samples=20, noise=0.1, seed=0)
+    model = anyoptim.MLP([2, 4, 1], hidden_activation="tanh")
+    return model, X, y, model.init(seed=0)
+
+
+def test_fit_refuses_a_state_made_by_another_optimizer() -> None:
+    model, X, y, params = _small_run()
+    state = anyoptim.Adagrad(0.1).init(params)
+    calls = []
+    with pytest.raises(ValueError, match="state was made by Adagrad, not by RMSprop: its slots mean something else"):
+        anyoptim.fit(
+            model, anyoptim.RMSprop(0.1), X, y, epochs=1, params=params, state=state, progress=False,
+            callbacks=[lambda *args: calls.append(args)],
+        )  # fmt: skip
+    assert calls == []
+
+
+def test_fit_keeps_the_maker_of_the_state_it_continues() -> None:
+    model, X, y, params = _small_run()
+    optimizer = anyoptim.Adagrad(0.1)
+    result = anyoptim.fit(
+        model, optimizer, X, y, epochs=2, initial_epoch=2, params=params, state=optimizer.init(params), progress=False
+    )
+    assert result.state.optimizer == "Adagrad"
+
+
+def test_fit_names_the_library_of_state_slots_from_another_library() -> None:
+    torch = pytest.importorskip("torch")
+    model, X, y, params = _small_run()
+    optimizer = anyoptim.Adam(0.1)
+    state = optimizer.init({key: torch.from_numpy(value.copy()) for key, value in params.items()})
+    with pytest.raises(TypeError, match="is a torch array on cpu, but the parameter is a numpy array"):
+        anyoptim.fit(model, optimizer, X, y, epochs=1, params=params, state=state, progress=False)

@@ -165,11 +165,23 @@ class CheckpointFile:
         view = memoryview(target.reshape(-1)).cast("B") if target.nbytes else memoryview(b"")
         position = begin
         while view:
-            read = os.preadv(self._raw.fileno(), [view], position)
+            read = _read_at(self._raw, view, position)
             if read <= 0:
                 raise CheckpointError(f"{self.path}: tensor {name!r} is cut short (the file changed while read)")
             view, position = view[read:], position + read
         return True
+
+
+def _read_at(raw: Any, view: memoryview, position: int) -> int:
+    """Read into ``view`` from byte ``position`` of the open file ``raw``; the count read (0 at the end).
+
+    ``os.preadv`` where the platform has it (it leaves the file position alone), else seek and ``readinto``
+    (Windows, older macOS).
+    """
+    if hasattr(os, "preadv"):
+        return os.preadv(raw.fileno(), [view], position)
+    raw.seek(position)
+    return raw.readinto(view) or 0
 
 
 def _decode_metadata(path: Path, raw: dict[str, str] | None) -> dict[str, Any]:
@@ -203,6 +215,45 @@ def read(path: str | os.PathLike) -> CheckpointFile:
     source = Path(path)
     if not source.is_file():
         raise CheckpointError(f"checkpoint {source} does not exist or is not a file")
+    # The file is opened twice (by safetensors for the header and the tensors it reads, and here for the bytes read
+    # straight into their targets): both opens must be of one file, not of two checkpoints a concurrent save
+    # renamed over one another.  The raw open comes first and holds that file, so if the path still names it after
+    # safetensors opened it, safetensors opened it too (a save never renames an old file back).
+    for _attempt in range(_OPEN_ATTEMPTS):
+        raw = _open_raw(source)
+        try:
+            checked = _read_checked(safe_open, source, raw)
+        except BaseException:
+            if raw is not None:
+                raw.close()
+            raise
+        if checked is not None:
+            return checked
+        raw.close()
+    raise CheckpointError(f"{source} kept being replaced while it was read (a save running at the same time?)")
+
+
+#: How many times :func:`read` opens a checkpoint that a concurrent save replaced while it was being opened.
+_OPEN_ATTEMPTS = 5
+
+
+def _open_raw(source: Path) -> Any:
+    try:
+        return open(source, "rb", buffering=0)
+    except OSError:
+        return None
+
+
+def _same_file(raw: Any, source: Path) -> bool:
+    try:
+        held, named = os.fstat(raw.fileno()), os.stat(source)
+    except OSError:
+        return False
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
+
+
+def _read_checked(safe_open: Any, source: Path, raw: Any) -> CheckpointFile | None:
+    """:func:`read` with ``raw`` already open; None if the path was replaced between the two opens."""
     try:
         handle = safe_open(str(source), framework="numpy")
         raw_metadata = handle.metadata()
@@ -219,22 +270,23 @@ def read(path: str | os.PathLike) -> CheckpointFile:
     odd = sorted(name for name, code in dtypes.items() if code not in DTYPES)
     if odd:
         raise CheckpointError(f"{source}: tensors {odd} have dtypes {[dtypes[n] for n in odd]}; expected F16/F32/F64")
-    raw, offsets = _data_offsets(source, shapes, dtypes)
+    if raw is not None and not _same_file(raw, source):
+        return None
+    offsets = _data_offsets(raw, shapes, dtypes)
     return CheckpointFile(source, metadata, shapes, {n: DTYPES[c] for n, c in dtypes.items()}, handle, raw, offsets)
 
 
-def _data_offsets(source: Path, shapes: dict, dtypes: dict) -> tuple[Any, dict[str, tuple[int, int]]]:
-    """The file opened again, and each tensor's absolute byte range, from its header (already checked by safetensors).
+def _data_offsets(raw: Any, shapes: dict, dtypes: dict) -> dict[str, tuple[int, int]]:
+    """Each tensor's absolute byte range in the open file ``raw``, from its header (already checked by safetensors).
 
     Used only to read tensors straight into their targets (:meth:`CheckpointFile.read_into`); the ranges are
-    checked against the shapes and dtypes safetensors read and against the file's size, and any doubt (the
-    file replaced since) leaves them out, so tensors are then read by safetensors.
+    checked against the shapes and dtypes safetensors read and against the file's size, and any doubt leaves
+    them out, so tensors are then read by safetensors.
     """
+    if raw is None:
+        return {}
     try:
-        raw = open(source, "rb", buffering=0)
-    except OSError:
-        return None, {}
-    try:
+        raw.seek(0)
         length = int.from_bytes(raw.read(8), "little")
         header = json.loads(raw.read(length)) if 0 < length <= 100 * 2**20 else {}
         size, start = os.fstat(raw.fileno()).st_size, 8 + length
@@ -245,10 +297,10 @@ def _data_offsets(source: Path, shapes: dict, dtypes: dict) -> tuple[Any, dict[s
             itemsize = np.dtype(DTYPES.get(dtypes[name], "float64")).itemsize
             count = int(np.prod(shape, dtype=np.int64)) if shape else 1
             if entry.get("dtype") != dtypes[name] or list(entry.get("shape", ())) != list(shape):
-                return raw, {}
+                return {}
             if not 0 <= begin <= end or end - begin != count * itemsize or start + end > size:
-                return raw, {}
+                return {}
             offsets[name] = (start + begin, start + end)
     except (ValueError, TypeError, AttributeError, RecursionError, OSError):
-        return raw, {}
-    return raw, offsets
+        return {}
+    return offsets

@@ -7,9 +7,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from .. import optimizers
 from .._namespace import check_leaves, is_mutable
 from ..engines.spans import flat_views
 from ..optimizers.base import Optimizer
+from ..optimizers.validation import state_owner
 from ..state import OptimizerState
 from ..transforms import mask_values
 from ..tree import tree_flatten, tree_unflatten
@@ -219,6 +221,32 @@ def _check_optimizer(info: CheckpointInfo, optimizer: Optimizer | None, strict: 
     return [f"setting {d}" for d in differences]
 
 
+def _maker(file: CheckpointFile, info: CheckpointInfo, optimizer: Optimizer | None) -> str | None:
+    """The optimizer that made the saved state (``OptimizerState.optimizer``), checked against ``optimizer``.
+
+    Recorded by :func:`~anyoptim.save` as ``state_optimizer``; a file without it names the optimizer class it was
+    saved with, which for an anyoptim optimizer is the maker.
+    """
+    made_by = file.metadata.get("state_optimizer")
+    if made_by is not None and not isinstance(made_by, str):
+        raise CheckpointError(f"{file.path}: metadata entry 'state_optimizer' is damaged")
+    if made_by is None and info.optimizer is not None and "state_optimizer" not in file.metadata:
+        cls = (
+            getattr(optimizers, info.optimizer["class"], None)
+            if info.optimizer["class"] in optimizers.__all__
+            else None
+        )
+        made_by = state_owner(cls) if isinstance(cls, type) and issubclass(cls, Optimizer) else None
+    if optimizer is None:
+        return made_by
+    owner = state_owner(type(optimizer))
+    if made_by is not None and made_by != owner:
+        raise CheckpointError(
+            f"{info.path}: state was made by {made_by}, not by {owner}: its slots mean something else there"
+        )
+    return owner
+
+
 def _limited(items: list[str]) -> str:
     shown = ", ".join(items[:_MAX_LISTED])
     return shown + (f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
@@ -361,6 +389,7 @@ def _load(file: CheckpointFile, like: Any, optimizer: Optimizer | None, strict: 
     names, leaves, treedef = tree_flatten(like)
     xp, device = check_leaves(names, leaves, what="like")
     problems = _check_optimizer(info, optimizer, strict)
+    maker = _maker(file, info, optimizer)
     matched, mismatches = _match(info, names, leaves, xp)
     problems += mismatches
     fills = {slot: 0.0 for slot in info.slots}
@@ -386,4 +415,4 @@ def _load(file: CheckpointFile, like: Any, optimizer: Optimizer | None, strict: 
         slot: tree_unflatten(treedef, _read_leaves(file, xp, device, leaves, keys(f"state/{slot}"), fill))
         for slot, fill in fills.items()
     }
-    return params, OptimizerState(info.count, info.learning_rate, slots, info.skipped, treedef)
+    return params, OptimizerState(info.count, info.learning_rate, slots, info.skipped, treedef, maker)

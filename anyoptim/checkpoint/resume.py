@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..nn.data import Seed
+import numpy as np
+
+from ..nn.data import Seed, host_rng
 from ..nn.mlp import MLP
 from ..nn.train import FitResult, History, fit
 from ..optimizers.base import Optimizer
@@ -23,6 +25,31 @@ def _check_every(checkpoint_every: Any) -> int:
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
     return checkpoint_every
+
+
+def _seed_record(seed: Any) -> int | list[int]:
+    """``seed`` as the file's JSON records it and resume compares it: an int, or a list of ints.
+
+    NumPy integers become ints and any sequence of integers a list (``(1, 2)`` and ``[1, 2]`` are one seed to
+    :func:`anyoptim.fit`); a :class:`numpy.random.SeedSequence` or anything else JSON cannot hold is refused
+    before training.
+    """
+    if isinstance(seed, np.random.SeedSequence):
+        raise TypeError(
+            "resumable_fit records the seed in the checkpoint, which cannot hold a numpy.random.SeedSequence: "
+            "give an int or a list of ints"
+        )
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+    if whole(seed):
+        return int(seed)
+    if isinstance(seed, (Sequence, np.ndarray)) and not isinstance(seed, (str, bytes)):
+        items = list(seed)
+        if all(whole(item) for item in items):
+            return [int(item) for item in items]
+    raise TypeError(f"seed must be an int or a sequence of ints (recorded in the checkpoint), got {seed!r}")
 
 
 def _fit_record(info_extra: dict[str, Any], path: str) -> dict[str, Any]:
@@ -107,7 +134,8 @@ def resumable_fit(
         As :func:`anyoptim.fit`; must match on resume.
     seed : int or list of int, default 0
         As :func:`anyoptim.fit` (recorded in the file's JSON, so an int or a
-        list of ints); must match on resume.
+        sequence of ints, NumPy integers included, recorded as a list); must
+        match on resume.
     params : dict, optional
         Start from these parameters (ignored when resuming from a file).
     callbacks : sequence of callables, default ()
@@ -136,7 +164,9 @@ def resumable_fit(
         on resume, a file that is damaged, not written by this function, or from
         another model, optimizer, seed or batch size (checked before training).
     TypeError
-        If ``optimizer`` is not an :class:`~anyoptim.Optimizer`.
+        If ``optimizer`` is not an :class:`~anyoptim.Optimizer`, or ``seed`` not
+        an int or a sequence of ints (a :class:`numpy.random.SeedSequence`
+        cannot be recorded); raised before training.
 
     See Also
     --------
@@ -162,6 +192,8 @@ def resumable_fit(
     every = _check_every(checkpoint_every)
     if resume not in (True, False):
         raise TypeError(f"resume must be True or False, got {resume!r}")
+    seed = _seed_record(seed)
+    host_rng(seed)  # a seed fit refuses (a negative int) fails here, before a file is read
     path = str(Path(checkpoint))
     run = {
         "seed": seed,

@@ -9,10 +9,11 @@ from typing import Any
 
 from .._namespace import check_leaves
 from ..optimizers.base import Optimizer
+from ..optimizers.validation import check_state, state_owner
 from ..schedules import describe
 from ..state import OptimizerState
 from ..tree import TreeDef, tree_flatten
-from .files import FORMAT, FORMAT_VERSION, CheckpointError, to_host, write
+from .files import DTYPES, FORMAT, FORMAT_VERSION, CheckpointError, to_host, write
 
 __all__ = ["dtype_name", "save", "setting_record", "settings_record", "treedef_from_record"]
 
@@ -110,6 +111,34 @@ def _check_state(state: Any, names: list[str], leaves: list[Any], treedef: TreeD
     return slots
 
 
+def _maker(state: OptimizerState, optimizer: Optimizer | None) -> str | None:
+    """The optimizer that made ``state`` (as :meth:`Optimizer.step <anyoptim.Optimizer.step>` names it), checked
+    against ``optimizer``: a state made by another optimizer is refused with ``step``'s message."""
+    made_by = getattr(state, "optimizer", None)
+    if optimizer is None:
+        return made_by
+    owner = state_owner(type(optimizer))
+    if made_by is not None and made_by != owner:
+        raise ValueError(f"state was made by {made_by}, not by {owner}: its slots mean something else there")
+    return owner
+
+
+def _check_dtypes(xp: Any, names: list[str], leaves: list[Any]) -> None:
+    """Refuse, before anything is converted, a leaf of a dtype a checkpoint cannot hold (bfloat16...)."""
+    supported = set(DTYPES.values())
+    odd = [
+        f"params[{name!r}] is {leaf.dtype}"
+        for name, leaf in zip(names, leaves, strict=True)
+        if dtype_name(xp, leaf.dtype) not in supported
+    ]
+    if odd:
+        more = f" and {len(odd) - _MAX_LISTED} more" if len(odd) > _MAX_LISTED else ""
+        raise CheckpointError(
+            f"cannot save: {', '.join(odd[:_MAX_LISTED])}{more}; checkpoints hold float16, float32 and float64 "
+            "arrays (convert the tree first, e.g. to float32)"
+        )
+
+
 def save(
     path: str | os.PathLike,
     params: Any,
@@ -152,7 +181,10 @@ def save(
         not an :class:`~anyoptim.Optimizer`, or ``extra`` not a dict JSON can hold.
     ValueError
         If ``params`` are not a tree of floating-point arrays of one library and
-        device, or ``state`` does not belong to them.  Nothing is written then.
+        device, or ``state`` does not belong to them or was made by another
+        optimizer than ``optimizer``; a :class:`CheckpointError` for a dtype a
+        checkpoint cannot hold (only float16, float32 and float64: not bfloat16).
+        Nothing is written then.
     ImportError
         If safetensors is not installed.
 
@@ -184,6 +216,10 @@ def save(
         extra_json = json.dumps({} if extra is None else extra, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise TypeError(f"extra must hold only what JSON can (numbers, strings, lists, dicts): {error}") from None
+    maker = _maker(state, optimizer)
+    # step's own checks of each slot leaf (library, device, shape, dtype), so a state step refuses is refused here
+    check_state(maker or "its optimizer", tuple(slots), names, leaves, treedef, state)
+    _check_dtypes(xp, names, leaves)
     record = None if optimizer is None else {"class": type(optimizer).__name__, "settings": settings_record(optimizer)}
     metadata = {
         "format": FORMAT,
@@ -198,6 +234,7 @@ def save(
         "slots": json.dumps(list(slots)),
         "dtypes": json.dumps({name: dtype_name(xp, leaf.dtype) for name, leaf in zip(names, leaves, strict=True)}),
         "extra": extra_json,
+        "state_optimizer": json.dumps(maker),
     }
     tensors = {f"params/{name}": to_host(leaf) for name, leaf in zip(names, leaves, strict=True)}
     for slot, values in slots.items():

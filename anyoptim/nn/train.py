@@ -19,6 +19,7 @@ from typing import Any
 from .._namespace import array_namespace, device_of, is_mutable
 from ..flat import flatten
 from ..optimizers.base import Optimizer
+from ..optimizers.validation import check_state, state_owner
 from ..state import OptimizerState
 from ..tree import tree_flatten, tree_unflatten
 from .data import Seed, batch_slices, check_features, check_int, check_labels, epoch_seed, host_rng, shuffled
@@ -191,27 +192,24 @@ def _start_state(optimizer: Any, params: dict, state: Any, xp: Any) -> Any:
     fresh = optimizer.init(params)
     if state is None or not isinstance(state, OptimizerState) or not isinstance(fresh, OptimizerState):
         return fresh if state is None else state
-    if sorted(state.slots) != sorted(fresh.slots):
-        raise ValueError(f"state has slots {sorted(state.slots)}; the optimizer's state has {sorted(fresh.slots)}")
+    # The checks step applies (the maker, the slots, each leaf's library, device, shape and dtype), so a state
+    # refused by step is refused here, before training, with the same message.
+    names, p_leaves, p_treedef = tree_flatten(params)
+    owner = state_owner(type(optimizer))
+    given_slots = check_state(owner, tuple(fresh.slots), names, p_leaves, p_treedef, state)
     slots = {}
     for slot, tree in fresh.slots.items():
-        names, targets, treedef = tree_flatten(tree)
-        given_names, given, _ = tree_flatten(state.slots[slot])
-        if given_names != names:
-            raise ValueError(f"state slot {slot!r} has leaves {given_names}; params have {names}")
-        for name, target, value in zip(names, targets, given, strict=True):
-            if tuple(value.shape) != tuple(target.shape) or value.dtype != target.dtype:
-                raise ValueError(
-                    f"state slot {slot!r} of {name!r} is {value.dtype} {tuple(value.shape)}; "
-                    f"params are {target.dtype} {tuple(target.shape)}"
-                )
+        _, targets, treedef = tree_flatten(tree)
+        given = given_slots[slot]
         if is_mutable(xp):
             for target, value in zip(targets, given, strict=True):
                 target[...] = value
         else:
             targets = list(given)
         slots[slot] = tree_unflatten(treedef, targets)
-    return OptimizerState(state.count, state.learning_rate, slots, state.skipped, fresh.structure)
+    return OptimizerState(
+        state.count, state.learning_rate, slots, state.skipped, fresh.structure, fresh.optimizer or owner
+    )
 
 
 def fit(
