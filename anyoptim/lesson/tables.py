@@ -405,7 +405,9 @@ def read_saved_features(path: str | Path, n_features: int, layout: dict | None =
     """
     layout = _checked_layout(layout or {}, n_features)
     lines, source = _lines(path)
-    delimiter = layout["delimiter"] or _guessed_delimiter(lines, source)
+    delimiter = layout["delimiter"]
+    if delimiter is None or (n_features > 1 and delimiter not in lines[0]):  # e.g. features saved with commas
+        delimiter = _guessed_delimiter(lines, source)
     rows = _rows(lines, delimiter, source)
     saved, index = layout["feature_names"], layout["label_index"]
     full = None if saved is None else [*saved[:index], layout["label_name"], *saved[index:]]
