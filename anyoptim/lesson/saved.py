@@ -15,19 +15,22 @@ from .checks import ExperimentError
 __all__ = ["add_predict_parser", "read_features", "run_predict_command", "run_prediction"]
 
 
-def read_features(source: str, n_features: int) -> np.ndarray:
+def read_features(source: str, n_features: int, layout: dict | None = None) -> np.ndarray:
     """The inputs in a ``.csv`` or ``.npz`` file, as a float64 array of shape (n_samples, n_features).
 
-    A ``.csv`` holds one example per line (a header line of names is skipped); a
-    last column beyond ``n_features`` is taken for labels and dropped.  A
-    ``.npz`` holds the array ``X``.
+    A ``.csv`` is read as ``train`` read its training file (``layout``, the checkpoint's ``extra["table"]``:
+    the delimiter, the header, the label column, the feature names): it holds the training file's columns, or
+    only its feature columns, matched by header names when it has a header line, by count otherwise (see
+    :func:`~anyoptim.lesson.tables.read_saved_features`).  A ``.npz`` holds the array ``X``.
     """
+    from .tables import read_saved_features
+
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         X, _ = _npz(path)
     elif suffix == ".csv":
-        X = _table_features(path, n_features)
+        X = read_saved_features(path, n_features, layout)
     else:
         raise ExperimentError(f"data {source!r} is not a .csv or .npz file")
     if X.ndim != 2 or X.shape[1] not in (n_features, n_features + 1):
@@ -49,33 +52,6 @@ def _npz(path: Path) -> tuple[np.ndarray, None]:
         raise ExperimentError(f"{path} cannot be read as .npz ({error})") from None
 
 
-def _table_features(path: Path, n_features: int) -> np.ndarray:
-    """The features of a file ``train`` reads (any delimiter, a header, a last label column even of text)."""
-    from .tables import read_table
-
-    try:
-        table = read_table(path)
-    except ExperimentError:
-        return _csv(path)
-    return table.features if table.features.shape[1] == n_features else _csv(path)
-
-
-def _csv(path: Path) -> np.ndarray:
-    existing_file(path)  # a directory or a missing file: one line naming it
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            rows.append([float(cell) for cell in line.split(",")])
-        except ValueError:
-            if number == 1:
-                continue  # a header of column names
-            raise ExperimentError(f"{path}, line {number}: not a row of numbers") from None
-    if not rows or len({len(row) for row in rows}) != 1:
-        raise ExperimentError(f"{path} holds no rows, or rows of different lengths")
-    return np.asarray(rows, dtype=np.float64)
-
-
 def run_prediction(model_path: str, data: str) -> np.ndarray:
     """Predictions of the network saved in ``model_path`` for the inputs in ``data`` (NumPy arrays).
 
@@ -92,7 +68,8 @@ def run_prediction(model_path: str, data: str) -> np.ndarray:
     model = MLP(record["layer_dims"], hidden_activation=record["hidden_activation"], output=record["output"])
     params, _ = load(model_path)
     dtype = params["W1"].dtype
-    X = read_features(data, model.layer_dims[0]).astype(dtype)
+    layout = info.extra.get("table")
+    X = read_features(data, model.layer_dims[0], layout if isinstance(layout, dict) else None).astype(dtype)
     predictions = model.predict(params, X)
     labels = info.extra.get("labels")
     if isinstance(labels, dict) and "classes" in labels and model.output != "identity":
@@ -107,7 +84,8 @@ def add_predict_parser(commands: Any) -> None:
         "predict",
         help="apply a network saved by train --save to new data",
         description="Print the predictions (class labels, or values for a regression) of a saved network, "
-        "one per line, for the inputs in a .csv (one example per line; a label column is dropped) or .npz (X).",
+        "one per line, for the inputs in a .csv (read as train read its file: the same columns, or only the "
+        "feature columns) or .npz (X).",
     )
     predict.add_argument("--model", required=True, metavar="FILE", help="a checkpoint written by train --save")
     predict.add_argument("--data", required=True, metavar="FILE", help="a .csv or .npz file of inputs")

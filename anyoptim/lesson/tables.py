@@ -14,8 +14,9 @@ The rules, in order:
   every line into the same number (at least two) of fields; when several do,
   the one whose data fields are numbers (all columns but at most one); when
   that still leaves a choice, or none, an error asks for ``--delimiter``.
-* **header** (unless given): the first line is a header when one of its fields
-  is not a number while the same field of the second line is.
+* **header** (unless given): the first line is a header when none of its
+  fields is a number, or when one of them is not a number while the same field
+  of the second line is.
 * **label column**: an index (negative counts from the end; default the last)
   or a header name.
 * **labels**: numbers or words.  For a classification they become classes
@@ -35,7 +36,15 @@ import numpy as np  # host-side file reading
 from ..nn.files import existing_file
 from .checks import ExperimentError
 
-__all__ = ["DELIMITERS", "EncodedLabels", "Table", "detect_delimiter", "encode_labels", "read_table"]
+__all__ = [
+    "DELIMITERS",
+    "EncodedLabels",
+    "Table",
+    "detect_delimiter",
+    "encode_labels",
+    "read_saved_features",
+    "read_table",
+]
 
 #: The delimiters tried when ``--delimiter`` is not given.
 DELIMITERS = (",", ";", "\t", "|")
@@ -115,6 +124,8 @@ class Table:
     delimiter : str
     header : bool
         Whether the first line held column names.
+    feature_names : tuple of str or None
+        The feature columns' header names, in file order (None without a header).
     """
 
     features: np.ndarray
@@ -123,6 +134,18 @@ class Table:
     label_index: int
     delimiter: str
     header: bool
+    feature_names: tuple[str, ...] | None = None
+
+    def layout(self) -> dict:
+        """How the file was read, JSON-friendly: what ``train --save`` records for ``predict``."""
+        return {
+            "delimiter": self.delimiter,
+            "header": self.header,
+            "label_index": self.label_index,
+            "label_name": self.label_name,
+            "feature_names": None if self.feature_names is None else list(self.feature_names),
+            "columns": self.features.shape[1] + 1,
+        }
 
     def describe(self) -> str:
         """One line: the delimiter, the header and the label column, as read."""
@@ -183,40 +206,22 @@ def read_table(
         A missing or empty file, an undetectable delimiter, rows of different lengths, a bad label column, or a
         feature that is not a number (naming line, column and the likely fix).
     """
-    file, source = existing_file(path)  # a directory or a missing file: one line naming it
-    path = Path(file)
-    try:
-        lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as error:
-        raise ExperimentError(f"{source}: cannot read as text ({error})") from None
-    if not lines:
-        raise ExperimentError(f"{source}: the file is empty")
+    lines, source = _lines(path)
     if delimiter is None:
         delimiter = detect_delimiter(lines, source)
-    try:
-        rows = _split(lines, delimiter)
-    except csv.Error as error:
-        raise ExperimentError(f"{source}: cannot read as delimited text ({error})") from None
+    rows = _rows(lines, delimiter, source)
     width = len(rows[0])
     if width < 2:
         raise ExperimentError(
             f"{source}: one field per line with delimiter {_shown(delimiter)!r}; a file needs features and a label "
             "(is it separated by something else? pass --delimiter)"
         )
-    for number, row in enumerate(rows, start=1):
-        if len(row) != width:
-            raise ExperimentError(
-                f"{source}: line {number} has {len(row)} fields, line 1 has {width} "
-                f"(delimiter {_shown(delimiter)!r}; pass --delimiter if that is not it)"
-            )
     if header is None:
-        header = len(rows) > 1 and any(
-            _number(a) is None and _number(b) is not None for a, b in zip(rows[0], rows[1], strict=True)
-        )
+        header = _looks_like_header(rows)
     names = rows[0] if header else None
     body = rows[1:] if header else rows
     if not body:
-        raise ExperimentError(f"{source}: no data rows")
+        raise ExperimentError(f"{source}: no data rows{' (only a header line)' if header else ''}")
     index = _label_index(label_column, width, names, source)
     features = np.empty((len(body), width - 1))
     for i, row in enumerate(body):
@@ -226,7 +231,7 @@ def read_table(
             if value is None:
                 column = j if j < index else j + 1
                 line = i + 1 + (1 if header else 0)
-                hint = (
+                hint = _decimal_comma(cell) or (
                     "is the first line a header? pass --header"
                     if i == 0 and len(body) > 1 and _number_column(body, column)
                     else f"if column {column} holds the labels, pass --label-column {column}"
@@ -235,7 +240,53 @@ def read_table(
                 raise ExperimentError(f"{where}: {cell!r} is not a finite number ({hint})")
             features[i, j] = value
     name = names[index] if names is not None else f"column {index}"
-    return Table(features, [row[index] for row in body], name, index, delimiter, bool(header))
+    feature_names = None if names is None else tuple(names[:index] + names[index + 1 :])
+    return Table(features, [row[index] for row in body], name, index, delimiter, bool(header), feature_names)
+
+
+def _lines(path: str | Path) -> tuple[list[str], str]:
+    """The non-blank lines of a text file, and its name as shown in messages."""
+    file, source = existing_file(path)  # a directory or a missing file: one line naming it
+    try:
+        lines = [line for line in Path(file).read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise ExperimentError(f"{source}: cannot read as text ({error})") from None
+    if not lines:
+        raise ExperimentError(f"{source}: the file is empty")
+    return lines, source
+
+
+def _rows(lines: list[str], delimiter: str, source: str) -> list[list[str]]:
+    """``lines`` split by ``delimiter``, every row as wide as the first."""
+    try:
+        rows = _split(lines, delimiter)
+    except csv.Error as error:
+        raise ExperimentError(f"{source}: cannot read as delimited text ({error})") from None
+    width = len(rows[0])
+    for number, row in enumerate(rows, start=1):
+        if len(row) != width:
+            raise ExperimentError(
+                f"{source}: line {number} has {len(row)} fields, line 1 has {width} "
+                f"(delimiter {_shown(delimiter)!r}; pass --delimiter if that is not it)"
+            )
+    return rows
+
+
+def _looks_like_header(rows: list[list[str]]) -> bool:
+    """Whether the first row holds names: no number at all (a data row has number features), or a field
+    that is not a number above one that is."""
+    if all(_number(field) is None for field in rows[0]):
+        return True
+    return len(rows) > 1 and any(
+        _number(a) is None and _number(b) is not None for a, b in zip(rows[0], rows[1], strict=True)
+    )
+
+
+def _decimal_comma(cell: str) -> str | None:
+    """A hint when ``cell`` is a number written with a decimal comma (``0,5``)."""
+    if "," in cell and _number(cell.replace(",", ".")) is not None:
+        return "a decimal comma? write numbers with a decimal point, 0.5 not 0,5"
+    return None
 
 
 def _number_column(body: list[list[str]], column: int) -> bool:
@@ -326,3 +377,110 @@ def encode_labels(table: Table, task: str = "classification", source: str = "the
             "(or --output identity)"
         )
     return EncodedLabels(y.astype(np.int64), classes)
+
+
+def read_saved_features(path: str | Path, n_features: int, layout: dict | None = None) -> np.ndarray:
+    """The feature columns of a delimited text file, read as ``train`` read its file (for ``predict``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file: the training file's columns, or only its feature columns (with or without a header line).
+    n_features : int
+        How many features the model takes.
+    layout : dict, optional
+        :meth:`Table.layout` of the training file, as ``train --save`` records it in the checkpoint's
+        ``extra["table"]``.  Without it: a detected delimiter, and a label column (if any) last.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape (n_samples, n_features), the features in the training file's order.
+
+    Raises
+    ------
+    ExperimentError
+        A file whose columns (by header names when it has a header, by count otherwise) are not the training
+        file's, no data rows, or a feature that is not a finite number (naming line, column and value).
+    """
+    layout = _checked_layout(layout or {}, n_features)
+    lines, source = _lines(path)
+    delimiter = layout["delimiter"]
+    if delimiter is None or (n_features > 1 and delimiter not in lines[0]):  # e.g. features saved with commas
+        delimiter = _guessed_delimiter(lines, source)
+    rows = _rows(lines, delimiter, source)
+    saved, index = layout["feature_names"], layout["label_index"]
+    full = None if saved is None else [*saved[:index], layout["label_name"], *saved[index:]]
+    header = _looks_like_header(rows) or (saved is not None and rows[0] in (saved, full))
+    body = rows[1:] if header else rows
+    if not body:
+        raise ExperimentError(f"{source}: no data rows (only a header line)")
+    if header and saved is not None:
+        picked = _by_name(rows[0], saved, layout, source)
+    else:
+        picked = _by_count(len(rows[0]), n_features, layout, source)
+    features = np.empty((len(body), n_features))
+    for i, row in enumerate(body):
+        for j, column in enumerate(picked):
+            value = _number(row[column])
+            if value is None:
+                hint = _decimal_comma(row[column])
+                line = i + 1 + (1 if header else 0)
+                raise ExperimentError(
+                    f"{source}: line {line}, column {column}: {row[column]!r} is not a finite number"
+                    + (f" ({hint})" if hint else "")
+                )
+            features[i, j] = value
+    return features
+
+
+def _checked_layout(layout: dict, n_features: int) -> dict:
+    """``layout`` with every key, checked (a default for each one missing: no header, labels last)."""
+    columns = layout.get("columns", n_features + 1)
+    index = layout.get("label_index", columns - 1)
+    names = layout.get("feature_names")
+    delimiter = layout.get("delimiter") or None
+    if (
+        not isinstance(columns, int) or columns != n_features + 1 or not isinstance(index, int)
+        or not 0 <= index < columns or (delimiter is not None and not isinstance(delimiter, str))
+        or (names is not None and (not isinstance(names, list) or len(names) != n_features))
+    ):  # fmt: skip
+        raise ExperimentError(f"the model's record of its training file does not fit its {n_features} features")
+    label_name = str(layout.get("label_name", f"column {index}"))
+    return {"columns": columns, "label_index": index, "label_name": label_name, "feature_names": names,
+            "delimiter": delimiter}  # fmt: skip
+
+
+def _guessed_delimiter(lines: list[str], source: str) -> str:
+    """The detected delimiter; a comma for a file of one column."""
+    if not any(d in line for d in DELIMITERS for line in lines):
+        return ","
+    return detect_delimiter(lines, source)
+
+
+def _by_count(width: int, n_features: int, layout: dict, source: str) -> list[int]:
+    """The feature columns of a file without a header line: all of them, or all but the label column."""
+    if width == n_features:
+        return list(range(width))
+    if width == layout["columns"]:
+        return [j for j in range(width) if j != layout["label_index"]]
+    raise ExperimentError(
+        f"{source} has {width} columns; the model takes {n_features} features (its training file had "
+        f"{layout['columns']} columns, labels in {layout['label_name']})"
+    )
+
+
+def _by_name(names: list[str], saved: list[str], layout: dict, source: str) -> list[int]:
+    """The feature columns of a file with a header line, found by name (in any order)."""
+    index, label = layout["label_index"], layout["label_name"]
+    if names == [*saved[:index], label, *saved[index:]]:
+        return [j for j in range(len(names)) if j != index]
+    if names == saved:
+        return list(range(len(names)))
+    unique = len(set(names)) == len(names) and len(set(saved)) == len(saved)
+    if unique and set(saved) <= set(names) and set(names) - set(saved) <= {label}:
+        return [names.index(name) for name in saved]
+    raise ExperimentError(
+        f"{source}: the columns are {', '.join(names)}; the model was trained on the features "
+        f"{', '.join(saved)} (labels in {label})"
+    )

@@ -142,6 +142,14 @@ def load_file(
     notes : list of str
         How the file was read, and the label mapping when labels were remapped.
     """
+    X, y, classes, notes, _ = _read_file(source, label_column, delimiter, header, task)
+    return X, y, classes, notes
+
+
+def _read_file(
+    source: str, label_column: int | str | None, delimiter: str | None, header: bool | None, task: str
+) -> tuple[Any, Any, list | None, list[str], dict | None]:
+    """:func:`load_file`'s result and, for a ``.csv``, how it was read (``Table.layout()``)."""
     import numpy as np
 
     from ..nn import datasets
@@ -153,7 +161,7 @@ def load_file(
             raise ExperimentError("--label-column, --delimiter and --header are for .csv files; a .npz names X and y")
         X, y = datasets.load_npz(source, xp=np, dtype=np.float64)
         if y.ndim != 1:
-            return X, y, None, notes
+            return X, y, None, notes, None
         labels = [str(v.item()) for v in y]
         table = Table(X, labels, "y", X.shape[1], "", False)
     else:
@@ -162,7 +170,8 @@ def load_file(
     encoded = encode_labels(table, task, source)
     if encoded.remapped:
         notes.append(encoded.mapping())
-    return table.features, encoded.y, encoded.classes, notes
+    layout = None if source.lower().endswith(".npz") else table.layout()
+    return table.features, encoded.y, encoded.classes, notes, layout
 
 
 def build_schedule(spec: str, learning_rate: float, steps_per_epoch: int, epochs: int) -> Any:
@@ -321,11 +330,11 @@ def run_training(
         raise ExperimentError(f"weight decay must be a finite number >= 0, got {weight_decay!r}")
     xp = load_backend(backend, dtype)
     where = resolve_device(xp, device)
-    classes, notes = None, []
+    classes, notes, layout = None, [], None
     if data in DATASETS:
         X, y = load_data(data, np, dtype="float64", n_samples=n_samples, noise=noise, seed=seed)
     elif data.rsplit(".", 1)[-1].lower() in ("csv", "npz"):
-        X, y, classes, notes = load_file(data, label_column=label_column, delimiter=delimiter, header=header, task=task)
+        X, y, classes, notes, layout = _read_file(data, label_column, delimiter, header, task)
     else:
         names = ", ".join(DATASETS)
         raise ExperimentError(f"data {data!r} is neither a data set ({names}) nor a .npz or .csv file")
@@ -358,8 +367,8 @@ def run_training(
             model, chosen, X, y, epochs, batch_size, seed, progress=progress, checkpoint=save, checkpoint_every=every,
             resume=resume,
         )  # fmt: skip
-        if classes is not None:
-            _record_labels(save, result, chosen, classes)
+        if classes is not None or layout is not None:
+            _record_file(save, result, chosen, classes, layout)
     wall_time = time.perf_counter() - start
     train_accuracy = None if output == "identity" else float(accuracy(model, result.params, X, y))
     if int(X_val.shape[0]):
@@ -373,10 +382,14 @@ def run_training(
     )  # fmt: skip
 
 
-def _record_labels(path: str, result: Any, optimizer: Optimizer, classes: list) -> None:
-    """Add the file's label of each class to the checkpoint's ``extra`` (``anyoptim predict`` maps back with it)."""
+def _record_file(path: str, result: Any, optimizer: Optimizer, classes: list | None, layout: dict | None) -> None:
+    """Add the file's label of each class (``extra["labels"]``) and how a ``.csv`` was read (``extra["table"]``)
+    to the checkpoint: ``anyoptim predict`` reads its data the same way and maps classes back to labels."""
     from ..checkpoint import read_info, save
 
     extra = dict(read_info(path).extra)
-    extra["labels"] = {"classes": classes}
+    if classes is not None:
+        extra["labels"] = {"classes": classes}
+    if layout is not None:
+        extra["table"] = layout
     save(path, result.params, result.state, optimizer=optimizer, extra=extra)
