@@ -1,9 +1,13 @@
-"""Root conftest: keep doctest collection away from modules whose library is missing."""
+"""Root conftest: keep doctest collection away from modules whose optional library is missing."""
 
 import importlib.util
 
-collect_ignore = []
-if importlib.util.find_spec("cupy") is None:
-    collect_ignore.append("anyoptim/engines/cupy")
-if importlib.util.find_spec("matplotlib") is None:
-    collect_ignore.append("anyoptim/lesson/plots.py")
+#: Package paths whose doctests need an optional library (an extra), and that library.
+OPTIONAL = {
+    "anyoptim/engines/cupy": "cupy",
+    "anyoptim/lesson/plots.py": "matplotlib",
+    "anyoptim/sklearn": "sklearn",
+    "anyoptim/checkpoint": "safetensors",
+}
+
+collect_ignore = [path for path, library in OPTIONAL.items() if importlib.util.find_spec(library) is None]

@@ -14,10 +14,11 @@ import anyoptim
 from anyoptim import schedules
 from anyoptim.checkpoint import CheckpointError, load, read_info, read_optimizer, resumable_fit, save
 from tests.cases import CASES
-from tests.test_checkpoint import _assert_same, _assert_same_state, _problem
 
-pytest.importorskip("safetensors")
+pytest.importorskip("safetensors")  # before the helpers of test_checkpoint, which skips without it too
 from safetensors.numpy import load_file, save_file
+
+from tests.test_checkpoint import _assert_same, _assert_same_state, _problem
 
 EVERY_KIND = {
     "constant": schedules.constant(0.05),

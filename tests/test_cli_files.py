@@ -78,6 +78,7 @@ def test_a_real_valued_target_hints_at_regression_and_trains_with_it(tmp_path, c
 
 
 def test_labels_one_and_two_are_two_classes_and_the_mapping_is_printed_and_saved(tmp_path, capsys):
+    pytest.importorskip("safetensors")  # --save: the checkpoint extra
     data = _write(tmp_path / "onetwo.csv", [[*_features(i), Y[i] + 1] for i in range(80)])
     model = tmp_path / "model.safetensors"
     status, out, _ = _train(capsys, "--data", data, "--save", str(model))
@@ -88,6 +89,7 @@ def test_labels_one_and_two_are_two_classes_and_the_mapping_is_printed_and_saved
 
 
 def test_a_text_label_column_with_a_header_becomes_classes(tmp_path, capsys):
+    pytest.importorskip("safetensors")  # --save: the checkpoint extra
     names = np.array(["setosa", "virginica", "versicolor"])
     labels = names[(X[:, 0] > 0).astype(int) + (X[:, 1] > 1).astype(int)]
     rows = [[*_features(i), labels[i]] for i in range(80)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytest.importorskip("safetensors")  # every test here saves a model (the checkpoint extra)
+
 from anyoptim.checkpoint import read_info
 from anyoptim.lesson.checks import ExperimentError
 from anyoptim.lesson.cli import main

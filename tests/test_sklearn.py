@@ -6,6 +6,9 @@ import warnings
 
 import numpy as np
 import pytest
+
+pytest.importorskip("sklearn")  # the sklearn extra (absent on the offline GPU machines, say)
+
 from sklearn.datasets import load_iris, make_classification, make_regression
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier as SkMLPClassifier
