@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+import time
 from enum import Enum
 from typing import Any
 
@@ -124,3 +127,15 @@ def tree_from_numpy(xp: Any, tree: Any) -> Any:
 def assert_close(actual: Any, expected: Any, dtype: str, *, same_backend: bool = False, atol: float = 0.0) -> None:
     rtol = (RTOL_SAME_BACKEND if same_backend else RTOL)[dtype]
     np.testing.assert_allclose(to_numpy(actual), to_numpy(expected), rtol=rtol, atol=atol)
+
+
+def exit_status_of_child(child: int, *, seconds: float, hung: str) -> int:
+    """Wait for a forked child at most ``seconds``; kill it and fail the test with ``hung`` if it does not end."""
+    for _ in range(int(seconds / 0.05)):
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    pytest.fail(hung)

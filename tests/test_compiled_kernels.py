@@ -29,9 +29,7 @@ import concurrent.futures
 import gc
 import itertools
 import os
-import signal
 import threading
-import time
 import warnings
 import weakref
 from typing import Any
@@ -48,6 +46,7 @@ from anyoptim.engines.numpy import native as _native
 from anyoptim.engines.numpy.c_printer import c_source
 from anyoptim.engines.numpy.runners import CompiledSpans, spans_fit_a_kernel
 from anyoptim.engines.program import Program
+from tests.helpers import exit_status_of_child
 from tests.test_numpy_engine import CONFIG_PARAMS, Config, _program_and_scalars
 
 pytestmark = pytest.mark.skipif(not _native.compiler_found(), reason="no C compiler on this machine")
@@ -567,13 +566,4 @@ def test_a_forked_child_does_not_inherit_held_locks() -> None:
                 os._exit(0 if np.all(p == 0.5) else 1)
             finally:
                 os._exit(2)
-    for _ in range(600):
-        done, status = os.waitpid(child, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(child, signal.SIGKILL)
-        os.waitpid(child, 0)
-        pytest.fail("the child hung on a lock held at the fork")
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert exit_status_of_child(child, seconds=30, hung="the child hung on a lock held at the fork") == 0

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import signal
 import sys
 import threading
-import time
 import warnings
 from typing import Any
 
@@ -24,6 +22,7 @@ import pytest
 import anyoptim
 from anyoptim.engines.numpy import NumpyEngine
 from anyoptim.engines.numpy import native as _native
+from tests.helpers import exit_status_of_child
 
 pytestmark = pytest.mark.skipif(not _native.compiler_found(), reason="needs a C compiler")
 
@@ -97,13 +96,4 @@ def test_a_fork_while_another_thread_compiles_does_not_deadlock(monkeypatch, tmp
                 os._exit(2)
     release.set()
     other.join(60)
-    for _ in range(1200):
-        done, status = os.waitpid(child, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(child, signal.SIGKILL)
-        os.waitpid(child, 0)
-        pytest.fail("the child hung on a lock another thread held at the fork")
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert exit_status_of_child(child, seconds=60, hung="the child hung on a lock another thread held at the fork") == 0
