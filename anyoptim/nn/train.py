@@ -24,6 +24,7 @@ from ..state import OptimizerState
 from ..tree import tree_flatten, tree_unflatten
 from .data import Seed, batch_slices, check_features, check_int, check_labels, epoch_seed, host_rng, shuffled
 from .mlp import MLP
+from .parallel import team_of
 
 __all__ = ["FitResult", "History", "accuracy", "fit", "predict"]
 
@@ -225,6 +226,7 @@ def fit(
     progress: bool | None = None,
     state: Any = None,
     initial_epoch: int = 0,
+    comm: Any = None,
 ) -> FitResult:
     """Train ``model`` on ``(X, y)`` with mini-batch ``optimizer`` steps.
 
@@ -272,6 +274,10 @@ def fit(
         ``k - 1`` and given back with ``initial_epoch=k`` continue the run bit
         for bit (:func:`anyoptim.checkpoint.resumable_fit` does this with a
         file).  The history holds the epochs run.
+    comm : communicator, optional
+        Train data-parallel with the processes of ``comm`` (:mod:`anyoptim.distributed`): every
+        process takes its rows of each global batch (the batches of a one-process run), gradients
+        are averaged, costs summed; progress shows on rank 0.  Every process returns the same result.
 
     Returns
     -------
@@ -333,16 +339,17 @@ def fit(
         raise ValueError(f"initial_epoch must be an int from 0 to epochs ({epochs}), got {initial_epoch!r}")
     if state is not None and params is None:
         raise ValueError("state needs the params it belongs to: pass params= as well")
-    params = _start_params(model, params, seed, X, xp, device)
-    state = _start_state(optimizer, params, state, xp)
-    bar = _progress_bar(progress, epochs)
+    team = team_of(comm, optimizer)
+    params = team.broadcast(_start_params(model, params, seed, X, xp, device))
+    state = _start_state(team.optimizer, params, state, xp)
+    bar = _progress_bar(progress if team.rank == 0 else False, epochs)
 
     grads = flatten({key: xp.zeros_like(value) for key, value in params.items()}) if is_mutable(xp) else None
     n_samples = X.shape[0]
     batches = batch_slices(n_samples, batch_size)
-    value_and_grad = model.value_and_grad
-    step = optimizer.step
-    step_again = _step_within_epoch(optimizer)
+    value_and_grad = team.value_and_grad(model.value_and_grad)
+    step = team.optimizer.step
+    step_again = _step_within_epoch(team.optimizer)
     history = History()
     start = time.perf_counter()
     try:
@@ -357,19 +364,23 @@ def fit(
                 take_step = step_again
                 weighted = loss * X_batch.shape[0]
                 total = weighted if total is None else total + weighted
-            cost = float(total) / n_samples
+            cost = team.total(total) / n_samples
             history.cost.append(cost)
             history.learning_rate.append(float(state.learning_rate))
             history.time.append(time.perf_counter() - start)
             if bar is not None:
                 bar.set_postfix(cost=f"{cost:.4g}", refresh=False)
                 bar.update(1)
-            if any([callback(epoch, cost, params, state) is True for callback in chosen_callbacks]):
+            shown = team.gathered(state) if chosen_callbacks else state
+            if team.agree(any([callback(epoch, cost, params, shown) is True for callback in chosen_callbacks])):
                 break
+    except BaseException as error:
+        team.failed(error)  # a data-parallel team ends every process rather than leave them waiting
+        raise
     finally:
         if bar is not None:
             bar.close()
-    return FitResult(params=params, state=state, history=history)
+    return FitResult(params=params, state=team.gathered(state), history=history)
 
 
 def predict(model: MLP, params: dict, X: Any) -> Any:
