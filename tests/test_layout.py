@@ -26,6 +26,7 @@ RANKS: dict[str, float] = {
     "__main__": 7,
     "lesson": 6,
     "checkpoint": 5.5,
+    "distributed": 5.5,  # above nn (fit takes its team through nn.parallel), below lesson
     "nn": 5,
     "datasets": 5.5,  # the public name of nn.datasets
     "sklearn": 5.5,  # above nn, below lesson (anyoptim.sklearn: the estimators)

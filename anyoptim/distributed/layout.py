@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .._namespace import check_leaves
 from ..tree import tree_flatten
 from .comm import shard_bounds
 
@@ -87,6 +88,9 @@ class FlatLayout:
 
     def __init__(self, tree: Any):
         names, leaves, _ = tree_flatten(tree)
+        check_leaves(names, leaves, what="params")
+        for leaf in leaves:
+            _address(leaf)
         self.names = names
         self.leaves = leaves
         self.buffers: list[Any] = []
@@ -169,8 +173,8 @@ class FlatLayout:
 
         Returns
         -------
-        list of (int, int, Segment)
-            ``(buffer index, start, stop)`` in the buffer, where ``[start, stop)``
+        list of (int, int, int, Segment)
+            ``(buffer index, start, stop, segment)``, where ``[start, stop)``
             is the part of the segment's leaf that falls in the shard; empty parts
             are left out.
 

@@ -1,0 +1,327 @@
+"""anyoptim.distributed: communicators, flat layouts, replicated and sharded data-parallel training.
+
+The multi-process tests launch ``mpiexec -n 2`` and ``-n 3`` on
+tests/mpi/data_parallel_script.py (every optimizer of the table, replicated and
+sharded, against one process; non-finite skips and clipping decided together;
+checkpoints; a failing process ending the job).  The NCCL path runs here over a
+fake ``nccl`` module whose communicators are threads of this process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import anyoptim
+from anyoptim.distributed import (
+    DataParallel,
+    MPICommunicator,
+    NCCLCommunicator,
+    ParallelOptimizer,
+    launched_by_mpi,
+    shard_bounds,
+)
+from anyoptim.distributed.layout import FlatLayout
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "mpi" / "data_parallel_script.py"
+BIN = Path(sys.executable).parent
+MPIEXEC = shutil.which("mpiexec", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def _needs_mpi():
+    pytest.importorskip("mpi4py")
+    if MPIEXEC is None:
+        pytest.skip("mpiexec not found (pip install mpich)")
+
+
+def _mpiexec(n: int, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+    command = [MPIEXEC, "-n", str(n), sys.executable, str(SCRIPT), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+# --------------------------------------------------------------------------- many processes, under mpiexec
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_n_processes_equal_one_for_every_optimizer(n, tmp_path):
+    _needs_mpi()
+    out = tmp_path / "result.json"
+    run = _mpiexec(n, "agree", str(out), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["size"] == n
+    assert result["failures"] == []
+
+
+def test_one_process_raising_ends_every_process():
+    _needs_mpi()
+    run = _mpiexec(2, "fail", timeout=120)  # a hang fails here with TimeoutExpired
+    assert run.returncode != 0
+    assert "process 1 breaks on purpose" in run.stderr
+    assert "process 1 of 2 failed" in run.stderr
+    assert "finished without the failure" not in run.stdout
+
+
+# --------------------------------------------------------------------------- one process
+
+
+@given(st.integers(0, 1000), st.integers(1, 17))
+def test_shard_bounds_tile_the_buffer_evenly(length, size):
+    bounds = shard_bounds(length, size)
+    assert len(bounds) == size
+    assert bounds[0][0] == 0 and bounds[-1][1] == length
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    lengths = [stop - start for start, stop in bounds]
+    assert max(lengths) - min(lengths) <= 1
+
+
+def test_launched_by_mpi_reads_the_launchers_variables():
+    assert launched_by_mpi({"OMPI_COMM_WORLD_SIZE": "3"})
+    assert launched_by_mpi({"PMI_SIZE": "2", "PMI_RANK": "1"})
+    assert not launched_by_mpi({"PMI_SIZE": "1"})
+    assert not launched_by_mpi({"PMI_SIZE": "x"})
+    assert not launched_by_mpi({})
+
+
+def test_flat_layout_finds_the_buffers_and_refuses_trees_that_are_not_flat():
+    params = anyoptim.flatten({"W": np.ones((2, 3)), "b": np.zeros(3, dtype=np.float32), "c": np.ones(2)})
+    layout = FlatLayout(params)
+    assert [b.dtype for b in layout.buffers] == [np.float64, np.float32]
+    assert [(s.leaf, s.start, s.stop) for s in layout.segments[0]] == [(0, 0, 6), (2, 6, 8)]
+    with pytest.raises(ValueError, match="not flat"):
+        FlatLayout({"W": np.ones((2, 3)), "b": np.zeros(3)})
+    with pytest.raises(TypeError):
+        FlatLayout({"w": [1.0, 2.0]})
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="NumPy or CuPy"):
+        FlatLayout({"w": torch.zeros(2, dtype=torch.float64)})
+
+
+def test_data_parallel_refuses_trees_that_are_not_flat_before_any_change():
+    opt = ParallelOptimizer(anyoptim.SGD(0.1), MPICommunicator())
+    params = {"W": np.ones((2, 2)), "b": np.ones(2)}
+    with pytest.raises(ValueError, match="anyoptim.flatten"):
+        opt.init(params)
+    flat = anyoptim.flatten(params)
+    state = opt.init(flat)
+    grads = {"W": np.ones((2, 2)), "b": np.ones(2)}
+    with pytest.raises(ValueError, match="not flat"):
+        opt.step(flat, grads, state)
+    assert np.all(flat["W"] == 1) and np.all(grads["W"] == 1)
+
+
+def test_communicator_checks_its_arguments():
+    comm = MPICommunicator()
+    with pytest.raises(ValueError, match="op must be"):
+        comm.allreduce(np.zeros(2), op="prod")
+    with pytest.raises(ValueError, match="1-D"):
+        comm.allreduce(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="contiguous"):
+        comm.allreduce(np.zeros(4)[::2])
+    with pytest.raises(ValueError, match="root"):
+        comm.broadcast(np.zeros(2), root=1)
+    with pytest.raises(ValueError, match="shard"):
+        comm.reduce_scatter(np.zeros(4), np.zeros(3))
+    with pytest.raises(TypeError, match="intracommunicator"):
+        MPICommunicator("COMM_WORLD")
+    with pytest.raises(TypeError, match="data_parallel"):
+        X, y = anyoptim.datasets.make_moons(n_samples=8, seed=0)
+        anyoptim.fit(anyoptim.MLP([2, 1]), anyoptim.SGD(0.1), X, y, epochs=1, comm="world", progress=False)
+
+
+def test_fit_with_one_process_equals_fit_without():
+    X, y = anyoptim.datasets.make_moons(n_samples=30, noise=0.1, seed=0)
+    model = anyoptim.MLP([2, 6, 1], hidden_activation="tanh")
+    want = anyoptim.fit(model, anyoptim.Adam(0.05), X, y, epochs=3, batch_size=8, progress=False)
+    for comm in (MPICommunicator(), DataParallel(MPICommunicator(), shard_state=True)):
+        got = anyoptim.fit(model, anyoptim.Adam(0.05), X, y, epochs=3, batch_size=8, progress=False, comm=comm)
+        assert got.history.cost == want.history.cost
+        for key in want.params:
+            np.testing.assert_array_equal(got.params[key], want.params[key])
+            np.testing.assert_array_equal(got.state.slots["v"][key], want.state.slots["v"][key])
+
+
+def test_import_anyoptim_distributed_imports_no_mpi():
+    code = "import anyoptim.distributed, sys; print('mpi4py' in sys.modules, 'cupy' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert run.stdout.split() == ["False", "False"]
+
+
+# --------------------------------------------------------------------------- NCCL, over a fake nccl module
+
+
+def _host_array(pointer: int, count: int, dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    return np.frombuffer((ctypes.c_char * (count * dtype.itemsize)).from_address(pointer), dtype=dtype)
+
+
+class _FakeWorld:
+    """The processes of a fake NCCL communicator: threads that meet at a barrier for every collective."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.barrier = threading.Barrier(size, timeout=30)
+        self.posts: list = [None] * size
+        self.calls: list = []
+
+    def exchange(self, rank: int, data: np.ndarray) -> list[np.ndarray]:
+        self.posts[rank] = data.copy()
+        self.barrier.wait()
+        posts = list(self.posts)
+        self.barrier.wait()
+        return posts
+
+
+_REDUCE = {"sum": lambda a: np.sum(a, axis=0), "max": lambda a: np.max(a, axis=0), "min": lambda a: np.min(a, axis=0)}
+
+
+class _FakeNcclComm:
+    """cupy.cuda.nccl.NcclCommunicator's collectives on host pointers (each rank a thread)."""
+
+    def __init__(self, world: _FakeWorld, rank: int):
+        self.world, self.rank = world, rank
+
+    def allReduce(self, send, recv, count, dtype, op, stream):  # noqa: N802 (NCCL's names)
+        self.world.calls.append("allReduce")
+        posts = self.world.exchange(self.rank, _host_array(send, count, dtype))
+        _host_array(recv, count, dtype)[...] = _REDUCE[op](np.stack(posts))
+
+    def reduceScatter(self, send, recv, count, dtype, op, stream):  # noqa: N802
+        self.world.calls.append("reduceScatter")
+        posts = self.world.exchange(self.rank, _host_array(send, count * self.world.size, dtype))
+        total = _REDUCE[op](np.stack(posts))
+        _host_array(recv, count, dtype)[...] = total[self.rank * count : (self.rank + 1) * count]
+
+    def allGather(self, send, recv, count, dtype, stream):  # noqa: N802
+        self.world.calls.append("allGather")
+        posts = self.world.exchange(self.rank, _host_array(send, count, dtype))
+        _host_array(recv, count * self.world.size, dtype)[...] = np.concatenate(posts)
+
+    def broadcast(self, send, recv, count, dtype, root, stream):
+        posts = self.world.exchange(self.rank, _host_array(send, count, dtype))
+        _host_array(recv, count, dtype)[...] = posts[root]
+
+    def abort(self):
+        pass
+
+
+def _fake_nccl(world: _FakeWorld) -> SimpleNamespace:
+    return SimpleNamespace(
+        NCCL_FLOAT16=np.float16,
+        NCCL_FLOAT32=np.float32,
+        NCCL_FLOAT64=np.float64,
+        NCCL_SUM="sum",
+        NCCL_MAX="max",
+        NCCL_MIN="min",
+        get_unique_id=lambda: tuple(range(-64, 64)),
+        NcclCommunicator=lambda size, unique_id, rank: _FakeNcclComm(world, rank),
+    )
+
+
+def _in_threads(size: int, work) -> list:
+    """Run ``work(comm)`` on ``size`` fake NCCL communicators, one thread each; their results in rank order."""
+    world = _FakeWorld(size)
+    nccl = _fake_nccl(world)
+    results: list = [None] * size
+    errors: list = []
+
+    def run(rank: int) -> None:
+        try:
+            comm = NCCLCommunicator(nccl.NcclCommunicator(size, None, rank), rank, size, nccl=nccl, stream=lambda: 0)
+            results[rank] = work(comm)
+        except BaseException as error:  # noqa: BLE001 (reported below)
+            errors.append(error)
+            world.barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if errors:
+        raise errors[0]
+    return results
+
+
+@pytest.mark.parametrize("size", [2, 3])
+@pytest.mark.parametrize("length", [1, 6, 7])
+def test_nccl_collectives_on_even_and_uneven_shards(size, length):
+    def work(comm):
+        rank = comm.rank
+        summed = np.arange(length, dtype=np.float32) * (rank + 1)
+        comm.allreduce(summed)
+        largest = np.full(3, float(rank))
+        comm.allreduce(largest, op="max")
+        start, stop = shard_bounds(length, size)[rank]
+        scattered = np.empty(stop - start, dtype=np.float64)
+        comm.reduce_scatter(np.arange(length, dtype=np.float64) + rank, scattered)
+        gathered = np.zeros(length)
+        gathered[start:stop] = 10.0 * rank + np.arange(start, stop)
+        comm.allgather(gathered)
+        rooted = np.full(2, float(rank))
+        comm.broadcast(rooted, root=size - 1)
+        return summed, largest, scattered, gathered, rooted, (start, stop)
+
+    ranks_sum = size * (size + 1) / 2
+    for rank, (summed, largest, scattered, gathered, rooted, (start, stop)) in enumerate(_in_threads(size, work)):
+        np.testing.assert_array_equal(summed, np.arange(length) * ranks_sum)
+        np.testing.assert_array_equal(largest, size - 1)
+        np.testing.assert_array_equal(scattered, size * np.arange(start, stop) + size * (size - 1) / 2)
+        owners = [r for r, (a, b) in enumerate(shard_bounds(length, size)) for _ in range(a, b)]
+        np.testing.assert_array_equal(gathered, 10.0 * np.array(owners) + np.arange(length))
+        np.testing.assert_array_equal(rooted, size - 1)
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_fit_sharded_over_nccl_equals_one_process(size):
+    X, y = anyoptim.datasets.make_moons(n_samples=35, noise=0.2, seed=2)
+    model = anyoptim.MLP([2, 5, 1], hidden_activation="tanh")
+    settings = {"epochs": 2, "batch_size": 8, "progress": False}
+    want = anyoptim.fit(model, anyoptim.Adam(0.05, clip_global_norm=1.0), X, y, **settings)
+
+    def work(comm):
+        team = DataParallel(comm, shard_state=True)
+        return anyoptim.fit(model, anyoptim.Adam(0.05, clip_global_norm=1.0), X, y, comm=team, **settings)
+
+    for got in _in_threads(size, work):
+        np.testing.assert_allclose(got.history.cost, want.history.cost, rtol=1e-12)
+        for key in want.params:
+            np.testing.assert_allclose(got.params[key], want.params[key], rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(got.state.slots["m"][key], want.state.slots["m"][key], rtol=1e-12, atol=1e-15)
+
+
+def test_nccl_from_address_shares_rank_0s_id():
+    world = _FakeWorld(2)
+    nccl = _fake_nccl(world)
+    seen = []
+    nccl.NcclCommunicator = lambda size, unique_id, rank: seen.append(unique_id) or _FakeNcclComm(world, rank)
+    with __import__("socket").socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    threads = [
+        threading.Thread(
+            target=NCCLCommunicator.from_address, args=(rank, 2, f"127.0.0.1:{port}"), kwargs={"nccl": nccl, "timeout": 20}
+        )
+        for rank in (0, 1)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert seen == [tuple(range(-64, 64))] * 2
+    with pytest.raises(ValueError, match="host:port"):
+        NCCLCommunicator.from_address(0, 2, "nowhere", nccl=nccl)
