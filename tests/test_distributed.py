@@ -10,6 +10,7 @@ fake ``nccl`` module whose communicators are threads of this process.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 import os
 import shutil
@@ -84,7 +85,7 @@ def test_shard_bounds_tile_the_buffer_evenly(length, size):
     bounds = shard_bounds(length, size)
     assert len(bounds) == size
     assert bounds[0][0] == 0 and bounds[-1][1] == length
-    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
     lengths = [stop - start for start, stop in bounds]
     assert max(lengths) - min(lengths) <= 1
 
@@ -114,7 +115,7 @@ def test_flat_layout_finds_the_buffers_and_refuses_trees_that_are_not_flat():
 def test_data_parallel_refuses_trees_that_are_not_flat_before_any_change():
     opt = ParallelOptimizer(anyoptim.SGD(0.1), MPICommunicator())
     params = {"W": np.ones((2, 2)), "b": np.ones(2)}
-    with pytest.raises(ValueError, match="anyoptim.flatten"):
+    with pytest.raises(ValueError, match=r"anyoptim\.flatten"):
         opt.init(params)
     flat = anyoptim.flatten(params)
     state = opt.init(flat)
@@ -195,18 +196,18 @@ class _FakeNcclComm:
     def __init__(self, world: _FakeWorld, rank: int):
         self.world, self.rank = world, rank
 
-    def allReduce(self, send, recv, count, dtype, op, stream):  # noqa: N802 (NCCL's names)
+    def allReduce(self, send, recv, count, dtype, op, stream):
         self.world.calls.append("allReduce")
         posts = self.world.exchange(self.rank, _host_array(send, count, dtype))
         _host_array(recv, count, dtype)[...] = _REDUCE[op](np.stack(posts))
 
-    def reduceScatter(self, send, recv, count, dtype, op, stream):  # noqa: N802
+    def reduceScatter(self, send, recv, count, dtype, op, stream):
         self.world.calls.append("reduceScatter")
         posts = self.world.exchange(self.rank, _host_array(send, count * self.world.size, dtype))
         total = _REDUCE[op](np.stack(posts))
         _host_array(recv, count, dtype)[...] = total[self.rank * count : (self.rank + 1) * count]
 
-    def allGather(self, send, recv, count, dtype, stream):  # noqa: N802
+    def allGather(self, send, recv, count, dtype, stream):
         self.world.calls.append("allGather")
         posts = self.world.exchange(self.rank, _host_array(send, count, dtype))
         _host_array(recv, count * self.world.size, dtype)[...] = np.concatenate(posts)
@@ -243,7 +244,7 @@ def _in_threads(size: int, work) -> list:
         try:
             comm = NCCLCommunicator(nccl.NcclCommunicator(size, None, rank), rank, size, nccl=nccl, stream=lambda: 0)
             results[rank] = work(comm)
-        except BaseException as error:  # noqa: BLE001 (reported below)
+        except BaseException as error:
             errors.append(error)
             world.barrier.abort()
 
@@ -277,7 +278,7 @@ def test_nccl_collectives_on_even_and_uneven_shards(size, length):
         return summed, largest, scattered, gathered, rooted, (start, stop)
 
     ranks_sum = size * (size + 1) / 2
-    for rank, (summed, largest, scattered, gathered, rooted, (start, stop)) in enumerate(_in_threads(size, work)):
+    for summed, largest, scattered, gathered, rooted, (start, stop) in _in_threads(size, work):
         np.testing.assert_array_equal(summed, np.arange(length) * ranks_sum)
         np.testing.assert_array_equal(largest, size - 1)
         np.testing.assert_array_equal(scattered, size * np.arange(start, stop) + size * (size - 1) / 2)
@@ -314,7 +315,9 @@ def test_nccl_from_address_shares_rank_0s_id():
         port = probe.getsockname()[1]
     threads = [
         threading.Thread(
-            target=NCCLCommunicator.from_address, args=(rank, 2, f"127.0.0.1:{port}"), kwargs={"nccl": nccl, "timeout": 20}
+            target=NCCLCommunicator.from_address,
+            args=(rank, 2, f"127.0.0.1:{port}"),
+            kwargs={"nccl": nccl, "timeout": 20},
         )
         for rank in (0, 1)
     ]

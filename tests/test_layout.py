@@ -274,6 +274,9 @@ ARRAY_LIBRARY_IMPORTERS = (
     "anyoptim.checkpoint",
     "anyoptim.sklearn",
     "anyoptim.lesson",
+    # CuPy's NCCL bindings and CUDA stream for the collectives (no math): the transports of data-parallel training.
+    "anyoptim.distributed.comm",
+    "anyoptim.distributed.nccl",
 )
 
 

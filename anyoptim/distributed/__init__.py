@@ -19,7 +19,8 @@ Launched as ``mpiexec -n 4 python train.py``:
 2
 """
 
-from .comm import OPS, Communicator, MPICommunicator, launched_by_mpi, shard_bounds
+from .bounds import shard_bounds
+from .comm import OPS, Communicator, MPICommunicator, launched_by_mpi
 from .nccl import NCCLCommunicator
 from .parallel import DataParallel, FitTeam, ParallelOptimizer
 from .sharded import ShardedState, ShardedStep

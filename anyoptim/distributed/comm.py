@@ -17,7 +17,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["OPS", "Communicator", "MPICommunicator", "launched_by_mpi", "shard_bounds"]
+from .bounds import shard_bounds
+
+__all__ = ["OPS", "Communicator", "MPICommunicator", "launched_by_mpi"]
 
 #: The reductions every communicator offers.
 OPS = ("sum", "max", "min")
@@ -52,33 +54,6 @@ def launched_by_mpi(environ: Any = None) -> bool:
         if value.isdigit() and int(value) > 1:
             return True
     return False
-
-
-def shard_bounds(length: int, size: int) -> list[tuple[int, int]]:
-    """Split ``range(length)`` into ``size`` contiguous shards whose lengths differ by at most one.
-
-    Shard ``r`` is ``[r * length // size, (r + 1) * length // size)``: no padding, so a
-    gathered buffer is the buffer itself.
-
-    Parameters
-    ----------
-    length : int
-        Elements to split (>= 0).
-    size : int
-        Number of shards (>= 1).
-
-    Returns
-    -------
-    list of (int, int)
-        ``(start, stop)`` of each shard, in rank order; empty shards when ``length < size``.
-
-    Examples
-    --------
-    >>> from anyoptim.distributed import shard_bounds
-    >>> shard_bounds(10, 3)
-    [(0, 3), (3, 6), (6, 10)]
-    """
-    return [(rank * length // size, (rank + 1) * length // size) for rank in range(size)]
 
 
 def _check_buffer(buffer: Any, what: str = "buffer") -> None:
@@ -237,6 +212,9 @@ class Communicator:
     def abort(self, code: int = 1) -> None:
         """End every process of the job (MPI's ``Abort``): the way out when one process fails mid-collective.
 
+        This base class can end only this process (``SystemExit``); communicators
+        over MPI end the whole job.
+
         Parameters
         ----------
         code : int, default 1
@@ -248,8 +226,9 @@ class Communicator:
         >>> callable(MPICommunicator().abort)  # not called here: it would end this process
         True
         """
+        sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
+        raise SystemExit(code)
 
     def data_parallel(self, optimizer: Any) -> Any:
         """The data-parallel team :func:`anyoptim.fit` drives with ``comm=self``: replicated optimizer state.
@@ -387,7 +366,20 @@ class MPICommunicator(Communicator):
         self.comm.Bcast(host, root=root)
         self._back(buffer, host)
 
-    def abort(self, code: int = 1) -> None:  # noqa: D102 (documented on Communicator)
+    def abort(self, code: int = 1) -> None:
+        """End every process of the MPI job (``MPI_Abort``), after flushing this one's output.
+
+        Parameters
+        ----------
+        code : int, default 1
+            The exit status the launcher reports.
+
+        Examples
+        --------
+        >>> from anyoptim.distributed import MPICommunicator
+        >>> callable(MPICommunicator().abort)  # not called here: it would end this process
+        True
+        """
         sys.stdout.flush()
         sys.stderr.flush()
         self.comm.Abort(code)

@@ -13,7 +13,7 @@ from typing import Any
 
 from .._namespace import check_leaves
 from ..tree import tree_flatten
-from .comm import shard_bounds
+from .bounds import shard_bounds
 
 __all__ = ["FlatLayout", "LayoutCache", "Segment"]
 
@@ -242,7 +242,11 @@ class LayoutCache:
         """
         _, leaves, _ = tree_flatten(tree)
         cached = self._layout
-        if cached is None or len(leaves) != len(self._leaves) or any(a is not b for a, b in zip(leaves, self._leaves)):
+        if (
+            cached is None
+            or len(leaves) != len(self._leaves)
+            or any(a is not b for a, b in zip(leaves, self._leaves, strict=True))
+        ):
             cached = FlatLayout(tree)
             self._layout, self._leaves = cached, leaves
         return cached

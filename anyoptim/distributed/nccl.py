@@ -113,7 +113,9 @@ class NCCLCommunicator(Communicator):
         return cls(nccl.NcclCommunicator(size, unique_id, rank), rank, size, mpi_comm=mpi_comm, **kwargs)
 
     @classmethod
-    def from_address(cls, rank: int, size: int, address: str, *, timeout: float = 60.0, **kwargs: Any) -> NCCLCommunicator:
+    def from_address(
+        cls, rank: int, size: int, address: str, *, timeout: float = 60.0, **kwargs: Any
+    ) -> NCCLCommunicator:
         """Make an NCCL communicator without MPI: rank 0 serves NCCL's unique id at ``address``.
 
         Parameters
@@ -184,14 +186,18 @@ class NCCLCommunicator(Communicator):
         if chunk == 0:
             return
         if all(stop - start == chunk for start, stop in bounds):
-            self.nccl_comm.reduceScatter(_pointer(buffer), _pointer(out), chunk, dtype, self._nccl.NCCL_SUM, self._stream())
+            self.nccl_comm.reduceScatter(
+                _pointer(buffer), _pointer(out), chunk, dtype, self._nccl.NCCL_SUM, self._stream()
+            )
             return
         xp = array_namespace(buffer)
         padded = xp.zeros((chunk * self.size,), dtype=buffer.dtype, device=buffer.device)
         for rank, (start, stop) in enumerate(bounds):
             padded[rank * chunk : rank * chunk + stop - start] = buffer[start:stop]
         received = xp.empty((chunk,), dtype=buffer.dtype, device=buffer.device)
-        self.nccl_comm.reduceScatter(_pointer(padded), _pointer(received), chunk, dtype, self._nccl.NCCL_SUM, self._stream())
+        self.nccl_comm.reduceScatter(
+            _pointer(padded), _pointer(received), chunk, dtype, self._nccl.NCCL_SUM, self._stream()
+        )
         out[...] = received[: out.shape[0]]
 
     def _allgather(self, buffer: Any, bounds: Sequence[tuple[int, int]]) -> None:

@@ -20,7 +20,7 @@ from .._namespace import array_namespace
 from ..optimizers.validation import check_state, state_owner
 from ..state import OptimizerState
 from ..transforms import clip_factor, first_nonfinite, mask_values
-from ..tree import tree_flatten, tree_unflatten
+from ..tree import tree_flatten
 from .layout import FlatLayout, LayoutCache
 
 __all__ = ["ShardedState", "ShardedStep"]
@@ -108,7 +108,8 @@ class ShardedStep:
             for buffer, (start, stop) in zip(self.layout.buffers, self.bounds, strict=True)
         ]
         self.grad_pieces = [
-            self.grad_shards[i][start - self.bounds[i][0] : stop - self.bounds[i][0]] for i, start, stop, _ in self.pieces
+            self.grad_shards[i][start - self.bounds[i][0] : stop - self.bounds[i][0]]
+            for i, start, stop, _ in self.pieces
         ]
         self._grads = LayoutCache()
 
@@ -205,9 +206,7 @@ class ShardedStep:
             for buffer in layout.buffers:
                 self.comm.allgather(buffer)
             slots[slot] = tree
-        return replace(
-            whole, count=state.count, learning_rate=state.learning_rate, skipped=state.skipped, slots=slots
-        )
+        return replace(whole, count=state.count, learning_rate=state.learning_rate, skipped=state.skipped, slots=slots)
 
     def step(self, params: Any, grads: Any, state: Any) -> tuple[Any, ShardedState]:
         """Take one step: reduce-scatter ``grads``, update this shard, all-gather ``params``.

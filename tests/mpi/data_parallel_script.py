@@ -22,10 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import anyoptim  # noqa: E402
-from anyoptim import checkpoint  # noqa: E402
-from anyoptim.distributed import DataParallel, MPICommunicator, ParallelOptimizer  # noqa: E402
-from tests.cases import CONFIGS  # noqa: E402
+import anyoptim
+from anyoptim import checkpoint
+from anyoptim.distributed import DataParallel, MPICommunicator, ParallelOptimizer
+from tests.cases import CONFIGS
 
 TOLERANCE = 1e-12
 
@@ -104,7 +104,9 @@ def nonfinite(comm, failures: list) -> None:
     params = anyoptim.flatten(start)
     want, _ = one.step(params, {"W": total[:12].reshape(3, 4), "b": total[12:]}, one.init(params))
     for shard in (False, True):
-        opt = ParallelOptimizer(anyoptim.Adam(0.1, clip_global_norm=0.5, weight_decay=0.01), comm, shard_state=shard, weight=1.0)
+        opt = ParallelOptimizer(
+            anyoptim.Adam(0.1, clip_global_norm=0.5, weight_decay=0.01), comm, shard_state=shard, weight=1.0
+        )
         params = anyoptim.flatten(start)
         mine = np.nan_to_num(grads[comm.rank])
         g = anyoptim.flatten({"W": mine[:12].reshape(3, 4).copy(), "b": mine[12:].copy()})
@@ -119,7 +121,10 @@ def resumed(comm, model, X, y, failures: list) -> None:
     first = anyoptim.fit(
         model, anyoptim.Adam(0.01), X, y, epochs=1, comm=DataParallel(comm, shard_state=True), **settings
     )
-    path = Path(tempfile.gettempdir()) / f"anyoptim-dp-{comm.comm.bcast(np.random.randint(1 << 30))}.safetensors"
+    path = (
+        Path(tempfile.gettempdir())
+        / f"anyoptim-dp-{comm.comm.bcast(np.random.default_rng().integers(1 << 30))}.safetensors"
+    )
     if comm.rank == 0:
         checkpoint.save(path, first.params, first.state)
     comm.comm.Barrier()
@@ -144,7 +149,9 @@ def fail() -> None:
         if comm.rank == 1 and epoch == 1:
             raise RuntimeError("process 1 breaks on purpose")
 
-    anyoptim.fit(model, anyoptim.Adam(0.05), X, y, epochs=50, batch_size=8, progress=False, comm=comm, callbacks=[breaks])
+    anyoptim.fit(
+        model, anyoptim.Adam(0.05), X, y, epochs=50, batch_size=8, progress=False, comm=comm, callbacks=[breaks]
+    )
     print("finished without the failure", flush=True)
 
 
