@@ -328,3 +328,24 @@ def test_nccl_from_address_shares_rank_0s_id():
     assert seen == [tuple(range(-64, 64))] * 2
     with pytest.raises(ValueError, match="host:port"):
         NCCLCommunicator.from_address(0, 2, "nowhere", nccl=nccl)
+
+
+# --------------------------------------------------------------------------- the command line under mpiexec
+
+
+def _costs(table: str) -> list[str]:
+    """The final-cost column of a printed table (the wall times differ from run to run)."""
+    rows = [line.split() for line in table.splitlines() if line.rstrip().endswith(" s") and " % " in line]
+    return [row[-5] for row in rows]
+
+
+@pytest.mark.parametrize("command", [["compare", "--epochs", "30"], ["train", "--epochs", "15", "--optimizer", "adam"]])
+def test_command_line_under_mpiexec_prints_once_the_one_process_results(command, tmp_path):
+    _needs_mpi()
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "anyoptim", *command, "--out", str(tmp_path)]
+    alone = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT, check=True)
+    run = subprocess.run([MPIEXEC, "-n", "2", *args], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("final cost") == 1
+    assert _costs(run.stdout) == _costs(alone.stdout) != []

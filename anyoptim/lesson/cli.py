@@ -42,6 +42,7 @@ from .arguments import seed as _seed
 from .arguments import widths as _widths
 from .backends import BACKENDS, DTYPES
 from .batch_sizes import BATCH_SIZE_LEARNING_RATE, BATCH_SIZE_STEPS, run_batch_sizes, step_noise
+from .launch import only_rank_0_speaks
 from .problem import DEFAULT_SEED, LESSON, lesson_problem
 from .saved import add_predict_parser, run_predict_command
 from .seeds import SEED_COLUMNS, run_seeds, seed_list, table_rows
@@ -468,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if done.code is None else int(done.code)
         if args.command is None:
             raise UsageError(f"choose a command: {', '.join(_COMMANDS)} (see anyoptim --help)")
-        return _COMMANDS[args.command](args)
+        with only_rank_0_speaks(args):  # under mpiexec: every process trains, rank 0 prints
+            return _COMMANDS[args.command](args)
     except (UsageError, ValueError, ImportError, KernelBuildError) as error:
         # ValueError: the library's own checks (anyoptim raises it for bad input before changing anything);
         # KernelBuildError: ANYOPTIM_NUMPY_KERNELS=c where no kernel can be built.

@@ -18,6 +18,7 @@ from typing import Any
 from .. import schedules
 from ..optimizers.base import Optimizer
 from .checks import check_positive_int
+from .launch import launch_comm
 from .problem import DEFAULT_SEED, LESSON, LESSON_OPTIMIZERS, Problem, lesson_problem
 
 __all__ = ["COMPARISON_RUNS", "ComparisonRow", "RunSpec", "run_comparison", "stepped_decay"]
@@ -166,6 +167,7 @@ def run_comparison(
             batch_size=LESSON.batch_size,
             seed=seed,
             progress=progress,
+            comm=launch_comm(),
         )
         wall_time = time.perf_counter() - start
         rows.append(

@@ -21,6 +21,7 @@ from ..optimizers import REGISTRY, Optimizer
 from ..transforms import decay_weights_only
 from .backends import load_backend, resolve_device
 from .checks import ExperimentError, check_positive_int
+from .launch import launch_comm
 from .problem import DEFAULT_SEED, LESSON
 
 __all__ = [
@@ -358,7 +359,9 @@ def run_training(
     if save is None:
         if resume:
             raise ExperimentError("resume needs the checkpoint file to continue from (--save FILE)")
-        result = fit(model, chosen, X, y, epochs=epochs, batch_size=batch_size, seed=seed, progress=progress)
+        result = fit(
+            model, chosen, X, y, epochs=epochs, batch_size=batch_size, seed=seed, progress=progress, comm=launch_comm()
+        )
     else:
         from ..checkpoint import resumable_fit
 
