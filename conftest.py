@@ -8,6 +8,7 @@ OPTIONAL = {
     "anyoptim/lesson/plots.py": "matplotlib",
     "anyoptim/sklearn": "sklearn",
     "anyoptim/checkpoint": "safetensors",
+    "anyoptim/distributed": "mpi4py",
 }
 
 collect_ignore = [path for path, library in OPTIONAL.items() if importlib.util.find_spec(library) is None]

@@ -48,6 +48,12 @@ def _needs_mpi():
         pytest.skip("mpiexec not found (pip install mpich)")
 
 
+def _world() -> MPICommunicator:
+    """MPI.COMM_WORLD of this one process (skips the test without mpi4py)."""
+    pytest.importorskip("mpi4py")
+    return MPICommunicator()
+
+
 def _mpiexec(n: int, *args: str, timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
     command = [MPIEXEC, "-n", str(n), sys.executable, str(SCRIPT), *args]
@@ -113,7 +119,7 @@ def test_flat_layout_finds_the_buffers_and_refuses_trees_that_are_not_flat():
 
 
 def test_data_parallel_refuses_trees_that_are_not_flat_before_any_change():
-    opt = ParallelOptimizer(anyoptim.SGD(0.1), MPICommunicator())
+    opt = ParallelOptimizer(anyoptim.SGD(0.1), _world())
     params = {"W": np.ones((2, 2)), "b": np.ones(2)}
     with pytest.raises(ValueError, match=r"anyoptim\.flatten"):
         opt.init(params)
@@ -126,7 +132,7 @@ def test_data_parallel_refuses_trees_that_are_not_flat_before_any_change():
 
 
 def test_communicator_checks_its_arguments():
-    comm = MPICommunicator()
+    comm = _world()
     with pytest.raises(ValueError, match="op must be"):
         comm.allreduce(np.zeros(2), op="prod")
     with pytest.raises(ValueError, match="1-D"):
@@ -148,7 +154,7 @@ def test_fit_with_one_process_equals_fit_without():
     X, y = anyoptim.datasets.make_moons(n_samples=30, noise=0.1, seed=0)
     model = anyoptim.MLP([2, 6, 1], hidden_activation="tanh")
     want = anyoptim.fit(model, anyoptim.Adam(0.05), X, y, epochs=3, batch_size=8, progress=False)
-    for comm in (MPICommunicator(), DataParallel(MPICommunicator(), shard_state=True)):
+    for comm in (_world(), DataParallel(_world(), shard_state=True)):
         got = anyoptim.fit(model, anyoptim.Adam(0.05), X, y, epochs=3, batch_size=8, progress=False, comm=comm)
         assert got.history.cost == want.history.cost
         for key in want.params:

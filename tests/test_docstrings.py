@@ -60,7 +60,7 @@ CHECKS = {
 
 
 #: Optional libraries some public names need (the extras); without one, its names are not checked here.
-OPTIONAL = {"anyoptim.sklearn": "sklearn", "anyoptim.checkpoint": "safetensors"}
+OPTIONAL = {"anyoptim.sklearn": "sklearn", "anyoptim.checkpoint": "safetensors", "anyoptim.distributed": "mpi4py"}
 
 
 def _available(name: str) -> bool:

@@ -83,7 +83,7 @@ class FlatLayout:
     >>> from anyoptim.distributed.layout import FlatLayout
     >>> layout = FlatLayout(anyoptim.flatten({"W": np.ones((2, 3)), "b": np.zeros(3)}))
     >>> [buffer.shape for buffer in layout.buffers], layout.shards(2)[0]
-    ([(9,)], [(0, 4)])
+    ([(9,)], [(0, 4), (4, 9)])
     """
 
     def __init__(self, tree: Any):

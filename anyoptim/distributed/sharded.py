@@ -133,7 +133,7 @@ class ShardedStep:
         return ShardedState(0, self.optimizer.learning_rate_at(0), 0, local)
 
     def scatter(self, state: OptimizerState) -> ShardedState:
-        """This process's part of a whole state (a one-process run's, or a checkpoint's).
+        """Take this process's part of a whole state (a one-process run's, or a checkpoint's).
 
         Parameters
         ----------
