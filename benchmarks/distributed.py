@@ -33,9 +33,7 @@ def _data(np):
     try:
         from sklearn.datasets import make_classification
 
-        X, y = make_classification(
-            n_samples=50_000, n_features=100, n_informative=50, n_classes=5, random_state=0
-        )
+        X, y = make_classification(n_samples=50_000, n_features=100, n_informative=50, n_classes=5, random_state=0)
     except ImportError:
         rng = np.random.default_rng(0)
         y = rng.integers(0, 5, size=50_000)
