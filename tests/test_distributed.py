@@ -355,3 +355,20 @@ def test_command_line_under_mpiexec_prints_once_the_one_process_results(command,
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("final cost") == 1
     assert _costs(run.stdout) == _costs(alone.stdout) != []
+
+
+def test_train_save_under_mpiexec_writes_the_checkpoint_one_process_resumes(tmp_path):
+    _needs_mpi()
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+    path = str(tmp_path / "run.safetensors")
+    train = [sys.executable, "-m", "anyoptim", "train", "--no-plots", "--optimizer", "rmsprop"]
+
+    def run(*args, n=None):
+        command = [*train, *args] if n is None else [MPIEXEC, "-n", str(n), *train, *args]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    run("--epochs", "6", "--save", path, n=2)
+    resumed = run("--epochs", "12", "--save", path, "--resume")  # one process continues the two's file
+    assert _costs(resumed) == _costs(run("--epochs", "12")) != []

@@ -69,6 +69,7 @@ class _Writer:
     def __init__(self, path: str, every: int, optimizer: Optimizer, run: dict[str, Any], history: History):
         self.path, self.every, self.optimizer, self.run, self.history = path, every, optimizer, run, history
         self.saved_epochs = len(history)
+        self.writes = True  # False on the processes of a data-parallel run other than rank 0
         self.offset = 0.0
         self.start = time.perf_counter()
 
@@ -87,7 +88,8 @@ class _Writer:
             "learning_rate": list(self.history.learning_rate),
             "time": list(self.history.time),
         }
-        save(self.path, params, state, optimizer=self.optimizer, extra={"fit": record})
+        if self.writes:
+            save(self.path, params, state, optimizer=self.optimizer, extra={"fit": record})
         self.saved_epochs = epochs_done
 
 
@@ -106,6 +108,7 @@ def resumable_fit(
     checkpoint: str | os.PathLike,
     checkpoint_every: int = 1,
     resume: bool = False,
+    comm: Any = None,
 ) -> FitResult:
     """:func:`anyoptim.fit` that writes a checkpoint every few epochs and, with ``resume``, continues from it.
 
@@ -150,6 +153,9 @@ def resumable_fit(
         Continue from ``checkpoint`` if it exists (``params`` are then ignored);
         start a new run if it does not.  The file must come from the same model,
         optimizer class and settings, seed and batch size.
+    comm : communicator, optional
+        Train data-parallel (as :func:`anyoptim.fit`); every process reads the file
+        on resume, rank 0 alone writes it (from the whole, gathered state).
 
     Returns
     -------
@@ -215,6 +221,7 @@ def resumable_fit(
         history = History(list(record["cost"]), list(record["learning_rate"]), list(record["time"]))
         initial_epoch = record["epoch"]
     writer = _Writer(path, every, optimizer, run, History(list(history.cost), list(history.learning_rate)))
+    writer.writes = getattr(comm, "rank", 0) == 0
     offset = history.time[-1] if history.time else 0.0
     writer.history.time[:] = history.time
     writer.offset = offset
@@ -232,6 +239,7 @@ def resumable_fit(
         progress=progress,
         state=state,
         initial_epoch=initial_epoch,
+        comm=comm,
     )
     history.cost += result.history.cost
     history.learning_rate += result.history.learning_rate

@@ -65,8 +65,7 @@ def only_rank_0_speaks(args: Any) -> Iterator[None]:
     ------
     UsageError
         Under MPI, for a backend the communicators cannot move (only NumPy and
-        CuPy), or ``train --save`` (checkpoints of data-parallel runs are written
-        from Python: :func:`anyoptim.fit` with ``comm=``, then :func:`anyoptim.save` on rank 0).
+        CuPy).
 
     Examples
     --------
@@ -83,8 +82,6 @@ def only_rank_0_speaks(args: Any) -> Iterator[None]:
     backend = getattr(args, "backend", "numpy")
     if backend not in PARALLEL_BACKENDS:
         raise UsageError(f"under mpiexec the backend must be one of {PARALLEL_BACKENDS}, got {backend!r}")
-    if getattr(args, "save", None) is not None:
-        raise UsageError("train --save is not supported under mpiexec: run it in one process")
     if comm.rank == 0:
         yield
         return

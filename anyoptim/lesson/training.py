@@ -368,9 +368,9 @@ def run_training(
         every = max(1, epochs // 10)
         result = resumable_fit(
             model, chosen, X, y, epochs, batch_size, seed, progress=progress, checkpoint=save, checkpoint_every=every,
-            resume=resume,
+            resume=resume, comm=launch_comm(),
         )  # fmt: skip
-        if classes is not None or layout is not None:
+        if (classes is not None or layout is not None) and getattr(launch_comm(), "rank", 0) == 0:
             _record_file(save, result, chosen, classes, layout)
     wall_time = time.perf_counter() - start
     train_accuracy = None if output == "identity" else float(accuracy(model, result.params, X, y))

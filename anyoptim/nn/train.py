@@ -196,7 +196,7 @@ def _start_state(optimizer: Any, params: dict, state: Any, xp: Any) -> Any:
     # The checks step applies (the maker, the slots, each leaf's library, device, shape and dtype), so a state
     # refused by step is refused here, before training, with the same message.
     names, p_leaves, p_treedef = tree_flatten(params)
-    owner = state_owner(type(optimizer))
+    owner = fresh.optimizer or state_owner(type(optimizer))  # the maker (a wrapper such as ParallelOptimizer: its own)
     given_slots = check_state(owner, tuple(fresh.slots), names, p_leaves, p_treedef, state)
     slots = {}
     for slot, tree in fresh.slots.items():
