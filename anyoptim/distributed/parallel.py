@@ -77,6 +77,7 @@ class ParallelOptimizer:
         self.weight = 1.0 / comm.size if weight is None else float(weight)
         self._sharded: ShardedStep | None = None
         self._grads = LayoutCache()
+        self._params = LayoutCache()
 
     def broadcast(self, params: Any) -> Any:
         """Copy rank 0's parameters into every process's, in place: one broadcast per dtype buffer.
@@ -136,7 +137,7 @@ class ParallelOptimizer:
 
     def _sharded_for(self, params: Any) -> ShardedStep:
         sharded = self._sharded
-        if sharded is None or FlatLayout(params).buffers[0] is not sharded.layout.buffers[0]:
+        if sharded is None or self._params.of(params).buffers[0] is not sharded.layout.buffers[0]:
             sharded = self._sharded = ShardedStep(self.optimizer, self.comm, params)
         return sharded
 
