@@ -48,7 +48,8 @@ def only_rank_0_speaks(args: Any) -> Iterator[None]:
     """Run a command so that only rank 0 of an MPI launch prints and writes files.
 
     Other ranks train (they take part in every collective) with their standard
-    output discarded and ``--no-plots`` set; errors still reach their standard
+    output discarded, ``--no-plots`` set and ``predict --output`` unset (their
+    predictions go to the discarded output); errors still reach their standard
     error.  Outside an MPI launch nothing changes.
 
     Parameters
@@ -87,5 +88,7 @@ def only_rank_0_speaks(args: Any) -> Iterator[None]:
         return
     if hasattr(args, "no_plots"):
         args.no_plots = True
+    if getattr(args, "command", None) == "predict":
+        args.output = None  # predictions go to the silenced standard output, not a file every rank would write
     with open(os.devnull, "w") as silent, contextlib.redirect_stdout(silent):
         yield
