@@ -96,6 +96,21 @@ def test_shard_bounds_tile_the_buffer_evenly(length, size):
     assert max(lengths) - min(lengths) <= 1
 
 
+@given(st.lists(st.tuples(st.integers(0, 9), st.booleans()), min_size=1, max_size=6), st.integers(1, 7))
+def test_the_shards_pieces_cover_every_leaf_once(leaves, size):
+    """Over all ranks, the pieces of a flat tree tile every leaf of every dtype, each element once."""
+    tree = {f"l{i}": np.zeros(n, dtype=np.float32 if single else np.float64) for i, (n, single) in enumerate(leaves)}
+    layout = FlatLayout(anyoptim.flatten(tree))
+    covered = [np.zeros(buffer.shape[0], dtype=int) for buffer in layout.buffers]
+    for rank in range(size):
+        low_high = [shards[rank] for shards in layout.shards(size)]
+        for index, start, stop, segment in layout.pieces(rank, size):
+            assert segment.start <= start < stop <= segment.stop
+            assert low_high[index][0] <= start and stop <= low_high[index][1]
+            covered[index][start:stop] += 1
+    assert all(np.all(c == 1) for c in covered)
+
+
 def test_launched_by_mpi_reads_the_launchers_variables():
     assert launched_by_mpi({"OMPI_COMM_WORLD_SIZE": "3"})
     assert launched_by_mpi({"PMI_SIZE": "2", "PMI_RANK": "1"})

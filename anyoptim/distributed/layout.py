@@ -106,7 +106,7 @@ class FlatLayout:
             base = _address(buffer)
             for i in indices:
                 leaf = leaves[i]
-                if _address(leaf) != base + offset * leaf.itemsize:
+                if leaf.size and _address(leaf) != base + offset * leaf.itemsize:  # an empty leaf holds nothing
                     raise ValueError(
                         f"params[{names[i]!r}] does not follow the leaf before it in its buffer: the tree is not "
                         "flat (lay it out with anyoptim.flatten)"
@@ -120,7 +120,7 @@ class FlatLayout:
 
     @staticmethod
     def _buffer_of(names: list[str], leaves: list[Any], indices: list[int]) -> Any:
-        first = leaves[indices[0]]
+        first = next((leaves[i] for i in indices if leaves[i].size), leaves[indices[0]])
         buffer = getattr(first, "base", None)
         if buffer is None and len(indices) == 1 and first.ndim == 1:
             buffer = first  # a lone 1-D leaf is its own buffer
@@ -130,7 +130,7 @@ class FlatLayout:
                 "(lay it out with anyoptim.flatten; the gradients too)"
             )
         _address(buffer)
-        for i in indices:
+        for i in (i for i in indices if leaves[i].size):
             owner = getattr(leaves[i], "base", None)
             if owner is not buffer and leaves[i] is not buffer:
                 raise ValueError(
