@@ -67,10 +67,12 @@ def agree(out: str) -> None:
     settings = {"epochs": 2, "batch_size": 16, "seed": 3, "progress": False}
     for config in CONFIGS:
         want = anyoptim.fit(model, config.make("auto"), X, y, **settings)
+        runs = {}
         for shard in (False, True):
             team = DataParallel(comm, shard_state=shard)
-            got = anyoptim.fit(model, config.make("auto"), X, y, comm=team, **settings)
-            compare_results(failures, f"{config.id} shard={shard}", got, want)
+            runs[shard] = anyoptim.fit(model, config.make("auto"), X, y, comm=team, **settings)
+            compare_results(failures, f"{config.id} shard={shard}", runs[shard], want)
+        compare_results(failures, f"{config.id} sharded vs replicated", runs[True], runs[False])
     # N larger than the batch: batches of 2 rows (a process of three has none).
     want = anyoptim.fit(model, anyoptim.Adam(0.01), X, y, epochs=1, batch_size=2, progress=False)
     got = anyoptim.fit(model, anyoptim.Adam(0.01), X, y, epochs=1, batch_size=2, progress=False, comm=comm)
