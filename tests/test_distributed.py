@@ -31,6 +31,7 @@ from anyoptim.distributed import (
     MPICommunicator,
     NCCLCommunicator,
     ParallelOptimizer,
+    average_gradients,
     launched_by_mpi,
     shard_bounds,
 )
@@ -143,6 +144,8 @@ def test_data_parallel_refuses_trees_that_are_not_flat_before_any_change():
     grads = {"W": np.ones((2, 2)), "b": np.ones(2)}
     with pytest.raises(ValueError, match="not flat"):
         opt.step(flat, grads, state)
+    with pytest.raises(ValueError, match="not flat"):
+        average_gradients(_world(), grads)
     assert np.all(flat["W"] == 1) and np.all(grads["W"] == 1)
 
 

@@ -19,6 +19,7 @@ Launched as ``mpiexec -n 4 python train.py``:
 2
 """
 
+from .average import average_gradients, sum_buffers
 from .bounds import shard_bounds
 from .comm import OPS, Communicator, MPICommunicator, launched_by_mpi
 from .nccl import NCCLCommunicator
@@ -35,6 +36,8 @@ __all__ = [
     "ParallelOptimizer",
     "ShardedState",
     "ShardedStep",
+    "average_gradients",
     "launched_by_mpi",
     "shard_bounds",
+    "sum_buffers",
 ]

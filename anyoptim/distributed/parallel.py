@@ -17,6 +17,7 @@ from typing import Any
 
 from .._namespace import array_namespace
 from ..state import OptimizerState
+from .average import sum_buffers
 from .layout import FlatLayout, LayoutCache
 from .sharded import ShardedState, ShardedStep
 
@@ -175,13 +176,12 @@ class ParallelOptimizer:
         {'w': array([0.5])}
         """
         layout = self._grads.of(grads)
-        if self.weight != 1.0:
-            for buffer in layout.buffers:
-                buffer *= self.weight
         if self.shard_state:
+            if self.weight != 1.0:
+                for buffer in layout.buffers:
+                    buffer *= self.weight
             return self._sharded_for(params).step(params, grads, state)
-        for buffer in layout.buffers:
-            self.comm.allreduce(buffer)
+        sum_buffers(self.comm, layout.buffers, self.weight)
         return self.optimizer.step(params, grads, state)
 
     def gather_state(self, state: Any, params: Any) -> OptimizerState:

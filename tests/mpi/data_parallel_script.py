@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import anyoptim
 from anyoptim import checkpoint
-from anyoptim.distributed import DataParallel, MPICommunicator, ParallelOptimizer
+from anyoptim.distributed import DataParallel, MPICommunicator, ParallelOptimizer, average_gradients
 from tests.cases import CONFIGS
 
 TOLERANCE = 1e-12
@@ -78,6 +78,7 @@ def agree(out: str) -> None:
     got = anyoptim.fit(model, anyoptim.Adam(0.01), X, y, epochs=1, batch_size=2, progress=False, comm=comm)
     compare_results(failures, "batch 2", got, want)
     nonfinite(comm, failures)
+    averaging(comm, failures)
     resumed(comm, model, X, y, failures)
     if comm.rank == 0:
         Path(out).write_text(json.dumps({"size": comm.size, "failures": failures}))
@@ -114,6 +115,16 @@ def nonfinite(comm, failures: list) -> None:
         g = anyoptim.flatten({"W": mine[:12].reshape(3, 4).copy(), "b": mine[12:].copy()})
         got, _ = opt.step(params, g, opt.init(params))
         compare(failures, f"clip shard={shard}", got, want)
+
+
+def averaging(comm, failures: list) -> None:
+    """average_gradients: the mean over processes, in place, float32 and float64 buffers together."""
+    rank = comm.rank + 1.0
+    grads = anyoptim.flatten({"W": np.full((2, 3), rank), "b": np.full(3, rank, dtype=np.float32)})
+    average_gradients(comm, grads)
+    mean = (comm.size + 1) / 2
+    if not (np.all(grads["W"] == mean) and np.all(grads["b"] == np.float32(mean)) and grads["b"].dtype == np.float32):
+        failures.append(f"average_gradients on rank {comm.rank}: {grads}")
 
 
 def resumed(comm, model, X, y, failures: list) -> None:
