@@ -79,6 +79,7 @@ def agree(out: str) -> None:
     compare_results(failures, "batch 2", got, want)
     nonfinite(comm, failures)
     averaging(comm, failures)
+    staged(comm, failures)
     resumed(comm, model, X, y, failures)
     if comm.rank == 0:
         Path(out).write_text(json.dumps({"size": comm.size, "failures": failures}))
@@ -125,6 +126,52 @@ def averaging(comm, failures: list) -> None:
     mean = (comm.size + 1) / 2
     if not (np.all(grads["W"] == mean) and np.all(grads["b"] == np.float32(mean)) and grads["b"].dtype == np.float32):
         failures.append(f"average_gradients on rank {comm.rank}: {grads}")
+
+
+class DeviceBuffer:
+    """A stand-in for a CuPy array MPI cannot read: device memory reached only through get() and set()."""
+
+    def __init__(self, values):
+        self._values = np.array(values)
+        self.shape, self.itemsize, self.dtype = self._values.shape, self._values.itemsize, self._values.dtype
+        self.gets = self.sets = 0
+
+    @property
+    def __cuda_array_interface__(self):
+        return {**self._values.__array_interface__, "strides": None}
+
+    def get(self):
+        self.gets += 1
+        return self._values.copy()
+
+    def set(self, host):
+        self.sets += 1
+        self._values[...] = host
+
+
+def staged(comm, failures: list) -> None:
+    """Without CUDA-aware MPI, GPU buffers go through host copies: every collective of the interface."""
+    n, rank = comm.size, comm.rank
+    summed = DeviceBuffer(np.full(5, rank + 1.0))
+    comm.allreduce(summed)
+    gathered = DeviceBuffer(np.zeros(7))
+    start, stop = anyoptim.distributed.shard_bounds(7, n)[rank]
+    gathered._values[start:stop] = rank
+    comm.allgather(gathered)
+    out = DeviceBuffer(np.zeros(stop - start))
+    comm.reduce_scatter(DeviceBuffer(np.arange(7.0)), out)
+    rooted = DeviceBuffer(np.full(2, float(rank)))
+    comm.broadcast(rooted, root=n - 1)
+    owners = [r for r, (a, b) in enumerate(anyoptim.distributed.shard_bounds(7, n)) for _ in range(a, b)]
+    checks = [
+        np.all(summed._values == n * (n + 1) / 2),
+        np.all(gathered._values == owners),
+        np.all(out._values == n * np.arange(start, stop)),
+        np.all(rooted._values == n - 1),
+        (summed.gets, summed.sets, out.sets) == (1, 1, 1),
+    ]
+    if not all(checks):
+        failures.append(f"staged collectives on rank {rank}: {checks}")
 
 
 def resumed(comm, model, X, y, failures: list) -> None:
