@@ -44,9 +44,9 @@ def in_place_ops(xp: Any) -> Any:
 
     Examples
     --------
-    >>> import numpy as np
+    >>> import math, numpy as np
     >>> from anyoptim.engines.inplace import in_place_ops
-    >>> in_place_ops(np) is in_place_ops(np), in_place_ops(object())
+    >>> in_place_ops(np) is in_place_ops(np), in_place_ops(math)  # math: a module that is no array library
     (True, None)
     """
     try:

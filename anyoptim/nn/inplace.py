@@ -67,9 +67,8 @@ def backprop_into(
     >>> from anyoptim.nn.inplace import backprop_into
     >>> params = {"W1": np.array([[1.0], [-1.0]]), "b1": np.zeros(1)}
     >>> out = {"W1": np.empty((2, 1)), "b1": np.empty(1)}
-    >>> loss, grads = backprop_into(
-    ...     np, params, np.eye(2), np.ones((2, 1)), out, keys=(("W1", "b1"),), hidden_activation="relu", output="sigmoid"
-    ... )
+    >>> settings = {"keys": (("W1", "b1"),), "hidden_activation": "relu", "output": "sigmoid"}
+    >>> loss, grads = backprop_into(np, params, np.eye(2), np.ones((2, 1)), out, **settings)
     >>> grads is out, np.round(out["W1"][:, 0], 4)
     (True, array([-0.1345, -0.3655]))
     """
