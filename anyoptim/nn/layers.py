@@ -132,7 +132,7 @@ def _row_sums(values: Any, ones_k: Any) -> Any:
     """The sum of each row of ``values`` (n, k) as a column (n, 1): the product :math:`V 1`.
 
     NumPy's ``sum(axis=1, keepdims=True)`` over rows of a few classes costs
-    about four times this product.
+    about three times this product.
     """
     return matmul(values, ones_k)[:, None]
 
