@@ -12,7 +12,6 @@ import anyoptim.nn.inplace as inplace
 from anyoptim.engines.inplace import in_place_ops
 from anyoptim.nn import ACTIVATIONS, OUTPUTS
 from anyoptim.nn.layers import backprop
-from anyoptim.sklearn.model import PenalizedMLP
 from tests.helpers import RTOL_SAME_BACKEND, from_numpy, to_numpy
 
 WIDTHS = {"sigmoid": 1, "softmax": 4, "identity": 2}
@@ -101,6 +100,9 @@ def test_out_may_be_the_params_themselves():
 
 def test_penalized_model_gradients_unchanged():
     """The estimators' network (L2 penalty, loss scale) on the in-place pass equals it on the portable one."""
+    pytest.importorskip("sklearn")  # the sklearn extra
+    from anyoptim.sklearn.model import PenalizedMLP
+
     model = PenalizedMLP([6, 8, 3], "relu", "softmax", alpha=0.3, loss_scale=0.5)
     X, t = _problem(model.layer_dims, "softmax", 10, np.float64, seed=2)
     params = anyoptim.flatten(model.init(seed=0, like=X))
