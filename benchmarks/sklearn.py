@@ -25,6 +25,14 @@ variables are set before NumPy is imported, threadpoolctl limits the BLAS pools 
     python benchmarks/sklearn.py                    # ~3-5 minutes on a quiet 2-core machine
     python benchmarks/sklearn.py --quick            # a short check (~20 s)
     python benchmarks/sklearn.py --json bench-sklearn.json --only digits,moons
+    python benchmarks/sklearn.py --inits --seeds 5   # test accuracy of init="glorot_uniform" vs "he" (no timing)
+    OPENBLAS_CORETYPE=SkylakeX python benchmarks/sklearn.py   # NumPy's OpenBLAS with its AVX-512 kernels
+
+``--inits`` trains only anyoptim's estimator, once with each initialization per seed, and prints the median and
+range of the test accuracy.  ``OPENBLAS_CORETYPE`` must be set before Python starts (OpenBLAS reads it when NumPy
+loads it); the report prints the kernels OpenBLAS chose.  OpenBLAS 0.3.31 does not know AMD's Zen 5 and falls
+back to its Haswell (AVX2) kernels there (OpenMathLib/OpenBLAS#6029), which halves NumPy's (and so anyoptim's and
+scikit-learn's) matrix products on such a machine; torch uses its own MKL.
 """
 
 from __future__ import annotations
@@ -102,11 +110,11 @@ def workloads() -> list[Workload]:
     ]
 
 
-def run_anyoptim(w: Workload, epochs: int, seed: int) -> tuple[float, float]:
+def run_anyoptim(w: Workload, epochs: int, seed: int, init: str = "glorot_uniform") -> tuple[float, float]:
     X, X_test, y, y_test = w.data
     clf = AnyoptimMLP(
         w.hidden, optimizer="adam", learning_rate=w.learning_rate, alpha=ALPHA, batch_size=w.batch,
-        max_iter=epochs, tol=0.0, n_iter_no_change=epochs, random_state=seed,
+        max_iter=epochs, tol=0.0, n_iter_no_change=epochs, random_state=seed, init=init,
     )  # fmt: skip
     start = time.perf_counter()
     clf.fit(X, y)
@@ -197,7 +205,9 @@ def versions() -> dict:
         "scikit-learn": sklearn.__version__,
         "torch": torch.__version__,
         "threadpoolctl": threadpoolctl.__version__,
-        "blas": [(p.get("internal_api"), p.get("version")) for p in threadpoolctl.threadpool_info()],
+        "blas": [
+            (p.get("internal_api"), p.get("version"), p.get("architecture")) for p in threadpoolctl.threadpool_info()
+        ],
     }
 
 
@@ -220,6 +230,29 @@ def bench(w: Workload, epochs: int, seeds: int) -> dict:
             "runs": values,
         }
     return result
+
+
+INITS = ("glorot_uniform", "he")
+
+
+def init_study(w: Workload, epochs: int, seeds: int) -> dict:
+    """Test accuracy of anyoptim's estimator with each initialization: median and range over the seeds."""
+    result = {"epochs": epochs, "batch": w.batch, "hidden": list(w.hidden), "dtype": np.dtype(w.dtype).name}
+    for init in INITS:
+        accuracies = [run_anyoptim(w, epochs, seed, init=init)[1] for seed in range(seeds)]
+        result[init] = {"accuracy": statistics.median(accuracies), "accuracy_range": [min(accuracies), max(accuracies)]}
+    return result
+
+
+def init_table(results: dict) -> str:
+    lines = ["| workload | epochs | " + " | ".join(f"{init} acc (range)" for init in INITS) + " |", "|---" * 4 + "|"]
+    for name, r in results.items():
+        cells = []
+        for init in INITS:
+            low, high = r[init]["accuracy_range"]
+            cells.append(f"{r[init]['accuracy']:.3f} ({low:.3f}-{high:.3f})")
+        lines.append(f"| {name} | {r['epochs']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _time(seconds: float) -> str:
@@ -253,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per implementation (default 3)")
     parser.add_argument("--only", help="comma-separated workloads (digits, breast-cancer, synthetic, moons)")
     parser.add_argument("--json", type=Path, help="write the results, machine and versions here")
+    parser.add_argument("--inits", action="store_true", help="compare initializations' test accuracy (no timing)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", ConvergenceWarning)
@@ -268,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with threadpoolctl.threadpool_limits(1):
         for w in chosen:
-            results[w.name] = bench(w, w.quick_epochs if args.quick else w.epochs, args.seeds)
+            epochs = w.quick_epochs if args.quick else w.epochs
+            results[w.name] = init_study(w, epochs, args.seeds) if args.inits else bench(w, epochs, args.seeds)
             print(f"{w.name}: done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     info["machine"]["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     info["wall_seconds"] = time.perf_counter() - started
@@ -277,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{m['cpu']}, {m['cpus']} CPUs (one thread used), load average {m['load_average'][0]:.2f} before, "
           f"{m['load_average_after'][0]:.2f} after")  # fmt: skip
     print(", ".join(f"{k} {val}" for k, val in v.items() if k != "blas"))
-    print(table(results))
+    print("BLAS: " + ", ".join(f"{api} {version} ({arch} kernels)" for api, version, arch in v["blas"] if arch))
+    print(init_table(results) if args.inits else table(results))
     if args.json:
         args.json.write_text(json.dumps(info, indent=2) + "\n")
     return 0

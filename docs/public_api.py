@@ -45,6 +45,7 @@ ENGINE_NAMES: tuple[str, ...] = (
     "anyoptim.engines.select_engine",
     "anyoptim.engines.GenericEngine",
     "anyoptim.engines.matmul",
+    "anyoptim.engines.inplace.in_place_ops",
     "anyoptim.engines.numpy.NumpyEngine",
     "anyoptim.engines.cupy.CupyEngine",
     "anyoptim.engines.cupy.GraphedStep",

@@ -15,7 +15,8 @@ from typing import Any
 from .._namespace import array_namespace, default_integer_dtype, device_of, is_array, is_floating, is_mutable
 from ..engines import matmul  # `@`, or a product a CUDA graph can capture
 from .data import check_features, check_int, check_labels, host_rng, host_zeros, resolve_dtype, to_namespace
-from .layers import HIDDEN, backprop, encode_targets, loss_and_delta, output_activation
+from .inplace import backprop_into
+from .layers import HIDDEN, encode_targets, loss_and_delta, output_activation
 
 __all__ = ["ACTIVATIONS", "INITS", "MLP", "OUTPUTS"]
 
@@ -322,7 +323,7 @@ class MLP:
         >>> round(float(loss), 4), np.round(grads["W1"][:, 0], 4)  # X^T (σ(z) - t) / n
         (0.8133, array([-0.1345, -0.3655]))
         """
-        return backprop(
+        return backprop_into(
             xp, params, X, t, out, keys=self._keys, hidden_activation=self.hidden_activation, output=self.output
         )
 

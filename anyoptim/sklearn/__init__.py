@@ -12,6 +12,7 @@ module                 holds
 :mod:`.training`       the epoch loop on :func:`anyoptim.fit`, stopping rules
 :mod:`.model`          scikit-learn's loss on an MLP, Glorot init, the optimizer
 :mod:`.inputs`         input validation: scikit-learn's, or the Array API's
+:mod:`.hints`          scikit-learn's setting names (``solver``) -> anyoptim's
 =====================  ===================================================
 """
 

@@ -6,15 +6,51 @@ check every parameter before anything changes.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from sklearn.base import BaseEstimator
+
+from .hints import check_setting_names
 
 __all__ = ["BaseMLP"]
 
 
 class BaseMLP(BaseEstimator):
     """Shared parameters and training of :class:`MLPClassifier` and :class:`MLPRegressor` (see them)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> BaseMLP:
+        # Before __init__ refuses an unknown keyword: scikit-learn's own names get a hint (solver -> optimizer).
+        check_setting_names(cls.__name__, kwargs)
+        return super().__new__(cls)
+
+    def set_params(self, **params: Any) -> BaseMLP:
+        """Set parameters, as :meth:`sklearn.base.BaseEstimator.set_params`; scikit-learn-only names get a hint.
+
+        Parameters
+        ----------
+        **params : dict
+            Parameter names and their new values.
+
+        Returns
+        -------
+        BaseMLP
+            The estimator itself.
+
+        Raises
+        ------
+        ValueError
+            For an unknown name, with a hint for a setting of scikit-learn's
+            estimators that anyoptim's spell otherwise (``solver``: ``optimizer``).
+
+        Examples
+        --------
+        >>> from anyoptim.sklearn import MLPClassifier
+        >>> MLPClassifier().set_params(alpha=0.01).alpha
+        0.01
+        """
+        check_setting_names(type(self).__name__, params, ValueError)
+        return super().set_params(**params)
 
     def __init__(
         self,
@@ -50,3 +86,8 @@ class BaseMLP(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.verbose = verbose
+
+    # The class's signature stays __init__'s (inspect would otherwise report __new__'s *args, **kwargs).
+    __signature__ = inspect.signature(__init__).replace(
+        parameters=list(inspect.signature(__init__).parameters.values())[1:]
+    )

@@ -26,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._namespace import array_namespace, device_of
 from ..nn import ACTIVATIONS, fit
 from ..nn.data import to_namespace
+from .hints import check_learning_rate
 from .inputs import check_X, take_rows
 from .model import ESTIMATOR_INITS, PenalizedMLP, initial_params, make_optimizer
 
@@ -62,6 +63,7 @@ def check_settings(est: Any) -> tuple[tuple[int, ...], str]:
         if isinstance(est.batch_size, str):
             raise ValueError(f"batch_size must be 'auto' or an int, got {est.batch_size!r}")
         _check_int("batch_size", est.batch_size)
+    check_learning_rate(est.learning_rate)  # scikit-learn's names ("adaptive") get a hint
     make_optimizer(est.optimizer, est.learning_rate)  # a bad optimizer or rate fails here
     return sizes, ACTIVATION_NAMES[est.activation]
 

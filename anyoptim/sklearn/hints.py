@@ -1,0 +1,100 @@
+"""What a scikit-learn user's ``MLPClassifier`` settings are called here: one-line hints for the errors.
+
+scikit-learn's ``MLPClassifier`` and ``MLPRegressor`` take settings that
+anyoptim's estimators name differently (``solver`` is ``optimizer``) or
+express another way (``learning_rate="adaptive"``: a schedule).  A user who
+passes them gets the error Python or the checks would give anyway, plus what
+to write instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["LEARNING_RATE_NAMES", "SKLEARN_SETTINGS", "check_learning_rate", "check_setting_names"]
+
+_ON_AN_INSTANCE = "set it on an optimizer instance instead, e.g. optimizer=anyoptim.{example}"
+
+#: scikit-learn's setting -> what to pass to anyoptim's estimators instead
+SKLEARN_SETTINGS = {
+    "solver": (
+        "anyoptim's estimators take optimizer= instead of solver=: a name of anyoptim.optimizers.REGISTRY "
+        "('adam', 'sgd', 'momentum', 'rmsprop', ...) or an optimizer instance such as anyoptim.Adam(0.001)"
+    ),
+    "learning_rate_init": "pass learning_rate= (a float, or a schedule of anyoptim.schedules counted in steps)",
+    "power_t": "pass learning_rate=anyoptim.schedules.inverse_time_decay(...), a schedule counted in steps",
+    "momentum": _ON_AN_INSTANCE.format(example="Momentum(0.01, beta=0.9)"),
+    "nesterovs_momentum": _ON_AN_INSTANCE.format(example="Momentum(0.01, nesterov=True)"),
+    "beta_1": _ON_AN_INSTANCE.format(example="Adam(0.001, beta1=0.9)"),
+    "beta_2": _ON_AN_INSTANCE.format(example="Adam(0.001, beta2=0.999)"),
+    "epsilon": _ON_AN_INSTANCE.format(example="Adam(0.001, epsilon=1e-8)"),
+    "shuffle": "anyoptim's estimators always shuffle every epoch, seeded by random_state",
+    "max_fun": "max_fun belongs to solver='lbfgs', which anyoptim does not have; use max_iter= (epochs)",
+}
+
+#: scikit-learn's ``learning_rate`` names -> what anyoptim takes instead
+LEARNING_RATE_NAMES = {
+    "constant": "pass the rate itself, e.g. learning_rate=0.001",
+    "invscaling": "pass a schedule, e.g. learning_rate=anyoptim.schedules.inverse_time_decay(0.001, 1000, 1.0)",
+    "adaptive": (
+        "anyoptim has no rate driven by the loss: pass a schedule of anyoptim.schedules counted in steps "
+        "(piecewise_constant, exponential_decay, cosine_decay, ...), or stop with early_stopping=True"
+    ),
+}
+
+
+def check_setting_names(estimator: str, names: Any, error: type[Exception] = TypeError) -> None:
+    """Raise ``error`` with a hint for the first of ``names`` that is a scikit-learn-only setting.
+
+    Parameters
+    ----------
+    estimator : str
+        The estimator's class name, for the message.
+    names : iterable of str
+        The keyword names given to the constructor or to ``set_params``.
+    error : exception class, default TypeError
+        What to raise: TypeError for a constructor (Python's own error for an
+        unknown keyword), ValueError for ``set_params`` (scikit-learn's).
+
+    Raises
+    ------
+    TypeError or ValueError
+        If a name is one of :data:`SKLEARN_SETTINGS`.
+
+    Examples
+    --------
+    >>> from anyoptim.sklearn.hints import check_setting_names
+    >>> check_setting_names("MLPClassifier", ["alpha"])  # anyoptim's own names pass
+    >>> check_setting_names("MLPClassifier", ["solver"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    TypeError: MLPClassifier got scikit-learn's setting 'solver': anyoptim's estimators take optimizer= ...
+    """
+    for name in names:
+        if name in SKLEARN_SETTINGS:
+            raise error(f"{estimator} got scikit-learn's setting {name!r}: {SKLEARN_SETTINGS[name]}")
+
+
+def check_learning_rate(value: Any) -> None:
+    """Raise a ValueError with a hint when ``learning_rate`` is a string (scikit-learn's schedule names).
+
+    Parameters
+    ----------
+    value : object
+        The estimator's ``learning_rate``.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is a string.
+
+    Examples
+    --------
+    >>> from anyoptim.sklearn.hints import check_learning_rate
+    >>> check_learning_rate(0.01)
+    >>> check_learning_rate("adaptive")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: learning_rate='adaptive' is a scikit-learn schedule name; anyoptim has no rate driven by the loss: ...
+    """
+    if isinstance(value, str):
+        hint = LEARNING_RATE_NAMES.get(value, "pass a float or a schedule of anyoptim.schedules")
+        raise ValueError(f"learning_rate={value!r} is a scikit-learn schedule name; {hint}")
