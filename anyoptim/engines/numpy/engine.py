@@ -53,13 +53,14 @@ from typing import Any
 import numpy as np
 
 from ..fused import FusedEngine
+from ..precision import run_widened
 from ..program import Program
 from ..spans import contiguous_runs
 from ..trace import hp_signature, kernel_name, trace_program
 from . import native
 from .c_printer import c_source
 from .plan import Plan
-from .runners import CompiledSpans, DirectSpans, TracedSpans, spans_fit_a_kernel
+from .runners import span_runner
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "NumpyEngine", "NumpyStep"]
 
@@ -159,25 +160,15 @@ class NumpyStep:
             indices = self.in_place_leaves[start:stop]
             span_columns = [_span([column[i] for i in indices]) for column in columns]
             hp = hps[indices[0]]
-            key = (span_columns[0].dtype, tuple(sorted((k, _scalar_kind(v)) for k, v in hp.items())))
-            groups.setdefault(key, []).append((span_columns, indices[0]))
+            dtypes = tuple(column.dtype for column in span_columns)
+            groups.setdefault((dtypes, tuple(sorted((k, _scalar_kind(v)) for k, v in hp.items()))), []).append(
+                (span_columns, indices[0])
+            )
         # One plan and one set of scratch buffers per dtype and kind of scalars.
         self.runners: list[Any] = []
-        for (dtype, kinds), spans in groups.items():
-            span_columns = [columns for columns, _ in spans]
-            firsts = [first for _, first in spans]
-            plan = engine.plan(program, dtype, self.slot_names, hps[firsts[0]], kinds)
-            kernel = None if plan is None or not spans_fit_a_kernel(span_columns, dtype) else engine.kernel(plan)
-            if plan is None:
-                self.runners.append(
-                    DirectSpans(program, self.slot_names, span_columns, firsts, engine.elements_per_block(dtype))
-                )
-            elif kernel is not None:
-                self.runners.append(CompiledSpans(plan, kernel, span_columns, firsts, [hps[i] for i in firsts]))
-            else:
-                self.runners.append(
-                    TracedSpans(plan, span_columns, firsts, [hps[i] for i in firsts], engine.elements_per_block(dtype))
-                )
+        for (dtypes, kinds), spans in groups.items():
+            span_columns, firsts = [columns for columns, _ in spans], [first for _, first in spans]
+            self.runners.append(span_runner(engine, program, self.slot_names, dtypes, kinds, span_columns, firsts, hps))
 
         if len(self.runners) == 1:
             self.update = self.runners[0].run  # one call less per step
@@ -198,8 +189,8 @@ class NumpyStep:
         for i in self.out_of_place:
             leaf_slots = {name: values[i] for name, values in self.slots.items()}
             with np.errstate(all="ignore"):  # IEEE arithmetic, as the in-place runners and the kernels
-                new_p, updated = self.program(
-                    np, np.asarray(self.params[i]), np.asarray(self.grads[i]), leaf_slots, hps[i]
+                new_p, updated = run_widened(  # in float32 for float16 leaves, as the generic engine
+                    self.program, np, np.asarray(self.params[i]), np.asarray(self.grads[i]), leaf_slots, hps[i]
                 )
             # NumPy arithmetic on 0-D arrays gives scalars: keep every leaf an array.
             new_params[i] = np.asarray(new_p)
