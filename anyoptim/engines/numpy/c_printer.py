@@ -32,6 +32,16 @@ as the body of a C loop over every span, compiled by :mod:`anyoptim.engines.nump
 A plan with ``**`` on arrays, or whose values include a dtype other than
 float32, float64 or bool, gets no C form (:func:`c_source` returns None) and
 runs as ufuncs.
+
+Columns may be *stored* in another dtype than the plan computes in
+(``column_dtypes``): float16 parameters and state run the float32 plan
+(:mod:`anyoptim.engines.precision`), each element read as ``_Float16`` and
+widened exactly, each result rounded once (to nearest even, as NumPy's
+``astype``) when it is stored.  Those kernels are printed twice, for AVX2 with
+F16C (conversions in hardware) and the baseline (conversions in software, about
+20 times slower), the CPU's features choosing per call.  A compiler without ``_Float16``
+(GCC < 12 or a non-x86 target) fails the build, and the spans run as ufuncs
+(:mod:`anyoptim.engines.numpy.widened`).
 """
 
 from __future__ import annotations
@@ -45,6 +55,9 @@ __all__ = ["C_TYPES", "c_source"]
 
 #: The C type of each dtype a kernel may compute in.
 C_TYPES = {"float32": "float", "float64": "double", "bool": "bool"}
+
+#: The C type of each dtype a kernel's columns may be stored in.
+STORAGE_TYPES = {"float16": "_Float16", "float32": "float", "float64": "double"}
 
 
 _PREAMBLE = """\
@@ -62,6 +75,18 @@ _PREAMBLE = """\
 #endif
 #ifndef ANYOPTIM_CLONES
 #define ANYOPTIM_CLONES
+#endif
+"""
+
+#: A kernel with float16 columns: the body twice, for AVX2 with F16C (hardware conversions) and the baseline,
+#: chosen per call by the CPU's features (``target_clones`` cannot ask for two features in one clone).
+_HALF_DISPATCH = """\
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ANYOPTIM_HALF_FAST __attribute__((target("avx2,f16c")))
+#define ANYOPTIM_HALF_FAST_OK (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
+#else
+#define ANYOPTIM_HALF_FAST
+#define ANYOPTIM_HALF_FAST_OK 0
 #endif
 """
 
@@ -90,8 +115,11 @@ def _expression(op: str, a: list[str], zero: str, one: str) -> str:
     raise AssertionError(f"no C form for {op}")  # pragma: no cover
 
 
-def c_source(plan: Plan, symbol: str) -> str | None:
+def c_source(plan: Plan, symbol: str, column_dtypes: tuple[str, ...] | None = None) -> str | None:
     """The plan as ``void symbol(const int64_t *frame)``, or None if it has no C form (see the module notes).
+
+    ``column_dtypes`` names the dtype each column (p, g, slots) is stored in; by default every column is the
+    plan's dtype.
 
     The frame is ``[spans, scalar table address, (length, column addresses...) per span]``;
     the table holds one float64 per broadcast use of the plan (host scalars,
@@ -108,6 +136,9 @@ def c_source(plan: Plan, symbol: str) -> str | None:
         return None
     column_type = C_TYPES[plan.dtype.name]
     columns = 2 + len(plan.trace.slot_names)
+    stored = [STORAGE_TYPES.get(name) for name in column_dtypes or [plan.dtype.name] * columns]
+    if len(stored) != columns or None in stored:
+        return None
     holder = {use: f"s{index}" for index, use in enumerate(plan.broadcast_uses)}
     value_name = {node: f"x{role}" for node, role in plan.roles.items()}
     value_name.update({node: f"t{node}" for node, _, _ in plan.steps})
@@ -122,7 +153,7 @@ def c_source(plan: Plan, symbol: str) -> str | None:
             return value_name[node]
         return f"(({C_TYPES[common.name]}){value_name[node]})"
 
-    lines = [_PREAMBLE, f"ANYOPTIM_CLONES void {symbol}(const int64_t *frame)", "{"]
+    lines = ["{"]
     lines.append("    const double *table = (const double *)(uintptr_t)frame[1];")
     for position, (_, dtype) in enumerate(plan.broadcast_uses):
         ctype = C_TYPES[dtype.name]
@@ -133,13 +164,14 @@ def c_source(plan: Plan, symbol: str) -> str | None:
     for column in range(columns):
         qualifier = "const " if column == 1 else ""
         lines.append(
-            f"        {qualifier}{column_type} *c{column} = ({qualifier}{column_type} *)(uintptr_t)at[{column + 1}];"
+            f"        {qualifier}{stored[column]} *c{column} = "
+            f"({qualifier}{stored[column]} *)(uintptr_t)at[{column + 1}];"
         )
     lines.append("        for (int64_t i = 0; i < n; ++i) {")
     read = {x for _, _, operands in plan.steps for x in operands} | {node for _, node in plan.outputs}
     for node, role in sorted(plan.roles.items(), key=lambda item: item[1]):
         if node in read:
-            lines.append(f"            const {column_type} x{role} = c{role}[i];")
+            lines.append(f"            const {column_type} x{role} = ({column_type})c{role}[i];")
     for (node, op, operands), common in zip(plan.steps, plan.common_dtypes, strict=True):
         # where's condition is not cast; every other operand is, to the operation's common dtype
         arguments = [
@@ -154,6 +186,21 @@ def c_source(plan: Plan, symbol: str) -> str | None:
         if role_input.get(role) == node:
             continue  # unchanged
         value = value_name[node] if node in plan.block_values else holder[(node, plan.dtype)]
-        lines.append(f"            c{role}[i] = ({column_type}){value};")
+        lines.append(f"            c{role}[i] = ({stored[role]}){value};")
     lines += ["        }", "    }", "}", ""]
-    return "\n".join(lines)
+    if "_Float16" not in stored:
+        return "\n".join([_PREAMBLE, f"ANYOPTIM_CLONES void {symbol}(const int64_t *frame)", *lines])
+    return "\n".join(
+        [
+            _PREAMBLE + _HALF_DISPATCH,
+            f"ANYOPTIM_HALF_FAST static void {symbol}_fast(const int64_t *frame)",
+            *lines,
+            f"static void {symbol}_base(const int64_t *frame)",
+            *lines,
+            f"void {symbol}(const int64_t *frame)",
+            "{",
+            f"    if (ANYOPTIM_HALF_FAST_OK) {symbol}_fast(frame); else {symbol}_base(frame);",
+            "}",
+            "",
+        ]
+    )

@@ -299,7 +299,7 @@ class NumpyEngine(FusedEngine):
         self.block_size = block_size
         self._lock = threading.Lock()  # around the two caches (never held while tracing or compiling)
         self._plans: dict[tuple, Plan | None] = {}
-        self._kernels: dict[int, tuple[Plan, Callable[[int], None] | None]] = {}  # id(plan) -> (plan, C function)
+        self._kernels: dict[tuple, tuple[Plan, Callable[[int], None] | None]] = {}  # (id(plan), columns) -> ...
         _ENGINES.add(self)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -392,7 +392,7 @@ class NumpyEngine(FusedEngine):
         with self._lock:
             return self._plans.setdefault(key, made)
 
-    def kernel(self, plan: Plan) -> Callable[[int], None] | None:
+    def kernel(self, plan: Plan, columns: tuple[str, ...] | None = None) -> Callable[[int], None] | None:
         """Build (once) the compiled C function of ``plan``, or None where the plan runs as ufuncs.
 
         With ``kernels="auto"`` a kernel that fails to build warns once
@@ -405,6 +405,8 @@ class NumpyEngine(FusedEngine):
         ----------
         plan : Plan
             A plan made by :meth:`plan`.
+        columns : tuple of str, optional
+            The dtype each column is stored in (float16 columns of a float32 plan), when not the plan's.
 
         Returns
         -------
@@ -430,11 +432,11 @@ class NumpyEngine(FusedEngine):
         if self.kernels == "ufunc":
             return None
         with self._lock:
-            found = self._kernels.get(id(plan))
+            found = self._kernels.get((id(plan), columns))
         if found is not None and found[0] is plan:
             return found[1]
-        symbol = f"{kernel_name(plan.trace)}_{plan.dtype.name}"
-        source = c_source(plan, symbol)
+        symbol = f"{kernel_name(plan.trace)}_{plan.dtype.name}" + "".join(f"_{name}" for name in columns or ())
+        source = c_source(plan, symbol, columns)
         function = None
         if source is not None:
             try:
@@ -444,7 +446,7 @@ class NumpyEngine(FusedEngine):
                     raise
                 native.warn_fallback(error)
         with self._lock:  # the entry holds the plan: its id is not reused while the entry lives
-            self._kernels[id(plan)] = (plan, function)
+            self._kernels[(id(plan), columns)] = (plan, function)
         return function
 
     def prepare(

@@ -74,6 +74,10 @@ def span_runner(
     plan = engine.plan(program, dtype, slot_names, hps[leaves[0]], kinds)
     block, first_hps = engine.elements_per_block(dtype), [hps[i] for i in leaves]
     if any(column != dtype for column in dtypes):
+        fits = plan is not None and spans_fit_a_kernel(spans, tuple(dtypes))
+        kernel = engine.kernel(plan, tuple(np.dtype(column).name for column in dtypes)) if fits else None
+        if kernel is not None:  # float16 columns read and written by the float32 kernel
+            return CompiledSpans(plan, kernel, spans, leaves, first_hps)
         return WidenedSpans(plan, program, slot_names, spans, leaves, first_hps, block)
     if plan is None:
         return DirectSpans(program, slot_names, spans, leaves, block)
@@ -83,25 +87,27 @@ def span_runner(
     return TracedSpans(plan, spans, leaves, first_hps, block)
 
 
-def spans_fit_a_kernel(spans: Sequence[Sequence[Any]], dtype: np.dtype) -> bool:
+def spans_fit_a_kernel(spans: Sequence[Sequence[Any]], dtype: Any) -> bool:
     """Whether a kernel may read and write these spans' memory through raw addresses.
 
     The kernel trusts its frame: every column (p, g, slots) of a span must be a
-    1-D, C-contiguous, aligned NumPy array of ``dtype`` in native byte order,
+    1-D, C-contiguous, aligned NumPy array of ``dtype`` (or of ``dtype[i]`` for
+    column ``i``, when a sequence of dtypes is given) in native byte order,
     as long as the span's parameter column, and writeable except the gradient
     (column 1).  The optimizer's checks guarantee this; a direct
     ``NumpyEngine.apply`` with other arrays runs as ufuncs instead, which cast
     or raise as NumPy does.
     """
-    dtype = np.dtype(dtype)
-    if not dtype.isnative:
+    dtypes = [np.dtype(d) for d in dtype] if isinstance(dtype, (list, tuple)) else [np.dtype(dtype)] * len(spans[0])
+    if not all(d.isnative for d in dtypes):
         return False
     for columns in spans:
         length = columns[0].shape
         for index, column in enumerate(columns):
             if not (
                 isinstance(column, np.ndarray)
-                and column.dtype == dtype
+                and index < len(dtypes)
+                and column.dtype == dtypes[index]
                 and column.shape == length
                 and len(length) == 1
                 and column.flags.c_contiguous
