@@ -336,3 +336,50 @@ def test_every_case_runs_float16_on_the_fused_engine():
         opt = case.make()
         params, _ = opt.step(params, {"w": np.full(4, 0.5, np.float16), "b": np.zeros(2, np.float16)}, opt.init(params))
         assert params["w"] is w and np.all(np.isfinite(w)), case.id
+
+
+# --------------------------------------------------------------------------- the C kernels of float16 columns
+
+
+def _half_kernel_step(config_id, force_baseline):
+    """The NumPy engine's prepared step of a float16 model, its C kernel optionally forced to the baseline body."""
+    from anyoptim.engines.numpy import native
+    from anyoptim.engines.numpy.c_printer import c_source
+    from anyoptim.engines.numpy.runners import CompiledSpans
+
+    if not native.compiler_found():
+        pytest.skip("no C compiler here")
+    config = next(param.values[0] for param in CONFIG_PARAMS if param.id == config_id)
+    rng = np.random.default_rng(1)
+    n = 1000  # chunks of 256 and a tail that is not a multiple of 8
+    params = [rng.normal(size=n).astype(np.float16)]
+    grads = [(rng.normal(size=n) * 10.0 ** rng.integers(-6, 2, size=n)).astype(np.float16)]
+    opt = config.make("auto")
+    engine = NumpyEngine(kernels="c")
+    slots = engine.init_slots(np, params, opt.slot_fills())
+    hps = opt.host_scalars({"w": params[0]})(0)[0]
+    program = opt._program(bool(opt.weight_decay))  # as the optimizer makes it (tests/test_numpy_engine.py too)
+    step = engine.prepare(program, np, params, grads, slots, hps)
+    (runner,) = step.runners
+    assert isinstance(runner, CompiledSpans)
+    if force_baseline:
+        columns = ("float16",) * (2 + len(slots))
+        kinds = tuple(sorted((k, type(v)) for k, v in hps[0].items()))
+        plan = engine.plan(program, np.float32, list(slots), hps[0], kinds)
+        source = c_source(plan, "half_baseline_check", columns)
+        assert "_mm256_cvtph_ps" in source and "_Float16 *c0" in source
+        source = source.replace("#define ANYOPTIM_HALF_FAST_OK (", "#define ANYOPTIM_HALF_FAST_OK (0 && ")
+        kernel = native.load_kernel(source, "half_baseline_check")
+        spans = [[params[0], grads[0], *(values[0] for values in slots.values())]]
+        runner = CompiledSpans(plan, kernel, spans, [0], hps)
+    runner.run(hps)
+    return params[0], slots
+
+
+@pytest.mark.parametrize("config_id", ["adam", "rmsprop-centered", "adagrad", "lion-decay"])
+def test_the_baseline_body_of_a_float16_kernel_gives_the_same_bits(config_id):
+    fast, fast_slots = _half_kernel_step(config_id, force_baseline=False)
+    slow, slow_slots = _half_kernel_step(config_id, force_baseline=True)
+    np.testing.assert_array_equal(fast, slow)
+    for name in fast_slots:
+        np.testing.assert_array_equal(fast_slots[name][0], slow_slots[name][0])
