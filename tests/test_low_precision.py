@@ -376,7 +376,7 @@ def _half_kernel_step(config_id, force_baseline):
     return params[0], slots
 
 
-@pytest.mark.parametrize("config_id", ["adam", "rmsprop-centered", "adagrad", "lion-decay"])
+@pytest.mark.parametrize("config_id", ["adam", "rmsprop-centered", "adagrad", "lion", "sgd-l2"])
 def test_the_baseline_body_of_a_float16_kernel_gives_the_same_bits(config_id):
     fast, fast_slots = _half_kernel_step(config_id, force_baseline=False)
     slow, slow_slots = _half_kernel_step(config_id, force_baseline=True)
