@@ -13,9 +13,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import ml_dtypes
 import numpy as np
 import pytest
@@ -311,15 +308,34 @@ def test_a_state_without_master_weights_is_refused_before_anything_changes():
     np.testing.assert_array_equal(params["w"], 1.0)
 
 
-def test_saving_master_weights_is_refused_and_writes_nothing():
+def test_master_weights_survive_save_and_load_and_the_run_continues_bit_for_bit(tmp_path):
     pytest.importorskip("safetensors")
-    opt = anyoptim.Adam(0.1, master_weights=True)
-    params = {"w": np.ones(3, np.float16)}
+    opt = anyoptim.Adam(0.01, master_weights=True)
+    params = {"w": np.linspace(-1, 1, 5).astype(np.float16), "b": np.ones(2, np.float32)}
+    grads = {"w": np.full(5, 1e-3, np.float16), "b": np.ones(2, np.float32)}
     state = opt.init(params)
-    path = os.path.join(tempfile.mkdtemp(), "run.safetensors")
-    with pytest.raises(anyoptim.checkpoint.CheckpointError, match="master_weights=True is not supported"):
-        anyoptim.save(path, params, state, optimizer=opt)
-    assert not os.path.exists(path)
+    for _ in range(3):
+        params, state = opt.step(params, grads, state)
+    path = tmp_path / "run.safetensors"
+    anyoptim.save(path, params, state, optimizer=opt)
+    saved_m = state.slots["m"]["w"].copy()  # the arrays are updated in place by the steps below
+    loaded, loaded_state = anyoptim.load(path, like=params, optimizer=opt)
+    for slot, tree in state.slots.items():
+        for name, value in tree.items():
+            assert loaded_state.slots[slot][name].dtype == value.dtype == np.float32
+            np.testing.assert_array_equal(loaded_state.slots[slot][name], value)
+    for _ in range(2):
+        params, state = opt.step(params, grads, state)
+        loaded, loaded_state = opt.step(loaded, grads, loaded_state)
+    np.testing.assert_array_equal(loaded["w"], params["w"])
+    np.testing.assert_array_equal(loaded_state.slots["master"]["w"], state.slots["master"]["w"])
+    # a partial load fills a skipped leaf's master with its parameter, widened
+    like = {"w": np.full(5, 0.5, np.float16), "b": np.ones(3, np.float32)}
+    with pytest.warns(anyoptim.checkpoint.CheckpointWarning):
+        _, partial = anyoptim.load(path, like=like, optimizer=opt, strict=False)
+    assert partial.slots["master"]["b"].dtype == np.float32
+    np.testing.assert_array_equal(partial.slots["master"]["b"], 1.0)
+    np.testing.assert_array_equal(partial.slots["m"]["w"], saved_m)
 
 
 def test_numpy_bfloat16_is_refused_clearly():

@@ -122,7 +122,9 @@ def _info(file: CheckpointFile) -> CheckpointInfo:
     for slot in slots:
         for name in names:
             key = f"state/{slot}/{name}"
-            if file.shapes[key] != file.shapes[f"params/{name}"] or file.dtypes[key] != file.dtypes[f"params/{name}"]:
+            param_dtype = file.dtypes[f"params/{name}"]
+            state_dtype_fits = file.dtypes[key] in (param_dtype, "float32" if param_dtype == "float16" else None)
+            if file.shapes[key] != file.shapes[f"params/{name}"] or not state_dtype_fits:  # float32: master weights
                 raise CheckpointError(f"{file.path} is damaged: {key} does not match params/{name}")
     optimizer = file.metadata.get("optimizer")
     if optimizer is not None and not (isinstance(optimizer, dict) and isinstance(optimizer.get("class"), str)):
@@ -279,6 +281,18 @@ def _match(info: CheckpointInfo, names: list[str], leaves: list[Any], xp: Any) -
 # --------------------------------------------------------------------------- placing arrays
 
 
+def _slot_leaves(file: CheckpointFile, xp: Any, leaves: list[Any], names: list[str], slot: str) -> list[Any]:
+    """The leaves a slot is read like: ``leaves``, or float32 copies where the file holds a float16 parameter's state
+    in float32 (``master_weights=True``) and ``like``'s leaf is float16 too."""
+    wide = [
+        file.dtypes.get(f"state/{slot}/{name}") == "float32" and dtype_name(xp, leaf.dtype) == "float16"
+        for name, leaf in zip(names, leaves, strict=True)
+    ]
+    if not any(wide):
+        return leaves
+    return [xp.astype(leaf, xp.float32) if w else leaf for leaf, w in zip(leaves, wide, strict=True)]
+
+
 def _read_leaves(
     file: CheckpointFile, xp: Any, device: Any, leaves: list[Any], keys: list[str | None], fill: float | None
 ) -> list[Any]:
@@ -315,8 +329,9 @@ def load(
         The checkpoint file.
     like : tree of arrays, optional
         Parameters of the shape to load into: the result has its structure, its
-        library (NumPy, CuPy, torch, JAX, array-api-strict), device and dtypes.
-        Its values are not changed (and are kept for leaves a partial load
+        library (NumPy, CuPy, torch, JAX, array-api-strict), device and dtypes
+        (float32 state saved for float16 parameters, ``master_weights=True``,
+        stays float32).  Its values are not changed (and are kept for leaves a partial load
         skips).  On libraries with views the parameters and each state slot
         come back laid out flat (:func:`anyoptim.flatten`), read straight into
         their new buffers.  Default: NumPy arrays in the saved structure.
@@ -412,7 +427,10 @@ def _load(file: CheckpointFile, like: Any, optimizer: Optimizer | None, strict: 
 
     params = tree_unflatten(treedef, _read_leaves(file, xp, device, leaves, keys("params"), None))
     slots = {
-        slot: tree_unflatten(treedef, _read_leaves(file, xp, device, leaves, keys(f"state/{slot}"), fill))
+        slot: tree_unflatten(
+            treedef,
+            _read_leaves(file, xp, device, _slot_leaves(file, xp, leaves, names, slot), keys(f"state/{slot}"), fill),
+        )
         for slot, fill in fills.items()
     }
     return params, OptimizerState(info.count, info.learning_rate, slots, info.skipped, treedef, maker)

@@ -107,11 +107,6 @@ def _check_state(state: Any, names: list[str], leaves: list[Any], treedef: TreeD
         for name, leaf, value in zip(names, leaves, slot_leaves, strict=True):
             if tuple(getattr(value, "shape", ())) != tuple(leaf.shape):
                 raise ValueError(f"state slot {slot!r} of {name!r} has shape {value.shape}, the param {leaf.shape}")
-            if getattr(value, "dtype", leaf.dtype) != leaf.dtype:  # master_weights=True: float32 state of float16
-                raise CheckpointError(
-                    f"cannot save: state slot {slot!r} of {name!r} is {value.dtype} but the param is {leaf.dtype}; "
-                    "checkpoints hold state in the dtypes of the params (master_weights=True is not supported yet)"
-                )
         slots[slot] = slot_leaves
     return slots
 
@@ -188,9 +183,9 @@ def save(
         If ``params`` are not a tree of floating-point arrays of one library and
         device, or ``state`` does not belong to them or was made by another
         optimizer than ``optimizer``; a :class:`CheckpointError` for a dtype a
-        checkpoint cannot hold (only float16, float32 and float64: not bfloat16),
-        or for state in another dtype than its parameter's (the float32 state
-        of ``master_weights=True``).  Nothing is written then.
+        checkpoint cannot hold (only float16, float32 and float64: not bfloat16).
+        Nothing is written then.  (State is saved in its own dtypes: float32
+        for the float16 parameters of ``master_weights=True``.)
     ImportError
         If safetensors is not installed.
 
