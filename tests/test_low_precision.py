@@ -121,6 +121,24 @@ def test_extreme_gradients_never_give_nan_or_inf(backend, dtype, master_weights,
             assert all(map(_finite, _leaves(tree))), f"{case.id}: non-finite slot {slot!r} after step {step + 1}"
 
 
+@pytest.mark.parametrize("case", case_params())
+def test_float16_gradients_whose_squares_overflow_float16_give_finite_steps(case):
+    """Gradients whose squares overflow float16 (not float32).  Params stay finite; with master weights (float32
+    state) the state does too, while float16 state may hold inf (Adagrad's running sum past 65504), which then
+    only stops the step."""
+    g = np.array([1000.0, -1000.0, 300.0, 0.0, 6e-8], dtype=np.float16)
+    for master_weights in (False, True):
+        options = {"weight_decay": 0.01} if case.decoupled else {}
+        opt = case.make(master_weights=master_weights, **options)
+        params = {"w": np.ones(5, np.float16)}
+        state = opt.init(params)
+        for _ in range(4):
+            params, state = opt.step(params, {"w": g}, state)
+            assert np.all(np.isfinite(params["w"])), (case.id, master_weights)
+            if master_weights:
+                assert all(np.all(np.isfinite(tree["w"])) for tree in state.slots.values()), case.id
+
+
 # --------------------------------------------------------------------------- the issue's example
 
 
