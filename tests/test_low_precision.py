@@ -356,6 +356,29 @@ def test_master_weights_survive_save_and_load_and_the_run_continues_bit_for_bit(
     np.testing.assert_array_equal(partial.slots["m"]["w"], saved_m)
 
 
+def test_a_checkpoint_saved_before_master_weights_existed_loads_strictly(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    import json
+
+    opt = anyoptim.Adam(0.01)
+    params = {"w": np.ones(3)}
+    path = tmp_path / "old.safetensors"
+    anyoptim.save(path, params, opt.init(params), optimizer=opt)
+    tensors = safetensors_numpy.load_file(path)
+    from safetensors import safe_open
+
+    with safe_open(path, "np") as handle:
+        metadata = handle.metadata()
+    record = json.loads(metadata["optimizer"])
+    del record["settings"]["master_weights"]  # as anyoptim wrote it before the setting existed
+    metadata["optimizer"] = json.dumps(record)
+    safetensors_numpy.save_file(tensors, path, metadata=metadata)
+    _, state = anyoptim.load(path, like=params, optimizer=opt)
+    assert list(state.slots) == ["m", "v"]
+    with pytest.raises(ValueError, match="master_weights: saved False, given True"):
+        anyoptim.load(path, like=params, optimizer=anyoptim.Adam(0.01, master_weights=True))
+
+
 def test_numpy_bfloat16_is_refused_clearly():
     params = {"w": np.ones(3, dtype=ml_dtypes.bfloat16)}
     with pytest.raises(TypeError, match="bfloat16"):

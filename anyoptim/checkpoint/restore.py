@@ -22,6 +22,8 @@ __all__ = ["CheckpointInfo", "CheckpointWarning", "load", "read_info"]
 
 #: Settings not compared at load: where a step runs does not change what it computes.
 UNCOMPARED_SETTINGS = frozenset({"engine"})
+#: Settings newer than the checkpoint format: a file saved before one existed ran with this value.
+ADDED_SETTINGS = {"master_weights": False}
 _MAX_LISTED = 8
 
 
@@ -192,7 +194,7 @@ def _setting_differences(recorded: dict[str, Any], optimizer: Optimizer) -> list
     for key in sorted(set(recorded) | set(current)):
         if key in UNCOMPARED_SETTINGS:
             continue
-        saved, now = recorded.get(key, "<absent>"), current.get(key, "<absent>")
+        saved, now = recorded.get(key, ADDED_SETTINGS.get(key, "<absent>")), current.get(key, "<absent>")
         if isinstance(saved, dict) and isinstance(now, dict) and ("custom" in saved or "custom" in now):
             continue  # a custom object (a hand-written schedule, a mask function): not comparable, the caller's is used
         if saved != now:
