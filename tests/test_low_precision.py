@@ -281,7 +281,9 @@ def _moved(backend, dtype, master_weights, steps=10_000):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("backend", "dtype"), [(Backend.TORCH, "bfloat16"), (Backend.NUMPY, "float16")])
+@pytest.mark.parametrize(
+    ("backend", "dtype"), [(Backend.TORCH, "bfloat16"), (Backend.JAX, "bfloat16"), (Backend.NUMPY, "float16")]
+)
 def test_master_weights_move_a_bfloat16_parameter_as_float32_does(backend, dtype):
     reference = _moved(backend, "float32", False)
     np.testing.assert_allclose(_moved(backend, dtype, True), reference, rtol=0.01)
