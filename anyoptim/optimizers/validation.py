@@ -134,7 +134,7 @@ def check_state(
                     f"is a {_library(p)} array on {device_of(p)}: state and params must be arrays of one library "
                     "on one device"
                 )
-            if tuple(s.shape) != tuple(p.shape) or not _state_dtype_fits(array_namespace(p), s.dtype, p.dtype):
+            if tuple(s.shape) != tuple(p.shape) or (s.dtype != p.dtype and not _float32_state_of_narrow(p, s)):
                 raise ValueError(
                     f"state slot {slot!r} of {name!r} has shape {tuple(s.shape)} and dtype {s.dtype}, "
                     f"but the parameter has {tuple(p.shape)} and {p.dtype}"
@@ -143,9 +143,10 @@ def check_state(
     return slots
 
 
-def _state_dtype_fits(xp: Any, slot_dtype: Any, param_dtype: Any) -> bool:
-    """A slot is in its parameter's dtype or, for a float16 or bfloat16 parameter, in float32 (master weights)."""
-    return slot_dtype == param_dtype or (is_narrow(xp, param_dtype) and slot_dtype == xp.float32)
+def _float32_state_of_narrow(p: Any, s: Any) -> bool:
+    """Whether ``s`` is a float32 slot of a float16 or bfloat16 parameter ``p`` (master weights)."""
+    xp = array_namespace(p)
+    return is_narrow(xp, p.dtype) and s.dtype == xp.float32
 
 
 def _library(array: Any) -> str:
