@@ -38,7 +38,8 @@ block instead.
 The pieces: :mod:`~anyoptim.engines.numpy.plan` (the trace split into host
 work and ufunc calls), :mod:`~anyoptim.engines.numpy.c_printer` (the plan as C),
 :mod:`~anyoptim.engines.numpy.runners` (a plan bound to spans: C call, ufunc
-calls, or the rule as written), :mod:`~anyoptim.engines.numpy.native`
+calls, or the rule as written; for float16 spans the float32 plan, as C or on
+widened blocks, :mod:`~anyoptim.engines.numpy.widened`), :mod:`~anyoptim.engines.numpy.native`
 (compiler and cache); this module finds the spans and owns the caches.
 """
 
