@@ -291,6 +291,26 @@ def test_master_weights_move_a_bfloat16_parameter_as_float32_does(backend, dtype
     assert np.all(np.abs(_moved(backend, dtype, False)) < 0.1 * np.abs(reference))
 
 
+def test_fit_a_float16_network_with_master_weights_follows_the_float32_run():
+    """anyoptim.fit on a float16 MLP (flat buffers, the prepared step): at lr 1e-4 the float16 run stalls, the run
+    with master weights tracks the float32 one."""
+    X = np.random.default_rng(0).normal(size=(256, 4))
+    y = (X[:, 0] > 0).astype(np.int64)
+    costs = {}
+    for dtype, master_weights in ((np.float32, False), (np.float16, False), (np.float16, True)):
+        opt = anyoptim.Adam(1e-4, master_weights=master_weights)
+        result = anyoptim.fit(
+            anyoptim.MLP([4, 8, 1]), opt, X.astype(dtype), y, epochs=100, batch_size=32, progress=False
+        )
+        assert result.params["W1"].dtype == dtype
+        costs[(np.dtype(dtype).name, master_weights)] = result.history.cost[-1]
+        if dtype == np.float32:
+            start = result.history.cost[0]  # after the first epoch
+    descent = start - costs[("float32", False)]
+    assert abs(costs[("float16", True)] - costs[("float32", False)]) < 0.02 * descent
+    assert start - costs[("float16", False)] < 0.6 * descent
+
+
 def test_master_weights_state_holds_float32_copies():
     opt = anyoptim.Adam(0.1, master_weights=True)
     params = {"h": np.arange(3, dtype=np.float16), "f": np.ones(2, np.float32), "d": np.ones(2)}
