@@ -248,6 +248,21 @@ def test_the_prepared_step_runs_in_place_and_agrees_with_the_generic_engine():
         np.testing.assert_array_equal(params[name], value)
 
 
+def test_a_strided_float16_leaf_takes_the_out_of_place_path_and_agrees_with_the_generic_engine():
+    base = np.linspace(-1, 1, 12).astype(np.float16)
+    grads = {"w": np.array([0.0, 1e-6, -3.0, 200.0, 1e-2, 0.5], np.float16)}
+    results = []
+    for engine in (GenericEngine(), "auto"):
+        opt = anyoptim.Adam(0.01, engine=engine)
+        params = {"w": base.copy()[::2]}  # not C-contiguous: the NumPy engine returns a new array for it
+        state = opt.init(params)
+        for _ in range(3):
+            params, state = opt.step(params, grads, state)
+        results.append(params["w"])
+    assert results[1].dtype == np.float16 and np.all(np.isfinite(results[1]))
+    np.testing.assert_array_equal(results[1], results[0])
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_torch_and_jax_agree_in_low_precision(dtype):
     """The same float32 operations on two libraries: within one unit in the last place of the narrow dtype."""
