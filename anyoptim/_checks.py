@@ -116,4 +116,5 @@ SETTING_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "centered": check_flag,
     "eps_in_sqrt": check_flag,
     "nesterov": check_flag,
+    "master_weights": check_flag,
 }

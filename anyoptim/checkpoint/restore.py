@@ -22,6 +22,8 @@ __all__ = ["CheckpointInfo", "CheckpointWarning", "load", "read_info"]
 
 #: Settings not compared at load: where a step runs does not change what it computes.
 UNCOMPARED_SETTINGS = frozenset({"engine"})
+#: Settings newer than the checkpoint format: a file saved before one existed ran with this value.
+ADDED_SETTINGS = {"master_weights": False}
 _MAX_LISTED = 8
 
 
@@ -122,7 +124,9 @@ def _info(file: CheckpointFile) -> CheckpointInfo:
     for slot in slots:
         for name in names:
             key = f"state/{slot}/{name}"
-            if file.shapes[key] != file.shapes[f"params/{name}"] or file.dtypes[key] != file.dtypes[f"params/{name}"]:
+            param_dtype = file.dtypes[f"params/{name}"]
+            state_dtype_fits = file.dtypes[key] in (param_dtype, "float32" if param_dtype == "float16" else None)
+            if file.shapes[key] != file.shapes[f"params/{name}"] or not state_dtype_fits:  # float32: master weights
                 raise CheckpointError(f"{file.path} is damaged: {key} does not match params/{name}")
     optimizer = file.metadata.get("optimizer")
     if optimizer is not None and not (isinstance(optimizer, dict) and isinstance(optimizer.get("class"), str)):
@@ -190,7 +194,7 @@ def _setting_differences(recorded: dict[str, Any], optimizer: Optimizer) -> list
     for key in sorted(set(recorded) | set(current)):
         if key in UNCOMPARED_SETTINGS:
             continue
-        saved, now = recorded.get(key, "<absent>"), current.get(key, "<absent>")
+        saved, now = recorded.get(key, ADDED_SETTINGS.get(key, "<absent>")), current.get(key, "<absent>")
         if isinstance(saved, dict) and isinstance(now, dict) and ("custom" in saved or "custom" in now):
             continue  # a custom object (a hand-written schedule, a mask function): not comparable, the caller's is used
         if saved != now:
@@ -279,6 +283,18 @@ def _match(info: CheckpointInfo, names: list[str], leaves: list[Any], xp: Any) -
 # --------------------------------------------------------------------------- placing arrays
 
 
+def _slot_leaves(file: CheckpointFile, xp: Any, leaves: list[Any], names: list[str], slot: str) -> list[Any]:
+    """The leaves a slot is read like: ``leaves``, or float32 copies where the file holds a float16 parameter's state
+    in float32 (``master_weights=True``) and ``like``'s leaf is float16 too."""
+    wide = [
+        file.dtypes.get(f"state/{slot}/{name}") == "float32" and dtype_name(xp, leaf.dtype) == "float16"
+        for name, leaf in zip(names, leaves, strict=True)
+    ]
+    if not any(wide):
+        return leaves
+    return [xp.astype(leaf, xp.float32) if w else leaf for leaf, w in zip(leaves, wide, strict=True)]
+
+
 def _read_leaves(
     file: CheckpointFile, xp: Any, device: Any, leaves: list[Any], keys: list[str | None], fill: float | None
 ) -> list[Any]:
@@ -315,8 +331,9 @@ def load(
         The checkpoint file.
     like : tree of arrays, optional
         Parameters of the shape to load into: the result has its structure, its
-        library (NumPy, CuPy, torch, JAX, array-api-strict), device and dtypes.
-        Its values are not changed (and are kept for leaves a partial load
+        library (NumPy, CuPy, torch, JAX, array-api-strict), device and dtypes
+        (float32 state saved for float16 parameters, ``master_weights=True``,
+        stays float32).  Its values are not changed (and are kept for leaves a partial load
         skips).  On libraries with views the parameters and each state slot
         come back laid out flat (:func:`anyoptim.flatten`), read straight into
         their new buffers.  Default: NumPy arrays in the saved structure.
@@ -412,7 +429,10 @@ def _load(file: CheckpointFile, like: Any, optimizer: Optimizer | None, strict: 
 
     params = tree_unflatten(treedef, _read_leaves(file, xp, device, leaves, keys("params"), None))
     slots = {
-        slot: tree_unflatten(treedef, _read_leaves(file, xp, device, leaves, keys(f"state/{slot}"), fill))
+        slot: tree_unflatten(
+            treedef,
+            _read_leaves(file, xp, device, _slot_leaves(file, xp, leaves, names, slot), keys(f"state/{slot}"), fill),
+        )
         for slot, fill in fills.items()
     }
     return params, OptimizerState(info.count, info.learning_rate, slots, info.skipped, treedef, maker)

@@ -184,7 +184,8 @@ def save(
         device, or ``state`` does not belong to them or was made by another
         optimizer than ``optimizer``; a :class:`CheckpointError` for a dtype a
         checkpoint cannot hold (only float16, float32 and float64: not bfloat16).
-        Nothing is written then.
+        Nothing is written then.  (State is saved in its own dtypes: float32
+        for the float16 parameters of ``master_weights=True``.)
     ImportError
         If safetensors is not installed.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .precision import run_widened, widens
 from .program import Program
 
 __all__ = ["GenericEngine"]
@@ -21,7 +22,9 @@ class GenericEngine:
     array-api-strict) and of ``engine="generic"``: each optimizer step evaluates
     the rule on each leaf with the arrays' own namespace, so it runs wherever the
     Array API does, immutable arrays included, at the cost of a few temporaries
-    per leaf and per operator.  Nothing is written in place: the given
+    per leaf and per operator.  A leaf of float16 or bfloat16 (or with state in
+    a wider dtype) is computed in float32, each result rounded once into its
+    array's dtype (:func:`~anyoptim.engines.precision.run_widened`).  Nothing is written in place: the given
     parameters and slots stay as they were.  It holds no state; one instance
     serves every optimizer.
 
@@ -125,11 +128,14 @@ class GenericEngine:
         new_slots: dict[str, list[Any]] = {name: [] for name in slots}
         for index, (p, g) in enumerate(zip(params, grads, strict=False)):
             leaf_slots = {name: values[index] for name, values in slots.items()}
-            new_p, updated = program(xp, p, g, leaf_slots, hps[index])
+            if widens(xp, [p, g, *leaf_slots.values()]):  # float16, bfloat16: computed in float32
+                new_p, updated = run_widened(program, xp, p, g, leaf_slots, hps[index])
+            else:
+                new_p, updated = program(xp, p, g, leaf_slots, hps[index])
             if p.ndim == 0:
                 # NumPy turns 0-D results into scalars (np.float64); keep them arrays.
                 new_p = xp.asarray(new_p, dtype=p.dtype)
-                updated = {name: xp.asarray(value, dtype=p.dtype) for name, value in updated.items()}
+                updated = {name: xp.asarray(value, dtype=leaf_slots[name].dtype) for name, value in updated.items()}
             new_params.append(new_p)
             for name in slots:
                 new_slots[name].append(updated[name])

@@ -52,6 +52,12 @@ class Program:
         Add ``hp["weight_decay"] * p`` to the gradient (L2 regularisation).
     decoupled_decay : bool, default False
         Subtract ``hp["decay"] * p`` after the rule (AdamW-style decay).
+    master : bool, default False
+        Master weights: the slot ``"master"`` (last in ``slot_names``, not
+        passed to the rule) holds the parameter in a wider dtype; the step
+        reads it instead of ``p`` and writes the new value to both, each
+        rounded into its own dtype by the engine
+        (:mod:`anyoptim.engines.precision`).
 
     Examples
     --------
@@ -73,8 +79,11 @@ class Program:
     clip_value: bool = False
     coupled_decay: bool = False
     decoupled_decay: bool = False
+    master: bool = False
 
     def __call__(self, xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[Any, Slots]:
+        if self.master:
+            p, slots = slots["master"], {name: value for name, value in slots.items() if name != "master"}
         if self.scale_grad:
             g = g * hp["grad_scale"]
         if self.clip_value:
@@ -84,4 +93,6 @@ class Program:
         new_p, new_slots = self.rule(xp, p, g, slots, hp, **dict(self.options))
         if self.decoupled_decay:
             new_p = new_p - hp["decay"] * p
+        if self.master:
+            new_slots = {**new_slots, "master": new_p}
         return new_p, new_slots

@@ -10,6 +10,7 @@ module                 holds
 :mod:`.adam`           the Adam family (Adam, AdamW, NAdam, RAdam)
 :mod:`.adamax`         Adamax
 :mod:`.lion`           Lion
+:mod:`.precision`      master weights: the state of ``master_weights=True``
 =====================  ===================================================
 
 :data:`REGISTRY` is the one table of optimizers by name: the command line, the

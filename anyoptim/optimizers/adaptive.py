@@ -37,7 +37,7 @@ def rmsprop(
 
         s \leftarrow \beta s + (1-\beta) g^2, \quad
         \bar g \leftarrow \beta \bar g + (1-\beta) g \ \text{(centered)}, \quad
-        r = s - \bar g^2 \ \text{(centered) or } s
+        r = \max(s - \bar g^2, 0) \ \text{(centered) or } s
 
         u = \frac{g}{\sqrt{r} + \epsilon} \ \text{or}\ \frac{g}{\sqrt{r + \epsilon}}, \quad
         b \leftarrow \mu b + u \ \text{(momentum)}, \quad
@@ -91,7 +91,8 @@ def rmsprop(
     if centered:
         mean_g = beta * slots["mean_g"] + (1 - beta) * g
         new_slots["mean_g"] = mean_g
-        radicand = s - mean_g * mean_g
+        # s >= mean_g**2 in exact arithmetic; rounded (float16 state underflows first) it may not be: no NaN.
+        radicand = xp.maximum(s - mean_g * mean_g, 0.0)
     if eps_in_sqrt:
         step = g / xp.sqrt(radicand + hp["epsilon"])
     else:
@@ -126,7 +127,8 @@ class RMSprop(Optimizer):
     eps_in_sqrt : bool, default False
         Divide by :math:`\sqrt{s + \epsilon}` instead of :math:`\sqrt{s} + \epsilon`.
     centered : bool, default False
-        Divide by the root of the variance estimate :math:`s - \bar g^2`; adds the
+        Divide by the root of the variance estimate :math:`s - \bar g^2` (at least 0: rounded
+        state, float16 above all, can make it negative; torch.optim gives NaN there); adds the
         state slot ``mean_g`` (:math:`\bar g`).
     momentum : float, default 0
         μ, in [0, 1); when > 0 the steps are accumulated in the state slot ``buf`` (:math:`b`).

@@ -21,6 +21,7 @@ from ..transforms import clip_factor, decay_all, frozen_mask, mask_values
 from ..tree import TreeDef, tree_flatten, tree_unflatten
 from .contract import check_against_rule, declaration_of
 from .groups import leaf_keys, leaf_scalars
+from .precision import init_slots, state_slot_fills
 from .prepared import PreparedStep
 from .validation import apply_nonfinite_policy, check_distinct, check_grads, check_state, separate_grads, state_owner
 
@@ -82,6 +83,8 @@ class Optimizer:
     engine : {"auto", "generic", "fused"} or engine object, default "auto"
         How the update runs (:mod:`anyoptim.engines`); "auto" takes the fused engine when the arrays' library
         has one.  Tests and benchmarks may pin an engine object of that library (``NumpyEngine(kernels="ufunc")``).
+    master_weights : bool, default False
+        Keep float32 copies of float16/bfloat16 params, and float32 state (:mod:`anyoptim.optimizers.precision`).
 
     Raises
     ------
@@ -150,6 +153,7 @@ class Optimizer:
         clip_value: float | None = None,
         on_nonfinite: str = "ignore",
         engine: Any = "auto",
+        master_weights: bool = False,
     ):
         # Every assignment is checked by __setattr__ (setting_checks), here and after construction.
         self.learning_rate = learning_rate
@@ -159,6 +163,7 @@ class Optimizer:
         self.clip_value = clip_value
         self.on_nonfinite = on_nonfinite
         self.engine = engine
+        self.master_weights = master_weights
 
     # -- what subclasses describe
 
@@ -192,11 +197,12 @@ class Optimizer:
         return Program(
             rule=type(self).rule,
             options=tuple(sorted(self._options().items())),
-            slot_names=tuple(self._slot_fills()),
+            slot_names=tuple(self.slot_fills()),
             scale_grad=self.clip_global_norm is not None,
             clip_value=self.clip_value is not None,
             coupled_decay=decayed and not self.decoupled_weight_decay,
             decoupled_decay=decayed and self.decoupled_weight_decay,
+            master=self.master_weights,
         )
 
     def learning_rate_at(self, count: int) -> float:
@@ -244,30 +250,25 @@ class Optimizer:
         check_distinct(names, leaves)
         if self.weight_decay:
             mask_values(self.weight_decay_mask, names, leaves, treedef)
-        engine = select_engine(xp, self.engine)
-        slots = engine.init_slots(xp, leaves, self._slot_fills())
-        return OptimizerState(
-            count=0,
-            learning_rate=self.learning_rate_at(0),
-            slots={slot: tree_unflatten(treedef, values) for slot, values in slots.items()},
-            structure=treedef,
-            optimizer=state_owner(type(self)),
-        )
+        slots = init_slots(select_engine(xp, self.engine), xp, leaves, self.slot_fills())
+        slots = {slot: tree_unflatten(treedef, values) for slot, values in slots.items()}
+        return OptimizerState(0, self.learning_rate_at(0), slots, 0, treedef, state_owner(type(self)))
 
-    def slot_fills(self) -> dict[str, float]:
+    def slot_fills(self) -> dict[str, float | None]:
         """Get the state's slots and the value :meth:`init` fills each with, without making any array.
 
         Returns
         -------
-        dict of str to float
-            Slot name -> initial value, in the order of ``init(params).slots``.
+        dict of str to float or None
+            Slot name -> initial value, in the order of ``init(params).slots``; None for ``"master"``
+            (``master_weights=True``), which starts as the parameter.
 
         Examples
         --------
         >>> import anyoptim; anyoptim.Adagrad(initial_accumulator_value=0.1).slot_fills()
         {'s': 0.1}
         """
-        return self._slot_fills()
+        return state_slot_fills(self._slot_fills(), self.master_weights)
 
     def __getstate__(self) -> dict[str, Any]:
         """Settings only: a copy or a pickle drops the step prepared for the last call's arrays."""
@@ -323,7 +324,7 @@ class Optimizer:
         xp, device = check_leaves(names, p_leaves, what="params")
         check_distinct(names, p_leaves)
         g_leaves = check_grads(xp, device, names, p_leaves, treedef, grads)
-        slots = check_state(state_owner(type(self)), tuple(self._slot_fills()), names, p_leaves, treedef, state)
+        slots = check_state(state_owner(type(self)), tuple(self.slot_fills()), names, p_leaves, treedef, state)
         count = check_count(state.count)
         learning_rate = self.learning_rate_at(count)
         skipped = apply_nonfinite_policy(self.on_nonfinite, xp, names, g_leaves, params, state)

@@ -12,8 +12,9 @@ import functools
 from dataclasses import replace
 from typing import Any
 
-from .._namespace import check_leaves, device_of
+from .._namespace import array_namespace, check_leaves, device_of
 from ..engines.memory import overlapping
+from ..engines.precision import is_narrow
 from ..state import OptimizerState
 from ..transforms import first_nonfinite
 from ..tree import TreeDef, check_same_structure, tree_flatten
@@ -106,7 +107,8 @@ def check_state(
         If ``state`` is not an :class:`~anyoptim.state.OptimizerState`.
     ValueError
         If it was made for another structure, holds other slots, or a slot leaf
-        of another count, shape or dtype.
+        of another count, shape or dtype (float32 is allowed for a float16 or
+        bfloat16 parameter).
     """
     if not isinstance(state, OptimizerState):
         raise TypeError(f"state must be the OptimizerState returned by init or step, got {type(state).__name__}")
@@ -132,13 +134,19 @@ def check_state(
                     f"is a {_library(p)} array on {device_of(p)}: state and params must be arrays of one library "
                     "on one device"
                 )
-            if tuple(s.shape) != tuple(p.shape) or s.dtype != p.dtype:
+            if tuple(s.shape) != tuple(p.shape) or (s.dtype != p.dtype and not _float32_state_of_narrow(p, s)):
                 raise ValueError(
                     f"state slot {slot!r} of {name!r} has shape {tuple(s.shape)} and dtype {s.dtype}, "
                     f"but the parameter has {tuple(p.shape)} and {p.dtype}"
                 )
         slots[slot] = leaves
     return slots
+
+
+def _float32_state_of_narrow(p: Any, s: Any) -> bool:
+    """Whether ``s`` is a float32 slot of a float16 or bfloat16 parameter ``p`` (master weights)."""
+    xp = array_namespace(p)
+    return is_narrow(xp, p.dtype) and s.dtype == xp.float32
 
 
 def _library(array: Any) -> str:

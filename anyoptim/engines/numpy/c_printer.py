@@ -32,9 +32,21 @@ as the body of a C loop over every span, compiled by :mod:`anyoptim.engines.nump
 A plan with ``**`` on arrays, or whose values include a dtype other than
 float32, float64 or bool, gets no C form (:func:`c_source` returns None) and
 runs as ufuncs.
+
+Columns may be *stored* in another dtype than the plan computes in
+(``column_dtypes``): float16 parameters and state run the float32 plan
+(:mod:`anyoptim.engines.precision`), each element read as ``_Float16`` and
+widened exactly, each result rounded once (to nearest even, as NumPy's
+``astype``) when it is stored.  Those kernels are printed twice, for AVX2 with
+F16C (conversions in hardware) and the baseline (conversions in software, about
+20 times slower), the CPU's features choosing per call.  A compiler without ``_Float16``
+(GCC < 12 or a non-x86 target) fails the build, and the spans run as ufuncs
+(:mod:`anyoptim.engines.numpy.widened`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -45,6 +57,9 @@ __all__ = ["C_TYPES", "c_source"]
 
 #: The C type of each dtype a kernel may compute in.
 C_TYPES = {"float32": "float", "float64": "double", "bool": "bool"}
+
+#: The C type of each dtype a kernel's columns may be stored in.
+STORAGE_TYPES = {"float16": "_Float16", "float32": "float", "float64": "double"}
 
 
 _PREAMBLE = """\
@@ -64,6 +79,48 @@ _PREAMBLE = """\
 #define ANYOPTIM_CLONES
 #endif
 """
+
+#: A kernel with float16 columns: the body twice, for AVX2 with F16C (hardware conversions) and the baseline,
+#: chosen per call by the CPU's features (``target_clones`` cannot ask for two features in one clone).
+_HALF_DISPATCH = """\
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define ANYOPTIM_HALF_FAST __attribute__((target("avx2,f16c")))
+#define ANYOPTIM_HALF_FAST_OK (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
+ANYOPTIM_HALF_FAST static inline void anyoptim_widen(float *out, const _Float16 *in, int64_t m)
+{
+    int64_t j = 0;
+    for (; j + 8 <= m; j += 8)
+        _mm256_storeu_ps(out + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + j))));
+    for (; j < m; ++j)
+        out[j] = (float)in[j];
+}
+ANYOPTIM_HALF_FAST static inline void anyoptim_narrow(_Float16 *out, const float *in, int64_t m)
+{
+    int64_t j = 0;
+    for (; j + 8 <= m; j += 8)
+        _mm_storeu_si128((__m128i *)(out + j), _mm256_cvtps_ph(_mm256_loadu_ps(in + j), _MM_FROUND_TO_NEAREST_INT));
+    for (; j < m; ++j)
+        out[j] = (_Float16)in[j];
+}
+#else
+#define ANYOPTIM_HALF_FAST
+#define ANYOPTIM_HALF_FAST_OK 0
+static inline void anyoptim_widen(float *out, const _Float16 *in, int64_t m)
+{
+    for (int64_t j = 0; j < m; ++j)
+        out[j] = (float)in[j];
+}
+static inline void anyoptim_narrow(_Float16 *out, const float *in, int64_t m)
+{
+    for (int64_t j = 0; j < m; ++j)
+        out[j] = (_Float16)in[j];
+}
+#endif
+"""
+
+#: Elements of a chunk of float16 columns widened at once (a float buffer of 1 KiB per column).
+_CHUNK = 256
 
 
 def _expression(op: str, a: list[str], zero: str, one: str) -> str:
@@ -90,8 +147,11 @@ def _expression(op: str, a: list[str], zero: str, one: str) -> str:
     raise AssertionError(f"no C form for {op}")  # pragma: no cover
 
 
-def c_source(plan: Plan, symbol: str) -> str | None:
+def c_source(plan: Plan, symbol: str, column_dtypes: tuple[str, ...] | None = None) -> str | None:
     """The plan as ``void symbol(const int64_t *frame)``, or None if it has no C form (see the module notes).
+
+    ``column_dtypes`` names the dtype each column (p, g, slots) is stored in; by default every column is the
+    plan's dtype.
 
     The frame is ``[spans, scalar table address, (length, column addresses...) per span]``;
     the table holds one float64 per broadcast use of the plan (host scalars,
@@ -108,6 +168,9 @@ def c_source(plan: Plan, symbol: str) -> str | None:
         return None
     column_type = C_TYPES[plan.dtype.name]
     columns = 2 + len(plan.trace.slot_names)
+    stored = [STORAGE_TYPES.get(name) for name in column_dtypes or [plan.dtype.name] * columns]
+    if len(stored) != columns or None in stored:
+        return None
     holder = {use: f"s{index}" for index, use in enumerate(plan.broadcast_uses)}
     value_name = {node: f"x{role}" for node, role in plan.roles.items()}
     value_name.update({node: f"t{node}" for node, _, _ in plan.steps})
@@ -122,38 +185,77 @@ def c_source(plan: Plan, symbol: str) -> str | None:
             return value_name[node]
         return f"(({C_TYPES[common.name]}){value_name[node]})"
 
-    lines = [_PREAMBLE, f"ANYOPTIM_CLONES void {symbol}(const int64_t *frame)", "{"]
-    lines.append("    const double *table = (const double *)(uintptr_t)frame[1];")
-    for position, (_, dtype) in enumerate(plan.broadcast_uses):
-        ctype = C_TYPES[dtype.name]
-        lines.append(f"    const {ctype} s{position} = ({ctype})table[{position}];")
-    lines.append("    for (int64_t span = 0; span < frame[0]; ++span) {")
-    lines.append(f"        const int64_t *at = frame + 2 + span * {columns + 1};")
-    lines.append("        const int64_t n = at[0];")
-    for column in range(columns):
-        qualifier = "const " if column == 1 else ""
-        lines.append(
-            f"        {qualifier}{column_type} *c{column} = ({qualifier}{column_type} *)(uintptr_t)at[{column + 1}];"
-        )
-    lines.append("        for (int64_t i = 0; i < n; ++i) {")
     read = {x for _, _, operands in plan.steps for x in operands} | {node for _, node in plan.outputs}
-    for node, role in sorted(plan.roles.items(), key=lambda item: item[1]):
-        if node in read:
-            lines.append(f"            const {column_type} x{role} = c{role}[i];")
-    for (node, op, operands), common in zip(plan.steps, plan.common_dtypes, strict=True):
-        # where's condition is not cast; every other operand is, to the operation's common dtype
-        arguments = [
-            value_name[x] if op == "where" and position == 0 and x in plan.block_values else operand(x, common)
-            for position, x in enumerate(operands)
-        ]
-        ctype = C_TYPES[common.name] if common.name in C_TYPES else column_type
-        zero, one = f"(({ctype})0)", f"(({ctype})1)"
-        lines.append(f"            const {C_TYPES[dtype_of(node)]} t{node} = {_expression(op, arguments, zero, one)};")
     role_input = {role: node for node, role in plan.roles.items()}
-    for role, node in plan.outputs:
-        if role_input.get(role) == node:
-            continue  # unchanged
-        value = value_name[node] if node in plan.block_values else holder[(node, plan.dtype)]
-        lines.append(f"            c{role}[i] = ({column_type}){value};")
-    lines += ["        }", "    }", "}", ""]
-    return "\n".join(lines)
+    roles_read = [role for node, role in sorted(plan.roles.items(), key=lambda item: item[1]) if node in read]
+    written = [(role, node) for role, node in plan.outputs if role_input.get(role) != node]  # others unchanged
+
+    def element(load: Callable[[int], str], store: Callable[[int, str], str]) -> list[str]:
+        """The loop body: read the columns, every operation, write the results (indented 12)."""
+        body = [f"            const {column_type} x{role} = {load(role)};" for role in roles_read]
+        for (node, op, operands), common in zip(plan.steps, plan.common_dtypes, strict=True):
+            # where's condition is not cast; every other operand is, to the operation's common dtype
+            arguments = [
+                value_name[x] if op == "where" and position == 0 and x in plan.block_values else operand(x, common)
+                for position, x in enumerate(operands)
+            ]
+            ctype = C_TYPES[common.name] if common.name in C_TYPES else column_type
+            zero, one = f"(({ctype})0)", f"(({ctype})1)"
+            body.append(
+                f"            const {C_TYPES[dtype_of(node)]} t{node} = {_expression(op, arguments, zero, one)};"
+            )
+        for role, node in written:
+            value = value_name[node] if node in plan.block_values else holder[(node, plan.dtype)]
+            body.append(f"            {store(role, value)}")
+        return body
+
+    def function(chunked: bool) -> list[str]:
+        lines = ["{", "    const double *table = (const double *)(uintptr_t)frame[1];"]
+        for position, (_, dtype) in enumerate(plan.broadcast_uses):
+            ctype = C_TYPES[dtype.name]
+            lines.append(f"    const {ctype} s{position} = ({ctype})table[{position}];")
+        lines.append("    for (int64_t span = 0; span < frame[0]; ++span) {")
+        lines.append(f"        const int64_t *at = frame + 2 + span * {columns + 1};")
+        lines.append("        const int64_t n = at[0];")
+        for column in range(columns):
+            qualifier, ctype = ("const " if column == 1 else ""), stored[column]
+            lines.append(f"        {qualifier}{ctype} *c{column} = ({qualifier}{ctype} *)(uintptr_t)at[{column + 1}];")
+        if not chunked:
+            lines.append("        for (int64_t i = 0; i < n; ++i) {")
+            lines += element(lambda r: f"({column_type})c{r}[i]", lambda r, v: f"c{r}[i] = ({stored[r]}){v};")
+            return [*lines, "        }", "    }", "}", ""]
+        # Half columns: widened a chunk at a time into float buffers (vector conversions), the float loop on
+        # the chunk (it vectorises as the float kernels do), the written ones narrowed back.
+        half = [role for role in range(columns) if stored[role] == "_Float16"]
+        lines += [f"        float b{role}[{_CHUNK}];" for role in half]
+        lines.append(f"        for (int64_t i0 = 0; i0 < n; i0 += {_CHUNK}) {{")
+        lines.append(f"            const int64_t m = n - i0 < {_CHUNK} ? n - i0 : {_CHUNK};")
+        lines += [f"            anyoptim_widen(b{r}, c{r} + i0, m);" for r in roles_read if r in half]
+        lines.append("            for (int64_t j = 0; j < m; ++j) {")
+        inner = element(
+            lambda r: f"b{r}[j]" if r in half else f"c{r}[i0 + j]",
+            lambda r, v: f"b{r}[j] = {v};" if r in half else f"c{r}[i0 + j] = ({stored[r]}){v};",
+        )
+        lines += ["    " + line for line in inner]
+        lines.append("            }")
+        lines += [f"            anyoptim_narrow(c{r} + i0, b{r}, m);" for r, _ in written if r in half]
+        return [*lines, "        }", "    }", "}", ""]
+
+    if "_Float16" not in stored:
+        return "\n".join([_PREAMBLE, f"ANYOPTIM_CLONES void {symbol}(const int64_t *frame)", *function(False)])
+    if plan.dtype.name != "float32":
+        return None  # float16 columns of a float64 step (float64 state): the ufunc blocks
+    return "\n".join(
+        [
+            _PREAMBLE + _HALF_DISPATCH,
+            f"ANYOPTIM_HALF_FAST static void {symbol}_fast(const int64_t *frame)",
+            *function(True),
+            f"static void {symbol}_base(const int64_t *frame)",
+            *function(False),
+            f"void {symbol}(const int64_t *frame)",
+            "{",
+            f"    if (ANYOPTIM_HALF_FAST_OK) {symbol}_fast(frame); else {symbol}_base(frame);",
+            "}",
+            "",
+        ]
+    )

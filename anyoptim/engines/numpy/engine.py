@@ -38,7 +38,8 @@ block instead.
 The pieces: :mod:`~anyoptim.engines.numpy.plan` (the trace split into host
 work and ufunc calls), :mod:`~anyoptim.engines.numpy.c_printer` (the plan as C),
 :mod:`~anyoptim.engines.numpy.runners` (a plan bound to spans: C call, ufunc
-calls, or the rule as written), :mod:`~anyoptim.engines.numpy.native`
+calls, or the rule as written; for float16 spans the float32 plan, as C or on
+widened blocks, :mod:`~anyoptim.engines.numpy.widened`), :mod:`~anyoptim.engines.numpy.native`
 (compiler and cache); this module finds the spans and owns the caches.
 """
 
@@ -53,13 +54,14 @@ from typing import Any
 import numpy as np
 
 from ..fused import FusedEngine
+from ..precision import run_widened
 from ..program import Program
 from ..spans import contiguous_runs
 from ..trace import hp_signature, kernel_name, trace_program
 from . import native
 from .c_printer import c_source
 from .plan import Plan
-from .runners import CompiledSpans, DirectSpans, TracedSpans, spans_fit_a_kernel
+from .runners import span_runner
 
 __all__ = ["DEFAULT_BLOCK_BYTES", "NumpyEngine", "NumpyStep"]
 
@@ -159,25 +161,15 @@ class NumpyStep:
             indices = self.in_place_leaves[start:stop]
             span_columns = [_span([column[i] for i in indices]) for column in columns]
             hp = hps[indices[0]]
-            key = (span_columns[0].dtype, tuple(sorted((k, _scalar_kind(v)) for k, v in hp.items())))
-            groups.setdefault(key, []).append((span_columns, indices[0]))
+            dtypes = tuple(column.dtype for column in span_columns)
+            groups.setdefault((dtypes, tuple(sorted((k, _scalar_kind(v)) for k, v in hp.items()))), []).append(
+                (span_columns, indices[0])
+            )
         # One plan and one set of scratch buffers per dtype and kind of scalars.
         self.runners: list[Any] = []
-        for (dtype, kinds), spans in groups.items():
-            span_columns = [columns for columns, _ in spans]
-            firsts = [first for _, first in spans]
-            plan = engine.plan(program, dtype, self.slot_names, hps[firsts[0]], kinds)
-            kernel = None if plan is None or not spans_fit_a_kernel(span_columns, dtype) else engine.kernel(plan)
-            if plan is None:
-                self.runners.append(
-                    DirectSpans(program, self.slot_names, span_columns, firsts, engine.elements_per_block(dtype))
-                )
-            elif kernel is not None:
-                self.runners.append(CompiledSpans(plan, kernel, span_columns, firsts, [hps[i] for i in firsts]))
-            else:
-                self.runners.append(
-                    TracedSpans(plan, span_columns, firsts, [hps[i] for i in firsts], engine.elements_per_block(dtype))
-                )
+        for (dtypes, kinds), spans in groups.items():
+            span_columns, firsts = [columns for columns, _ in spans], [first for _, first in spans]
+            self.runners.append(span_runner(engine, program, self.slot_names, dtypes, kinds, span_columns, firsts, hps))
 
         if len(self.runners) == 1:
             self.update = self.runners[0].run  # one call less per step
@@ -198,8 +190,8 @@ class NumpyStep:
         for i in self.out_of_place:
             leaf_slots = {name: values[i] for name, values in self.slots.items()}
             with np.errstate(all="ignore"):  # IEEE arithmetic, as the in-place runners and the kernels
-                new_p, updated = self.program(
-                    np, np.asarray(self.params[i]), np.asarray(self.grads[i]), leaf_slots, hps[i]
+                new_p, updated = run_widened(  # in float32 for float16 leaves, as the generic engine
+                    self.program, np, np.asarray(self.params[i]), np.asarray(self.grads[i]), leaf_slots, hps[i]
                 )
             # NumPy arithmetic on 0-D arrays gives scalars: keep every leaf an array.
             new_params[i] = np.asarray(new_p)
@@ -308,7 +300,7 @@ class NumpyEngine(FusedEngine):
         self.block_size = block_size
         self._lock = threading.Lock()  # around the two caches (never held while tracing or compiling)
         self._plans: dict[tuple, Plan | None] = {}
-        self._kernels: dict[int, tuple[Plan, Callable[[int], None] | None]] = {}  # id(plan) -> (plan, C function)
+        self._kernels: dict[tuple, tuple[Plan, Callable[[int], None] | None]] = {}  # (id(plan), columns) -> ...
         _ENGINES.add(self)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -401,7 +393,7 @@ class NumpyEngine(FusedEngine):
         with self._lock:
             return self._plans.setdefault(key, made)
 
-    def kernel(self, plan: Plan) -> Callable[[int], None] | None:
+    def kernel(self, plan: Plan, columns: tuple[str, ...] | None = None) -> Callable[[int], None] | None:
         """Build (once) the compiled C function of ``plan``, or None where the plan runs as ufuncs.
 
         With ``kernels="auto"`` a kernel that fails to build warns once
@@ -414,6 +406,8 @@ class NumpyEngine(FusedEngine):
         ----------
         plan : Plan
             A plan made by :meth:`plan`.
+        columns : tuple of str, optional
+            The dtype each column is stored in (float16 columns of a float32 plan), when not the plan's.
 
         Returns
         -------
@@ -439,11 +433,11 @@ class NumpyEngine(FusedEngine):
         if self.kernels == "ufunc":
             return None
         with self._lock:
-            found = self._kernels.get(id(plan))
+            found = self._kernels.get((id(plan), columns))
         if found is not None and found[0] is plan:
             return found[1]
-        symbol = f"{kernel_name(plan.trace)}_{plan.dtype.name}"
-        source = c_source(plan, symbol)
+        symbol = f"{kernel_name(plan.trace)}_{plan.dtype.name}" + "".join(f"_{name}" for name in columns or ())
+        source = c_source(plan, symbol, columns)
         function = None
         if source is not None:
             try:
@@ -453,7 +447,7 @@ class NumpyEngine(FusedEngine):
                     raise
                 native.warn_fallback(error)
         with self._lock:  # the entry holds the plan: its id is not reused while the entry lives
-            self._kernels[id(plan)] = (plan, function)
+            self._kernels[(id(plan), columns)] = (plan, function)
         return function
 
     def prepare(

@@ -7,7 +7,11 @@ step, and has ``run(hps)``: run every span with the scalars of its leaves.
 * :class:`CompiledSpans`: the plan's C kernel (:mod:`anyoptim.engines.numpy.c_printer`),
   one call per run of spans sharing scalars;
 * :class:`TracedSpans`: the plan's ufunc calls on cache-sized blocks;
-* :class:`DirectSpans`: the program evaluated as written on each block.
+* :class:`DirectSpans`: the program evaluated as written on each block;
+* :class:`~anyoptim.engines.numpy.widened.WidenedSpans`: spans with float16
+  columns (or float32 state beside them), the float32 plan on widened blocks.
+
+:func:`span_runner` chooses.
 """
 
 from __future__ import annotations
@@ -19,29 +23,91 @@ import numpy as np
 
 from ..program import Program
 from .plan import Plan
+from .widened import WidenedSpans, span_compute_dtype
 
-__all__ = ["CompiledSpans", "DirectSpans", "TracedSpans", "spans_fit_a_kernel"]
+__all__ = ["CompiledSpans", "DirectSpans", "TracedSpans", "span_runner", "spans_fit_a_kernel"]
 
 
-def spans_fit_a_kernel(spans: Sequence[Sequence[Any]], dtype: np.dtype) -> bool:
+def span_runner(
+    engine: Any,
+    program: Program,
+    slot_names: Sequence[str],
+    dtypes: Sequence[np.dtype],
+    kinds: tuple,
+    spans: list[list[np.ndarray]],
+    leaves: list[int],
+    hps: Sequence[Mapping[str, Any]],
+) -> Any:
+    """The runner of spans whose columns have ``dtypes`` and whose scalars have ``kinds``.
+
+    The plan is made for the spans' compute dtype
+    (:func:`~anyoptim.engines.numpy.widened.span_compute_dtype`): columns not
+    all of it (float16) take :class:`~anyoptim.engines.numpy.widened.WidenedSpans`;
+    otherwise the C kernel where one is built and the spans fit it, the ufunc
+    calls where not, the program as written for a rule the tracer cannot follow.
+
+    Parameters
+    ----------
+    engine : NumpyEngine
+        Whose plans, kernels and block size to use.
+    program : Program
+        The step.
+    slot_names : sequence of str
+        The slots, in the order of the spans' columns after p and g.
+    dtypes : sequence of numpy.dtype
+        The dtype of each column (p, g, slots), the same in every span.
+    kinds : tuple
+        The kinds of the scalars (:meth:`~anyoptim.engines.numpy.NumpyEngine.plan`).
+    spans : list of list of numpy.ndarray
+        The columns of each span.
+    leaves : list of int
+        The first leaf of each span.
+    hps : sequence of mapping
+        The scalars of every leaf (those of ``leaves`` are read).
+
+    Returns
+    -------
+    CompiledSpans, TracedSpans, DirectSpans or WidenedSpans
+        An object with ``run(hps)``.
+    """
+    dtype = span_compute_dtype(dtypes)
+    plan = engine.plan(program, dtype, slot_names, hps[leaves[0]], kinds)
+    block, first_hps = engine.elements_per_block(dtype), [hps[i] for i in leaves]
+    if any(column != dtype for column in dtypes):
+        fits = plan is not None and spans_fit_a_kernel(spans, tuple(dtypes))
+        kernel = engine.kernel(plan, tuple(np.dtype(column).name for column in dtypes)) if fits else None
+        if kernel is not None:  # float16 columns read and written by the float32 kernel
+            return CompiledSpans(plan, kernel, spans, leaves, first_hps)
+        return WidenedSpans(plan, program, slot_names, spans, leaves, first_hps, block)
+    if plan is None:
+        return DirectSpans(program, slot_names, spans, leaves, block)
+    kernel = engine.kernel(plan) if spans_fit_a_kernel(spans, dtype) else None
+    if kernel is not None:
+        return CompiledSpans(plan, kernel, spans, leaves, first_hps)
+    return TracedSpans(plan, spans, leaves, first_hps, block)
+
+
+def spans_fit_a_kernel(spans: Sequence[Sequence[Any]], dtype: Any) -> bool:
     """Whether a kernel may read and write these spans' memory through raw addresses.
 
     The kernel trusts its frame: every column (p, g, slots) of a span must be a
-    1-D, C-contiguous, aligned NumPy array of ``dtype`` in native byte order,
+    1-D, C-contiguous, aligned NumPy array of ``dtype`` (or of ``dtype[i]`` for
+    column ``i``, when a sequence of dtypes is given) in native byte order,
     as long as the span's parameter column, and writeable except the gradient
     (column 1).  The optimizer's checks guarantee this; a direct
     ``NumpyEngine.apply`` with other arrays runs as ufuncs instead, which cast
     or raise as NumPy does.
     """
-    dtype = np.dtype(dtype)
-    if not dtype.isnative:
+    dtypes = [np.dtype(d) for d in dtype] if isinstance(dtype, (list, tuple)) else [np.dtype(dtype)] * len(spans[0])
+    if not all(d.isnative for d in dtypes):
         return False
     for columns in spans:
         length = columns[0].shape
         for index, column in enumerate(columns):
             if not (
                 isinstance(column, np.ndarray)
-                and column.dtype == dtype
+                and index < len(dtypes)
+                and column.dtype == dtypes[index]
                 and column.shape == length
                 and len(length) == 1
                 and column.flags.c_contiguous
