@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from .._namespace import check_leaves, device_of
+from ..count_math import is_traced
 from ..engines.memory import overlapping
 from ..state import OptimizerState
 from ..transforms import first_nonfinite
@@ -126,7 +127,8 @@ def check_state(
         if len(leaves) != len(p_leaves):
             raise ValueError(f"state slot {slot!r} has {len(leaves)} arrays but params have {len(p_leaves)}")
         for name, p, s in zip(names, p_leaves, leaves, strict=True):
-            if _library(s) != _library(p) or device_of(s) != device_of(p):
+            # (a traced array has no device; one closed over by the trace is still JAX's: the step warns)
+            if _library(s) != _library(p) or (device_of(s) != device_of(p) and not (is_traced(s) or is_traced(p))):
                 raise TypeError(
                     f"state slot {slot!r} of {name!r} is a {_library(s)} array on {device_of(s)}, but the parameter "
                     f"is a {_library(p)} array on {device_of(p)}: state and params must be arrays of one library "
@@ -143,7 +145,8 @@ def check_state(
 
 def _library(array: Any) -> str:
     """The library an array belongs to, by its type's top-level module (``numpy``, ``torch``, ``jax``)."""
-    return type(array).__module__.partition(".")[0]
+    library = type(array).__module__.partition(".")[0]
+    return "jax" if library == "jaxlib" else library  # a concrete JAX array is a jaxlib type, a traced one jax's
 
 
 def check_distinct(names: list[str], leaves: list[Any]) -> None:
@@ -207,7 +210,7 @@ def apply_nonfinite_policy(
     FloatingPointError
         Under ``"raise"``, naming the first leaf whose gradient holds NaN or infinity.
     """
-    if policy == "ignore":
+    if policy == "ignore" or any(map(is_traced, g_leaves)):  # under jax.jit: see optimizers/traced.py
         return None
     bad = first_nonfinite(xp, names, g_leaves)
     if bad is None:
