@@ -8,6 +8,8 @@ OPTIONAL = {
     "anyoptim/lesson/plots.py": "matplotlib",
     "anyoptim/sklearn": "sklearn",
     "anyoptim/checkpoint": "safetensors",
+    "anyoptim/nn/jitted.py": "jax",
+    "anyoptim/optimizers/traced.py": "jax",
 }
 
 collect_ignore = [path for path, library in OPTIONAL.items() if importlib.util.find_spec(library) is None]

@@ -201,8 +201,8 @@ def evaluate(formula: Callable[[Any], T], count: Any) -> T:
     ----------
     formula : callable
         ``formula(count) -> value``.
-    count : int or 0-D integer array
-        The step count.
+    count : int or array
+        The step count: a Python int, or a 0-D integer array.
 
     Returns
     -------

@@ -441,8 +441,8 @@ def learning_rate_at(learning_rate: float | Schedule, count: int) -> float:
     ----------
     learning_rate : float or callable
         A rate (already checked), or a schedule ``f(count) -> float``.
-    count : int or 0-D integer array
-        Steps taken before this one (a traced array under ``jax.jit``).
+    count : int or array
+        Steps taken before this one (a traced 0-D integer array under ``jax.jit``).
 
     Returns
     -------

@@ -20,6 +20,7 @@ MODULE_SECTIONS: tuple[tuple[str, str], ...] = (
     ("anyoptim.datasets", "Data sets"),
     ("anyoptim.tree", "Parameter trees"),
     ("anyoptim.checkpoint", "Checkpoints"),
+    ("anyoptim.count_math", "The step count's arithmetic (jitted steps)"),
 )
 
 #: The rule contract: what a new optimizer's update rule declares, and how it is checked.

@@ -106,10 +106,10 @@ class SkipByWhere:
         >>> import jax.numpy as jnp
         >>> from anyoptim.state import OptimizerState
         >>> from anyoptim.optimizers.traced import SkipByWhere
-        >>> skip, state = SkipByWhere(jnp, jnp.asarray(True)), OptimizerState(3, 0.1, {}, 0)
-        >>> params, _, count, rate, skipped = skip.select(([jnp.zeros(2)], {}), ([jnp.ones(2)], {}), state, 3, 0.2)
-        >>> params[0].tolist(), int(count), float(rate), int(skipped)
-        ([0.0, 0.0], 3, 0.1, 1)
+        >>> skip, state = SkipByWhere(jnp, jnp.asarray(True)), OptimizerState(3, 0.5, {}, 0)
+        >>> params, _, count, rate, skipped = skip.select(([jnp.zeros(2)], {}), ([jnp.ones(2)], {}), state, 3, 0.25)
+        >>> params[0].tolist(), int(count), float(rate), int(skipped)  # the old params and rate, one more skipped
+        ([0.0, 0.0], 3, 0.5, 1)
         """
         xp, flag = self.xp, self.flag
         (old_params, old_slots), (new_params, new_slots) = old, new
