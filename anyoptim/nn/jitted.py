@@ -20,7 +20,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from .._namespace import array_namespace, backend_name, device_of
+from .._namespace import array_namespace, backend_name
 from ..optimizers.base import Optimizer
 from ..state import OptimizerState
 from .data import Seed, epoch_seed, host_permutation
@@ -119,7 +119,7 @@ def jitted_epoch(
     (3, True)
     """
     jax = importlib.import_module("jax")
-    xp, device = array_namespace(X), device_of(X)
+    xp = array_namespace(X)
     n_samples = X.shape[0]
     full, rest = divmod(n_samples, batch_size)
 
@@ -151,7 +151,8 @@ def jitted_epoch(
     )
 
     def run(params: Any, state: Any, epoch: int) -> tuple[Any, Any, float]:
-        order = xp.asarray(host_permutation(n_samples, epoch_seed(seed, epoch)), device=device)
+        # A host array as it is: jit moves it with the call (xp.asarray(..., device=) costs more than the epoch).
+        order = host_permutation(n_samples, epoch_seed(seed, epoch)).astype("int32")
         try:
             params, state, total = compiled(params, state, X, targets, order)
         except tracing_errors as error:
