@@ -238,3 +238,17 @@ def test_registration_is_idempotent_and_thread_safe():
         list(pool.map(lambda _: register_with_jax(), range(16)))
     state = anyoptim.OptimizerState(1, 0.1, {})
     assert jax.tree_util.tree_leaves(state) == [1, 0.1, 0]
+
+
+def test_the_jax_benchmark_times_anyoptim_beside_optax():
+    """``benchmarks/jax_jit.py`` (outside the wheel): a short run of its step timings."""
+    pytest.importorskip("optax")
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import jax_jit
+
+    rows = {row["workload"]: row for row in jax_jit.step_times(quick=True)}
+    assert set(rows) == {"adam-1-tensor", "adam-mlp-6-tensors"}
+    assert rows["adam-1-tensor"]["parameters"] == 2**23 and rows["adam-mlp-6-tensors"]["parameters"] == 30
+    assert all(row["anyoptim_s"] > 0 and row["optax_s"] > 0 and row["ratio"] > 0 for row in rows.values())
