@@ -205,13 +205,13 @@ class Optimizer:
 
         Parameters
         ----------
-        count : int
-            The steps taken so far.
+        count : int or array
+            The steps taken so far (a traced 0-D integer array under ``jax.jit``).
 
         Returns
         -------
-        float
-            The constant rate, or the schedule's value at ``count``.
+        float or array
+            The constant rate, or the schedule's value at ``count`` (traced with the count).
 
         Examples
         --------
