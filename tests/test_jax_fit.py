@@ -252,3 +252,25 @@ def test_the_jax_benchmark_times_anyoptim_beside_optax():
     assert set(rows) == {"adam-1-tensor", "adam-mlp-6-tensors"}
     assert rows["adam-1-tensor"]["parameters"] == 2**23 and rows["adam-mlp-6-tensors"]["parameters"] == 30
     assert all(row["anyoptim_s"] > 0 and row["optax_s"] > 0 and row["ratio"] > 0 for row in rows.values())
+
+
+def test_jitted_fit_equals_eager_fit_in_float32_without_x64():
+    """The lesson's ``--dtype float32`` on JAX: int32 counts, the step's scalars in float64 inside the scan."""
+    script = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np, anyoptim
+        assert not jax.config.jax_enable_x64
+        X, y = anyoptim.datasets.make_moons(n_samples=90, noise=0.2, seed=3, xp=jnp, dtype=jnp.float32)
+        model = anyoptim.MLP([2, 6, 1], hidden_activation="tanh")
+        decay = anyoptim.schedules.inverse_time_decay(0.1, 10, 1.0, staircase=True)
+        for make in (lambda: anyoptim.Adam(0.02), lambda: anyoptim.RAdam(decay, on_nonfinite="skip")):
+            runs = [anyoptim.fit(model, make(), X, y, epochs=8, batch_size=32, seed=1, progress=False, jit=jit)
+                    for jit in (True, False)]
+            np.testing.assert_allclose(runs[0].history.cost, runs[1].history.cost, rtol=1e-6)
+            assert runs[0].state.count == runs[1].state.count == 24
+            assert runs[0].params["W1"].dtype == jnp.float32
+        print("ok")
+        """
+    )
+    result = _run(script, JAX_ENABLE_X64="0")
+    assert result.stdout.strip() == "ok", result.stderr[-3000:]
