@@ -1,4 +1,4 @@
-"""Arithmetic of the step count: one formula, on the host for a Python number, on the device for a traced array.
+r"""Arithmetic of the step count: one formula, on the host for a Python number, on the device for a traced array.
 
 An optimizer's step scalars (bias corrections :math:`1-\beta^t`, RAdam's rectification) and a schedule's rate are
 functions of the step count.  Eagerly the count is a Python int and they are computed on the host in double
