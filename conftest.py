@@ -9,6 +9,8 @@ OPTIONAL = {
     "anyoptim/sklearn": "sklearn",
     "anyoptim/checkpoint": "safetensors",
     "anyoptim/distributed": "mpi4py",
+    "anyoptim/nn/jitted.py": "jax",
+    "anyoptim/optimizers/traced.py": "jax",
 }
 
 collect_ignore = [path for path, library in OPTIONAL.items() if importlib.util.find_spec(library) is None]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from ._namespace import array_namespace
+from .count_math import is_traced
 
 __all__ = [
     "SETTING_CHECKS",
@@ -62,11 +66,25 @@ def check_flag(name: str, value: Any) -> bool:
     raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
-def check_count(count: Any) -> int:
-    """A state's step count: a non-negative Python or NumPy integer, returned as a Python int (which never wraps)."""
-    if isinstance(count, bool) or not hasattr(count, "__index__"):
-        raise ValueError(f"state.count must be a non-negative integer, got {count!r}")
-    number = count.__index__()
+def check_count(count: Any) -> Any:
+    """A state's step count: a non-negative integer, returned as a Python int (which never wraps).
+
+    A Python or NumPy integer, or a 0-D integer array (a jitted step's count).  A traced count (under ``jax.jit``)
+    is returned as it is, after its dtype and shape are checked: its value is not known until the step runs.
+    """
+    if type(count) is int and count >= 0:  # every step's case, first
+        return count
+    if is_traced(count):
+        dtype = getattr(count, "dtype", None)
+        if count.shape != () or dtype is None or not array_namespace(count).isdtype(dtype, "integral"):
+            raise ValueError(f"state.count must be a 0-D integer array under a trace, got {count!r}")
+        return count
+    try:
+        if isinstance(count, bool) or str(getattr(count, "dtype", "")).endswith("bool"):
+            raise TypeError
+        number = operator.index(count)  # a 0-D integer array of any library too
+    except TypeError:
+        raise ValueError(f"state.count must be a non-negative integer, got {count!r}") from None
     if number < 0:
         raise ValueError(f"state.count must be a non-negative integer, got {count!r}")
     return number

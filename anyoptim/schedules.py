@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from ._checks import check_non_negative, check_positive
+from .count_math import cos, floor, is_traced, minimum, select
 from .schedule_specs import describe, described, from_spec
 
 __all__ = [
@@ -127,7 +128,7 @@ def exponential_decay(
 
     def schedule(count: int) -> float:
         exponent = count / decay_steps
-        return lr0 * rate ** (math.floor(exponent) if staircase else exponent)
+        return lr0 * rate ** (floor(exponent) if staircase else exponent)
 
     return schedule
 
@@ -183,7 +184,7 @@ def inverse_time_decay(
 
     def schedule(count: int) -> float:
         ratio = count / decay_steps
-        return lr0 / (1.0 + rate * (math.floor(ratio) if staircase else ratio))
+        return lr0 / (1.0 + rate * (floor(ratio) if staircase else ratio))
 
     return schedule
 
@@ -227,11 +228,13 @@ def piecewise_constant(boundaries: Sequence[int], values: Sequence[float]) -> Sc
     if any(b2 <= b1 for b1, b2 in itertools.pairwise(boundaries)):
         raise ValueError(f"boundaries must increase strictly, got {boundaries}")
 
+    def value_from(piece: int, count: int) -> float:  # the rate, knowing that count >= boundaries[piece - 1]
+        if piece == len(boundaries):
+            return values[piece]
+        return select(count < boundaries[piece], lambda: values[piece], lambda: value_from(piece + 1, count))
+
     def schedule(count: int) -> float:
-        for boundary, value in zip(boundaries, values, strict=False):
-            if count < boundary:
-                return value
-        return values[-1]
+        return value_from(0, count)
 
     return schedule
 
@@ -291,8 +294,8 @@ def cosine_decay(initial_learning_rate: float, decay_steps: int, alpha: float = 
     alpha = check_non_negative("alpha", alpha)
 
     def schedule(count: int) -> float:
-        progress = min(count, decay_steps) / decay_steps
-        return lr0 * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * progress)) + alpha)
+        progress = minimum(count, decay_steps) / decay_steps
+        return lr0 * ((1 - alpha) * 0.5 * (1 + cos(math.pi * progress)) + alpha)
 
     return schedule
 
@@ -341,13 +344,16 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     if any(b2 <= b1 for b1, b2 in itertools.pairwise(boundaries)) or any(b < 0 for b in boundaries):
         raise ValueError(f"boundaries must be >= 0 and increase strictly, got {boundaries}")
 
+    def value_from(piece: int, count: int) -> float:  # the rate, knowing that count >= boundaries[piece - 1]
+        start = boundaries[piece - 1] if piece else 0
+        if piece == len(boundaries):
+            return schedules[piece](count - start)
+        return select(
+            count < boundaries[piece], lambda: schedules[piece](count - start), lambda: value_from(piece + 1, count)
+        )
+
     def schedule(count: int) -> float:
-        start = 0
-        for boundary, part in zip(boundaries, schedules, strict=False):
-            if count < boundary:
-                return part(count - start)
-            start = boundary
-        return schedules[-1](count - start)
+        return value_from(0, count)
 
     return schedule
 
@@ -435,13 +441,13 @@ def learning_rate_at(learning_rate: float | Schedule, count: int) -> float:
     ----------
     learning_rate : float or callable
         A rate (already checked), or a schedule ``f(count) -> float``.
-    count : int
-        Steps taken before this one.
+    count : int or array
+        Steps taken before this one (a traced 0-D integer array under ``jax.jit``).
 
     Returns
     -------
-    float
-        The rate, a finite number >= 0.
+    float or 0-D array
+        The rate, a finite number >= 0; under ``jax.jit`` a schedule's value is a traced array, not checked.
 
     Raises
     ------
@@ -464,6 +470,8 @@ def learning_rate_at(learning_rate: float | Schedule, count: int) -> float:
         return learning_rate
     try:
         value = learning_rate(count)
+        if is_traced(value):  # under jax.jit: a 0-D array whose value is not known while the step is traced
+            return value
     except (OverflowError, ZeroDivisionError) as error:  # exponential_decay growing past float's range, say
         raise ValueError(
             f"the learning-rate schedule failed at step count {count} ({type(error).__name__}: {error}): "

@@ -1,13 +1,15 @@
-"""The state an optimizer carries from one step to the next."""
+"""The state an optimizer carries from one step to the next, and its registration as a JAX pytree."""
 
 from __future__ import annotations
 
+import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from .tree import TreeDef
 
-__all__ = ["OptimizerState"]
+__all__ = ["OptimizerState", "register_with_jax"]
 
 
 @dataclass(frozen=True, init=False)
@@ -37,6 +39,13 @@ class OptimizerState:
         The class name of the optimizer that made the state: another optimizer
         refuses it (Adagrad's running sum is not RMSprop's average).  None (a
         state built by hand) is accepted by any optimizer whose slots it has.
+
+    Notes
+    -----
+    A JAX pytree (registered as soon as JAX is loaded and a state is made; anyoptim never imports JAX itself), so
+    ``jax.jit(opt.step)(params, grads, state)`` traces it: ``count``, ``learning_rate``, ``slots`` and ``skipped``
+    are its children (the count and the rate become 0-D arrays under ``jax.jit``, see :mod:`anyoptim.count_math`),
+    ``structure``, ``optimizer`` and the slots' names its static data.
 
     Examples
     --------
@@ -76,3 +85,48 @@ class OptimizerState:
         fields["skipped"] = skipped
         fields["structure"] = structure
         fields["optimizer"] = optimizer
+        if _JAX_PENDING and "jax" in sys.modules:
+            register_with_jax()
+
+
+_JAX_PENDING = True
+_JAX_LOCK = threading.Lock()
+_FIELDS = ("count", "learning_rate", "slots", "skipped")
+
+
+def register_with_jax() -> None:
+    """Register :class:`OptimizerState` as a JAX pytree, once (idempotent, thread-safe; imports JAX).
+
+    Children: ``count``, ``learning_rate``, ``slots`` and ``skipped`` (traced by ``jax.jit``); static data: the
+    slots' names in their order (JAX rebuilds a dict with sorted keys), ``structure`` and ``optimizer``.
+    """
+    global _JAX_PENDING
+    with _JAX_LOCK:
+        if not _JAX_PENDING:
+            return
+        from jax import tree_util
+
+        def flatten_with_keys(state: OptimizerState) -> tuple[tuple, tuple]:
+            children = tuple((tree_util.GetAttrKey(name), getattr(state, name)) for name in _FIELDS)
+            return children, (tuple(state.slots), state.structure, state.optimizer)
+
+        def flatten(state: OptimizerState) -> tuple[tuple, tuple]:
+            return (state.count, state.learning_rate, state.slots, state.skipped), (
+                tuple(state.slots),
+                state.structure,
+                state.optimizer,
+            )
+
+        def unflatten(static: tuple, children: Any) -> OptimizerState:
+            slot_names, structure, optimizer = static
+            count, learning_rate, slots, skipped = children
+            if isinstance(slots, dict):
+                slots = {name: slots[name] for name in slot_names}
+            return OptimizerState(count, learning_rate, slots, skipped, structure, optimizer)
+
+        tree_util.register_pytree_with_keys(OptimizerState, flatten_with_keys, unflatten, flatten)
+        _JAX_PENDING = False
+
+
+if "jax" in sys.modules:  # JAX came first: register now (without JAX loaded, the first state made after it does)
+    register_with_jax()

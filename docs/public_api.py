@@ -21,6 +21,7 @@ MODULE_SECTIONS: tuple[tuple[str, str], ...] = (
     ("anyoptim.tree", "Parameter trees"),
     ("anyoptim.checkpoint", "Checkpoints"),
     ("anyoptim.distributed", "Data-parallel training"),
+    ("anyoptim.count_math", "The step count's arithmetic (jitted steps)"),
 )
 
 #: The rule contract: what a new optimizer's update rule declares, and how it is checked.

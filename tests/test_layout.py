@@ -39,6 +39,7 @@ RANKS: dict[str, float] = {
     "state": 3,
     "tree": 2,
     "_checks": 2,
+    "count_math": 1.5,  # the step count's arithmetic, on the host or traced (anyoptim/count_math.py)
     "_namespace": 1,
 }
 MAX_MODULE_LINES = 500

@@ -23,6 +23,7 @@ from ..optimizers.validation import check_state, state_owner
 from ..state import OptimizerState
 from ..tree import tree_flatten, tree_unflatten
 from .data import Seed, batch_slices, check_features, check_int, check_labels, epoch_seed, host_rng, shuffled
+from .jitted import jitted_epoch, wants_jit
 from .mlp import MLP
 from .parallel import team_of
 
@@ -227,6 +228,7 @@ def fit(
     state: Any = None,
     initial_epoch: int = 0,
     comm: Any = None,
+    jit: bool | None = None,
 ) -> FitResult:
     """Train ``model`` on ``(X, y)`` with mini-batch ``optimizer`` steps.
 
@@ -278,6 +280,11 @@ def fit(
         Train data-parallel with the processes of ``comm`` (:mod:`anyoptim.distributed`): every
         process takes its rows of each global batch (the batches of a one-process run), gradients
         are averaged, costs summed; progress shows on rank 0.  Every process returns the same result.
+    jit : bool, optional
+        On JAX arrays, compile each epoch's steps (forward, backward, update) with
+        ``jax.jit`` (:mod:`anyoptim.nn.jitted`): the same cost history as the eager
+        loop, many times faster.  None (default): on JAX with an anyoptim optimizer
+        (not under ``on_nonfinite="raise"``); False: eagerly; True: always (JAX only).
 
     Returns
     -------
@@ -294,8 +301,8 @@ def fit(
         If shapes disagree with the model or each other, ``X`` or ``params``
         hold NaN or infinity, labels do not suit the model's output, or
         ``epochs`` or ``batch_size`` is below 1, ``initial_epoch`` is negative
-        or above ``epochs``, or ``state`` is given without ``params`` or does not
-        fit them.
+        or above ``epochs``, ``state`` is given without ``params`` or does not
+        fit them, or ``jit=True`` without JAX arrays.
     ImportError
         If ``progress=True`` and tqdm is not installed.
 
@@ -335,6 +342,7 @@ def fit(
     batch_size = check_int("batch_size", batch_size)
     host_rng(seed)  # a bad seed fails here, before any work
     chosen_callbacks = _check_callbacks(callbacks)
+    compiled = wants_jit(jit, xp, optimizer)
     if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
         raise ValueError(f"initial_epoch must be an int from 0 to epochs ({epochs}), got {initial_epoch!r}")
     if state is not None and params is None:
@@ -346,7 +354,8 @@ def fit(
 
     grads = flatten({key: xp.zeros_like(value) for key, value in params.items()}) if is_mutable(xp) else None
     n_samples = X.shape[0]
-    batches = batch_slices(n_samples, batch_size)
+    batches = batch_slices(n_samples, batch_size) if not compiled else ()
+    run_epoch = jitted_epoch(model, team.optimizer, X, targets, seed, batch_size) if compiled else None
     value_and_grad = team.value_and_grad(model.value_and_grad)
     step = team.optimizer.step
     step_again = _step_within_epoch(team.optimizer)
@@ -354,9 +363,12 @@ def fit(
     start = time.perf_counter()
     try:
         for epoch in range(initial_epoch, epochs):
-            X_epoch, t_epoch = shuffled(X, targets, epoch_seed(seed, epoch), xp, device)
             total = None
             take_step = step
+            if run_epoch is not None:  # on JAX: the epoch (shuffle, steps, losses) as one compiled function
+                params, state, total = run_epoch(params, state, epoch)
+            else:
+                X_epoch, t_epoch = shuffled(X, targets, epoch_seed(seed, epoch), xp, device)
             for rows in batches:
                 X_batch = X_epoch[rows, ...]
                 loss, grads = value_and_grad(xp, params, X_batch, t_epoch[rows, ...], out=grads)

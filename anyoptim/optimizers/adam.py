@@ -8,10 +8,10 @@ by default.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ..count_math import select, sqrt
 from ..schedules import Schedule
 from ..transforms import decay_weights_only
 from .base import Optimizer
@@ -491,9 +491,8 @@ class RAdam(AdamFamily):
         t = count + 1
         rho_inf = 2.0 / (1.0 - self.beta2) - 1.0
         rho_t = rho_inf - 2.0 * t * self.beta2**t / (1.0 - self.beta2**t)
-        if rho_t > self.threshold:
-            ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-            scalars.update(rectification=math.sqrt(ratio), unrectified=0.0)
-        else:
-            scalars.update(rectification=0.0, unrectified=1.0)
+        rectified = rho_t > self.threshold  # traced under jax.jit: the device computes both sides and keeps one
+        ratio = lambda: (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)  # noqa: E731
+        scalars["rectification"] = select(rectified, lambda: sqrt(select(rectified, ratio, lambda: 1.0)), lambda: 0.0)
+        scalars["unrectified"] = select(rectified, lambda: 0.0, lambda: 1.0)
         return scalars

@@ -20,9 +20,10 @@ from ..state import OptimizerState
 from ..transforms import clip_factor, decay_all, frozen_mask, mask_values
 from ..tree import TreeDef, tree_flatten, tree_unflatten
 from .contract import check_against_rule, declaration_of
-from .groups import leaf_keys, leaf_scalars
+from .groups import leaf_keys, step_scalars
 from .precision import init_slots, state_slot_fills
 from .prepared import PreparedStep
+from .traced import advance, under_trace
 from .validation import apply_nonfinite_policy, check_distinct, check_grads, check_state, separate_grads, state_owner
 
 __all__ = ["NONFINITE_POLICIES", "Optimizer"]
@@ -210,13 +211,13 @@ class Optimizer:
 
         Parameters
         ----------
-        count : int
-            The steps taken so far.
+        count : int or array
+            The steps taken so far (a traced 0-D integer array under ``jax.jit``).
 
         Returns
         -------
-        float
-            The constant rate, or the schedule's value at ``count``.
+        float or array
+            The constant rate, or the schedule's value at ``count`` (traced with the count).
 
         Examples
         --------
@@ -327,6 +328,7 @@ class Optimizer:
         slots = check_state(state_owner(type(self)), tuple(self.slot_fills()), names, p_leaves, treedef, state)
         count = check_count(state.count)
         learning_rate = self.learning_rate_at(count)
+        skip = under_trace(self.on_nonfinite, xp, p_leaves, g_leaves, slots)  # jax.jit: "skip" selects, on the device
         skipped = apply_nonfinite_policy(self.on_nonfinite, xp, names, g_leaves, params, state)
         if skipped is not None:
             return skipped
@@ -335,8 +337,11 @@ class Optimizer:
         hps = self._step_scalars_of_leaves(xp, keys, key_of_leaf, g_leaves, count, learning_rate)
         engine = select_engine(xp, self.engine)
         new_params, new_slots, runs = run_programs(engine, xp, programs, p_leaves, g_leaves, slots, hps)
+        new_params, new_slots, count, learning_rate, skips = advance(
+            skip, (p_leaves, slots), (new_params, new_slots), state, count, learning_rate
+        )
         slots_out = {slot: tree_unflatten(treedef, values) for slot, values in new_slots.items()}
-        new_state = OptimizerState(count + 1, learning_rate, slots_out, state.skipped, treedef, state_owner(type(self)))
+        new_state = OptimizerState(count, learning_rate, slots_out, skips, treedef, state_owner(type(self)))
         params_out = tree_unflatten(treedef, new_params)
         self._prepared = None
         if runs is not None and not grads_copied and all(run.in_place for run, _ in runs):
@@ -486,15 +491,8 @@ class Optimizer:
     def _step_scalars_of_leaves(
         self, xp: Any, keys: list, key_of_leaf: list[int], g_leaves: list, count: int, rate: float
     ) -> list[dict[str, Any]]:
-        """Each leaf's scalars for this step.
-
-        Leaves with equal dtype and weight decay share one scalars mapping (the
-        same object), which lets fused engines join them into one span.
-        """
-        common: dict[str, Any] = {"learning_rate": rate, **self._step_scalars(count)}
-        if self.clip_value is not None:
-            common["clip_value"] = self.clip_value
-        grad_scale = None
-        if self.clip_global_norm is not None:
-            grad_scale = clip_factor(xp, g_leaves, self.clip_global_norm)
-        return leaf_scalars(xp, common, keys, key_of_leaf, grad_scale, self.weight_decay, rate)
+        """Each leaf's scalars for this step; leaves of one dtype and decay share one mapping (:func:`step_scalars`)."""
+        grad_scale = None if self.clip_global_norm is None else clip_factor(xp, g_leaves, self.clip_global_norm)
+        return step_scalars(
+            xp, self._step_scalars, count, rate, self.clip_value, grad_scale, self.weight_decay, keys, key_of_leaf
+        )

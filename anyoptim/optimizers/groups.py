@@ -7,10 +7,12 @@ that are decayed and leaves that are not run different programs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["leaf_keys", "leaf_scalars"]
+from ..count_math import evaluate, is_traced
+
+__all__ = ["leaf_keys", "step_scalars"]
 
 
 def leaf_keys(
@@ -46,47 +48,68 @@ def leaf_keys(
     return keys, key_of_leaf, groups
 
 
-def leaf_scalars(
+def step_scalars(
     xp: Any,
-    common: Mapping[str, Any],
-    keys: Sequence[tuple[Any, bool]],
-    key_of_leaf: Sequence[int],
+    scalars_of_count: Callable[[Any], Mapping[str, Any]],
+    count: Any,
+    learning_rate: Any,
+    clip_value: float | None,
     grad_scale: Any,
     weight_decay: float,
-    learning_rate: float,
+    keys: Sequence[tuple[Any, bool]],
+    key_of_leaf: Sequence[int],
 ) -> list[dict[str, Any]]:
     """Each leaf's scalars for a step: one shared mapping per key of :func:`leaf_keys`.
+
+    On the host the scalars are Python floats.  Under ``jax.jit`` those of the
+    count (and a schedule's rate) are traced 0-D arrays, computed in double
+    precision (:func:`anyoptim.count_math.evaluate`) and cast to each key's
+    dtype, as a Python float is cast where it meets an array.
 
     Parameters
     ----------
     xp : namespace
         The arrays' namespace (to cast ``grad_scale`` to each key's dtype).
-    common : dict
-        The scalars every leaf gets (learning rate, betas, bias corrections,
-        ``clip_value``); used as it is when there is one key.
-    keys, key_of_leaf
-        From :func:`leaf_keys`.
+    scalars_of_count : callable
+        ``f(count) -> dict``: the optimizer's scalars of the step after ``count``
+        steps (betas, bias corrections), other than the rate.
+    count : int or 0-D integer array
+        The steps taken before this one.
+    learning_rate : float or 0-D array
+        This step's α.
+    clip_value : float or None
+        Added as ``"clip_value"`` when not None.
     grad_scale : 0-D array or None
         The global-norm clip factor, added as ``"grad_scale"`` in each key's dtype.
     weight_decay : float
         λ, added with ``"decay"`` :math:`= \\alpha\\lambda` for decayed keys.
-    learning_rate : float
-        This step's α.
+    keys, key_of_leaf
+        From :func:`leaf_keys`.
 
     Returns
     -------
     list of dict
         One mapping per leaf; leaves of one key share the same object.
     """
-    shared = []
-    for dtype, is_decayed in keys:
-        hp = common if len(keys) == 1 else dict(common)
-        if grad_scale is not None:
-            hp["grad_scale"] = xp.astype(grad_scale, dtype)
-        if is_decayed:
-            hp["weight_decay"] = weight_decay
-            hp["decay"] = learning_rate * weight_decay
-        shared.append(hp)
-    if len(shared) == 1:
-        return shared * len(key_of_leaf)
-    return [shared[index] for index in key_of_leaf]
+    traced = is_traced(count) or is_traced(learning_rate)
+
+    def of_leaves(count: Any) -> list[dict[str, Any]]:
+        common = {"learning_rate": learning_rate, **scalars_of_count(count)}
+        if clip_value is not None:
+            common["clip_value"] = clip_value
+        shared = []
+        for dtype, is_decayed in keys:
+            hp = common if len(keys) == 1 else dict(common)
+            if grad_scale is not None:
+                hp["grad_scale"] = xp.astype(grad_scale, dtype)
+            if is_decayed:
+                hp["weight_decay"] = weight_decay
+                hp["decay"] = learning_rate * weight_decay
+            if traced:
+                hp.update({name: xp.astype(value, dtype) for name, value in hp.items() if is_traced(value)})
+            shared.append(hp)
+        if len(shared) == 1:
+            return shared * len(key_of_leaf)
+        return [shared[index] for index in key_of_leaf]
+
+    return evaluate(of_leaves, count)

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from .._namespace import array_namespace, check_leaves, device_of
+from ..count_math import is_traced
 from ..engines.memory import overlapping
 from ..engines.precision import is_narrow
 from ..state import OptimizerState
@@ -54,7 +55,7 @@ def check_grads(xp: Any, device: Any, names: list[str], p_leaves: list[Any], tre
     g_xp, g_device = check_leaves(grad_names, g_leaves, what="grads")
     if g_xp is not xp:
         raise TypeError("grads and params must come from the same array library")
-    if g_device != device:
+    if g_device != device and not (is_traced(g_leaves[0]) or is_traced(p_leaves[0])):  # a traced array has no device
         raise ValueError(f"grads are on device {g_device} but params are on {device}")
     for name, p, g in zip(names, p_leaves, g_leaves, strict=True):
         if tuple(g.shape) != tuple(p.shape):
@@ -128,7 +129,8 @@ def check_state(
         if len(leaves) != len(p_leaves):
             raise ValueError(f"state slot {slot!r} has {len(leaves)} arrays but params have {len(p_leaves)}")
         for name, p, s in zip(names, p_leaves, leaves, strict=True):
-            if _library(s) != _library(p) or device_of(s) != device_of(p):
+            # (a traced array has no device; one closed over by the trace is still JAX's: the step warns)
+            if _library(s) != _library(p) or (device_of(s) != device_of(p) and not (is_traced(s) or is_traced(p))):
                 raise TypeError(
                     f"state slot {slot!r} of {name!r} is a {_library(s)} array on {device_of(s)}, but the parameter "
                     f"is a {_library(p)} array on {device_of(p)}: state and params must be arrays of one library "
@@ -151,7 +153,8 @@ def _float32_state_of_narrow(p: Any, s: Any) -> bool:
 
 def _library(array: Any) -> str:
     """The library an array belongs to, by its type's top-level module (``numpy``, ``torch``, ``jax``)."""
-    return type(array).__module__.partition(".")[0]
+    library = type(array).__module__.partition(".")[0]
+    return "jax" if library == "jaxlib" else library  # a concrete JAX array is a jaxlib type, a traced one jax's
 
 
 def check_distinct(names: list[str], leaves: list[Any]) -> None:
@@ -215,7 +218,7 @@ def apply_nonfinite_policy(
     FloatingPointError
         Under ``"raise"``, naming the first leaf whose gradient holds NaN or infinity.
     """
-    if policy == "ignore":
+    if policy == "ignore" or any(map(is_traced, g_leaves)):  # under jax.jit: see optimizers/traced.py
         return None
     bad = first_nonfinite(xp, names, g_leaves)
     if bad is None:

@@ -6,6 +6,9 @@ JAX arrays are immutable, so ``step`` returns **new** arrays and you keep the
 returned ``params`` (which is the pattern for every library: ``params, state =
 opt.step(params, grads, state)``).  Gradients come from ``jax.grad``.
 
+To compile the step (``jax.jit(opt.step)``, the state passed in and out) see
+:ref:`sphx_glr_auto_examples_plot_jax_jit.py`.
+
 This example runs in the docs build where JAX is installed (shown only
 otherwise).
 """

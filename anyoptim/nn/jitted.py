@@ -1,0 +1,170 @@
+"""One epoch of :func:`anyoptim.fit` on JAX as one compiled function: forward, backward and update, every mini-batch.
+
+JAX dispatches each operation from Python, so an eager epoch of the lesson's
+small network costs far more than its arithmetic.  :func:`jitted_epoch` traces
+the training step once (the MLP's own ``value_and_grad``, then the optimizer's
+``step``, whose state is a pytree) and runs it over the epoch's full batches
+with ``jax.lax.scan``, after the shuffle (the host draws the order, as for the
+eager loop, and the device gathers the rows); the smaller last batch, if any, is the same step traced
+at its own shape inside the same compiled function.  The batches, their order,
+each batch's loss and the running sum of the losses are those of the eager
+loop, so the cost history equals the eager one.  Between epochs the state's
+count, rate and skipped steps come back to the host as Python numbers (with
+the epoch's cost, in one transfer), so callbacks and the result see the state
+the eager loop gives.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from .._namespace import array_namespace, backend_name
+from ..optimizers.base import Optimizer
+from ..state import OptimizerState
+from .data import Seed, epoch_seed, host_permutation
+from .mlp import MLP
+
+__all__ = ["jitted_epoch", "wants_jit"]
+
+
+def wants_jit(jit: Any, xp: Any, optimizer: Any) -> bool:
+    """Decide whether :func:`anyoptim.fit` compiles its epochs, from its ``jit`` argument.
+
+    Parameters
+    ----------
+    jit : bool or None
+        ``fit``'s argument: None chooses (JAX arrays, an anyoptim optimizer whose
+        ``step`` is :meth:`Optimizer.step <anyoptim.Optimizer.step>`, and an
+        ``on_nonfinite`` other than ``"raise"``, which cannot run under
+        ``jax.jit``); True insists; False trains eagerly.
+    xp : namespace
+        The training data's namespace.
+    optimizer : object
+        ``fit``'s optimizer.
+
+    Returns
+    -------
+    bool
+        True to compile the epochs.
+
+    Raises
+    ------
+    ValueError
+        If ``jit`` is True but the arrays are not JAX's, or ``jit`` is not True, False or None.
+
+    Examples
+    --------
+    >>> import numpy as np, anyoptim
+    >>> from anyoptim.nn.jitted import wants_jit
+    >>> wants_jit(None, np, anyoptim.Adam())
+    False
+    """
+    if jit not in (None, True, False):
+        raise ValueError(f"jit must be True, False or None, got {jit!r}")
+    on_jax = backend_name(xp) == "jax"
+    if jit is True and not on_jax:
+        raise ValueError(f"jit=True compiles the training step with JAX, but the data are {backend_name(xp)} arrays")
+    if jit is None:
+        own_step = getattr(optimizer.step, "__func__", None) is Optimizer.step
+        return on_jax and own_step and getattr(optimizer, "on_nonfinite", None) != "raise"
+    return jit
+
+
+def jitted_epoch(
+    model: MLP, optimizer: Any, X: Any, targets: Any, seed: Seed, batch_size: int
+) -> Callable[[Any, Any, int], tuple[Any, Any, float]]:
+    """Compile one epoch of mini-batch training: ``epoch(params, state, epoch) -> (params, state, total)``.
+
+    Parameters
+    ----------
+    model : MLP
+        The network (its ``value_and_grad`` gives each batch's loss and gradients).
+    optimizer : object
+        The optimizer: its ``step`` must be traceable by ``jax.jit`` (every anyoptim optimizer's is).
+    X : array, shape (n_samples, n_features)
+        The training inputs, a JAX array.
+    targets : array
+        The targets :meth:`MLP.targets <anyoptim.MLP.targets>` made of the labels, one row per sample.
+    seed : int or sequence of int
+        The shuffling seed: epoch ``e`` takes its rows in the order of
+        :func:`~anyoptim.nn.data.host_permutation` for :func:`~anyoptim.nn.data.epoch_seed`, as :func:`anyoptim.fit`.
+    batch_size : int
+        Rows per batch: ``n_samples // batch_size`` full batches, then the remainder.
+
+    Returns
+    -------
+    callable
+        ``epoch(params, state, e)``: the new params, the new state (count, rate
+        and skipped steps as Python numbers) and the sum of the batches' losses,
+        each times its rows (a float: the epoch's cost times ``n_samples``).
+
+    Raises
+    ------
+    TypeError
+        When called, if the step cannot be traced (a custom step or schedule that
+        reads a traced value on the host): ``fit(..., jit=False)`` trains eagerly.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, anyoptim
+    >>> from anyoptim.nn.jitted import jitted_epoch
+    >>> X, y = anyoptim.datasets.make_moons(n_samples=10, seed=0, xp=jnp, dtype=jnp.float32)
+    >>> model, optimizer = anyoptim.MLP([2, 3, 1]), anyoptim.Adam(0.01)
+    >>> params = model.init(seed=0, like=X)
+    >>> epoch = jitted_epoch(model, optimizer, X, model.targets(y, jnp, X.dtype), seed=0, batch_size=4)
+    >>> params, state, total = epoch(params, optimizer.init(params), 0)
+    >>> state.count, total > 0  # three steps: two batches of 4, one of 2
+    (3, True)
+    """
+    jax = importlib.import_module("jax")
+    xp = array_namespace(X)
+    n_samples = X.shape[0]
+    full, rest = divmod(n_samples, batch_size)
+
+    def batch_step(carry: tuple, batch: tuple) -> tuple[tuple, None]:
+        params, state, total = carry
+        X_batch, t_batch = batch
+        loss, grads = model.value_and_grad(xp, params, X_batch, t_batch)
+        params, state = optimizer.step(params, grads, state)
+        return (params, state, total + loss * X_batch.shape[0]), None
+
+    def epoch(params: Any, state: Any, X: Any, t: Any, order: Any) -> tuple[Any, Any, Any]:
+        X, t = xp.take(X, order, axis=0), xp.take(t, order, axis=0)
+        carry = (params, state, xp.zeros((), dtype=X.dtype))
+        if full:
+            rows = full * batch_size
+            batches = (
+                xp.reshape(X[:rows, ...], (full, batch_size, *X.shape[1:])),
+                xp.reshape(t[:rows, ...], (full, batch_size, *t.shape[1:])),
+            )
+            carry, _ = jax.lax.scan(batch_step, carry, batches)
+        if rest:
+            carry, _ = batch_step(carry, (X[n_samples - rest :, ...], t[n_samples - rest :, ...]))
+        return carry
+
+    compiled = jax.jit(epoch)
+    tracing_errors = tuple(
+        getattr(jax.errors, name)
+        for name in ("ConcretizationTypeError", "TracerBoolConversionError", "TracerIntegerConversionError")
+    )
+
+    def run(params: Any, state: Any, epoch: int) -> tuple[Any, Any, float]:
+        # A host array as it is: jit moves it with the call (xp.asarray(..., device=) costs more than the epoch).
+        order = host_permutation(n_samples, epoch_seed(seed, epoch)).astype("int32")
+        try:
+            params, state, total = compiled(params, state, X, targets, order)
+        except tracing_errors as error:
+            raise TypeError(
+                f"fit compiles the training step with jax.jit on JAX arrays, and this optimizer's step could not be "
+                f"traced ({type(error).__name__}); pass jit=False to fit to train eagerly"
+            ) from error
+        if not isinstance(state, OptimizerState):
+            return params, state, float(total)
+        # The numbers the eager loop keeps as Python numbers, brought back with the cost in one transfer.
+        total, count, rate, skipped = jax.device_get((total, state.count, state.learning_rate, state.skipped))
+        state = OptimizerState(int(count), float(rate), state.slots, int(skipped), state.structure, state.optimizer)
+        return params, state, float(total)
+
+    return run
