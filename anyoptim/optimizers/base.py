@@ -21,6 +21,7 @@ from ..transforms import clip_factor, decay_all, frozen_mask, mask_values
 from ..tree import TreeDef, tree_flatten, tree_unflatten
 from .contract import check_against_rule, declaration_of
 from .groups import leaf_keys, leaf_scalars
+from .keywords import check_keywords
 from .prepared import PreparedStep
 from .validation import apply_nonfinite_policy, check_distinct, check_grads, check_state, separate_grads, state_owner
 
@@ -38,8 +39,8 @@ def _checked_after_init(init: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(init)
     def __init__(self: Optimizer, *args: Any, **kwargs: Any) -> None:
         if "_initializing" in vars(self):
-            init(self, *args, **kwargs)
-            return
+            return init(self, *args, **kwargs)
+        check_keywords(type(self), kwargs)  # names the class called, and the keyword meant
         object.__setattr__(self, "_initializing", True)
         try:
             init(self, *args, **kwargs)
