@@ -140,6 +140,7 @@ class TorchStep:
         slots: Mapping[str, Sequence[Any]],
         hps: Sequence[Mapping[str, Any]],
     ):
+        self.engine = engine
         self.params = list(params)
         self.slots = {name: list(values) for name, values in slots.items()}
         columns = [self.params, list(grads), *self.slots.values()]
@@ -151,10 +152,10 @@ class TorchStep:
             if host is not None and all(_viewable(column[i], "cpu") for column in columns):
                 self.parts["host"].append(i)
                 continue
-            if engine.fused and all(_viewable(column[i], "cuda") for column in columns):
+            if engine.fused and all(_viewable(column[i], engine.device_type) for column in columns):
                 if device is None:
                     device = engine.device_engine() or False
-                if device and _torch().cuda.current_stream().cuda_stream == 0:
+                if device and engine.on_default_stream():
                     self.parts["device"].append(i)
                     continue
             self.parts["generic"].append(i)
@@ -202,12 +203,12 @@ class TorchStep:
             raise RuntimeError(f"the {engine.name} engine cannot update these torch tensors in place")
         update = step.update
         if part == "device":
-            current_stream = _torch().cuda.current_stream
+            on_default_stream = self.engine.on_default_stream
             fallback = self._generic(program, xp, columns, indices)
 
             def run_on_device(hps: Sequence[Mapping[str, Any]]) -> None:
                 # CuPy launches on the legacy default stream: right only while torch's current stream is it too.
-                if current_stream().cuda_stream == 0:
+                if on_default_stream():
                     update(hps_of(hps))
                 else:
                     fallback(hps)
@@ -291,6 +292,8 @@ class TorchEngine(FusedEngine):
     """
 
     name = "torch"
+    #: The torch device type whose tensors go to ``device()``'s engine.
+    device_type = "cuda"
 
     def __init__(
         self,
@@ -334,6 +337,24 @@ class TorchEngine(FusedEngine):
         None
         """
         return None if self.device is None else self.device()
+
+    def on_default_stream(self) -> bool:
+        """Tell whether torch's current CUDA stream is the default one, which CuPy's kernels launch on.
+
+        Returns
+        -------
+        bool
+            True when a CUDA step may run on the CuPy engine now; otherwise the
+            step's CUDA leaves run the rule with torch (on torch's stream).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from anyoptim.engines.torch_bridge import TorchEngine
+        >>> TorchEngine().on_default_stream() if torch.cuda.is_available() else True
+        True
+        """
+        return _torch().cuda.current_stream().cuda_stream == 0
 
     def prepare(
         self,
