@@ -104,7 +104,7 @@ def check_leaves(names: Sequence[str], leaves: Sequence[Any], *, what: str = "pa
     for name, leaf in zip(names, leaves, strict=False):
         if not is_array(leaf):
             raise TypeError(_not_an_array(what, name, leaf))
-        if torch and str(leaf.layout) != "torch.strided":
+        if torch and str(getattr(leaf, "layout", "torch.strided")) != "torch.strided":
             raise TypeError(
                 f"{what}[{name!r}] is a {str(leaf.layout).partition('.')[2]} tensor: optimizers update dense "
                 "arrays; pass dense gradients (nn.Embedding(sparse=False), or g.to_dense()), or use "
