@@ -175,11 +175,17 @@ def test_the_torch_engines_are_made_once_and_the_generic_one_writes_in_place():
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: anyoptim.Adam(lr=0.1), r"^Adam\(\) got an unexpected keyword argument 'lr'; did you mean 'learning_rate'\?$"),
+        (
+            lambda: anyoptim.Adam(lr=0.1),
+            r"^Adam\(\) got an unexpected keyword argument 'lr'; did you mean 'learning_rate'\?$",
+        ),
         (lambda: anyoptim.AdamW(betas=(0.9, 0.99)), r"^AdamW\(\) .* 'betas'; did you mean 'beta1' and 'beta2'\?"),
         (lambda: anyoptim.RMSprop(alpha=0.99), r"^RMSprop\(\) .* 'alpha'; did you mean 'beta'\?.*0.99"),
         (lambda: anyoptim.Adagrad(eps=1e-10), r"^Adagrad\(\) .* 'eps'; did you mean 'epsilon'\?$"),
-        (lambda: anyoptim.SGD(0.1, momentum=0.9), r"^SGD\(\) .* 'momentum' \(.*Momentum\(lr, beta=m, form='heavy_ball'\)"),
+        (
+            lambda: anyoptim.SGD(0.1, momentum=0.9),
+            r"^SGD\(\) .* 'momentum' \(.*Momentum\(lr, beta=m, form='heavy_ball'\)",
+        ),
         (lambda: anyoptim.SGD(nesterov=True), r"^SGD\(\) .* 'nesterov' .*nesterov=True"),
         (lambda: anyoptim.Momentum(dampening=0.9), r"^Momentum\(\) .* 'dampening'; did you mean 'beta'\?"),
         (lambda: anyoptim.Adam(weight_decy=0.1), r"^Adam\(\) .* 'weight_decy'; did you mean 'weight_decay'\?$"),

@@ -165,13 +165,13 @@ class TorchStep:
             host_views = (host, _Views(lambda tensor: tensor.numpy()))
             self.runs.append(self._fused(host_views, "host", program, xp, columns, hps, tensor_hps))
         if self.parts["device"]:
-            self.runs.append(self._fused((device[0], _Views(device[1])), "device", program, xp, columns, hps, tensor_hps))
+            device_views = (device[0], _Views(device[1]))
+            self.runs.append(self._fused(device_views, "device", program, xp, columns, hps, tensor_hps))
         if self.parts["generic"]:
             self.runs.append(self._generic(program, xp, columns, self.parts["generic"]))
         # Written outside torch's own in-place operations: bump the versions as those would.
-        self.written = [
-            column[i] for column in (self.params, *self.slots.values()) for i in self.parts["host"] + self.parts["device"]
-        ]
+        fused = self.parts["host"] + self.parts["device"]
+        self.written = [column[i] for column in (self.params, *self.slots.values()) for i in fused]
         self.bump = _torch().autograd.graph.increment_version if self.written else None
 
     def _fused(
@@ -227,9 +227,7 @@ class TorchStep:
 
         def run_generic(hps: Sequence[Mapping[str, Any]]) -> None:
             with torch.no_grad():
-                new_p, new_slots = _GENERIC.apply(
-                    program, xp, p, g, slots, hps if every else [hps[i] for i in indices]
-                )
+                new_p, new_slots = _GENERIC.apply(program, xp, p, g, slots, hps if every else [hps[i] for i in indices])
                 for old, new in zip(p, new_p, strict=True):
                     old.copy_(new)
                 for name, values in new_slots.items():
