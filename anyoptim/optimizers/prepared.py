@@ -115,11 +115,37 @@ def leaf_getter(treedef: TreeDef) -> Callable[[Any], tuple | None]:
 
         return leaves_of_dict
 
+    if treedef.kind == "dict" and treedef.keys and all(child.kind in ("leaf", "dict") for child in treedef.children):
+        return nested_dict_getter(treedef)
+
     def leaves_of(tree: Any) -> tuple | None:
         found: list[Any] = []
         return tuple(found) if collect_leaves(treedef, tree, found) else None
 
     return leaves_of
+
+
+def nested_dict_getter(treedef: TreeDef) -> Callable[[Any], tuple | None]:
+    """:func:`leaf_getter` for dicts of dicts (``anyoptim.tree.nest`` of torch's ``named_parameters()``)."""
+    keys, count = treedef.keys, len(treedef.keys)
+    get = operator.itemgetter(*keys)
+    children = [None if child.kind == "leaf" else leaf_getter(child) for child in treedef.children]
+    if count == 1:
+        get = (lambda one: lambda tree: (tree[one],))(keys[0])
+
+    def leaves_of_nested(tree: Any) -> tuple | None:
+        if type(tree) is not dict or len(tree) != count:
+            return None
+        try:
+            values = get(tree)
+        except KeyError:
+            return None
+        found: tuple = ()
+        for value, child in zip(values, children, strict=True):
+            found += (value,) if child is None else child(value)  # None + tuple raises TypeError: a mismatch
+        return found
+
+    return leaves_of_nested
 
 
 def collect_leaves(treedef: TreeDef, node: Any, found: list[Any]) -> bool:
