@@ -171,23 +171,3 @@ def test_dotted_names_are_refused_with_a_pointer_to_nest():
     model = _module(torch.float32)
     with pytest.raises(ValueError, match=r"has key '0.weight'.*anyoptim.tree.nest"):
         anyoptim.Adam(0.1).init(dict(model.named_parameters()))
-
-
-@pytest.mark.parametrize(
-    ("items", "message"),
-    [
-        ([("a", 1), ("a.b", 2)], "'a' is a leaf and a prefix of 'a.b'"),
-        ([("a.b", 2), ("a", 1)], "'a' is a prefix of another name"),
-        ([("a", 1), ("a", 2)], "'a' is given twice"),
-        ([("a..b", 1)], "empty part"),
-    ],
-)
-def test_nest_refuses_names_that_do_not_make_a_tree(items, message):
-    with pytest.raises(ValueError, match=message):
-        nest(items)
-
-
-def test_nest_takes_a_mapping_and_gives_torchs_names_back():
-    tree = nest({"fc.weight": 1, "fc.bias": 2, "scale": 3})
-    assert tree == {"fc": {"weight": 1, "bias": 2}, "scale": 3}
-    assert leaf_names(tree) == ["fc.bias", "fc.weight", "scale"]

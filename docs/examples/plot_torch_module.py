@@ -36,7 +36,7 @@ optimizer = anyoptim.Adam(learning_rate=0.01)
 params = nest(model.named_parameters())
 state = optimizer.init(params)
 ours = []
-for step in range(200):
+for _ in range(200):
     model.zero_grad()
     loss = torch.nn.functional.mse_loss(model(X), y)
     loss.backward()
@@ -51,7 +51,7 @@ print("the module's own tensors:", params["0"]["weight"] is model[0].weight, "| 
 
 reference = torch.optim.Adam(twin.parameters(), lr=0.01)
 theirs = []
-for step in range(200):
+for _ in range(200):
     reference.zero_grad()
     loss = torch.nn.functional.mse_loss(twin(X), y)
     loss.backward()
