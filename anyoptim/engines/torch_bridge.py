@@ -31,6 +31,7 @@ module imports neither), as the one engine of each library per process.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -47,14 +48,17 @@ FUSED_TORCH_DTYPES = ("float32", "float64")
 _GENERIC = GenericEngine()
 
 
+@functools.cache
 def _torch() -> Any:
     import torch
 
     return torch
 
 
-def _dtype_name(tensor: Any) -> str:
-    return str(tensor.dtype).rpartition(".")[2]
+@functools.cache
+def _fused_dtypes() -> frozenset:
+    torch = _torch()
+    return frozenset(getattr(torch, name) for name in FUSED_TORCH_DTYPES)
 
 
 def _viewable(tensor: Any, device_type: str) -> bool:
@@ -63,12 +67,10 @@ def _viewable(tensor: Any, device_type: str) -> bool:
     return (
         isinstance(tensor, torch.Tensor)
         and tensor.layout is torch.strided
-        and tensor.device.type == device_type
-        and _dtype_name(tensor) in FUSED_TORCH_DTYPES
+        and tensor.dtype in _fused_dtypes()
+        and (tensor.is_cpu if device_type == "cpu" else tensor.device.type == device_type)
         and tensor.is_contiguous()
-        and not tensor.is_neg()
-        and not tensor.is_conj()
-        and not tensor.is_inference()
+        and not (tensor.is_neg() or tensor.is_conj() or tensor.is_inference())
     )
 
 
@@ -160,6 +162,10 @@ class TorchStep:
                     continue
             self.parts["generic"].append(i)
         self.runs: list[Callable[[Sequence[Mapping[str, Any]]], None]] = []
+        self.host_step: Any = None
+        self.host_params: list[Any] = []
+        self.generic_grads: list[Any] = []
+        self.gradient_leaves: Any = None  # per host runner, each span's leaf (False: spans of several leaves)
         tensor_hps = any(isinstance(v, _torch().Tensor) for hp in hps for v in hp.values())
         if self.parts["host"]:
             host_views = (host, _Views(lambda tensor: tensor.numpy()))
@@ -201,6 +207,8 @@ class TorchStep:
         )
         if not step.in_place:  # not expected for contiguous views; refuse rather than lose results
             raise RuntimeError(f"the {engine.name} engine cannot update these torch tensors in place")
+        if part == "host":
+            self.host_step, self.host_params = step, views[0]
         update = step.update
         if part == "device":
             on_default_stream = self.engine.on_default_stream
@@ -224,6 +232,8 @@ class TorchStep:
         every = len(indices) == len(self.params)
         p, g = [columns[0][i] for i in indices], [columns[1][i] for i in indices]
         slots = {name: [values[i] for i in indices] for name, values in self.slots.items()}
+        if indices is self.parts["generic"]:
+            self.generic_grads = g  # the very list the run reads: with_grads refills it
 
         def run_generic(hps: Sequence[Mapping[str, Any]]) -> None:
             with torch.no_grad():
@@ -235,6 +245,46 @@ class TorchStep:
                         old.copy_(new)
 
         return run_generic
+
+    def with_grads(self, grads: Sequence[Any]) -> bool:
+        """Read new gradient tensors from now on, in place of the prepared ones, where that is cheap.
+
+        What a loop whose ``zero_grad()`` drops the gradients needs: ``backward()`` makes new tensors each
+        step.  The host part's compiled kernels are pointed at views of the new tensors (each leaf its own
+        span); the rule run with torch reads them directly.  The caller has checked that they are tensors of
+        the old ones' shapes, dtypes, devices and layout that share no memory with the parameters or state.
+
+        Parameters
+        ----------
+        grads : sequence of torch.Tensor
+            The new gradients, one per leaf.
+
+        Returns
+        -------
+        bool
+            Whether they were bound; False (nothing changed) with device leaves, with spans of several
+            leaves or kernels that are not compiled, or for gradients no view can be made of: the caller
+            then prepares a new step.
+        """
+        if self.parts["device"] or len(grads) != len(self.params):
+            return False
+        host = self.parts["host"]
+        if host:
+            if self.gradient_leaves is None:
+                from .numpy.runners import gradient_leaves  # the compiled runners' seam for new gradients
+
+                self.gradient_leaves = gradient_leaves(self.host_step.runners, self.host_params) or False
+            if self.gradient_leaves is False:
+                return False
+            for i in host:  # what the kernel trusts: dense, contiguous, aligned, of the dtype (the caller: shape)
+                g = grads[i]
+                if not _viewable(g, "cpu") or g.data_ptr() % g.element_size():
+                    return False
+            for runner, leaves in zip(self.host_step.runners, self.gradient_leaves, strict=True):
+                tensors = [grads[host[j]] for j in leaves]
+                runner.set_gradient_addresses([g.data_ptr() for g in tensors], tensors)
+        self.generic_grads[:] = [grads[i] for i in self.parts["generic"]]
+        return True
 
     def update(self, hps: Sequence[Mapping[str, Any]]) -> None:
         """Run one step in place: ``hps`` is one mapping per leaf, grouped as when prepared."""
