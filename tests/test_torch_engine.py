@@ -209,3 +209,96 @@ def test_keyword_checks_leave_valid_calls_subclasses_and_fixed_options_alone():
     assert Logged(learning_rate=0.5, amsgrad=True).amsgrad
     with pytest.raises(TypeError, match=r"^Logged\(\) got an unexpected keyword argument 'lr'"):
         Logged(lr=0.5)
+
+
+# --------------------------------------------------------------------------- new gradient tensors every step
+
+
+def _steps(optimizer, params, gradient_sequence):
+    state = optimizer.init(params)
+    for grads in gradient_sequence:
+        params, state = optimizer.step(params, grads, state)
+    return params, state
+
+
+def _alternating():
+    """Contiguous gradients on even steps, strided ones on odd steps (3 leaves per step)."""
+    calls = []
+
+    def make(g):
+        calls.append(None)
+        return g.clone() if (len(calls) - 1) // 3 % 2 == 0 else torch.stack([g, g], -1)[..., 0]
+
+    return make
+
+
+def _gradient_sequence(make, count=5):
+    return [{name: make(g) for name, g in _tree(torch.float64, 10 + step).items()} for step in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("make", "rebound"),
+    [
+        pytest.param(lambda g: g.clone(), True, id="contiguous"),  # rebound in the compiled kernels' frames
+        pytest.param(lambda g: g.clone().to(torch.bfloat16).to(torch.float64), True, id="rounded"),
+        pytest.param(lambda g: torch.stack([g, g], -1)[..., 0], True, id="strided"),  # the rule run with torch
+        pytest.param(_alternating(), False, id="contiguous-then-strided"),  # a new layout: the validated path
+    ],
+)
+def test_new_gradient_tensors_every_step_give_the_steps_of_a_fresh_optimizer_each_time(make, rebound):
+    """zero_grad() + backward() give new tensors each step: the prepared step reads them (or the validated path)."""
+    sequence = _gradient_sequence(make)
+    optimizer = anyoptim.Adam(0.1)
+    params = _tree(torch.float64, 0)
+    given = dict(params)
+    state = optimizer.init(params)
+    for step, grads in enumerate(sequence):
+        params, state = optimizer.step(params, grads, state)
+        assert all(params[name] is given[name] for name in given)
+        if step == 0:
+            first = optimizer._prepared
+        assert (optimizer._prepared is first) is rebound or step == 0
+        reference = anyoptim.Adam(0.1, engine="generic")
+        expected, _ = _steps(reference, _tree(torch.float64, 0), sequence[: step + 1])
+        for name in params:
+            np.testing.assert_allclose(params[name].numpy(), expected[name].numpy(), rtol=1e-12, err_msg=name)
+
+
+def test_a_new_gradient_that_shares_memory_with_a_parameter_takes_the_validated_path():
+    """grads = {"a": params["b"], "b": params["a"]} (the gradient of a*b): read before either is written."""
+    optimizer = anyoptim.SGD(0.5)
+    params = {"a": torch.tensor([1.0, 2.0], dtype=torch.float64), "b": torch.tensor([3.0, 4.0], dtype=torch.float64)}
+    state = optimizer.init(params)
+    ones = {"a": torch.ones(2, dtype=torch.float64), "b": torch.ones(2, dtype=torch.float64)}
+    params, state = optimizer.step(params, ones, state)
+    a, b = params["a"].clone(), params["b"].clone()
+    params, state = optimizer.step(params, {"a": params["b"], "b": params["a"]}, state)
+    np.testing.assert_allclose(params["a"].numpy(), (a - 0.5 * b).numpy(), rtol=1e-15)
+    np.testing.assert_allclose(params["b"].numpy(), (b - 0.5 * a).numpy(), rtol=1e-15)
+
+
+def test_new_gradients_of_another_dtype_or_layout_are_refused_as_on_the_first_step():
+    optimizer = anyoptim.SGD(0.5)
+    params = {"w": torch.ones(3, dtype=torch.float64)}
+    state = optimizer.init(params)
+    params, state = optimizer.step(params, {"w": torch.ones(3, dtype=torch.float64)}, state)
+    with pytest.raises(TypeError, match="dtype"):
+        optimizer.step(params, {"w": torch.ones(3, dtype=torch.float32)}, state)
+    with pytest.raises(TypeError, match="sparse"):
+        optimizer.step(params, {"w": torch.ones(3, dtype=torch.float64).to_sparse()}, state)
+    assert torch.equal(params["w"], torch.full((3,), 0.5, dtype=torch.float64)) and state.count == 1
+
+
+def test_flat_parameters_with_new_gradients_each_step_are_prepared_again_and_right():
+    """One span of several leaves cannot take new gradients leaf by leaf: each step is validated, and right."""
+    sequence = _gradient_sequence(lambda g: g.clone())
+    params, _ = _steps(anyoptim.Momentum(0.1, form="heavy_ball"), anyoptim.flatten(_tree(torch.float64, 0)), sequence)
+    expected, _ = _steps(anyoptim.Momentum(0.1, form="heavy_ball", engine="generic"), _tree(torch.float64, 0), sequence)
+    for name in params:
+        np.testing.assert_allclose(params[name].numpy(), expected[name].numpy(), rtol=1e-12, err_msg=name)
+
+
+def test_bfloat16_parameters_read_new_gradients_in_the_rule_run_with_torch():
+    sequence = [{"w": torch.full((4,), float(k + 1), dtype=torch.bfloat16)} for k in range(3)]
+    params, _ = _steps(anyoptim.SGD(0.125), {"w": torch.ones(4, dtype=torch.bfloat16)}, sequence)
+    assert torch.equal(params["w"], torch.full((4,), 1.0 - 0.125 * 6, dtype=torch.bfloat16))
