@@ -341,7 +341,7 @@ class Optimizer:
         self._prepared = None
         if runs is not None and not grads_copied and all(run.in_place for run, _ in runs):
             self._prepared = PreparedStep(
-                xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, slots_out, grads
+                xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, new_state, grads
             )
         return params_out, new_state
 

@@ -40,6 +40,7 @@ class PreparedStep:
         "leaves",
         "leaves_of",
         "names",
+        "owner",
         "params_out",
         "rebinders",
         "runs",
@@ -51,7 +52,7 @@ class PreparedStep:
     )
 
     def __init__(
-        self, xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, slots_out, grads_in
+        self, xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, state_out, grads_in
     ):
         self.xp = xp
         self.names = names
@@ -76,7 +77,8 @@ class PreparedStep:
         self.written_ranges: tuple[list[int], list[int]] | None = None  # made at the first rebind
         self.params_out = params_out
         self.grads_in = grads_in  # the grads tree the step was given: step_again requires that very tree
-        self.slots_out = slots_out
+        self.slots_out = state_out.slots
+        self.owner = state_out.optimizer  # what a state must say of its maker for new gradients to be rebound
 
     def follows(self, params: Any, grads: Any, state: Any) -> bool:
         """Whether a call passes back the very params and slots the step returned, and the grads tree it was given."""
@@ -98,7 +100,9 @@ class PreparedStep:
             return False
         if len(found) != len(self.leaves):
             return False
-        if not all(map(operator.is_, found, self.leaves)) and not self.rebind(found, grads):
+        if not all(map(operator.is_, found, self.leaves)) and not (
+            state.optimizer == self.owner and self.rebind(found, grads)
+        ):
             return False
         # NumPy lets code set .shape and .dtype of an existing array: check those of params and grads.
         if list(map(shape_and_dtype, found[: len(self.layout)])) != self.layout:
