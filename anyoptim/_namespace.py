@@ -87,8 +87,9 @@ def check_leaves(names: Sequence[str], leaves: Sequence[Any], *, what: str = "pa
     Raises
     ------
     TypeError
-        If a leaf is not an array, is not of a real floating dtype, or comes from
-        a different array library than the first leaf.
+        If a leaf is not an array (None: a torch ``.grad`` that backward never
+        filled), is a sparse torch tensor, is not of a real floating dtype, or
+        comes from a different array library than the first leaf.
     ValueError
         If the tree is empty or a leaf lives on a different device than the first.
     """
@@ -96,12 +97,19 @@ def check_leaves(names: Sequence[str], leaves: Sequence[Any], *, what: str = "pa
         raise ValueError(f"{what} is empty: an optimizer needs at least one array")
     first_name, first = names[0], leaves[0]
     if not is_array(first):
-        raise TypeError(f"{what}[{first_name!r}] is a {type(first).__name__}, not an array")
+        raise TypeError(_not_an_array(what, first_name, first))
     xp = array_namespace(first)
     device = device_of(first)
+    torch = backend_name(xp) == "torch"
     for name, leaf in zip(names, leaves, strict=False):
         if not is_array(leaf):
-            raise TypeError(f"{what}[{name!r}] is a {type(leaf).__name__}, not an array")
+            raise TypeError(_not_an_array(what, name, leaf))
+        if torch and str(getattr(leaf, "layout", "torch.strided")) != "torch.strided":
+            raise TypeError(
+                f"{what}[{name!r}] is a {str(leaf.layout).partition('.')[2]} tensor: optimizers update dense "
+                "arrays; pass dense gradients (nn.Embedding(sparse=False), or g.to_dense()), or use "
+                "torch.optim.SparseAdam for sparse ones"
+            )
         leaf_xp = array_namespace(leaf)
         if leaf_xp is not xp:
             raise TypeError(
@@ -117,6 +125,15 @@ def check_leaves(names: Sequence[str], leaves: Sequence[Any], *, what: str = "pa
                 f"{device}: move every array to one device"
             )
     return xp, device
+
+
+def _not_an_array(what: str, name: str, leaf: Any) -> str:
+    if leaf is None:
+        return (
+            f"{what}[{name!r}] is None, not an array (a torch parameter's .grad is None until backward() reaches "
+            "it: did backward() run, and does the loss use this parameter?)"
+        )
+    return f"{what}[{name!r}] is a {type(leaf).__name__}, not an array"
 
 
 def default_integer_dtype(xp: Any, device: Any = None) -> Any:

@@ -12,11 +12,11 @@ gradients leaf by leaf in name order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TreeDef", "check_same_structure", "leaf_names", "map_leaves", "tree_flatten", "tree_unflatten"]
+__all__ = ["TreeDef", "check_same_structure", "leaf_names", "map_leaves", "nest", "tree_flatten", "tree_unflatten"]
 
 ROOT_LEAF_NAME = "param"
 
@@ -93,7 +93,10 @@ def _flatten_into(node: Any, path: str, names: list[str], leaves: list[Any]) -> 
                 raise TypeError(f"tree keys must be strings; {path or 'the root'} has key {key!r}")
             if not key or "." in key:
                 # Dots join names, so "a.b" and {"a": {"b": ...}} would name two leaves alike.
-                raise ValueError(f"tree keys must be non-empty and free of '.'; {path or 'the root'} has key {key!r}")
+                raise ValueError(
+                    f"tree keys must be non-empty and free of '.'; {path or 'the root'} has key {key!r} "
+                    "(for dotted names such as torch's named_parameters(), anyoptim.tree.nest builds nested dicts)"
+                )
         # Sorted, as in JAX: grads built in another insertion order still match params.
         keys = tuple(sorted(node))
         children = tuple(_flatten_into(node[key], f"{path}.{key}" if path else key, names, leaves) for key in keys)
@@ -233,6 +236,56 @@ def leaf_names(tree: Any) -> list[str]:
     ['encoder.0.W', 'encoder.0.b', 'scale']
     """
     return tree_flatten(tree)[0]
+
+
+def nest(items: Any) -> dict[str, Any]:
+    """Build nested dicts from ``(dotted name, value)`` pairs, such as torch's ``module.named_parameters()``.
+
+    Leaf names are dotted paths, so a dict key may not hold a dot; the nested
+    dict this returns has exactly the given names as its leaf names
+    (``"0.weight"`` is ``{"0": {"weight": ...}}``), which state slots and
+    checkpoints then use.
+
+    Parameters
+    ----------
+    items : iterable of (str, object) or mapping of str to object
+        Dotted names and their values (a mapping's items are taken).
+
+    Returns
+    -------
+    dict
+        Nested dicts, one level per dot, the values at the leaves.
+
+    Raises
+    ------
+    ValueError
+        If a name has an empty part, or is both a leaf and a prefix of
+        another name (``"a"`` and ``"a.b"``), or appears twice.
+
+    Examples
+    --------
+    >>> from anyoptim.tree import leaf_names, nest
+    >>> tree = nest([("0.weight", 1.0), ("0.bias", 2.0), ("2.weight", 3.0)])
+    >>> tree
+    {'0': {'weight': 1.0, 'bias': 2.0}, '2': {'weight': 3.0}}
+    >>> leaf_names(tree)
+    ['0.bias', '0.weight', '2.weight']
+    """
+    tree: dict[str, Any] = {}
+    for name, value in items.items() if isinstance(items, Mapping) else items:
+        parts = name.split(".")
+        if not all(parts):
+            raise ValueError(f"name {name!r} has an empty part")
+        node = tree
+        for depth, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{'.'.join(parts[: depth + 1])!r} is a leaf and a prefix of {name!r}")
+        if parts[-1] in node:
+            what = "a prefix of another name" if isinstance(node[parts[-1]], dict) else "given twice"
+            raise ValueError(f"{name!r} is {what}")
+        node[parts[-1]] = value
+    return tree
 
 
 def map_leaves(function: Callable[[Any], Any], tree: Any) -> Any:

@@ -112,7 +112,7 @@ def _installed(module: str) -> bool:
 # Examples that need a library not installed here are shown, not run (the CI installs torch and JAX).
 _NOT_RUN = [
     name
-    for name, module in (("plot_torch_tensors", "torch"), ("plot_jax_arrays", "jax"), ("plot_jax_jit", "jax"))
+    for name, module in (("plot_torch_module", "torch"), ("plot_jax_arrays", "jax"), ("plot_jax_jit", "jax"))
     if not _installed(module)
 ]
 if _NOT_RUN:

@@ -50,6 +50,7 @@ ENGINE_NAMES: tuple[str, ...] = (
     "anyoptim.engines.numpy.NumpyEngine",
     "anyoptim.engines.cupy.CupyEngine",
     "anyoptim.engines.cupy.GraphedStep",
+    "anyoptim.engines.torch_bridge.TorchEngine",
 )
 
 #: The scikit-learn estimators (the ``sklearn`` extra).

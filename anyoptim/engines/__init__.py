@@ -309,8 +309,25 @@ def _fused_engine(backend: str) -> Any | None:
             from .cupy.engine import CupyEngine
 
             made = CupyEngine()
+        elif backend in ("torch", "torch-generic"):  # torch tensors through views: engines/torch_bridge.py
+            from .torch_bridge import TorchEngine
+
+            made = TorchEngine(lambda: _fused_engine("numpy"), _cupy_views, fused=backend == "torch")
         _FUSED.setdefault(backend, made)
     return _FUSED[backend]
+
+
+def _cupy_views() -> tuple[Any, Any] | None:
+    """The CuPy engine and its DLPack view maker, for torch's CUDA tensors (None without CuPy); found once."""
+    if "cupy-views" not in _FUSED:
+        import importlib.util
+
+        made = None
+        if importlib.util.find_spec("cupy") is not None:
+            engine = _fused_engine("cupy")
+            made = (engine, engine.device.from_dlpack)
+        _FUSED.setdefault("cupy-views", made)
+    return _FUSED["cupy-views"]
 
 
 def check_engine(name: str, value: Any) -> Any:
@@ -379,8 +396,10 @@ def select_engine(xp: Any, choice: Any) -> Any:
         The Array API namespace of the parameters (``numpy``, ``cupy``,
         ``torch``, or their ``array_api_compat`` wrappers, ...).
     choice : {"auto", "generic", "fused"} or engine object
-        ``"auto"``: the fused engine of ``xp``'s library (NumPy, CuPy), else the
-        generic one.  ``"generic"``: the :class:`GenericEngine`.  ``"fused"``:
+        ``"auto"``: the fused engine of ``xp``'s library (NumPy, CuPy, torch through
+        :class:`~anyoptim.engines.torch_bridge.TorchEngine`), else the generic
+        one.  ``"generic"``: the :class:`GenericEngine` (for torch, a
+        ``TorchEngine`` that runs the rule with torch and writes in place).  ``"fused"``:
         the fused engine, or an error.  An engine object (one with ``name``,
         ``init_slots`` and ``apply``) is returned as it is.
 
@@ -412,9 +431,9 @@ def select_engine(xp: Any, choice: Any) -> Any:
     >>> select_engine(np, engine) is engine
     True
     """
-    if choice == "generic":
-        return _GENERIC
     backend = backend_name(xp)
+    if choice == "generic":  # torch's runs the rule with torch and writes back in place
+        return _fused_engine("torch-generic") if backend == "torch" else _GENERIC
     if not isinstance(choice, str):
         runs = getattr(choice, "name", "generic")
         if runs not in ("generic", backend):

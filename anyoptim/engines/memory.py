@@ -15,11 +15,14 @@ from typing import Any
 import numpy as np
 from numpy.lib.array_utils import byte_bounds
 
-__all__ = ["overlapping"]
+__all__ = ["byte_range", "overlapping"]
 
 
-def _byte_range(leaf: Any) -> tuple[int, int] | None:
-    """The first and one-past-the-last byte an array may touch, where known (NumPy, CuPy, torch), else None."""
+def byte_range(leaf: Any) -> tuple[int, int] | None:
+    """The first and one-past-the-last byte an array may touch, where known (NumPy, CuPy, torch), else None.
+
+    None also for an empty array (it touches nothing).
+    """
     if isinstance(leaf, np.ndarray):
         if leaf.size == 0:
             return None
@@ -44,7 +47,7 @@ def overlapping(leaves: list[Any], among: range) -> list[tuple[int, int]]:
     NumPy's :func:`numpy.shares_memory` confirms them (views that interleave
     share nothing); for torch an overlap of ranges counts.
     """
-    ranges = sorted((found[0], found[1], i) for i, leaf in enumerate(leaves) if (found := _byte_range(leaf)))
+    ranges = sorted((found[0], found[1], i) for i, leaf in enumerate(leaves) if (found := byte_range(leaf)))
     pairs, active = [], []
     for start, end, i in ranges:
         active = [(other_end, j) for other_end, j in active if other_end > start]

@@ -21,6 +21,7 @@ from ..transforms import clip_factor, decay_all, frozen_mask, mask_values
 from ..tree import TreeDef, tree_flatten, tree_unflatten
 from .contract import check_against_rule, declaration_of
 from .groups import leaf_keys, step_scalars
+from .keywords import check_keywords
 from .precision import init_slots, state_slot_fills
 from .prepared import PreparedStep
 from .traced import advance, under_trace
@@ -40,8 +41,8 @@ def _checked_after_init(init: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(init)
     def __init__(self: Optimizer, *args: Any, **kwargs: Any) -> None:
         if "_initializing" in vars(self):
-            init(self, *args, **kwargs)
-            return
+            return init(self, *args, **kwargs)
+        check_keywords(type(self), kwargs)  # names the class called, and the keyword meant
         object.__setattr__(self, "_initializing", True)
         try:
             init(self, *args, **kwargs)
@@ -346,7 +347,7 @@ class Optimizer:
         self._prepared = None
         if runs is not None and not grads_copied and all(run.in_place for run, _ in runs):
             self._prepared = PreparedStep(
-                xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, slots_out, grads
+                xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, new_state, grads
             )
         return params_out, new_state
 

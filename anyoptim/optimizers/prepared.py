@@ -7,10 +7,13 @@ bound plan; :meth:`PreparedStep.matches` is then the whole check of a later call
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import operator
 from collections.abc import Callable
 from typing import Any
 
+from ..engines.memory import byte_range
 from ..state import OptimizerState
 from ..tree import TreeDef
 
@@ -37,16 +40,19 @@ class PreparedStep:
         "leaves",
         "leaves_of",
         "names",
+        "owner",
         "params_out",
+        "rebinders",
         "runs",
         "slot_names",
         "slots_out",
         "treedef",
+        "written_ranges",
         "xp",
     )
 
     def __init__(
-        self, xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, slots_out, grads_in
+        self, xp, names, treedef, p_leaves, g_leaves, slots, keys, key_of_leaf, runs, params_out, state_out, grads_in
     ):
         self.xp = xp
         self.names = names
@@ -65,9 +71,14 @@ class PreparedStep:
         everything = list(range(len(p_leaves)))
         # A prepared step is called with this step's scalars; update() does the same without building results.
         self.runs = [(getattr(run, "update", run), None if indices == everything else indices) for run, indices in runs]
+        # Runs that can read new gradient arrays (the torch engine's): a loop whose grads are new every step.
+        rebinders = [(getattr(run, "with_grads", None), indices) for run, indices in runs]
+        self.rebinders = rebinders if all(rebind is not None for rebind, _ in rebinders) else None
+        self.written_ranges: tuple[list[int], list[int]] | None = None  # made at the first rebind
         self.params_out = params_out
         self.grads_in = grads_in  # the grads tree the step was given: step_again requires that very tree
-        self.slots_out = slots_out
+        self.slots_out = state_out.slots
+        self.owner = state_out.optimizer  # what a state must say of its maker for new gradients to be rebound
 
     def follows(self, params: Any, grads: Any, state: Any) -> bool:
         """Whether a call passes back the very params and slots the step returned, and the grads tree it was given."""
@@ -87,15 +98,66 @@ class PreparedStep:
                 found += leaves_of(slots[name])
         except TypeError:
             return False
-        if len(found) != len(self.leaves) or not all(map(operator.is_, found, self.leaves)):
+        if len(found) != len(self.leaves):
+            return False
+        if not all(map(operator.is_, found, self.leaves)) and not (
+            state.optimizer == self.owner and self.rebind(found, grads)
+        ):
             return False
         # NumPy lets code set .shape and .dtype of an existing array: check those of params and grads.
         if list(map(shape_and_dtype, found[: len(self.layout)])) != self.layout:
             return False
         return all(leaf.flags.writeable for leaf in self.flagged)
 
+    def rebind(self, found: tuple, grads: Any) -> bool:
+        """Take new gradient arrays where only they changed, if the engine's runs can read them instead.
+
+        ``found`` holds the call's leaves as :meth:`matches` gathers them.  The parameters and slots must be the
+        very ones prepared; each new gradient an array of its old one's type, shape, dtype, device and layout,
+        sharing no memory with a parameter or a slot (an aliased gradient takes the validated path, which
+        copies it).  Then every run rebinds (``with_grads``) or the call takes the validated path.
+        """
+        count = len(self.g_leaves)
+        params = len(self.layout) - count
+        if self.rebinders is None or not all(map(operator.is_, found[:params], self.leaves[:params])):
+            return False
+        if not all(map(operator.is_, found[params + count :], self.leaves[params + count :])):
+            return False
+        new = found[params : params + count]
+        for g, old in zip(new, self.g_leaves, strict=True):
+            if type(g) is not type(old) or shape_and_dtype(g) != shape_and_dtype(old):
+                return False
+            if getattr(g, "device", None) != getattr(old, "device", None):
+                return False
+            if getattr(g, "layout", None) != getattr(old, "layout", None):
+                return False
+        if self.written_ranges is None:
+            self.written_ranges = written_ranges([*found[:params], *found[params + count :]])
+        starts, reach = self.written_ranges
+        for g in new:  # a new gradient that may share memory with a parameter or a slot: the validated path
+            bounds = byte_range(g)
+            if bounds is not None and (below := bisect.bisect_left(starts, bounds[1])) and reach[below - 1] > bounds[0]:
+                return False
+        for rebind, indices in self.rebinders:
+            if not rebind(new if indices is None or len(indices) == count else [new[i] for i in indices]):
+                return False
+        self.g_leaves = list(new)
+        self.leaves = found
+        self.grads_in = grads
+        return True
+
 
 shape_and_dtype = operator.attrgetter("shape", "dtype")
+
+
+def written_ranges(leaves: list[Any]) -> tuple[list[int], list[int]]:
+    """The byte ranges of ``leaves``: their starts, sorted, and the furthest end reached by each prefix of them.
+
+    A range ``[a, b)`` meets one of them exactly when, with ``k`` the count of starts below ``b``, ``k > 0``
+    and the furthest end among those ``k`` is beyond ``a``.
+    """
+    ranges = sorted(found for leaf in leaves if (found := byte_range(leaf)) is not None)
+    return [start for start, _ in ranges], list(itertools.accumulate((end for _, end in ranges), max))
 
 
 def leaf_getter(treedef: TreeDef) -> Callable[[Any], tuple | None]:
@@ -115,11 +177,37 @@ def leaf_getter(treedef: TreeDef) -> Callable[[Any], tuple | None]:
 
         return leaves_of_dict
 
+    if treedef.kind == "dict" and treedef.keys and all(child.kind in ("leaf", "dict") for child in treedef.children):
+        return nested_dict_getter(treedef)
+
     def leaves_of(tree: Any) -> tuple | None:
         found: list[Any] = []
         return tuple(found) if collect_leaves(treedef, tree, found) else None
 
     return leaves_of
+
+
+def nested_dict_getter(treedef: TreeDef) -> Callable[[Any], tuple | None]:
+    """:func:`leaf_getter` for dicts of dicts (``anyoptim.tree.nest`` of torch's ``named_parameters()``)."""
+    keys, count = treedef.keys, len(treedef.keys)
+    get = operator.itemgetter(*keys)
+    children = [None if child.kind == "leaf" else leaf_getter(child) for child in treedef.children]
+    if count == 1:
+        get = (lambda one: lambda tree: (tree[one],))(keys[0])
+
+    def leaves_of_nested(tree: Any) -> tuple | None:
+        if type(tree) is not dict or len(tree) != count:
+            return None
+        try:
+            values = get(tree)
+        except KeyError:
+            return None
+        found: tuple = ()
+        for value, child in zip(values, children, strict=True):
+            found += (value,) if child is None else child(value)  # None + tuple raises TypeError: a mismatch
+        return found
+
+    return leaves_of_nested
 
 
 def collect_leaves(treedef: TreeDef, node: Any, found: list[Any]) -> bool:

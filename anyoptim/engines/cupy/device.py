@@ -69,6 +69,11 @@ class CupyDevice:
         return cupy is not None and isinstance(a, cupy.ndarray)
 
     @staticmethod
+    def from_dlpack(a: Any) -> Any:
+        """A CuPy view of another library's CUDA array (a torch tensor): the same memory, no copy."""
+        return cupy.from_dlpack(a)
+
+    @staticmethod
     def address(a: Any) -> int:
         """The device address of ``a``'s first element."""
         return a.data.ptr

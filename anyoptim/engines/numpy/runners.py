@@ -25,7 +25,7 @@ from ..program import Program
 from .plan import Plan
 from .widened import WidenedSpans, span_compute_dtype
 
-__all__ = ["CompiledSpans", "DirectSpans", "TracedSpans", "span_runner", "spans_fit_a_kernel"]
+__all__ = ["CompiledSpans", "DirectSpans", "TracedSpans", "gradient_leaves", "span_runner", "spans_fit_a_kernel"]
 
 
 def span_runner(
@@ -148,11 +148,30 @@ class CompiledSpans:
             if index == 0 or hps[index] is not hps[index - 1]:
                 groups.append([])
             groups[-1].append(index)
-        self.calls = [
+        segments = [
             _segment_call(plan, kernel, [spans[index] for index in group], leaves[group[0]]) for group in groups
+        ]
+        self.calls = [call for call, _ in segments]
+        #: Where each span's gradient address lies: (frame, index in it, the span's columns), in span order.
+        self.gradient_slots = [
+            (frame, 2 + position * (1 + len(spans[index])) + 2, spans[index])
+            for (_, frame), group in zip(segments, groups, strict=True)
+            for position, index in enumerate(group)
         ]
         if len(self.calls) == 1:  # the usual case, a flat model: one call less per step
             self.run = self.calls[0]
+
+    def set_gradient_addresses(self, addresses: Sequence[int], owners: Sequence[Any]) -> None:
+        """Point each span's gradient (in span order) at a new address, kept alive by ``owners``.
+
+        For a loop that gets new gradient arrays every step (torch's ``zero_grad()`` and ``backward()``): the
+        frame's addresses change, nothing is traced or compiled again.  The kernel trusts its frame: the caller
+        guarantees what :func:`spans_fit_a_kernel` checks (C-contiguous, aligned memory of the plan's dtype,
+        native byte order, the span's length) for every address (see :func:`gradient_leaves`).
+        """
+        for address, owner, (frame, index, columns) in zip(addresses, owners, self.gradient_slots, strict=True):
+            columns[1] = owner  # the frame's keep-alive holds this list: the owner lives as long as the frame
+            frame[index] = address
 
     def run(self, hps: Sequence[Mapping[str, Any]]) -> None:
         """Run every span with the scalars of its leaves in ``hps`` (one mapping per leaf)."""
@@ -160,15 +179,46 @@ class CompiledSpans:
             call(hps)
 
 
+def gradient_leaves(runners: Sequence[Any], params: Sequence[np.ndarray]) -> list[list[int]] | None:
+    """Which parameter each span of a prepared step's runners is, for :meth:`CompiledSpans.set_gradient_addresses`.
+
+    Parameters
+    ----------
+    runners : sequence
+        A prepared step's runners (``NumpyStep.runners``).
+    params : sequence of numpy.ndarray
+        The parameters it was prepared with, in leaf order.
+
+    Returns
+    -------
+    list of list of int, or None
+        Per runner, the index in ``params`` of each span's parameter; None unless every runner is compiled
+        (:class:`CompiledSpans`) and every span is one whole parameter.
+    """
+    leaf_at = {p.ctypes.data: i for i, p in enumerate(params)}
+    found = []
+    for runner in runners:
+        if not isinstance(runner, CompiledSpans):
+            return None
+        leaves = []
+        for _, _, columns in runner.gradient_slots:
+            i = leaf_at.get(columns[0].ctypes.data)
+            if i is None or columns[0].shape[0] != params[i].size:
+                return None
+            leaves.append(i)
+        found.append(leaves)
+    return found
+
+
 def _segment_call(
     plan: Plan, kernel: Callable[[int], None], spans: list[list[np.ndarray]], leaf: int
-) -> Callable[[Sequence[Mapping[str, Any]]], None]:
+) -> tuple[Callable[[Sequence[Mapping[str, Any]]], None], np.ndarray]:
     """``run(hps)`` for spans sharing the scalars of ``hps[leaf]``: this step's scalars into a table, then the kernel.
 
     The function (:meth:`~anyoptim.engines.numpy.plan.Plan.kernel_step_code`)
     computes the scalars with the plan's own host lines, as the ufunc plan's
     step does.  Its globals hold the table, the frame and the spans, so the
-    addresses in the frame stay valid as long as the function lives.
+    addresses in the frame stay valid as long as the function lives.  Returns the function and its frame.
     """
     trace = plan.trace
     table = np.zeros(max(1, len(plan.broadcast_uses)), dtype=np.float64)
@@ -189,7 +239,7 @@ def _segment_call(
         "_alive": (frame_array, spans),  # what the frame's addresses point into
     }
     exec(code, namespace)
-    return namespace["run"]
+    return namespace["run"], frame_array
 
 
 def _ieee_arithmetic() -> Any:

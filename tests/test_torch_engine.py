@@ -1,0 +1,304 @@
+"""The torch engine: fused through NumPy views where it can, the rule with torch elsewhere, always in place.
+
+Also the errors a torch user meets first: ``Adam(lr=0.1)`` and friends.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import anyoptim
+from anyoptim.engines import select_engine
+from anyoptim.engines.numpy import NumpyEngine
+from anyoptim.engines.program import Program
+from anyoptim.engines.torch_bridge import TorchEngine, TorchStep
+from tests.cases import CONFIG_PARAMS
+from tests.helpers import RTOL_SAME_BACKEND
+
+torch = pytest.importorskip("torch")
+import array_api_compat.torch as xp  # noqa: E402
+
+DTYPES = [pytest.param(torch.float32, id="float32"), pytest.param(torch.float64, id="float64")]
+
+
+def _tree(dtype, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "W1": torch.randn(4, 3, generator=generator, dtype=dtype),
+        "b1": torch.randn(3, generator=generator, dtype=dtype),
+        "s": torch.randn((), generator=generator, dtype=dtype),
+    }
+
+
+def _copy(tree):
+    return {name: leaf.clone() for name, leaf in tree.items()}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("config", CONFIG_PARAMS)
+def test_fused_through_views_equals_the_rule_with_torch(config, dtype):
+    """Every configuration of tests/cases.py: the same steps either way; the caller's tensors are the ones updated."""
+    results = {}
+    for engine in ("auto", "generic"):
+        optimizer = config.make(engine)
+        params = _tree(dtype, 0)
+        given = dict(params)
+        state = optimizer.init(params)
+        for step in range(4):
+            grads = _tree(dtype, step + 1)
+            params, state = optimizer.step(params, grads, state)
+            assert all(params[name] is given[name] for name in given)
+        results[engine] = (params, state)
+    rtol = RTOL_SAME_BACKEND[str(dtype).rpartition(".")[2]]
+    (fused, fused_state), (generic, generic_state) = results["auto"], results["generic"]
+    for name in fused:
+        np.testing.assert_allclose(fused[name].numpy(), generic[name].numpy(), rtol=rtol, atol=1e-300, err_msg=name)
+    for slot, tree in fused_state.slots.items():
+        for name in tree:
+            np.testing.assert_allclose(
+                tree[name].numpy(), generic_state.slots[slot][name].numpy(), rtol=rtol, atol=1e-300, err_msg=slot
+            )
+
+
+def _sgd_program():
+    def sgd(xp, p, g, slots, hp):
+        return p - hp["learning_rate"] * g, {}
+
+    return Program(sgd)
+
+
+def test_float32_and_float64_cpu_tensors_run_on_the_numpy_engine_as_one_span_when_flat():
+    engine = select_engine(xp, "auto")
+    assert isinstance(engine, TorchEngine) and engine.name == "torch"
+    params = anyoptim.flatten({"a": torch.ones(3), "b": torch.ones(2, 2)})
+    grads = anyoptim.flatten({"a": torch.ones(3), "b": torch.ones(2, 2)})
+    names = sorted(params)
+    step = engine.prepare(
+        _sgd_program(), xp, [params[n] for n in names], [grads[n] for n in names], {}, [{"learning_rate": 0.5}] * 2
+    )
+    assert isinstance(step, TorchStep) and step.in_place
+    assert step.parts == {"host": [0, 1], "device": [], "generic": []}
+    step.update([{"learning_rate": 0.5}] * 2)
+    assert torch.equal(params["a"], torch.full((3,), 0.5)) and torch.equal(params["b"], torch.full((2, 2), 0.5))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: torch.ones(3, dtype=torch.bfloat16), id="bfloat16"),
+        pytest.param(lambda: torch.ones(3, dtype=torch.float16), id="float16"),
+        pytest.param(lambda: torch.ones(4, 3).t(), id="transposed"),
+        pytest.param(lambda: torch.ones(6)[::2], id="strided"),
+    ],
+)
+def test_where_no_view_is_possible_the_rule_runs_with_torch_and_writes_back(make):
+    param, grad = make(), make()
+    engine = select_engine(xp, "auto")
+    step = engine.prepare(_sgd_program(), xp, [param], [grad], {}, [{"learning_rate": 0.25}])
+    assert step.parts == {"host": [], "device": [], "generic": [0]} and step.in_place
+    base = param._base
+    step.update([{"learning_rate": 0.25}])
+    assert torch.all(param == 0.75) and param._base is base
+    if base is not None:  # a view: its base was written through it, there only
+        assert int((base == 0.75).sum()) == param.numel()
+
+
+def test_a_bfloat16_parameter_trains_in_place_with_adam():
+    w = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
+    optimizer = anyoptim.Adam(0.1)
+    state = optimizer.init({"w": w})
+    params, state = optimizer.step({"w": w}, {"w": torch.ones(4, dtype=torch.bfloat16)}, state)
+    assert params["w"] is w and w.is_leaf and w.dtype == torch.bfloat16
+    assert torch.allclose(w.detach().float(), torch.full((4,), 0.9), atol=4e-3)
+    assert state.slots["m"]["w"].dtype == torch.bfloat16
+
+
+def test_a_gradient_scale_tensor_reaches_the_numpy_engine_as_a_view():
+    """clip_global_norm gives a 0-D tensor scalar; fused and generic agree and the fast path keeps working."""
+    params = {"w": torch.tensor([3.0, 4.0], dtype=torch.float64)}
+    optimizer = anyoptim.SGD(1.0, clip_global_norm=1.0)
+    state = optimizer.init(params)
+    grads = {"w": torch.tensor([3.0, 4.0], dtype=torch.float64)}
+    params, state = optimizer.step(params, grads, state)
+    params, state = optimizer.step(params, grads, state)  # the prepared step
+    np.testing.assert_allclose(params["w"].numpy(), [3.0 - 1.2, 4.0 - 1.6], rtol=1e-15)
+
+
+class _CpuAsDevice(TorchEngine):
+    """The device part, exercised on a CPU: CPU tensors go to "device()"'s engine, NumPy views standing in for CuPy."""
+
+    device_type = "cpu"
+    default_stream = True
+
+    def on_default_stream(self):
+        return self.default_stream
+
+
+def test_device_tensors_go_to_the_device_engine_through_views_and_back_to_torch_off_the_default_stream():
+    numpy_engine = NumpyEngine(kernels="ufunc")
+    views = []
+
+    def view(tensor):
+        views.append(tensor)
+        return tensor.numpy()
+
+    engine = _CpuAsDevice(host=None, device=lambda: (numpy_engine, view))
+    param, grad = torch.ones(3), torch.ones(3)
+    hps = [{"learning_rate": 0.5}]
+    step = engine.prepare(_sgd_program(), xp, [param], [grad], {}, hps)
+    assert step.parts == {"host": [], "device": [0], "generic": []} and views
+    step.update(hps)
+    assert torch.all(param == 0.5)
+    engine.default_stream = False  # another stream now: the rule runs with torch (on torch's stream)
+    version = param._version
+    step.update(hps)
+    assert torch.all(param == 0.0) and param._version > version
+    engine.default_stream = False
+    assert engine.prepare(_sgd_program(), xp, [param], [grad], {}, hps).parts["generic"] == [0]
+    missing = _CpuAsDevice(host=None, device=lambda: None)  # no CuPy
+    assert missing.prepare(_sgd_program(), xp, [param], [grad], {}, hps).parts["generic"] == [0]
+
+
+def test_the_torch_engines_are_made_once_and_the_generic_one_writes_in_place():
+    assert select_engine(xp, "auto") is select_engine(xp, "fused")
+    generic = select_engine(xp, "generic")
+    assert generic.name == "torch" and not generic.fused and generic is select_engine(xp, "generic")
+    w = torch.ones(2, dtype=torch.float64)
+    step = generic.prepare(_sgd_program(), xp, [w], [torch.ones(2, dtype=torch.float64)], {}, [{"learning_rate": 1}])
+    assert step.parts["generic"] == [0]
+
+
+# --------------------------------------------------------------------------- the lr= error
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: anyoptim.Adam(lr=0.1),
+            r"^Adam\(\) got an unexpected keyword argument 'lr'; did you mean 'learning_rate'\?$",
+        ),
+        (lambda: anyoptim.AdamW(betas=(0.9, 0.99)), r"^AdamW\(\) .* 'betas'; did you mean 'beta1' and 'beta2'\?"),
+        (lambda: anyoptim.RMSprop(alpha=0.99), r"^RMSprop\(\) .* 'alpha'; did you mean 'beta'\?.*0.99"),
+        (lambda: anyoptim.Adagrad(eps=1e-10), r"^Adagrad\(\) .* 'eps'; did you mean 'epsilon'\?$"),
+        (
+            lambda: anyoptim.SGD(0.1, momentum=0.9),
+            r"^SGD\(\) .* 'momentum' \(.*Momentum\(lr, beta=m, form='heavy_ball'\)",
+        ),
+        (lambda: anyoptim.SGD(nesterov=True), r"^SGD\(\) .* 'nesterov' .*nesterov=True"),
+        (lambda: anyoptim.Momentum(dampening=0.9), r"^Momentum\(\) .* 'dampening'; did you mean 'beta'\?"),
+        (lambda: anyoptim.Adam(weight_decy=0.1), r"^Adam\(\) .* 'weight_decy'; did you mean 'weight_decay'\?$"),
+        (lambda: anyoptim.Lion(zzz=1), r"^Lion\(\) .* 'zzz'; Lion takes learning_rate, beta1, beta2, weight_decay"),
+    ],
+)
+def test_unknown_keywords_name_the_class_called_and_the_keyword_meant(make, message):
+    with pytest.raises(TypeError, match=message):
+        make()
+
+
+def test_keyword_checks_leave_valid_calls_subclasses_and_fixed_options_alone():
+    assert anyoptim.RMSprop(momentum=0.5).momentum == 0.5  # torch's name, and anyoptim's too here
+    with pytest.raises(TypeError, match="NAdam has no 'amsgrad' option"):
+        anyoptim.NAdam(amsgrad=True)
+
+    class Logged(anyoptim.Adam):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    assert Logged(learning_rate=0.5, amsgrad=True).amsgrad
+    with pytest.raises(TypeError, match=r"^Logged\(\) got an unexpected keyword argument 'lr'"):
+        Logged(lr=0.5)
+
+
+# --------------------------------------------------------------------------- new gradient tensors every step
+
+
+def _steps(optimizer, params, gradient_sequence):
+    state = optimizer.init(params)
+    for grads in gradient_sequence:
+        params, state = optimizer.step(params, grads, state)
+    return params, state
+
+
+def _alternating():
+    """Contiguous gradients on even steps, strided ones on odd steps (3 leaves per step)."""
+    calls = []
+
+    def make(g):
+        calls.append(None)
+        return g.clone() if (len(calls) - 1) // 3 % 2 == 0 else torch.stack([g, g], -1)[..., 0]
+
+    return make
+
+
+def _gradient_sequence(make, count=5):
+    return [{name: make(g) for name, g in _tree(torch.float64, 10 + step).items()} for step in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("make", "rebound"),
+    [
+        pytest.param(lambda g: g.clone(), True, id="contiguous"),  # rebound in the compiled kernels' frames
+        pytest.param(lambda g: g.clone().to(torch.bfloat16).to(torch.float64), True, id="rounded"),
+        pytest.param(lambda g: torch.stack([g, g], -1)[..., 0], True, id="strided"),  # the rule run with torch
+        pytest.param(_alternating(), False, id="contiguous-then-strided"),  # a new layout: the validated path
+    ],
+)
+def test_new_gradient_tensors_every_step_give_the_steps_of_a_fresh_optimizer_each_time(make, rebound):
+    """zero_grad() + backward() give new tensors each step: the prepared step reads them (or the validated path)."""
+    sequence = _gradient_sequence(make)
+    optimizer = anyoptim.Adam(0.1)
+    params = _tree(torch.float64, 0)
+    given = dict(params)
+    state = optimizer.init(params)
+    for step, grads in enumerate(sequence):
+        params, state = optimizer.step(params, grads, state)
+        assert all(params[name] is given[name] for name in given)
+        if step == 0:
+            first = optimizer._prepared
+        assert (optimizer._prepared is first) is rebound or step == 0
+        reference = anyoptim.Adam(0.1, engine="generic")
+        expected, _ = _steps(reference, _tree(torch.float64, 0), sequence[: step + 1])
+        for name in params:
+            np.testing.assert_allclose(params[name].numpy(), expected[name].numpy(), rtol=1e-12, err_msg=name)
+
+
+def test_a_new_gradient_that_shares_memory_with_a_parameter_takes_the_validated_path():
+    """grads = {"a": params["b"], "b": params["a"]} (the gradient of a*b): read before either is written."""
+    optimizer = anyoptim.SGD(0.5)
+    params = {"a": torch.tensor([1.0, 2.0], dtype=torch.float64), "b": torch.tensor([3.0, 4.0], dtype=torch.float64)}
+    state = optimizer.init(params)
+    ones = {"a": torch.ones(2, dtype=torch.float64), "b": torch.ones(2, dtype=torch.float64)}
+    params, state = optimizer.step(params, ones, state)
+    a, b = params["a"].clone(), params["b"].clone()
+    params, state = optimizer.step(params, {"a": params["b"], "b": params["a"]}, state)
+    np.testing.assert_allclose(params["a"].numpy(), (a - 0.5 * b).numpy(), rtol=1e-15)
+    np.testing.assert_allclose(params["b"].numpy(), (b - 0.5 * a).numpy(), rtol=1e-15)
+
+
+def test_new_gradients_of_another_dtype_or_layout_are_refused_as_on_the_first_step():
+    optimizer = anyoptim.SGD(0.5)
+    params = {"w": torch.ones(3, dtype=torch.float64)}
+    state = optimizer.init(params)
+    params, state = optimizer.step(params, {"w": torch.ones(3, dtype=torch.float64)}, state)
+    with pytest.raises(TypeError, match="dtype"):
+        optimizer.step(params, {"w": torch.ones(3, dtype=torch.float32)}, state)
+    with pytest.raises(TypeError, match="sparse"):
+        optimizer.step(params, {"w": torch.ones(3, dtype=torch.float64).to_sparse()}, state)
+    assert torch.equal(params["w"], torch.full((3,), 0.5, dtype=torch.float64)) and state.count == 1
+
+
+def test_flat_parameters_with_new_gradients_each_step_are_prepared_again_and_right():
+    """One span of several leaves cannot take new gradients leaf by leaf: each step is validated, and right."""
+    sequence = _gradient_sequence(lambda g: g.clone())
+    params, _ = _steps(anyoptim.Momentum(0.1, form="heavy_ball"), anyoptim.flatten(_tree(torch.float64, 0)), sequence)
+    expected, _ = _steps(anyoptim.Momentum(0.1, form="heavy_ball", engine="generic"), _tree(torch.float64, 0), sequence)
+    for name in params:
+        np.testing.assert_allclose(params[name].numpy(), expected[name].numpy(), rtol=1e-12, err_msg=name)
+
+
+def test_bfloat16_parameters_read_new_gradients_in_the_rule_run_with_torch():
+    sequence = [{"w": torch.full((4,), float(k + 1), dtype=torch.bfloat16)} for k in range(3)]
+    params, _ = _steps(anyoptim.SGD(0.125), {"w": torch.ones(4, dtype=torch.bfloat16)}, sequence)
+    assert torch.equal(params["w"], torch.full((4,), 1.0 - 0.125 * 6, dtype=torch.bfloat16))
