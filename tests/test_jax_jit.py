@@ -338,3 +338,21 @@ def test_jitted_float32_steps_equal_eager_ones_without_x64():
         env={**__import__("os").environ, "JAX_ENABLE_X64": "0", "JAX_PLATFORMS": "cpu"},
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("master_weights", [False, True])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_jitted_narrow_steps_equal_eager_ones(dtype, master_weights):
+    """float16/bfloat16 compute in float32: under jit the count's scalars are float32 too, not rounded to 3 digits."""
+    optimizer = anyoptim.Adam(0.01, master_weights=master_weights)
+    step = jax.jit(optimizer.step)
+    params = eager = {"w": jnp.asarray([1.0, -2.0, 3.0, 0.5], dtype=getattr(jnp, dtype))}
+    state = eager_state = optimizer.init(params)
+    grads = {"w": jnp.asarray([0.3, -0.1, 2.0, -1e-3], dtype=getattr(jnp, dtype))}
+    for _ in range(4):
+        params, state = step(params, grads, state)
+        eager, eager_state = optimizer.step(eager, grads, eager_state)
+    for slot, tree in eager_state.slots.items():  # float32 slots (master weights) or narrow ones, widened here
+        want, got = np.asarray(tree["w"], dtype=np.float64), np.asarray(state.slots[slot]["w"], dtype=np.float64)
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=slot)
+    np.testing.assert_array_equal(np.asarray(params["w"], dtype=np.float64), np.asarray(eager["w"], dtype=np.float64))

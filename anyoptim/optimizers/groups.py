@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..count_math import evaluate, is_traced
+from ..engines.precision import compute_dtype
 
 __all__ = ["leaf_keys", "step_scalars"]
 
@@ -63,8 +64,10 @@ def step_scalars(
 
     On the host the scalars are Python floats.  Under ``jax.jit`` those of the
     count (and a schedule's rate) are traced 0-D arrays, computed in double
-    precision (:func:`anyoptim.count_math.evaluate`) and cast to each key's
-    dtype, as a Python float is cast where it meets an array.
+    precision (:func:`anyoptim.count_math.evaluate`) and cast to the dtype each
+    key's leaves compute in, as a Python float is cast where it meets an array
+    there: float32 for float16 and bfloat16 leaves (:mod:`anyoptim.engines.precision`),
+    not their own dtype, which would round a bias correction to 3 digits.
 
     Parameters
     ----------
@@ -106,7 +109,8 @@ def step_scalars(
                 hp["weight_decay"] = weight_decay
                 hp["decay"] = learning_rate * weight_decay
             if traced:
-                hp.update({name: xp.astype(value, dtype) for name, value in hp.items() if is_traced(value)})
+                wide = compute_dtype(xp, [dtype])
+                hp.update({name: xp.astype(value, wide) for name, value in hp.items() if is_traced(value)})
             shared.append(hp)
         if len(shared) == 1:
             return shared * len(key_of_leaf)
