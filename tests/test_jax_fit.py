@@ -274,3 +274,30 @@ def test_jitted_fit_equals_eager_fit_in_float32_without_x64():
     )
     result = _run(script, JAX_ENABLE_X64="0")
     assert result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_jitted_fit_sees_settings_a_callback_assigns():
+    """A callback lowering the rate: the compiled epoch is traced anew, as the eager loop reads it at every step."""
+    X, y = _moons("float64", 64)
+    runs = {}
+    for jit in (True, False):
+        optimizer = anyoptim.SGD(0.5)
+
+        def lower(epoch, cost, params, state, optimizer=optimizer):
+            optimizer.learning_rate = 0.5 if epoch < 1 else 0.0  # assigned every epoch: equal values trace once
+            optimizer.weight_decay = 0.0
+
+        model, traces = anyoptim.MLP([2, 4, 1]), []
+        value_and_grad = model.value_and_grad
+        model.value_and_grad = lambda *args, traces=traces, value_and_grad=value_and_grad, **kwargs: (
+            traces.append(1) or value_and_grad(*args, **kwargs)
+        )
+        runs[jit] = anyoptim.fit(
+            model, optimizer, X, y, epochs=4, batch_size=32, progress=False, callbacks=[lower], jit=jit
+        )
+        if jit:
+            assert len(traces) == 2  # traced at the first epoch and once more after the rate changed
+    jitted, eager = runs[True], runs[False]
+    np.testing.assert_allclose(jitted.history.cost, eager.history.cost, rtol=1e-12)
+    assert jitted.history.learning_rate == eager.history.learning_rate == [0.5, 0.5, 0.0, 0.0]
+    assert jitted.history.cost[2] == jitted.history.cost[3]  # a rate of 0 leaves the params as they are

@@ -8,7 +8,9 @@ with ``jax.lax.scan``, after the shuffle (the host draws the order, as for the
 eager loop, and the device gathers the rows); the smaller last batch, if any, is the same step traced
 at its own shape inside the same compiled function.  The batches, their order,
 each batch's loss and the running sum of the losses are those of the eager
-loop, so the cost history equals the eager one.  Between epochs the state's
+loop, so the cost history equals the eager one.  The trace holds the
+optimizer's settings: those assigned between epochs (a callback lowering the
+rate) are traced anew, as the eager loop reads them every step.  Between epochs the state's
 count, rate and skipped steps come back to the host as Python numbers (with
 the epoch's cost, in one transfer), so callbacks and the result see the state
 the eager loop gives.
@@ -22,6 +24,7 @@ from typing import Any
 
 from .._namespace import array_namespace, backend_name
 from ..optimizers.base import Optimizer
+from ..optimizers.settings import same_settings, settings_of
 from ..state import OptimizerState
 from .data import Seed, epoch_seed, host_permutation
 from .mlp import MLP
@@ -139,22 +142,27 @@ def jitted_epoch(
                 xp.reshape(X[:rows, ...], (full, batch_size, *X.shape[1:])),
                 xp.reshape(t[:rows, ...], (full, batch_size, *t.shape[1:])),
             )
-            carry, _ = jax.lax.scan(batch_step, carry, batches)
+            # A new function each trace: scan caches its trace by the function, and settings may have changed.
+            carry, _ = jax.lax.scan(lambda carry, batch: batch_step(carry, batch), carry, batches)
         if rest:
             carry, _ = batch_step(carry, (X[n_samples - rest :, ...], t[n_samples - rest :, ...]))
         return carry
 
-    compiled = jax.jit(epoch)
     tracing_errors = tuple(
         getattr(jax.errors, name)
         for name in ("ConcretizationTypeError", "TracerBoolConversionError", "TracerIntegerConversionError")
     )
+    # The trace holds the optimizer's settings as constants: one a callback assigns (a lower rate) traces anew.
+    compiled: list[Any] = [None, None]  # the settings traced with, the compiled epoch
 
-    def run(params: Any, state: Any, epoch: int) -> tuple[Any, Any, float]:
+    def run(params: Any, state: Any, epoch_index: int) -> tuple[Any, Any, float]:
+        settings = settings_of(optimizer)
+        if compiled[1] is None or not same_settings(compiled[0], settings):
+            compiled[:] = settings, jax.jit(lambda *args: epoch(*args))  # a new function, not the cached trace
         # A host array as it is: jit moves it with the call (xp.asarray(..., device=) costs more than the epoch).
-        order = host_permutation(n_samples, epoch_seed(seed, epoch)).astype("int32")
+        order = host_permutation(n_samples, epoch_seed(seed, epoch_index)).astype("int32")
         try:
-            params, state, total = compiled(params, state, X, targets, order)
+            params, state, total = compiled[1](params, state, X, targets, order)
         except tracing_errors as error:
             raise TypeError(
                 f"fit compiles the training step with jax.jit on JAX arrays, and this optimizer's step could not be "
