@@ -180,6 +180,33 @@ def test_fit_with_one_process_equals_fit_without():
             np.testing.assert_array_equal(got.state.slots["v"][key], want.state.slots["v"][key])
 
 
+def test_sharded_fit_sees_settings_a_callback_assigns():
+    """The shard's copy of the optimizer is made again when a setting changes: the rate it runs is the one recorded."""
+    X, y = anyoptim.datasets.make_moons(n_samples=30, noise=0.1, seed=0)
+    model = anyoptim.MLP([2, 6, 1], hidden_activation="tanh")
+
+    def run(comm):
+        optimizer = anyoptim.AdamW(0.05, weight_decay=0.1)
+
+        def lower(epoch, cost, params, state):
+            optimizer.learning_rate = 0.05 if epoch < 1 else 0.0
+            optimizer.weight_decay_mask = {"W1": True, "b1": False, "W2": False, "b2": False}
+
+        return anyoptim.fit(
+            model, optimizer, X, y, epochs=4, batch_size=8, progress=False, callbacks=[lower], comm=comm
+        )
+
+    want = run(None)
+    assert want.history.learning_rate == [0.05, 0.05, 0.0, 0.0]
+    assert want.history.cost[2] == pytest.approx(want.history.cost[3], rel=1e-12)  # a rate of 0 stops
+    for comm in (_world(), DataParallel(_world(), shard_state=True)):
+        got = run(comm)
+        assert got.history.cost == want.history.cost
+        assert got.history.learning_rate == want.history.learning_rate
+        for key in want.params:
+            np.testing.assert_array_equal(got.params[key], want.params[key])
+
+
 def test_import_anyoptim_distributed_imports_no_mpi():
     code = "import anyoptim.distributed, sys; print('mpi4py' in sys.modules, 'cupy' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

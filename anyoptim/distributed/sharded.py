@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._namespace import array_namespace
+from ..optimizers.settings import same_settings, settings_of
 from ..optimizers.validation import check_state, state_owner
 from ..state import OptimizerState
 from ..transforms import clip_factor, first_nonfinite, mask_values
@@ -61,7 +62,7 @@ class ShardedStep:
     Parameters
     ----------
     optimizer : Optimizer
-        The optimizer every process runs (copied; its settings are read now).
+        The optimizer every process runs (copied: copied again when a setting is assigned).
     comm : Communicator
         The processes.
     params : tree of arrays
@@ -91,17 +92,8 @@ class ShardedStep:
         self.xp = array_namespace(self.layout.leaves[0])
         self.pieces = self.layout.pieces(comm.rank, comm.size)
         self.bounds = [shards[comm.rank] for shards in self.layout.shards(comm.size)]
-        names, leaves, treedef = tree_flatten(params)
-        self.treedef = treedef
-        decayed = [False] * len(leaves)
-        if optimizer.weight_decay:
-            decayed = mask_values(optimizer.weight_decay_mask, names, leaves, treedef)
-        local = copy.copy(optimizer)
-        # The shard's optimizer sees 1-D pieces: the whole-tree decisions are taken here, once or by all.
-        local.weight_decay_mask = [decayed[segment.leaf] for *_, segment in self.pieces]
-        local.clip_global_norm = None
-        local.on_nonfinite = "ignore"
-        self.local = local
+        self.treedef = tree_flatten(params)[2]
+        self.local = self._local_optimizer()
         self.param_pieces = [self.layout.buffers[i][start:stop] for i, start, stop, _ in self.pieces]
         self.grad_shards = [
             self.xp.empty((stop - start,), dtype=buffer.dtype, device=buffer.device)
@@ -112,6 +104,19 @@ class ShardedStep:
             for i, start, stop, _ in self.pieces
         ]
         self._grads = LayoutCache()
+
+    def _local_optimizer(self) -> Any:
+        """A copy of the optimizer for the shard's 1-D pieces: the whole-tree decisions are taken here, or by all."""
+        optimizer, layout = self.optimizer, self.layout
+        self._settings = settings_of(optimizer)
+        decayed = [False] * len(layout.leaves)
+        if optimizer.weight_decay:
+            decayed = mask_values(optimizer.weight_decay_mask, layout.names, layout.leaves, self.treedef)
+        local = copy.copy(optimizer)
+        local.weight_decay_mask = [decayed[segment.leaf] for *_, segment in self.pieces]
+        local.clip_global_norm = None
+        local.on_nonfinite = "ignore"
+        return local
 
     def init(self) -> ShardedState:
         """Create the state of a new run: this shard's slots, count 0.
@@ -242,6 +247,8 @@ class ShardedStep:
         >>> sharded.step(params, anyoptim.flatten({"w": np.array([0.25])}), sharded.init())[0]
         {'w': array([0.75])}
         """
+        if not same_settings(self._settings, settings_of(self.optimizer)):  # assigned since (a lower rate, say)
+            self.local = self._local_optimizer()
         if isinstance(state, OptimizerState):
             state = self.scatter(state)
         for buffer, shard in zip(self._grad_layout(grads).buffers, self.grad_shards, strict=True):
