@@ -113,7 +113,23 @@ def test_fit_trains_eagerly_under_raise_and_says_how_when_a_step_cannot_be_trace
     host_schedule = anyoptim.SGD(lambda count: 0.1 * math.cos(count / 100))  # math.cos of a traced count
     with pytest.raises(TypeError, match="pass jit=False"):
         anyoptim.fit(model, host_schedule, X, y, epochs=1, progress=False, jit=True)
-    assert anyoptim.fit(model, host_schedule, X, y, epochs=1, progress=False, jit=False).state.count == 1
+    eager = anyoptim.fit(model, host_schedule, X, y, epochs=3, batch_size=16, progress=False, jit=False)
+    with pytest.warns(UserWarning, match="trains eagerly.*anyoptim.count_math") as caught:  # jit=None chooses
+        chosen = anyoptim.fit(model, host_schedule, X, y, epochs=3, batch_size=16, progress=False)
+    assert len(caught) == 1  # once, at the first epoch, which then runs eagerly as the rest
+    assert chosen.history.cost == eager.history.cost and chosen.state.count == eager.state.count == 9
+
+
+def test_a_scikit_learn_estimator_on_jax_trains_with_a_schedule_jit_cannot_trace():
+    """The estimators cannot pass jit=False: fit's jit=None trains eagerly (with a warning) where it cannot compile."""
+    pytest.importorskip("sklearn")
+    from anyoptim.sklearn import MLPClassifier
+
+    X, y = _moons("float64", 40)
+    clf = MLPClassifier((3,), learning_rate=lambda count: 0.05 * math.cos(count / 1000), max_iter=3, random_state=0)
+    with pytest.warns(UserWarning, match="trains eagerly"):
+        clf.fit(X, np.asarray(y))
+    assert len(clf.loss_curve_) == 3
 
 
 # --------------------------------------------------------------------------- count_math

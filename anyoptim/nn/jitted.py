@@ -19,6 +19,7 @@ the eager loop gives.
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -76,8 +77,8 @@ def wants_jit(jit: Any, xp: Any, optimizer: Any) -> bool:
 
 
 def jitted_epoch(
-    model: MLP, optimizer: Any, X: Any, targets: Any, seed: Seed, batch_size: int
-) -> Callable[[Any, Any, int], tuple[Any, Any, float]]:
+    model: MLP, optimizer: Any, X: Any, targets: Any, seed: Seed, batch_size: int, insist: bool = True
+) -> Callable[[Any, Any, int], tuple[Any, Any, float] | None]:
     """Compile one epoch of mini-batch training: ``epoch(params, state, epoch) -> (params, state, total)``.
 
     Parameters
@@ -95,19 +96,31 @@ def jitted_epoch(
         :func:`~anyoptim.nn.data.host_permutation` for :func:`~anyoptim.nn.data.epoch_seed`, as :func:`anyoptim.fit`.
     batch_size : int
         Rows per batch: ``n_samples // batch_size`` full batches, then the remainder.
+    insist : bool, default True
+        What a step that cannot be traced (a schedule that reads the traced count
+        on the host, with :mod:`math`) does: raise (``fit(jit=True)``), or warn and
+        return None from then on, leaving the params and state as they were, for
+        :func:`anyoptim.fit` to train eagerly (``jit=None``, which the scikit-learn
+        estimators cannot change).
 
     Returns
     -------
     callable
         ``epoch(params, state, e)``: the new params, the new state (count, rate
         and skipped steps as Python numbers) and the sum of the batches' losses,
-        each times its rows (a float: the epoch's cost times ``n_samples``).
+        each times its rows (a float: the epoch's cost times ``n_samples``); None
+        when the step cannot be traced and ``insist`` is False.
 
     Raises
     ------
     TypeError
-        When called, if the step cannot be traced (a custom step or schedule that
-        reads a traced value on the host): ``fit(..., jit=False)`` trains eagerly.
+        When called, if the step cannot be traced and ``insist`` is True:
+        ``fit(..., jit=False)`` trains eagerly.
+
+    Warns
+    -----
+    UserWarning
+        When called, if the step cannot be traced and ``insist`` is False.
 
     Examples
     --------
@@ -153,9 +166,11 @@ def jitted_epoch(
         for name in ("ConcretizationTypeError", "TracerBoolConversionError", "TracerIntegerConversionError")
     )
     # The trace holds the optimizer's settings as constants: one a callback assigns (a lower rate) traces anew.
-    compiled: list[Any] = [None, None]  # the settings traced with, the compiled epoch
+    compiled: list[Any] = [None, None]  # the settings traced with, the compiled epoch (False: it cannot be)
 
-    def run(params: Any, state: Any, epoch_index: int) -> tuple[Any, Any, float]:
+    def run(params: Any, state: Any, epoch_index: int) -> tuple[Any, Any, float] | None:
+        if compiled[1] is False:
+            return None
         settings = settings_of(optimizer)
         if compiled[1] is None or not same_settings(compiled[0], settings):
             compiled[:] = settings, jax.jit(lambda *args: epoch(*args))  # a new function, not the cached trace
@@ -164,6 +179,16 @@ def jitted_epoch(
         try:
             params, state, total = compiled[1](params, state, X, targets, order)
         except tracing_errors as error:
+            if not insist:  # nothing has changed: JAX's arrays are immutable, and the error came while tracing
+                compiled[1] = False
+                warnings.warn(
+                    f"fit could not compile this optimizer's step with jax.jit ({type(error).__name__}: a schedule "
+                    "that computes with math on the count?) and trains eagerly, many times slower; write the schedule "
+                    "with anyoptim.count_math to compile it, or pass jit=False to fit",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                return None
             raise TypeError(
                 f"fit compiles the training step with jax.jit on JAX arrays, and this optimizer's step could not be "
                 f"traced ({type(error).__name__}); pass jit=False to fit to train eagerly"

@@ -284,7 +284,8 @@ def fit(
         On JAX arrays, compile each epoch's steps (forward, backward, update) with
         ``jax.jit`` (:mod:`anyoptim.nn.jitted`): the same cost history as the eager
         loop, many times faster.  None (default): on JAX with an anyoptim optimizer
-        (not under ``on_nonfinite="raise"``); False: eagerly; True: always (JAX only).
+        (not under ``on_nonfinite="raise"``), eagerly with a warning if its step cannot
+        be traced; False: eagerly; True: always (JAX only; a ``TypeError`` if it cannot).
 
     Returns
     -------
@@ -354,8 +355,8 @@ def fit(
 
     grads = flatten({key: xp.zeros_like(value) for key, value in params.items()}) if is_mutable(xp) else None
     n_samples = X.shape[0]
-    batches = batch_slices(n_samples, batch_size) if not compiled else ()
-    run_epoch = jitted_epoch(model, team.optimizer, X, targets, seed, batch_size) if compiled else None
+    batches = batch_slices(n_samples, batch_size)
+    run_epoch = jitted_epoch(model, team.optimizer, X, targets, seed, batch_size, jit is True) if compiled else None
     value_and_grad = team.value_and_grad(model.value_and_grad)
     step = team.optimizer.step
     step_again = _step_within_epoch(team.optimizer)
@@ -363,13 +364,13 @@ def fit(
     start = time.perf_counter()
     try:
         for epoch in range(initial_epoch, epochs):
-            total = None
             take_step = step
-            if run_epoch is not None:  # on JAX: the epoch (shuffle, steps, losses) as one compiled function
-                params, state, total = run_epoch(params, state, epoch)
-            else:
+            # On JAX: the epoch (shuffle, steps, losses) as one compiled function; None when it cannot be (jit=None).
+            done = run_epoch(params, state, epoch) if run_epoch is not None else None
+            params, state, total = (params, state, None) if done is None else done
+            if done is None:
                 X_epoch, t_epoch = shuffled(X, targets, epoch_seed(seed, epoch), xp, device)
-            for rows in batches:
+            for rows in batches if done is None else ():
                 X_batch = X_epoch[rows, ...]
                 loss, grads = value_and_grad(xp, params, X_batch, t_epoch[rows, ...], out=grads)
                 params, state = take_step(params, grads, state)

@@ -11,6 +11,7 @@ module                 holds
 :mod:`.adamax`         Adamax
 :mod:`.lion`           Lion
 :mod:`.precision`      master weights: the state of ``master_weights=True``
+:mod:`.settings`       a snapshot of the settings, for what reads them once
 =====================  ===================================================
 
 :data:`REGISTRY` is the one table of optimizers by name: the command line, the
