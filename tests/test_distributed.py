@@ -356,6 +356,31 @@ def test_fit_sharded_over_nccl_equals_one_process(size):
             np.testing.assert_allclose(got.state.slots["m"][key], want.state.slots["m"][key], rtol=1e-12, atol=1e-15)
 
 
+def test_sharded_fit_with_callbacks_on_rank_0_only():
+    """Gathering the sharded state for callbacks is a collective: a logger on rank 0 alone must not stall the rest."""
+    X, y = anyoptim.datasets.make_moons(n_samples=35, noise=0.2, seed=2)
+    model = anyoptim.MLP([2, 5, 1], hidden_activation="tanh")
+    settings = {"epochs": 3, "batch_size": 8, "progress": False}
+    seen_alone = []
+    want = anyoptim.fit(
+        model, anyoptim.Adam(0.05), X, y, callbacks=[lambda e, c, p, s: seen_alone.append(s.slots["m"]["W1"].copy())],
+        **settings,
+    )  # fmt: skip
+    seen = []
+
+    def work(comm):
+        callbacks = [lambda e, c, p, s: seen.append(s.slots["m"]["W1"].copy())] if comm.rank == 0 else []
+        return anyoptim.fit(
+            model, anyoptim.Adam(0.05), X, y, comm=DataParallel(comm, shard_state=True), callbacks=callbacks, **settings
+        )
+
+    for got in _in_threads(2, work):
+        np.testing.assert_allclose(got.history.cost, want.history.cost, rtol=1e-12)
+    assert len(seen) == 3
+    for got, expected in zip(seen, seen_alone, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+
+
 def test_nccl_from_address_shares_rank_0s_id():
     world = _FakeWorld(2)
     nccl = _fake_nccl(world)

@@ -366,18 +366,23 @@ class FitTeam:
             return bool(flag)
         return self._reduce(1.0 if flag else 0.0, "max") > 0
 
-    def gathered(self, state: Any) -> Any:
+    def gathered(self, state: Any, wanted: bool = True) -> Any:
         """The whole optimizer state (:meth:`ParallelOptimizer.gather_state`), for callbacks and the result.
+
+        Gathering a sharded state is a collective: every process takes part when
+        any process wants it (callbacks on rank 0 only, a logger say, are fine).
 
         Parameters
         ----------
         state : OptimizerState or ShardedState
             This process's state.
+        wanted : bool, default True
+            Whether this process needs the whole state (fit: whether it has callbacks).
 
         Returns
         -------
-        OptimizerState
-            The state a one-process run would hold.
+        OptimizerState or ShardedState
+            The state a one-process run would hold; ``state`` itself when no process wanted it.
 
         Examples
         --------
@@ -387,9 +392,9 @@ class FitTeam:
         >>> team.gathered(None) is None
         True
         """
-        if isinstance(state, ShardedState):
-            return self.parallel.gather_state(state, self._params)
-        return state
+        if not isinstance(state, ShardedState) or not (wanted if self.size == 1 else self.agree(wanted)):
+            return state
+        return self.parallel.gather_state(state, self._params)
 
     def failed(self, error: BaseException) -> None:
         """Print this process's error and end every process (``comm.abort``), so that none waits forever.

@@ -138,13 +138,15 @@ class SerialTeam:
         """
         return bool(flag)
 
-    def gathered(self, state: Any) -> Any:
+    def gathered(self, state: Any, wanted: bool = True) -> Any:
         """Get the whole optimizer state, as one process holds it: ``state``.
 
         Parameters
         ----------
         state : OptimizerState
             The state fit drives.
+        wanted : bool, default True
+            Whether this process needs it (a team of processes gathers when any does).
 
         Returns
         -------

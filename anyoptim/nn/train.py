@@ -384,7 +384,7 @@ def fit(
             if bar is not None:
                 bar.set_postfix(cost=f"{cost:.4g}", refresh=False)
                 bar.update(1)
-            shown = team.gathered(state) if chosen_callbacks else state
+            shown = team.gathered(state, bool(chosen_callbacks))  # a collective when sharded: on every process
             if team.agree(any([callback(epoch, cost, params, shown) is True for callback in chosen_callbacks])):
                 break
     except BaseException as error:
