@@ -317,3 +317,22 @@ def test_jitted_fit_sees_settings_a_callback_assigns():
     np.testing.assert_allclose(jitted.history.cost, eager.history.cost, rtol=1e-12)
     assert jitted.history.learning_rate == eager.history.learning_rate == [0.5, 0.5, 0.0, 0.0]
     assert jitted.history.cost[2] == jitted.history.cost[3]  # a rate of 0 leaves the params as they are
+
+
+def test_a_jitted_float16_epoch_cost_is_summed_in_float32():
+    """The compiled epoch sums float16 losses in float32, as the eager loop does: equal histories, near the truth."""
+    X, y = _moons("float64", 20_000)
+    model = anyoptim.MLP([2, 8, 1])
+    params = {key: value.astype(jnp.float16) for key, value in model.init(seed=0, like=X).items()}
+    half = X.astype(jnp.float16)
+    runs = {
+        jit: anyoptim.fit(
+            model, anyoptim.SGD(0.0), half, y, epochs=1, batch_size=64, params=params, progress=False, jit=jit
+        )
+        for jit in (True, False)
+    }
+    want = float(
+        model.loss({key: value.astype(jnp.float64) for key, value in params.items()}, half.astype(jnp.float64), y)
+    )
+    assert runs[True].history.cost[0] == pytest.approx(runs[False].history.cost[0], rel=1e-6)
+    assert runs[True].history.cost[0] == pytest.approx(want, rel=2e-3)

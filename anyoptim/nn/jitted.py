@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._namespace import array_namespace, backend_name
+from ..engines.precision import compute_dtype
 from ..optimizers.base import Optimizer
 from ..optimizers.settings import same_settings, settings_of
 from ..state import OptimizerState
@@ -148,7 +149,7 @@ def jitted_epoch(
 
     def epoch(params: Any, state: Any, X: Any, t: Any, order: Any) -> tuple[Any, Any, Any]:
         X, t = xp.take(X, order, axis=0), xp.take(t, order, axis=0)
-        carry = (params, state, xp.zeros((), dtype=X.dtype))
+        carry = (params, state, xp.zeros((), dtype=compute_dtype(xp, [X.dtype])))  # float16 losses: float32 sum
         if full:
             rows = full * batch_size
             batches = (

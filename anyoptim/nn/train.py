@@ -1,11 +1,9 @@
 """Training an :class:`~anyoptim.nn.MLP` with any optimizer: :func:`fit`, :func:`predict`, :func:`accuracy`.
 
-:func:`fit` checks its input once, lays the parameters out in one flat buffer
-(:func:`anyoptim.flatten`) and allocates one flat gradient buffer that every
-backward pass writes into, so a fused engine updates the whole model in one
-pass.  On libraries with immutable arrays (JAX) it works functionally instead.
-The cost of an epoch stays on the device until the epoch ends: one transfer
-to the host per epoch, not per step.
+:func:`fit` checks its input once, lays the parameters out in one flat buffer (:func:`anyoptim.flatten`) and
+allocates one flat gradient buffer that every backward pass writes into, so a fused engine updates the whole
+model in one pass.  On libraries with immutable arrays (JAX) it works functionally instead.  The cost of an
+epoch (summed in float32 at least) stays on the device until the epoch ends: one transfer per epoch, not per step.
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._namespace import array_namespace, device_of, is_mutable
+from ..engines.precision import compute_dtype
 from ..flat import flatten
 from ..optimizers.base import Optimizer
 from ..optimizers.validation import check_state, state_owner
@@ -361,13 +360,14 @@ def fit(
     step = team.optimizer.step
     step_again = _step_within_epoch(team.optimizer)
     history = History()
+    zero = xp.zeros((), dtype=compute_dtype(xp, [X.dtype]), device=device)  # losses summed in float32 (or wider)
     start = time.perf_counter()
     try:
         for epoch in range(initial_epoch, epochs):
             take_step = step
             # On JAX: the epoch (shuffle, steps, losses) as one compiled function; None when it cannot be (jit=None).
             done = run_epoch(params, state, epoch) if run_epoch is not None else None
-            params, state, total = (params, state, None) if done is None else done
+            params, state, total = (params, state, zero) if done is None else done
             if done is None:
                 X_epoch, t_epoch = shuffled(X, targets, epoch_seed(seed, epoch), xp, device)
             for rows in batches if done is None else ():
@@ -375,8 +375,7 @@ def fit(
                 loss, grads = value_and_grad(xp, params, X_batch, t_epoch[rows, ...], out=grads)
                 params, state = take_step(params, grads, state)
                 take_step = step_again
-                weighted = loss * X_batch.shape[0]
-                total = weighted if total is None else total + weighted
+                total = total + loss * X_batch.shape[0]
             cost = team.total(total) / n_samples
             history.cost.append(cost)
             history.learning_rate.append(float(state.learning_rate))
