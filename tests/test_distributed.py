@@ -149,6 +149,19 @@ def test_data_parallel_refuses_trees_that_are_not_flat_before_any_change():
     assert np.all(flat["W"] == 1) and np.all(grads["W"] == 1)
 
 
+def test_sharding_needs_an_anyoptim_optimizer_and_says_so():
+    class OwnOptimizer:  # init and step: enough for the replicated sum, not for splitting settings into shards
+        def init(self, params):
+            return None
+
+        def step(self, params, grads, state):
+            return params, state
+
+    assert ParallelOptimizer(OwnOptimizer(), _world()).init(anyoptim.flatten({"w": np.ones(2)})) is None
+    with pytest.raises(TypeError, match=r"shard_state=True needs an anyoptim.Optimizer, got OwnOptimizer"):
+        ParallelOptimizer(OwnOptimizer(), _world(), shard_state=True)
+
+
 def test_communicator_checks_its_arguments():
     comm = _world()
     with pytest.raises(ValueError, match="op must be"):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._namespace import array_namespace
+from ..optimizers.base import Optimizer
 from ..state import OptimizerState
 from .average import sum_buffers
 from .layout import FlatLayout, LayoutCache
@@ -45,7 +46,8 @@ class ParallelOptimizer:
     Raises
     ------
     TypeError
-        If ``optimizer`` lacks ``init`` / ``step`` or ``shard_state`` is not a bool.
+        If ``optimizer`` lacks ``init`` / ``step`` (or is no :class:`anyoptim.Optimizer` and ``shard_state`` is
+        True), or ``shard_state`` is not a bool.
 
     Notes
     -----
@@ -72,6 +74,8 @@ class ParallelOptimizer:
             raise TypeError(f"optimizer must have init(params) and step(params, grads, state), got {optimizer!r}")
         if not isinstance(shard_state, bool):
             raise TypeError(f"shard_state must be True or False, got {shard_state!r}")
+        if shard_state and not isinstance(optimizer, Optimizer):  # its state and settings are split across shards
+            raise TypeError(f"shard_state=True needs an anyoptim.Optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.comm = comm
         self.shard_state = shard_state
@@ -239,8 +243,7 @@ class FitTeam:
     def __init__(self, parallel: ParallelOptimizer):
         self.parallel = parallel
         self.optimizer = parallel
-        self.rank = parallel.comm.rank
-        self.size = parallel.comm.size
+        self.rank, self.size = parallel.comm.rank, parallel.comm.size
         self._grads = LayoutCache()
         self._params: Any = None
 
