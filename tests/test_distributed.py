@@ -394,6 +394,26 @@ def test_sharded_fit_with_callbacks_on_rank_0_only():
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
 
 
+def test_processes_given_different_runs_all_refuse_before_training():
+    """A process with its own rows (or epochs, batch size, first epoch) would call the collectives a different number
+    of times: every process raises the same clear error before the first step, none waits forever."""
+    X, y = anyoptim.datasets.make_moons(n_samples=48, noise=0.2, seed=2)
+    model = anyoptim.MLP([2, 5, 1], hidden_activation="tanh")
+    errors = []
+
+    def work(comm):
+        rows = 40 + 8 * comm.rank  # rank 1 has more rows than rank 0
+        try:
+            anyoptim.fit(model, anyoptim.Adam(0.05), X[:rows], y[:rows], epochs=2, batch_size=8, progress=False,
+                         comm=DataParallel(comm, shard_state=True))  # fmt: skip
+        except ValueError as error:
+            errors.append(str(error))
+
+    _in_threads(2, work)
+    assert len(errors) == 2 and errors[0] == errors[1]
+    assert "disagree on rows (40 to 48)" in errors[0] and "whole data set" in errors[0]
+
+
 def test_nccl_from_address_shares_rank_0s_id():
     world = _FakeWorld(2)
     nccl = _fake_nccl(world)

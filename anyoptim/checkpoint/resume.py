@@ -155,7 +155,8 @@ def resumable_fit(
         optimizer class and settings, seed and batch size.
     comm : communicator, optional
         Train data-parallel (as :func:`anyoptim.fit`); every process reads the file
-        on resume, rank 0 alone writes it (from the whole, gathered state).
+        on resume (so all must see it: where one cannot, every process raises
+        before training), rank 0 alone writes it (from the whole, gathered state).
 
     Returns
     -------

@@ -15,9 +15,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from .._namespace import array_namespace
 from ..optimizers.base import Optimizer
 from ..state import OptimizerState
+from .agreement import check_same_run, reduce_numbers
 from .average import sum_buffers
 from .layout import FlatLayout, LayoutCache
 from .sharded import ShardedState, ShardedStep
@@ -286,13 +286,15 @@ class FitTeam:
 
         return share
 
-    def broadcast(self, params: Any) -> Any:
+    def broadcast(self, params: Any, run: Any = None) -> Any:
         """Rank 0's parameters on every process (in place; see :meth:`ParallelOptimizer.broadcast`).
 
         Parameters
         ----------
         params : tree of arrays
             Flat NumPy or CuPy parameters.
+        run : mapping of str to int, optional
+            What every process must agree on, checked first (:func:`~.agreement.check_same_run`).
 
         Returns
         -------
@@ -307,17 +309,15 @@ class FitTeam:
         >>> team.broadcast(anyoptim.flatten({"w": np.ones(1)}))
         {'w': array([1.])}
         """
+        if run is not None and self.size > 1:
+            check_same_run(self.parallel.comm, params, run)
         self._params = self.parallel.broadcast(params)
         return params
 
     def _reduce(self, value: float, op: str) -> float:
-        xp = array_namespace(FlatLayout(self._params).buffers[0]) if self._params is not None else None
-        if xp is None:
+        if self._params is None:
             raise RuntimeError("broadcast(params) comes first: it fixes the array library of the reductions")
-        device = FlatLayout(self._params).buffers[0].device
-        buffer = xp.asarray([value], dtype=xp.float64, device=device)
-        self.parallel.comm.allreduce(buffer, op=op)
-        return float(buffer[0])
+        return reduce_numbers(self.parallel.comm, self._params, [value], op)[0]
 
     def total(self, value: Any) -> float:
         """Sum ``value`` over the processes (an epoch's weighted losses): one all-reduce.

@@ -72,13 +72,15 @@ class SerialTeam:
         """
         return function
 
-    def broadcast(self, params: Any) -> Any:
+    def broadcast(self, params: Any, run: Any = None) -> Any:
         """Get the parameters every process starts from: ``params`` itself.
 
         Parameters
         ----------
         params : tree of arrays
             The starting parameters.
+        run : mapping of str to int, optional
+            What every process of a team must agree on (rows, epochs, ...): one process agrees with itself.
 
         Returns
         -------

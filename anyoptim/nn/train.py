@@ -348,7 +348,8 @@ def fit(
     if state is not None and params is None:
         raise ValueError("state needs the params it belongs to: pass params= as well")
     team = team_of(comm, optimizer)
-    params = team.broadcast(_start_params(model, params, seed, X, xp, device))
+    run = {"rows": X.shape[0], "features": X.shape[1], "epochs": epochs, "batch size": batch_size}
+    params = team.broadcast(_start_params(model, params, seed, X, xp, device), {**run, "first epoch": initial_epoch})
     state = _start_state(team.optimizer, params, state, xp)
     bar = _progress_bar(progress if team.rank == 0 else False, epochs)
 
