@@ -336,3 +336,30 @@ def test_a_jitted_float16_epoch_cost_is_summed_in_float32():
     )
     assert runs[True].history.cost[0] == pytest.approx(runs[False].history.cost[0], rel=1e-6)
     assert runs[True].history.cost[0] == pytest.approx(want, rel=2e-3)
+
+
+def test_fit_keeps_its_compiled_epoch_between_calls_of_one_epoch():
+    """partial_fit runs fit for one epoch per call: the compiled epoch is kept for the same optimizer and model (and
+    traced anew when one of their settings changed), and the run equals the eager one."""
+    X, y = _moons("float64", 64)
+    runs = {}
+    for jit in (None, False):
+        model, optimizer, traces = anyoptim.MLP([2, 4, 1]), anyoptim.Adam(0.05), []
+        value_and_grad = model.value_and_grad
+        model.value_and_grad = lambda *args, traces=traces, value_and_grad=value_and_grad, **kwargs: (
+            traces.append(1) or value_and_grad(*args, **kwargs)
+        )
+        result, costs = None, []
+        for epoch in range(4):
+            if epoch == 3:
+                optimizer.learning_rate = 0.01
+            more = {} if result is None else {"params": result.params, "state": result.state}
+            result = anyoptim.fit(
+                model, optimizer, X, y, epochs=epoch + 1, initial_epoch=epoch, batch_size=32, progress=False,
+                jit=jit, **more,
+            )  # fmt: skip
+            costs += result.history.cost
+        runs[jit] = costs
+        if jit is None:
+            assert len(traces) == 2  # once for the first three calls, once more for the new rate
+    np.testing.assert_allclose(runs[None], runs[False], rtol=1e-12)

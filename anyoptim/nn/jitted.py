@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -139,12 +140,14 @@ def jitted_epoch(
     xp = array_namespace(X)
     n_samples = X.shape[0]
     full, rest = divmod(n_samples, batch_size)
+    # Weakly held, so that the compiled epochs kept for the optimizer do not keep it alive.
+    model_of, optimizer_of = _referent(model), _referent(optimizer)
 
     def batch_step(carry: tuple, batch: tuple) -> tuple[tuple, None]:
         params, state, total = carry
         X_batch, t_batch = batch
-        loss, grads = model.value_and_grad(xp, params, X_batch, t_batch)
-        params, state = optimizer.step(params, grads, state)
+        loss, grads = model_of().value_and_grad(xp, params, X_batch, t_batch)
+        params, state = optimizer_of().step(params, grads, state)
         return (params, state, total + loss * X_batch.shape[0]), None
 
     def epoch(params: Any, state: Any, X: Any, t: Any, order: Any) -> tuple[Any, Any, Any]:
@@ -166,22 +169,30 @@ def jitted_epoch(
         getattr(jax.errors, name)
         for name in ("ConcretizationTypeError", "TracerBoolConversionError", "TracerIntegerConversionError")
     )
-    # The trace holds the optimizer's settings as constants: one a callback assigns (a lower rate) traces anew.
-    compiled: list[Any] = [None, None]  # the settings traced with, the compiled epoch (False: it cannot be)
+    # The trace holds the settings of the optimizer and the model as constants: one a callback assigns (a lower
+    # rate) traces anew.  Kept per optimizer between calls of fit (partial_fit runs one epoch per call).
+    kept = _kept_epochs(optimizer)
+    key = (id(model), n_samples, batch_size)
+    failed = False
 
     def run(params: Any, state: Any, epoch_index: int) -> tuple[Any, Any, float] | None:
-        if compiled[1] is False:
+        nonlocal failed
+        if failed:
             return None
-        settings = settings_of(optimizer)
-        if compiled[1] is None or not same_settings(compiled[0], settings):
-            compiled[:] = settings, jax.jit(lambda *args: epoch(*args))  # a new function, not the cached trace
+        settings = (settings_of(optimizer), settings_of(model))
+        found = kept.get(key)
+        if found is None or found[0]() is not model or not all(map(same_settings, found[1], settings)):
+            while len(kept) >= _KEPT_PER_OPTIMIZER:  # the oldest goes (partial_fit on chunks of changing sizes)
+                kept.pop(next(iter(kept)))
+            found = kept[key] = (model_of, settings, jax.jit(lambda *args: epoch(*args)))  # new: not the cached trace
         # A host array as it is: jit moves it with the call (xp.asarray(..., device=) costs more than the epoch).
         order = host_permutation(n_samples, epoch_seed(seed, epoch_index)).astype("int32")
         try:
-            params, state, total = compiled[1](params, state, X, targets, order)
+            params, state, total = found[2](params, state, X, targets, order)
         except tracing_errors as error:
+            kept.pop(key, None)
             if not insist:  # nothing has changed: JAX's arrays are immutable, and the error came while tracing
-                compiled[1] = False
+                failed = True
                 warnings.warn(
                     f"fit could not compile this optimizer's step with jax.jit ({type(error).__name__}: a schedule "
                     "that computes with math on the count?) and trains eagerly, many times slower; write the schedule "
@@ -202,3 +213,24 @@ def jitted_epoch(
         return params, state, float(total)
 
     return run
+
+
+#: Compiled epochs by optimizer (weakly: an entry goes with its optimizer), then by model, rows and batch size.
+_KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_KEPT_PER_OPTIMIZER = 4
+
+
+def _kept_epochs(optimizer: Any) -> dict:
+    """The compiled epochs kept for ``optimizer``: a new dict for one that cannot be weakly referred to."""
+    try:
+        return _KEPT.setdefault(optimizer, {})
+    except TypeError:
+        return {}
+
+
+def _referent(thing: Any) -> Callable[[], Any]:
+    """``f() -> thing``: a weak reference where ``thing`` allows one."""
+    try:
+        return weakref.ref(thing)
+    except TypeError:
+        return lambda: thing
