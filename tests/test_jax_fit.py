@@ -363,3 +363,16 @@ def test_fit_keeps_its_compiled_epoch_between_calls_of_one_epoch():
         if jit is None:
             assert len(traces) == 2  # once for the first three calls, once more for the new rate
     np.testing.assert_allclose(runs[None], runs[False], rtol=1e-12)
+
+
+def test_the_kept_compiled_epoch_does_not_keep_its_optimizer_alive():
+    import gc
+    import weakref
+
+    X, y = _moons("float32", 32)
+    optimizer = anyoptim.Adam(0.01)
+    anyoptim.fit(anyoptim.MLP([2, 3, 1]), optimizer, X, y, epochs=1, batch_size=16, progress=False)
+    gone = weakref.ref(optimizer)
+    del optimizer
+    gc.collect()
+    assert gone() is None
