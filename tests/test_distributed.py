@@ -413,6 +413,20 @@ def test_processes_given_different_runs_all_refuse_before_training():
     assert len(errors) == 2 and errors[0] == errors[1]
     assert "disagree on rows (40 to 48)" in errors[0] and "whole data set" in errors[0]
 
+    first = anyoptim.fit(model, anyoptim.Adam(0.05), X, y, epochs=1, batch_size=8, progress=False)
+    errors.clear()
+
+    def resume_on_rank_0_only(comm):
+        state = first.state if comm.rank == 0 else None  # the others would start a fresh state: another step count
+        try:
+            anyoptim.fit(model, anyoptim.Adam(0.05), X, y, epochs=2, batch_size=8, progress=False, params=first.params,
+                         state=state, comm=comm)  # fmt: skip
+        except ValueError as error:
+            errors.append(str(error))
+
+    _in_threads(2, resume_on_rank_0_only)
+    assert len(errors) == 2 and "disagree on steps taken (0 to 6)" in errors[0]
+
 
 def test_nccl_from_address_shares_rank_0s_id():
     world = _FakeWorld(2)

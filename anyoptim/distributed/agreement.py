@@ -63,7 +63,7 @@ def check_same_run(comm: Any, params: Any, run: Mapping[str, int]) -> None:
     params : tree of arrays
         This process's flat parameters, before rank 0's are broadcast.
     run : mapping of str to int
-        What must be equal everywhere (fit: rows, features, epochs, batch size, first epoch).
+        What must be equal everywhere (fit: rows, features, epochs, batch size, first epoch, steps taken).
 
     Raises
     ------

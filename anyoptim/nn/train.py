@@ -348,7 +348,8 @@ def fit(
     if state is not None and params is None:
         raise ValueError("state needs the params it belongs to: pass params= as well")
     team = team_of(comm, optimizer)
-    run = {"rows": X.shape[0], "features": X.shape[1], "epochs": epochs, "batch size": batch_size}
+    taken = state.count if isinstance(getattr(state, "count", None), int) else 0  # steps of the state resumed
+    run = {"rows": X.shape[0], "features": X.shape[1], "epochs": epochs, "batch size": batch_size, "steps taken": taken}
     params = team.broadcast(_start_params(model, params, seed, X, xp, device), {**run, "first epoch": initial_epoch})
     state = _start_state(team.optimizer, params, state, xp)
     bar = _progress_bar(progress if team.rank == 0 else False, epochs)
@@ -358,8 +359,7 @@ def fit(
     batches = batch_slices(n_samples, batch_size)
     run_epoch = jitted_epoch(model, team.optimizer, X, targets, seed, batch_size, jit is True) if compiled else None
     value_and_grad = team.value_and_grad(model.value_and_grad)
-    step = team.optimizer.step
-    step_again = _step_within_epoch(team.optimizer)
+    step, step_again = team.optimizer.step, _step_within_epoch(team.optimizer)
     history = History()
     zero = xp.zeros((), dtype=compute_dtype(xp, [X.dtype]), device=device)  # losses summed in float32 (or wider)
     start = time.perf_counter()
