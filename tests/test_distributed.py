@@ -84,6 +84,15 @@ def test_one_process_raising_ends_every_process():
     assert "finished without the failure" not in run.stdout
 
 
+def test_one_process_failing_a_check_before_training_ends_every_process():
+    _needs_mpi()
+    run = _mpiexec(2, "fail-early", timeout=60)  # the other process waited in its first collective forever
+    assert run.returncode != 0
+    assert "initial_epoch must be an int from 0 to epochs (5), got 7" in run.stderr
+    assert "process 1 of 2 failed" in run.stderr
+    assert "finished without the failure" not in run.stdout
+
+
 # --------------------------------------------------------------------------- one process
 
 

@@ -68,7 +68,8 @@ def check_same_run(comm: Any, params: Any, run: Mapping[str, int]) -> None:
     Raises
     ------
     ValueError
-        On every process, naming what differs and its smallest and largest values.
+        On every process, naming what differs and its smallest and largest values; its ``every_process``
+        attribute is True (the processes raise it together, so :func:`anyoptim.fit` does not abort the job).
 
     Examples
     --------
@@ -88,8 +89,10 @@ def check_same_run(comm: Any, params: Any, run: Mapping[str, int]) -> None:
         if low != high
     ]
     if differ:
-        raise ValueError(
+        error = ValueError(
             f"the {comm.size} processes of this data-parallel fit disagree on {', '.join(differ)}: every process "
             "must be given the whole data set and the same settings (each takes its own rows of every batch), and "
             "every process must see the checkpoint it resumes from"
         )
+        error.every_process = True  # raised by all together: none is left waiting, nothing to abort
+        raise error

@@ -402,7 +402,7 @@ class FitTeam:
     def failed(self, error: BaseException) -> None:
         """Print this process's error and end every process (``comm.abort``), so that none waits forever.
 
-        One process alone re-raises instead (fit raises the error).
+        One process alone, or an error that every process raised together (``error.every_process``), re-raises.
 
         Parameters
         ----------
@@ -415,7 +415,7 @@ class FitTeam:
         >>> from anyoptim.distributed import DataParallel, MPICommunicator
         >>> DataParallel(MPICommunicator()).data_parallel(anyoptim.SGD(0.1)).failed(ValueError("x"))  # one process
         """
-        if self.size == 1:
+        if self.size == 1 or getattr(error, "every_process", False):
             return
         lines = traceback.format_exception(type(error), error, error.__traceback__)
         print(f"anyoptim: process {self.rank} of {self.size} failed; ending all:\n{''.join(lines)}", file=sys.stderr)

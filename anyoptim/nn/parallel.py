@@ -12,10 +12,12 @@ process fails.  ``fit(..., comm=c)`` takes its team from
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["SerialTeam", "team_of"]
+__all__ = ["SerialTeam", "ending_every_process_on_failure", "team_of"]
 
 
 class SerialTeam:
@@ -215,3 +217,51 @@ def team_of(comm: Any, optimizer: Any) -> Any:
             f"comm must be an anyoptim.distributed communicator (with data_parallel), got {type(comm).__name__}"
         )
     return comm.data_parallel(optimizer)
+
+
+def ending_every_process_on_failure(fit: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap :func:`anyoptim.fit` so that an exception on one process of a data-parallel run ends every process.
+
+    The others would otherwise wait in their next collective forever, whether the
+    exception came while training or in a check before it that this process
+    alone failed (its own ``initial_epoch``, ``params`` or ``state``).  The
+    team's :meth:`~anyoptim.distributed.parallel.FitTeam.failed` prints the error
+    and aborts the job (MPI's way); one process alone, or no ``comm``, re-raises.
+
+    Parameters
+    ----------
+    fit : callable
+        The function with a ``comm`` and an ``optimizer`` argument.
+
+    Returns
+    -------
+    callable
+        ``fit``, wrapped (its name, signature and docstring kept).
+
+    Examples
+    --------
+    >>> from anyoptim.nn.parallel import ending_every_process_on_failure
+    >>> def fit(optimizer, comm=None):
+    ...     raise ValueError("bad")
+    >>> ending_every_process_on_failure(fit)(None)
+    Traceback (most recent call last):
+    ...
+    ValueError: bad
+    """
+    signature = inspect.signature(fit)
+
+    @functools.wraps(fit)
+    def fit_ending_every_process_on_failure(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fit(*args, **kwargs)
+        except BaseException as error:
+            try:
+                arguments = signature.bind(*args, **kwargs).arguments
+                team = None if arguments.get("comm") is None else team_of(arguments["comm"], arguments["optimizer"])
+            except Exception:  # a call fit refused for its arguments or its comm: no team to end
+                team = None
+            if team is not None:
+                team.failed(error)
+            raise
+
+    return fit_ending_every_process_on_failure

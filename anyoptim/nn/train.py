@@ -24,7 +24,7 @@ from ..tree import tree_flatten, tree_unflatten
 from .data import Seed, batch_slices, check_features, check_int, check_labels, epoch_seed, host_rng, shuffled
 from .jitted import jitted_epoch, wants_jit
 from .mlp import MLP
-from .parallel import team_of
+from .parallel import ending_every_process_on_failure, team_of
 
 __all__ = ["FitResult", "History", "accuracy", "fit", "predict"]
 
@@ -213,6 +213,7 @@ def _start_state(optimizer: Any, params: dict, state: Any, xp: Any) -> Any:
     )
 
 
+@ending_every_process_on_failure  # data-parallel: a failure on one process ends all (the others would wait forever)
 def fit(
     model: MLP,
     optimizer: Any,
@@ -387,9 +388,6 @@ def fit(
             shown = team.gathered(state, bool(chosen_callbacks))  # a collective when sharded: on every process
             if team.agree(any([callback(epoch, cost, params, shown) is True for callback in chosen_callbacks])):
                 break
-    except BaseException as error:
-        team.failed(error)  # a data-parallel team ends every process rather than leave them waiting
-        raise
     finally:
         if bar is not None:
             bar.close()

@@ -8,7 +8,8 @@ rank 0 from the gathered state, resumed by N processes and by one.  Rank 0
 writes the failures (an empty list when all agree) to OUT.json.
 
 ``python data_parallel_script.py fail``: rank 1 raises inside fit; every
-process must end (fit aborts the job) instead of waiting.
+process must end (fit aborts the job) instead of waiting.  ``fail-early``: rank 1
+alone fails fit's checks of its arguments, before any collective.
 """
 
 from __future__ import annotations
@@ -215,8 +216,21 @@ def fail() -> None:
     print("finished without the failure", flush=True)
 
 
+def fail_early() -> None:
+    """Rank 1 alone fails fit's own checks, before any collective: the others must not wait in the first one."""
+    comm = MPICommunicator()
+    X, y = anyoptim.datasets.make_moons(n_samples=40, noise=0.1, seed=0)
+    model = anyoptim.MLP([2, 8, 1], hidden_activation="tanh")
+    first_epoch = 7 if comm.rank == 1 else 0  # above epochs on rank 1: refused there alone
+    anyoptim.fit(model, anyoptim.Adam(0.05), X, y, epochs=5, batch_size=8, progress=False, comm=comm,
+                 initial_epoch=first_epoch)  # fmt: skip
+    print("finished without the failure", flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "agree":
         agree(sys.argv[2])
+    elif sys.argv[1] == "fail-early":
+        fail_early()
     else:
         fail()
