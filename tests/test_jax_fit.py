@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -123,11 +124,14 @@ def test_fit_trains_eagerly_under_raise_and_says_how_when_a_step_cannot_be_trace
 def test_a_scikit_learn_estimator_on_jax_trains_with_a_schedule_jit_cannot_trace():
     """The estimators cannot pass jit=False: fit's jit=None trains eagerly (with a warning) where it cannot compile."""
     pytest.importorskip("sklearn")
+    from sklearn.exceptions import ConvergenceWarning
+
     from anyoptim.sklearn import MLPClassifier
 
     X, y = _moons("float64", 40)
     clf = MLPClassifier((3,), learning_rate=lambda count: 0.05 * math.cos(count / 1000), max_iter=3, random_state=0)
-    with pytest.warns(UserWarning, match="trains eagerly"):
+    with pytest.warns(UserWarning, match="trains eagerly"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # three epochs
         clf.fit(X, np.asarray(y))
     assert len(clf.loss_curve_) == 3
 
