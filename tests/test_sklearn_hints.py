@@ -95,3 +95,21 @@ def test_momentum_hint_is_scikit_learns_momentum(nesterov):
         sgd.update_params(theirs, [2 * theirs[0] + 1])
         ours, state = opt.step(ours, {"w": 2 * ours["w"] + 1}, state)
     np.testing.assert_allclose(ours["w"], theirs[0], rtol=1e-14)
+
+
+def test_a_subclass_takes_its_own_keywords():
+    class Explicit(MLPClassifier):
+        def __init__(self, extra=1, hidden_layer_sizes=(100,)):
+            super().__init__(hidden_layer_sizes)
+            self.extra = extra
+
+    class Forwarding(MLPClassifier):
+        def __init__(self, extra=1, **kwargs):
+            super().__init__(**kwargs)
+            self.extra = extra
+
+    assert Explicit(extra=2).extra == 2 and Forwarding(extra=3, alpha=0.5).alpha == 0.5
+    with pytest.raises(TypeError, match=r"^Explicit\(\) got an unexpected keyword argument 'alpha'"):
+        Explicit(alpha=0.5)
+    with pytest.raises(TypeError, match="scikit-learn's setting 'solver'"):
+        Forwarding(solver="sgd")

@@ -11,6 +11,7 @@ to write instead.  Any other unknown keyword names the class called (not
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "LEARNING_RATE_NAMES",
     "OTHER_NAMES",
     "SKLEARN_SETTINGS",
+    "accepted_names",
     "check_learning_rate",
     "check_setting_names",
 ]
@@ -59,6 +61,35 @@ LEARNING_RATE_NAMES = {
         "(piecewise_constant, exponential_decay, cosine_decay, ...), or stop with early_stopping=True"
     ),
 }
+
+
+def accepted_names(cls: type) -> tuple[str, ...] | None:
+    """The keyword names that constructing ``cls`` takes: its ``__init__``'s, or None for any.
+
+    Parameters
+    ----------
+    cls : type
+        An estimator class (a subclass of anyoptim's with an ``__init__`` of its
+        own included).
+
+    Returns
+    -------
+    tuple of str or None
+        The parameters of ``cls.__init__`` after ``self``; None when it takes
+        ``**kwargs`` (then any name may be meant for a parent, and Python's own
+        error stands).
+
+    Examples
+    --------
+    >>> from anyoptim.sklearn import MLPClassifier
+    >>> from anyoptim.sklearn.hints import accepted_names
+    >>> accepted_names(MLPClassifier)[:3]
+    ('hidden_layer_sizes', 'activation', 'optimizer')
+    """
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    return tuple(p.name for p in parameters if p.kind is not p.VAR_POSITIONAL)
 
 
 def check_setting_names(
