@@ -302,3 +302,22 @@ def test_bfloat16_parameters_read_new_gradients_in_the_rule_run_with_torch():
     sequence = [{"w": torch.full((4,), float(k + 1), dtype=torch.bfloat16)} for k in range(3)]
     params, _ = _steps(anyoptim.SGD(0.125), {"w": torch.ones(4, dtype=torch.bfloat16)}, sequence)
     assert torch.equal(params["w"], torch.full((4,), 1.0 - 0.125 * 6, dtype=torch.bfloat16))
+
+
+def test_a_gradient_scale_tensor_of_each_step_is_not_kept_alive():
+    """clip_global_norm makes a new 0-D tensor every step: the views made of it must not pile up (a leak)."""
+    import gc
+
+    def live_tensors():
+        gc.collect()
+        return sum(1 for found in gc.get_objects() if isinstance(found, torch.Tensor))
+
+    params, grads = {"w": torch.ones(4)}, {"w": torch.tensor([3.0, -4.0, 1.0, 0.5])}
+    optimizer = anyoptim.Adam(0.1, clip_global_norm=1.0)
+    state = optimizer.init(params)
+    for _ in range(3):
+        params, state = optimizer.step(params, grads, state)
+    before = live_tensors()
+    for _ in range(50):
+        params, state = optimizer.step(params, grads, state)
+    assert live_tensors() <= before + 2

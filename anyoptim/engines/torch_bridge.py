@@ -182,7 +182,7 @@ class TorchStep:
 
     def _fused(
         self,
-        fused: tuple[Any, Callable[[Any], Any]],
+        fused: tuple[Any, _Views],
         part: str,
         program: Program,
         xp: Any,
@@ -196,7 +196,8 @@ class TorchStep:
         every = len(indices) == len(self.params)
         views = [[view(column[i]) for i in indices] for column in columns]
         pick = (lambda hps: hps) if every else (lambda hps: [hps[i] for i in indices])
-        hps_of = (lambda hps: _hp_views(pick(hps), view)) if tensor_hps else pick
+        # A tensor scalar (the clip factor) is a new tensor each step: viewed on its own, not kept by ``view``'s cache
+        hps_of = (lambda hps: _hp_views(pick(hps), view.view)) if tensor_hps else pick
         step = engine.prepare(
             program,
             array_namespace(views[0][0]),
