@@ -321,3 +321,22 @@ def test_a_gradient_scale_tensor_of_each_step_is_not_kept_alive():
     for _ in range(50):
         params, state = optimizer.step(params, grads, state)
     assert live_tensors() <= before + 2
+
+
+def test_gradients_that_only_some_runs_could_read_are_never_read_by_a_later_step():
+    """Two programs (decayed and not): new gradients the first run takes and the second refuses (strided) go the
+    validated path, which skips the step (NaN); the earlier gradients passed again must be the ones read."""
+    mask = {"a": True, "b": False}
+    optimizer = anyoptim.SGD(0.1, weight_decay=0.5, weight_decay_mask=mask, on_nonfinite="skip")
+    params = {"a": torch.ones(4, 3, dtype=torch.float64), "b": torch.ones(4, 3, dtype=torch.float64)}
+    state = optimizer.init(params)
+    first = {"a": torch.ones(4, 3, dtype=torch.float64), "b": torch.ones(4, 3, dtype=torch.float64)}
+    params, state = optimizer.step(params, first, state)
+    bad = {"a": torch.full((4, 3), float("nan"), dtype=torch.float64), "b": torch.ones(3, 4, dtype=torch.float64).T}
+    params, state = optimizer.step(params, bad, state)
+    assert state.skipped == 1
+    params, state = optimizer.step(params, first, state)
+    reference = anyoptim.SGD(0.1, weight_decay=0.5, weight_decay_mask=mask, engine="generic")
+    expected, _ = _steps(reference, {name: torch.ones(4, 3, dtype=torch.float64) for name in mask}, [first, first])
+    for name in params:
+        np.testing.assert_allclose(params[name].numpy(), expected[name].numpy(), rtol=1e-15, err_msg=name)

@@ -115,7 +115,9 @@ class PreparedStep:
         ``found`` holds the call's leaves as :meth:`matches` gathers them.  The parameters and slots must be the
         very ones prepared; each new gradient an array of its old one's type, shape, dtype, device and layout,
         sharing no memory with a parameter or a slot (an aliased gradient takes the validated path, which
-        copies it).  Then every run rebinds (``with_grads``) or the call takes the validated path.
+        copies it).  Then every run rebinds (``with_grads``) or the call takes the validated path; where some
+        runs rebound before one refused, this step no longer matches any call (the validated path may return
+        early, a skipped step, and leave it the optimizer's).
         """
         count = len(self.g_leaves)
         params = len(self.layout) - count
@@ -138,8 +140,10 @@ class PreparedStep:
             bounds = byte_range(g)
             if bounds is not None and (below := bisect.bisect_left(starts, bounds[1])) and reach[below - 1] > bounds[0]:
                 return False
-        for rebind, indices in self.rebinders:
+        for position, (rebind, indices) in enumerate(self.rebinders):
             if not rebind(new if indices is None or len(indices) == count else [new[i] for i in indices]):
+                if position:  # the runs before read the new gradients now: never run this step again
+                    self.leaves, self.grads_in, self.rebinders = (), None, None
                 return False
         self.g_leaves = list(new)
         self.leaves = found
