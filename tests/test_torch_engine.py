@@ -340,3 +340,44 @@ def test_gradients_that_only_some_runs_could_read_are_never_read_by_a_later_step
     expected, _ = _steps(reference, {name: torch.ones(4, 3, dtype=torch.float64) for name in mask}, [first, first])
     for name in params:
         np.testing.assert_allclose(params[name].numpy(), expected[name].numpy(), rtol=1e-15, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        pytest.param(lambda: torch.ones(1, dtype=torch.float64).expand(3), "stride of 0", id="expanded"),
+        pytest.param(lambda: _inference(torch.ones(3, dtype=torch.float64)), "inference tensor", id="inference"),
+    ],
+)
+def test_a_parameter_that_cannot_be_written_in_place_is_refused_before_anything_changes(make, match):
+    """The step writes torch parameters in place: one it cannot write is named before any other moves."""
+    first = torch.ones(3, dtype=torch.float64)  # a leaf the fused part would update first
+    params = {"a": first, "b": make()}
+    optimizer = anyoptim.SGD(0.1)
+    with pytest.raises(ValueError, match=rf"params\['b'\] is .*{match}"):
+        optimizer.init(params)
+    state = anyoptim.SGD(0.1).init({"a": torch.ones(3, dtype=torch.float64), "b": torch.ones(3, dtype=torch.float64)})
+    grads = {"a": torch.ones(3, dtype=torch.float64), "b": torch.ones(3, dtype=torch.float64)}
+    with pytest.raises(ValueError, match=rf"params\['b'\] is .*{match}"):
+        optimizer.step(params, grads, state)
+    assert torch.equal(first, torch.ones(3, dtype=torch.float64))
+
+
+def _inference(tensor):
+    with torch.inference_mode():
+        return tensor.clone()
+
+
+def test_a_state_made_under_inference_mode_is_refused_before_anything_changes():
+    params = {"a": torch.ones(3, dtype=torch.float64), "b": torch.ones(3, dtype=torch.float64)}
+    optimizer = anyoptim.Adam(0.1)
+    state = optimizer.init(params)
+    with torch.inference_mode():
+        made_there = optimizer.init(params)
+    slots = {"m": state.slots["m"], "v": {"a": state.slots["v"]["a"], "b": made_there.slots["v"]["b"]}}
+    mixed = anyoptim.OptimizerState(0, 0.1, slots, 0, state.structure, state.optimizer)
+    grads = {"a": torch.ones(3, dtype=torch.float64), "b": torch.ones(3, dtype=torch.float64)}
+    with pytest.raises(ValueError, match=r"state slot 'v' leaf 1 is an inference tensor"):
+        optimizer.step(params, grads, mixed)
+    assert torch.equal(params["a"], torch.ones(3, dtype=torch.float64))
+    assert torch.equal(state.slots["m"]["a"], torch.zeros(3, dtype=torch.float64))

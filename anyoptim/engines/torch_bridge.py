@@ -40,7 +40,7 @@ from .fused import FusedEngine
 from .generic import GenericEngine
 from .program import Program
 
-__all__ = ["FUSED_TORCH_DTYPES", "TorchEngine", "TorchStep"]
+__all__ = ["FUSED_TORCH_DTYPES", "TorchEngine", "TorchStep", "unwritable"]
 
 #: The dtypes whose tensors the fused engines update through views; others run the rule with torch.
 FUSED_TORCH_DTYPES = ("float32", "float64")
@@ -72,6 +72,43 @@ def _viewable(tensor: Any, device_type: str) -> bool:
         and tensor.is_contiguous()
         and not (tensor.is_neg() or tensor.is_conj() or tensor.is_inference())
     )
+
+
+def unwritable(tensor: Any) -> str | None:
+    """Why ``tensor`` cannot be updated in place outside autograd, or None where it can.
+
+    Parameters
+    ----------
+    tensor : torch.Tensor
+        A parameter or a state array of a step.
+
+    Returns
+    -------
+    str or None
+        What is wrong and what to do, for a message naming the tensor: an inference tensor (made under
+        :func:`torch.inference_mode`, which refuses writes outside it), or one whose elements share memory (a
+        stride of 0, as ``expand()`` makes).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from anyoptim.engines.torch_bridge import unwritable
+    >>> print(unwritable(torch.zeros(3)))
+    None
+    >>> unwritable(torch.zeros(1).expand(3))[:47]
+    'a tensor whose elements share memory (a stride'
+    """
+    if tensor.is_inference():
+        return (
+            "an inference tensor (made under torch.inference_mode()), which cannot be updated in place outside "
+            "it: make it outside inference mode (or pass t.clone() made outside it)"
+        )
+    if any(stride == 0 and size > 1 for size, stride in zip(tensor.shape, tensor.stride(), strict=True)):
+        return (
+            "a tensor whose elements share memory (a stride of 0, as expand() makes): an update in place would "
+            "write each of them several times; pass a tensor of its own (t.clone())"
+        )
+    return None
 
 
 class _Views:
@@ -147,6 +184,11 @@ class TorchStep:
         self.slots = {name: list(values) for name, values in slots.items()}
         columns = [self.params, list(grads), *self.slots.values()]
         count = len(self.params)
+        for what, column in [("params", self.params), *((f"state slot {n!r}", v) for n, v in self.slots.items())]:
+            for i, tensor in enumerate(column):  # refused here, before any part of any program runs
+                problem = unwritable(tensor)
+                if problem is not None:
+                    raise ValueError(f"{what} leaf {i} is {problem}")
         self.parts: dict[str, list[int]] = {"host": [], "device": [], "generic": []}
         device: Any = None
         host = engine.host_engine() if engine.fused else None
