@@ -381,3 +381,22 @@ def test_a_state_made_under_inference_mode_is_refused_before_anything_changes():
         optimizer.step(params, grads, mixed)
     assert torch.equal(params["a"], torch.ones(3, dtype=torch.float64))
     assert torch.equal(state.slots["m"]["a"], torch.zeros(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("again", [False, True], ids=["step", "step_again"])
+def test_a_parameter_given_other_memory_between_steps_is_updated_there(again):
+    """``p.data = t`` (torch.nn.utils.vector_to_parameters, module.share_memory()) keeps the tensor object and
+    gives it other memory: the next step updates that memory, not the old one the prepared views still hold."""
+    w = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    optimizer = anyoptim.SGD(0.5)
+    params, grads = {"w": w}, {"w": torch.ones(3, dtype=torch.float64)}
+    state = optimizer.init(params)
+    params, state = optimizer.step(params, grads, state)
+    params, state = optimizer.step(params, grads, state)  # the prepared step
+    w.data = torch.full((3,), 4.0, dtype=torch.float64)
+    params, state = (optimizer.step_again if again else optimizer.step)(params, grads, state)
+    assert params["w"] is w and w.is_leaf
+    assert torch.equal(w.detach(), torch.full((3,), 3.5, dtype=torch.float64))
+    torch.nn.utils.vector_to_parameters(torch.zeros(3, dtype=torch.float64), [w])
+    params, state = optimizer.step(params, grads, state)
+    assert torch.equal(w.detach(), torch.full((3,), -0.5, dtype=torch.float64))

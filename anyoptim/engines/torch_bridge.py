@@ -165,6 +165,9 @@ class TorchStep:
         Always True: every leaf's results are written into the given tensors.
     parts : dict of str to list of int
         Leaf indices by how they run: ``"host"``, ``"device"``, ``"generic"``.
+    bound : callable
+        ``bound() -> bool``: whether the parameters run through views still have the memory they were prepared
+        with (``p.data = t`` gives a parameter other memory; then a new step must be prepared).
     """
 
     in_place = True
@@ -221,6 +224,12 @@ class TorchStep:
         fused = self.parts["host"] + self.parts["device"]
         self.written = [column[i] for column in (self.params, *self.slots.values()) for i in fused]
         self.bump = _torch().autograd.graph.increment_version if self.written else None
+        # The views hold the memory the parameters had: ``p.data = t`` (vector_to_parameters, share_memory())
+        # gives a parameter other memory, and the step must be prepared again, else it updates the old memory.
+        fused_params = [self.params[i] for i in fused]
+        addresses = [p.data_ptr() for p in fused_params]
+        data_ptr = _torch().Tensor.data_ptr
+        self.bound = lambda: list(map(data_ptr, fused_params)) == addresses
 
     def _fused(
         self,

@@ -31,6 +31,7 @@ class PreparedStep:
     """
 
     __slots__ = (
+        "checks",
         "flagged",
         "g_leaves",
         "grads_in",
@@ -71,6 +72,8 @@ class PreparedStep:
         everything = list(range(len(p_leaves)))
         # A prepared step is called with this step's scalars; update() does the same without building results.
         self.runs = [(getattr(run, "update", run), None if indices == everything else indices) for run, indices in runs]
+        # Runs that may have lost their arrays' memory (the torch engine's: ``p.data = t``) say so.
+        self.checks = [run.bound for run, _ in runs if hasattr(run, "bound")]
         # Runs that can read new gradient arrays (the torch engine's): a loop whose grads are new every step.
         rebinders = [(getattr(run, "with_grads", None), indices) for run, indices in runs]
         self.rebinders = rebinders if all(rebind is not None for rebind, _ in rebinders) else None
@@ -82,7 +85,9 @@ class PreparedStep:
 
     def follows(self, params: Any, grads: Any, state: Any) -> bool:
         """Whether a call passes back the very params and slots the step returned, and the grads tree it was given."""
-        return params is self.params_out and state.slots is self.slots_out and grads is self.grads_in
+        if params is not self.params_out or state.slots is not self.slots_out or grads is not self.grads_in:
+            return False
+        return not self.checks or all(check() for check in self.checks)
 
     def matches(self, params: Any, grads: Any, state: Any) -> bool:
         """Whether a call passes exactly the arrays (and structures) this was made for."""
@@ -106,6 +111,8 @@ class PreparedStep:
             return False
         # NumPy lets code set .shape and .dtype of an existing array: check those of params and grads.
         if list(map(shape_and_dtype, found[: len(self.layout)])) != self.layout:
+            return False
+        if self.checks and not all(check() for check in self.checks):
             return False
         return all(leaf.flags.writeable for leaf in self.flagged)
 
