@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import optimizers
 from .._namespace import check_leaves, is_mutable
+from ..engines.memory import untracked
 from ..engines.spans import flat_views
 from ..optimizers.base import Optimizer
 from ..optimizers.validation import state_owner
@@ -292,7 +293,7 @@ def _slot_leaves(file: CheckpointFile, xp: Any, leaves: list[Any], names: list[s
     ]
     if not any(wide):
         return leaves
-    return [xp.astype(leaf, xp.float32) if w else leaf for leaf, w in zip(leaves, wide, strict=True)]
+    return [xp.astype(untracked(leaf), xp.float32) if w else leaf for leaf, w in zip(leaves, wide, strict=True)]
 
 
 def _read_leaves(
@@ -313,8 +314,8 @@ def _read_leaves(
         ]
     out = flat_views(xp, leaves)
     for target, leaf, key in zip(out, leaves, keys, strict=True):
-        if key is None:
-            target[...] = leaf if fill is None else fill
+        if key is None:  # like's values (untracked: a torch Parameter's copy records no graph), or the fill
+            target[...] = untracked(leaf) if fill is None else fill
         elif not file.read_into(key, target):  # a NumPy target took the bytes straight from the file
             target[...] = xp.asarray(file.tensor(key), device=device)
     return out
