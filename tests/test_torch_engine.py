@@ -400,3 +400,20 @@ def test_a_parameter_given_other_memory_between_steps_is_updated_there(again):
     torch.nn.utils.vector_to_parameters(torch.zeros(3, dtype=torch.float64), [w])
     params, state = optimizer.step(params, grads, state)
     assert torch.equal(w.detach(), torch.full((3,), -0.5, dtype=torch.float64))
+
+
+def test_parameters_passed_to_the_constructor_as_in_torch_optim_are_explained():
+    """``Adam(model.parameters())``, torch.optim's first line: the message says where parameters go instead."""
+    module = torch.nn.Linear(2, 1)
+    for given in (module.parameters(), list(module.parameters()), {"w": torch.ones(2)}):
+        with pytest.raises(ValueError, match=r"holds no parameters .* step\(params, grads, state\)"):
+            anyoptim.Adam(given)
+    with pytest.raises(ValueError, match=r"^learning_rate must be a number, got '0.1'$"):
+        anyoptim.Adam("0.1")
+
+
+def test_a_torch_keyword_with_advice_is_not_taken_for_a_near_spelling():
+    """Adagrad(lr_decay=...) is advice (a schedule), not a misspelt weight_decay."""
+    with pytest.raises(TypeError) as raised:
+        anyoptim.Adagrad(0.1, lr_decay=0.01)
+    assert "schedule" in str(raised.value) and "weight_decay" not in str(raised.value)
