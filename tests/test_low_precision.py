@@ -477,3 +477,17 @@ def test_the_baseline_body_of_a_float16_kernel_gives_the_same_bits(config_id):
     np.testing.assert_array_equal(fast, slow)
     for name in fast_slots:
         np.testing.assert_array_equal(fast_slots[name][0], slow_slots[name][0])
+
+
+@pytest.mark.parametrize("engine", ["generic", "auto", NumpyEngine(kernels="ufunc")], ids=["generic", "auto", "ufunc"])
+def test_the_global_norm_clip_factor_of_a_float16_parameter_is_float32(engine):
+    """The factor max_norm / norm (1e-3 / 6e4 here) rounded to float16 is 0, and the step vanished: it is computed
+    and used in float32, as the rest of the step, and only the result is rounded."""
+    grads = {"w": np.full(4, 3e4, np.float16)}
+    optimizer = anyoptim.SGD(1.0, clip_global_norm=1e-3, engine=engine)
+    params = {"w": np.ones(4, np.float16)}
+    params, _ = optimizer.step(params, grads, optimizer.init(params))
+    factor = np.float32(1e-3) / np.float32(6e4)
+    expected = (np.float32(1.0) - np.float32(3e4) * factor).astype(np.float16)
+    np.testing.assert_array_equal(params["w"], np.full(4, expected))
+    assert expected != 1.0
