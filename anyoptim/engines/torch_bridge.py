@@ -95,7 +95,7 @@ def unwritable(tensor: Any) -> str | None:
     >>> from anyoptim.engines.torch_bridge import unwritable
     >>> print(unwritable(torch.zeros(3)))
     None
-    >>> unwritable(torch.zeros(1).expand(3))[:47]
+    >>> unwritable(torch.zeros(1).expand(3))[:46]
     'a tensor whose elements share memory (a stride'
     """
     if tensor.is_inference():
