@@ -213,3 +213,26 @@ def test_a_partial_load_fills_missing_leaves_from_a_modules_parameters(tmp_path)
         assert not any(leaf.requires_grad for leaf in anyoptim.tree.tree_flatten(tree)[1])
     assert torch.equal(params["last"]["weight"], module[2].weight.detach())
     assert torch.equal(state.slots["master"]["last"]["bias"], module[2].bias.detach())
+
+
+def test_a_module_laid_out_by_flatten_trains_in_its_flat_buffer():
+    """flatten copies a module's Parameters (values, no autograd history); pointing the module at the views
+    (``p.data = view``) makes one span, which the steps update in place, as steps on the module's own do."""
+    module, reference = _module(torch.float64), _module(torch.float64)
+    flat = anyoptim.flatten(nest(module.named_parameters()))
+    assert not any(leaf.requires_grad for leaf in anyoptim.tree.tree_flatten(flat)[1])
+    for name, p in module.named_parameters():
+        layer, _, kind = name.partition(".")
+        p.data = flat[layer][kind]
+    optimizers = [anyoptim.Adam(0.01), anyoptim.Adam(0.01)]
+    trees = [nest(module.named_parameters()), nest(reference.named_parameters())]
+    states = [opt.init(tree) for opt, tree in zip(optimizers, trees, strict=True)]
+    for step in range(3):
+        X, y = _data(torch.float64, step)
+        for i, model in enumerate((module, reference)):
+            _backward(model, X, y, set_to_none=True)
+            grads = nest((n, p.grad) for n, p in model.named_parameters())
+            trees[i], states[i] = optimizers[i].step(trees[i], grads, states[i])
+    for (name, p), q in zip(module.named_parameters(), reference.parameters(), strict=True):
+        assert p.is_leaf and p.data_ptr() == flat[name.partition(".")[0]][name.partition(".")[2]].data_ptr()
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-12, err_msg=name)
