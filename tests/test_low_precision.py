@@ -491,3 +491,25 @@ def test_the_global_norm_clip_factor_of_a_float16_parameter_is_float32(engine):
     expected = (np.float32(1.0) - np.float32(3e4) * factor).astype(np.float16)
     np.testing.assert_array_equal(params["w"], np.full(4, expected))
     assert expected != 1.0
+
+
+@pytest.mark.parametrize("with_optimizer", [True, False], ids=["optimizer", "no-optimizer"])
+def test_a_partial_load_gives_a_skipped_float16_leaf_the_state_init_gives_it(tmp_path, with_optimizer):
+    """A leaf the file lacks starts as init makes it: with master weights, float32 slots and its master the
+    parameter (a master of 0 would pull the parameter to 0 at the next step), with or without the optimizer."""
+    pytest.importorskip("safetensors")
+    opt = anyoptim.Adam(0.01, master_weights=True)
+    params = {"w": np.linspace(-1, 1, 5).astype(np.float16)}
+    state = opt.init(params)
+    params, state = opt.step(params, {"w": np.full(5, 1e-3, np.float16)}, state)
+    path = tmp_path / "run.safetensors"
+    anyoptim.save(path, params, state, optimizer=opt)
+    like = {"w": params["w"], "new": np.full(3, 0.5, np.float16)}
+    with pytest.warns(anyoptim.checkpoint.CheckpointWarning):
+        loaded, loaded_state = anyoptim.load(path, like=like, optimizer=opt if with_optimizer else None, strict=False)
+    fresh = opt.init({"new": like["new"]})
+    for slot, tree in loaded_state.slots.items():
+        assert tree["new"].dtype == np.float32, slot
+        np.testing.assert_array_equal(tree["new"], fresh.slots[slot]["new"], err_msg=slot)
+    loaded, _ = opt.step(loaded, {"w": np.zeros(5, np.float16), "new": np.zeros(3, np.float16)}, loaded_state)
+    np.testing.assert_array_equal(loaded["new"], 0.5)
