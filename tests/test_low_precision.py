@@ -513,3 +513,22 @@ def test_a_partial_load_gives_a_skipped_float16_leaf_the_state_init_gives_it(tmp
         np.testing.assert_array_equal(tree["new"], fresh.slots[slot]["new"], err_msg=slot)
     loaded, _ = opt.step(loaded, {"w": np.zeros(5, np.float16), "new": np.zeros(3, np.float16)}, loaded_state)
     np.testing.assert_array_equal(loaded["new"], 0.5)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_the_traced_scalars_of_a_narrow_leaf_are_float32_under_jax_jit(dtype):
+    """Under jax.jit the count's scalars (bias corrections) are 0-D arrays cast to the dtype the leaf computes in:
+    float32, as the Python floats of an eager step are, not the leaf's dtype (1e-4 in bfloat16 is 1.0014e-4)."""
+    from anyoptim.optimizers.groups import step_scalars
+
+    xp = _namespace(Backend.JAX)
+    jax = pytest.importorskip("jax")
+    optimizer = anyoptim.Adam(1e-4)
+    narrow = getattr(xp, dtype)
+
+    def scalars(count):
+        hps = step_scalars(xp, optimizer._step_scalars, count, 1e-4, None, None, 0.0, [(narrow, False)], [0])
+        return {name: value for name, value in hps[0].items() if hasattr(value, "dtype")}
+
+    found = jax.eval_shape(scalars, xp.asarray(3, dtype=xp.int32))
+    assert found and {value.dtype for value in found.values()} == {np.dtype(np.float32)}
