@@ -104,7 +104,8 @@ def step_scalars(
         shared = []
         for dtype, is_decayed in keys:
             hp = common if len(keys) == 1 else dict(common)
-            dtype = compute_dtype(xp, [dtype])  # float32 for float16/bfloat16 leaves: the dtype the step runs in
+            if grad_scale is not None or traced:  # float32 for float16/bfloat16 leaves: the dtype the step runs in
+                dtype = compute_dtype(xp, [dtype])
             if grad_scale is not None:
                 hp["grad_scale"] = xp.astype(grad_scale, dtype)
             if is_decayed:

@@ -31,7 +31,7 @@ class PreparedStep:
     """
 
     __slots__ = (
-        "checks",
+        "check",
         "flagged",
         "g_leaves",
         "grads_in",
@@ -73,7 +73,8 @@ class PreparedStep:
         # A prepared step is called with this step's scalars; update() does the same without building results.
         self.runs = [(getattr(run, "update", run), None if indices == everything else indices) for run, indices in runs]
         # Runs that may have lost their arrays' memory (the torch engine's: ``p.data = t``) say so.
-        self.checks = [run.bound for run, _ in runs if hasattr(run, "bound")]
+        checks = [run.bound for run, _ in runs if hasattr(run, "bound")]
+        self.check = checks[0] if len(checks) == 1 else (lambda: all(check() for check in checks)) if checks else None
         # Runs that can read new gradient arrays (the torch engine's): a loop whose grads are new every step.
         rebinders = [(getattr(run, "with_grads", None), indices) for run, indices in runs]
         self.rebinders = rebinders if all(rebind is not None for rebind, _ in rebinders) else None
@@ -87,7 +88,7 @@ class PreparedStep:
         """Whether a call passes back the very params and slots the step returned, and the grads tree it was given."""
         if params is not self.params_out or state.slots is not self.slots_out or grads is not self.grads_in:
             return False
-        return not self.checks or all(check() for check in self.checks)
+        return self.check is None or self.check()
 
     def matches(self, params: Any, grads: Any, state: Any) -> bool:
         """Whether a call passes exactly the arrays (and structures) this was made for."""
@@ -112,7 +113,7 @@ class PreparedStep:
         # NumPy lets code set .shape and .dtype of an existing array: check those of params and grads.
         if list(map(shape_and_dtype, found[: len(self.layout)])) != self.layout:
             return False
-        if self.checks and not all(check() for check in self.checks):
+        if self.check is not None and not self.check():
             return False
         return all(leaf.flags.writeable for leaf in self.flagged)
 
