@@ -21,7 +21,7 @@ class GenericEngine:
     The engine of every library without a fused one (JAX, array-api-strict)
     and of ``engine="generic"`` (except for torch tensors, which
     :class:`~anyoptim.engines.torch_bridge.TorchEngine` updates in place, outside
-    autograd, whatever the choice; a ``GenericEngine`` object pinned for torch
+    autograd, for "auto", "fused" and "generic" alike; a ``GenericEngine`` object pinned for torch
     tensors returns new ones, recorded by autograd where they require grad):
     each optimizer step evaluates
     the rule on each leaf with the arrays' own namespace, so it runs wherever the
