@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..count_math import evaluate, is_traced
+from ..engines.precision import compute_dtype
 
 __all__ = ["leaf_keys", "step_scalars"]
 
@@ -63,13 +64,15 @@ def step_scalars(
 
     On the host the scalars are Python floats.  Under ``jax.jit`` those of the
     count (and a schedule's rate) are traced 0-D arrays, computed in double
-    precision (:func:`anyoptim.count_math.evaluate`) and cast to each key's
-    dtype, as a Python float is cast where it meets an array.
+    precision (:func:`anyoptim.count_math.evaluate`) and cast to the dtype each
+    key's leaves compute in (float32 for float16 and bfloat16,
+    :mod:`anyoptim.engines.precision`), as a Python float is cast where it meets
+    the widened arrays.
 
     Parameters
     ----------
     xp : namespace
-        The arrays' namespace (to cast ``grad_scale`` to each key's dtype).
+        The arrays' namespace (to cast ``grad_scale`` to each key's compute dtype).
     scalars_of_count : callable
         ``f(count) -> dict``: the optimizer's scalars of the step after ``count``
         steps (betas, bias corrections), other than the rate.
@@ -80,7 +83,8 @@ def step_scalars(
     clip_value : float or None
         Added as ``"clip_value"`` when not None.
     grad_scale : 0-D array or None
-        The global-norm clip factor, added as ``"grad_scale"`` in each key's dtype.
+        The global-norm clip factor, added as ``"grad_scale"`` in the dtype each key's leaves compute in (float32
+        for float16 and bfloat16: a factor rounded to float16 may be 0).
     weight_decay : float
         λ, added with ``"decay"`` :math:`= \\alpha\\lambda` for decayed keys.
     keys, key_of_leaf
@@ -100,6 +104,8 @@ def step_scalars(
         shared = []
         for dtype, is_decayed in keys:
             hp = common if len(keys) == 1 else dict(common)
+            if grad_scale is not None or traced:  # float32 for float16/bfloat16 leaves: the dtype the step runs in
+                dtype = compute_dtype(xp, [dtype])
             if grad_scale is not None:
                 hp["grad_scale"] = xp.astype(grad_scale, dtype)
             if is_decayed:
