@@ -99,7 +99,17 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
 def check_learning_rate(value: Any) -> float | Callable[[int], float]:
     if callable(value):
         return value
-    return check_non_negative("learning_rate", value)
+    try:
+        return check_non_negative("learning_rate", value)
+    except ValueError as error:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise
+        # torch.optim's Adam(model.parameters(), ...): the first thing a torch user may write
+        raise ValueError(
+            f"learning_rate must be a number or a schedule, got a {type(value).__name__}: an anyoptim optimizer "
+            "holds no parameters (unlike torch.optim's); make it with its settings, Adam(1e-3), and pass the "
+            "parameters to init(params) and step(params, grads, state)"
+        ) from error
 
 
 def check_optional_positive(name: str, value: Any) -> float | None:

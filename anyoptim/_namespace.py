@@ -9,7 +9,7 @@ this in one place means a new array library needs changes here and in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import array_api_compat
@@ -65,8 +65,11 @@ def is_mutable(xp: Any) -> bool:
 
 
 def is_floating(xp: Any, dtype: Any) -> bool:
-    """Whether ``dtype`` is a real floating-point dtype of ``xp``."""
-    return bool(xp.isdtype(dtype, "real floating"))
+    """Whether ``dtype`` is a real floating-point dtype of ``xp`` (False for a dtype ``xp`` does not know)."""
+    try:
+        return bool(xp.isdtype(dtype, "real floating"))
+    except TypeError:  # NumPy refuses dtypes added from outside (ml_dtypes' bfloat16)
+        return False
 
 
 def check_leaves(names: Sequence[str], leaves: Sequence[Any], *, what: str = "params") -> tuple[Any, Any]:
@@ -117,7 +120,14 @@ def check_leaves(names: Sequence[str], leaves: Sequence[Any], *, what: str = "pa
                 f"is a {backend_name(xp)} array: one tree must use one array library"
             )
         if not is_floating(xp, leaf.dtype):
-            raise TypeError(f"{what}[{name!r}] has dtype {leaf.dtype}; optimizers need real floating-point arrays")
+            hint = (
+                " (NumPy has no bfloat16: use float16 or float32, or torch or JAX arrays)"
+                if "bfloat16" in str(leaf.dtype)
+                else ""
+            )
+            raise TypeError(
+                f"{what}[{name!r}] has dtype {leaf.dtype}; optimizers need real floating-point arrays{hint}"
+            )
         leaf_device = device_of(leaf)
         if leaf_device != device:
             raise ValueError(
@@ -132,6 +142,11 @@ def _not_an_array(what: str, name: str, leaf: Any) -> str:
         return (
             f"{what}[{name!r}] is None, not an array (a torch parameter's .grad is None until backward() reaches "
             "it: did backward() run, and does the loss use this parameter?)"
+        )
+    if isinstance(leaf, Iterator):
+        return (
+            f"{what}[{name!r}] is a {type(leaf).__name__}, not an array: pass a tree of arrays, such as "
+            "anyoptim.tree.nest(model.named_parameters()) or a list(...) of the arrays"
         )
     return f"{what}[{name!r}] is a {type(leaf).__name__}, not an array"
 

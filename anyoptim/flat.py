@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._namespace import check_leaves, is_mutable
+from .engines.memory import untracked
 from .engines.spans import flat_views
 from .tree import tree_flatten, tree_unflatten
 
@@ -34,7 +35,10 @@ def flatten(params: Any) -> Any:
         The same structure, shapes, dtypes and values; every leaf a view of a
         new 1-D buffer shared by all leaves of its dtype, back to back in leaf
         order (dict keys sorted).  On libraries whose arrays are immutable (JAX)
-        views cannot exist, and ``params`` itself is returned unchanged.
+        views cannot exist, and ``params`` itself is returned unchanged.  torch
+        tensors come back as plain tensors (``requires_grad=False``), also for
+        ``torch.nn.Parameter`` leaves: their values are copied, not their
+        autograd history.
 
     Raises
     ------
@@ -65,5 +69,5 @@ def flatten(params: Any) -> Any:
         return params
     views = flat_views(xp, leaves)
     for view, leaf in zip(views, leaves, strict=True):
-        view[...] = leaf
+        view[...] = untracked(leaf)  # the values: a torch Parameter's copy records no autograd graph
     return tree_unflatten(treedef, views)

@@ -258,9 +258,12 @@ def nest(items: Any) -> dict[str, Any]:
 
     Raises
     ------
+    TypeError
+        If a name is not a string.
     ValueError
         If a name has an empty part, or is both a leaf and a prefix of
-        another name (``"a"`` and ``"a.b"``), or appears twice.
+        another name (``"a"`` and ``"a.b"``, whatever the value of ``"a"``,
+        a dict included), or appears twice.
 
     Examples
     --------
@@ -272,17 +275,23 @@ def nest(items: Any) -> dict[str, Any]:
     ['0.bias', '0.weight', '2.weight']
     """
     tree: dict[str, Any] = {}
+    made = {id(tree)}  # the dicts made here: a value that is a dict is a leaf, never filled
     for name, value in items.items() if isinstance(items, Mapping) else items:
+        if not isinstance(name, str):
+            raise TypeError(f"names must be strings (dotted paths), got {name!r}")
         parts = name.split(".")
         if not all(parts):
             raise ValueError(f"name {name!r} has an empty part")
         node = tree
         for depth, part in enumerate(parts[:-1]):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
+            if part not in node:
+                node[part] = {}
+                made.add(id(node[part]))
+            node = node[part]
+            if id(node) not in made:
                 raise ValueError(f"{'.'.join(parts[: depth + 1])!r} is a leaf and a prefix of {name!r}")
         if parts[-1] in node:
-            what = "a prefix of another name" if isinstance(node[parts[-1]], dict) else "given twice"
+            what = "a prefix of another name" if id(node[parts[-1]]) in made else "given twice"
             raise ValueError(f"{name!r} is {what}")
         node[parts[-1]] = value
     return tree

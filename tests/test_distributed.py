@@ -481,6 +481,8 @@ def test_command_line_under_mpiexec_prints_once_the_one_process_results(command,
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("final cost") == 1
     assert _costs(run.stdout) == _costs(alone.stdout) != []
+    assert run.stderr.count("data-parallel over 2 MPI processes") == 1  # the user sees the run was parallel
+    assert "data-parallel" not in alone.stderr
 
 
 def test_train_save_under_mpiexec_writes_the_checkpoint_one_process_resumes(tmp_path):

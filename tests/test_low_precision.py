@@ -477,3 +477,58 @@ def test_the_baseline_body_of_a_float16_kernel_gives_the_same_bits(config_id):
     np.testing.assert_array_equal(fast, slow)
     for name in fast_slots:
         np.testing.assert_array_equal(fast_slots[name][0], slow_slots[name][0])
+
+
+@pytest.mark.parametrize("engine", ["generic", "auto", NumpyEngine(kernels="ufunc")], ids=["generic", "auto", "ufunc"])
+def test_the_global_norm_clip_factor_of_a_float16_parameter_is_float32(engine):
+    """The factor max_norm / norm (1e-3 / 6e4 here) rounded to float16 is 0, and the step vanished: it is computed
+    and used in float32, as the rest of the step, and only the result is rounded."""
+    grads = {"w": np.full(4, 3e4, np.float16)}
+    optimizer = anyoptim.SGD(1.0, clip_global_norm=1e-3, engine=engine)
+    params = {"w": np.ones(4, np.float16)}
+    params, _ = optimizer.step(params, grads, optimizer.init(params))
+    factor = np.float32(1e-3) / np.float32(6e4)
+    expected = (np.float32(1.0) - np.float32(3e4) * factor).astype(np.float16)
+    np.testing.assert_array_equal(params["w"], np.full(4, expected))
+    assert expected != 1.0
+
+
+@pytest.mark.parametrize("with_optimizer", [True, False], ids=["optimizer", "no-optimizer"])
+def test_a_partial_load_gives_a_skipped_float16_leaf_the_state_init_gives_it(tmp_path, with_optimizer):
+    """A leaf the file lacks starts as init makes it: with master weights, float32 slots and its master the
+    parameter (a master of 0 would pull the parameter to 0 at the next step), with or without the optimizer."""
+    pytest.importorskip("safetensors")
+    opt = anyoptim.Adam(0.01, master_weights=True)
+    params = {"w": np.linspace(-1, 1, 5).astype(np.float16)}
+    state = opt.init(params)
+    params, state = opt.step(params, {"w": np.full(5, 1e-3, np.float16)}, state)
+    path = tmp_path / "run.safetensors"
+    anyoptim.save(path, params, state, optimizer=opt)
+    like = {"w": params["w"], "new": np.full(3, 0.5, np.float16)}
+    with pytest.warns(anyoptim.checkpoint.CheckpointWarning):
+        loaded, loaded_state = anyoptim.load(path, like=like, optimizer=opt if with_optimizer else None, strict=False)
+    fresh = opt.init({"new": like["new"]})
+    for slot, tree in loaded_state.slots.items():
+        assert tree["new"].dtype == np.float32, slot
+        np.testing.assert_array_equal(tree["new"], fresh.slots[slot]["new"], err_msg=slot)
+    loaded, _ = opt.step(loaded, {"w": np.zeros(5, np.float16), "new": np.zeros(3, np.float16)}, loaded_state)
+    np.testing.assert_array_equal(loaded["new"], 0.5)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_the_traced_scalars_of_a_narrow_leaf_are_float32_under_jax_jit(dtype):
+    """Under jax.jit the count's scalars (bias corrections) are 0-D arrays cast to the dtype the leaf computes in:
+    float32, as the Python floats of an eager step are, not the leaf's dtype (1e-4 in bfloat16 is 1.0014e-4)."""
+    from anyoptim.optimizers.groups import step_scalars
+
+    xp = _namespace(Backend.JAX)
+    jax = pytest.importorskip("jax")
+    optimizer = anyoptim.Adam(1e-4)
+    narrow = getattr(xp, dtype)
+
+    def scalars(count):
+        hps = step_scalars(xp, optimizer._step_scalars, count, 1e-4, None, None, 0.0, [(narrow, False)], [0])
+        return {name: value for name, value in hps[0].items() if hasattr(value, "dtype")}
+
+    found = jax.eval_shape(scalars, xp.asarray(3, dtype=xp.int32))
+    assert found and {value.dtype for value in found.values()} == {np.dtype(np.float32)}

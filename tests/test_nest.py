@@ -16,11 +16,22 @@ from anyoptim.tree import leaf_names, nest
         ([("a.b", 2), ("a", 1)], "'a' is a prefix of another name"),
         ([("a", 1), ("a", 2)], "'a' is given twice"),
         ([("a..b", 1)], "empty part"),
+        ([("a", {"x": 1}), ("a.b", 2)], "'a' is a leaf and a prefix of 'a.b'"),  # a dict value is a leaf
+        ([("a", {"x": 1}), ("a", {"y": 2})], "'a' is given twice"),
     ],
 )
 def test_nest_refuses_names_that_do_not_make_a_tree(items, message):
     with pytest.raises(ValueError, match=message):
         nest(items)
+
+
+def test_nest_leaves_dict_values_alone_and_refuses_names_that_are_not_strings():
+    value = {"x": 1}
+    with pytest.raises(ValueError, match="prefix"):
+        nest([("a", value), ("a.b", 2)])
+    assert value == {"x": 1}
+    with pytest.raises(TypeError, match="names must be strings"):
+        nest([(0, 1)])
 
 
 def test_nest_takes_a_mapping_and_gives_the_names_back():

@@ -302,3 +302,118 @@ def test_bfloat16_parameters_read_new_gradients_in_the_rule_run_with_torch():
     sequence = [{"w": torch.full((4,), float(k + 1), dtype=torch.bfloat16)} for k in range(3)]
     params, _ = _steps(anyoptim.SGD(0.125), {"w": torch.ones(4, dtype=torch.bfloat16)}, sequence)
     assert torch.equal(params["w"], torch.full((4,), 1.0 - 0.125 * 6, dtype=torch.bfloat16))
+
+
+def test_a_gradient_scale_tensor_of_each_step_is_not_kept_alive():
+    """clip_global_norm makes a new 0-D tensor every step: the views made of it must not pile up (a leak)."""
+    import gc
+
+    def live_tensors():
+        gc.collect()
+        return sum(1 for found in gc.get_objects() if isinstance(found, torch.Tensor))
+
+    params, grads = {"w": torch.ones(4)}, {"w": torch.tensor([3.0, -4.0, 1.0, 0.5])}
+    optimizer = anyoptim.Adam(0.1, clip_global_norm=1.0)
+    state = optimizer.init(params)
+    for _ in range(3):
+        params, state = optimizer.step(params, grads, state)
+    before = live_tensors()
+    for _ in range(50):
+        params, state = optimizer.step(params, grads, state)
+    assert live_tensors() <= before + 2
+
+
+def test_gradients_that_only_some_runs_could_read_are_never_read_by_a_later_step():
+    """Two programs (decayed and not): new gradients the first run takes and the second refuses (strided) go the
+    validated path, which skips the step (NaN); the earlier gradients passed again must be the ones read."""
+    mask = {"a": True, "b": False}
+    optimizer = anyoptim.SGD(0.1, weight_decay=0.5, weight_decay_mask=mask, on_nonfinite="skip")
+    params = {"a": torch.ones(4, 3, dtype=torch.float64), "b": torch.ones(4, 3, dtype=torch.float64)}
+    state = optimizer.init(params)
+    first = {"a": torch.ones(4, 3, dtype=torch.float64), "b": torch.ones(4, 3, dtype=torch.float64)}
+    params, state = optimizer.step(params, first, state)
+    bad = {"a": torch.full((4, 3), float("nan"), dtype=torch.float64), "b": torch.ones(3, 4, dtype=torch.float64).T}
+    params, state = optimizer.step(params, bad, state)
+    assert state.skipped == 1
+    params, state = optimizer.step(params, first, state)
+    reference = anyoptim.SGD(0.1, weight_decay=0.5, weight_decay_mask=mask, engine="generic")
+    expected, _ = _steps(reference, {name: torch.ones(4, 3, dtype=torch.float64) for name in mask}, [first, first])
+    for name in params:
+        np.testing.assert_allclose(params[name].numpy(), expected[name].numpy(), rtol=1e-15, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        pytest.param(lambda: torch.ones(1, dtype=torch.float64).expand(3), "stride of 0", id="expanded"),
+        pytest.param(lambda: _inference(torch.ones(3, dtype=torch.float64)), "inference tensor", id="inference"),
+    ],
+)
+def test_a_parameter_that_cannot_be_written_in_place_is_refused_before_anything_changes(make, match):
+    """The step writes torch parameters in place: one it cannot write is named before any other moves."""
+    first = torch.ones(3, dtype=torch.float64)  # a leaf the fused part would update first
+    params = {"a": first, "b": make()}
+    optimizer = anyoptim.SGD(0.1)
+    with pytest.raises(ValueError, match=rf"params\['b'\] is .*{match}"):
+        optimizer.init(params)
+    state = anyoptim.SGD(0.1).init({"a": torch.ones(3, dtype=torch.float64), "b": torch.ones(3, dtype=torch.float64)})
+    grads = {"a": torch.ones(3, dtype=torch.float64), "b": torch.ones(3, dtype=torch.float64)}
+    with pytest.raises(ValueError, match=rf"params\['b'\] is .*{match}"):
+        optimizer.step(params, grads, state)
+    assert torch.equal(first, torch.ones(3, dtype=torch.float64))
+
+
+def _inference(tensor):
+    with torch.inference_mode():
+        return tensor.clone()
+
+
+def test_a_state_made_under_inference_mode_is_refused_before_anything_changes():
+    params = {"a": torch.ones(3, dtype=torch.float64), "b": torch.ones(3, dtype=torch.float64)}
+    optimizer = anyoptim.Adam(0.1)
+    state = optimizer.init(params)
+    with torch.inference_mode():
+        made_there = optimizer.init(params)
+    slots = {"m": state.slots["m"], "v": {"a": state.slots["v"]["a"], "b": made_there.slots["v"]["b"]}}
+    mixed = anyoptim.OptimizerState(0, 0.1, slots, 0, state.structure, state.optimizer)
+    grads = {"a": torch.ones(3, dtype=torch.float64), "b": torch.ones(3, dtype=torch.float64)}
+    with pytest.raises(ValueError, match=r"state slot 'v' leaf 1 is an inference tensor"):
+        optimizer.step(params, grads, mixed)
+    assert torch.equal(params["a"], torch.ones(3, dtype=torch.float64))
+    assert torch.equal(state.slots["m"]["a"], torch.zeros(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("again", [False, True], ids=["step", "step_again"])
+def test_a_parameter_given_other_memory_between_steps_is_updated_there(again):
+    """``p.data = t`` (torch.nn.utils.vector_to_parameters, module.share_memory()) keeps the tensor object and
+    gives it other memory: the next step updates that memory, not the old one the prepared views still hold."""
+    w = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    optimizer = anyoptim.SGD(0.5)
+    params, grads = {"w": w}, {"w": torch.ones(3, dtype=torch.float64)}
+    state = optimizer.init(params)
+    params, state = optimizer.step(params, grads, state)
+    params, state = optimizer.step(params, grads, state)  # the prepared step
+    w.data = torch.full((3,), 4.0, dtype=torch.float64)
+    params, state = (optimizer.step_again if again else optimizer.step)(params, grads, state)
+    assert params["w"] is w and w.is_leaf
+    assert torch.equal(w.detach(), torch.full((3,), 3.5, dtype=torch.float64))
+    torch.nn.utils.vector_to_parameters(torch.zeros(3, dtype=torch.float64), [w])
+    params, state = optimizer.step(params, grads, state)
+    assert torch.equal(w.detach(), torch.full((3,), -0.5, dtype=torch.float64))
+
+
+def test_parameters_passed_to_the_constructor_as_in_torch_optim_are_explained():
+    """``Adam(model.parameters())``, torch.optim's first line: the message says where parameters go instead."""
+    module = torch.nn.Linear(2, 1)
+    for given in (module.parameters(), list(module.parameters()), {"w": torch.ones(2)}):
+        with pytest.raises(ValueError, match=r"holds no parameters .* step\(params, grads, state\)"):
+            anyoptim.Adam(given)
+    with pytest.raises(ValueError, match=r"^learning_rate must be a number, got '0.1'$"):
+        anyoptim.Adam("0.1")
+
+
+def test_a_torch_keyword_with_advice_is_not_taken_for_a_near_spelling():
+    """Adagrad(lr_decay=...) is advice (a schedule), not a misspelt weight_decay."""
+    with pytest.raises(TypeError) as raised:
+        anyoptim.Adagrad(0.1, lr_decay=0.01)
+    assert "schedule" in str(raised.value) and "weight_decay" not in str(raised.value)

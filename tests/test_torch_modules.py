@@ -171,3 +171,68 @@ def test_dotted_names_are_refused_with_a_pointer_to_nest():
     model = _module(torch.float32)
     with pytest.raises(ValueError, match=r"has key '0.weight'.*anyoptim.tree.nest"):
         anyoptim.Adam(0.1).init(dict(model.named_parameters()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=["float16", "bfloat16", "f32"])
+def test_a_module_trains_with_master_weights(dtype):
+    """``master_weights=True`` on a module's own parameters (nn.Parameters, which require grad): the master copies
+    are values, not autograd history, and the steps are those of plain tensors of the same values."""
+    module = _module(torch.float32).to(dtype)
+    plain = nest((name, p.detach().clone()) for name, p in module.named_parameters())
+    optimizer, reference = anyoptim.Adam(1e-3, master_weights=True), anyoptim.Adam(1e-3, master_weights=True)
+    params = nest(module.named_parameters())
+    state = optimizer.init(params)
+    expected_state = reference.init(plain)
+    for tree in state.slots.values():
+        assert not any(leaf.requires_grad for leaf in anyoptim.tree.tree_flatten(tree)[1])
+    for step in range(3):
+        X, y = _data(torch.float32, step)
+        _backward(module, X.to(dtype), y.to(dtype), set_to_none=True)
+        params, state = optimizer.step(params, nest((n, p.grad) for n, p in module.named_parameters()), state)
+        grads = nest((name, p.grad.clone()) for name, p in module.named_parameters())
+        plain, expected_state = reference.step(plain, grads, expected_state)
+    for name, p in module.named_parameters():
+        assert p.is_leaf and p.dtype == dtype
+        layer, _, kind = name.partition(".")
+        assert torch.equal(p.detach(), plain[layer][kind]), name
+
+
+def test_a_partial_load_fills_missing_leaves_from_a_modules_parameters(tmp_path):
+    """``load(like=..., strict=False)`` copies the values of like's leaves it finds no tensor for; for
+    nn.Parameters (which require grad) that copy must not be an autograd operation."""
+    pytest.importorskip("safetensors")
+    module = _module(torch.float32)
+    optimizer = anyoptim.Adam(0.1, master_weights=True)
+    saved = {"first": nest(module[0].named_parameters())}
+    path = tmp_path / "part.safetensors"
+    anyoptim.save(path, saved, optimizer.init(saved), optimizer=optimizer)
+    like = {"first": nest(module[0].named_parameters()), "last": nest(module[2].named_parameters())}
+    with pytest.warns(anyoptim.checkpoint.CheckpointWarning):
+        params, state = anyoptim.load(path, like=like, optimizer=optimizer, strict=False)
+    for tree in (params, *state.slots.values()):
+        assert not any(leaf.requires_grad for leaf in anyoptim.tree.tree_flatten(tree)[1])
+    assert torch.equal(params["last"]["weight"], module[2].weight.detach())
+    assert torch.equal(state.slots["master"]["last"]["bias"], module[2].bias.detach())
+
+
+def test_a_module_laid_out_by_flatten_trains_in_its_flat_buffer():
+    """flatten copies a module's Parameters (values, no autograd history); pointing the module at the views
+    (``p.data = view``) makes one span, which the steps update in place, as steps on the module's own do."""
+    module, reference = _module(torch.float64), _module(torch.float64)
+    flat = anyoptim.flatten(nest(module.named_parameters()))
+    assert not any(leaf.requires_grad for leaf in anyoptim.tree.tree_flatten(flat)[1])
+    for name, p in module.named_parameters():
+        layer, _, kind = name.partition(".")
+        p.data = flat[layer][kind]
+    optimizers = [anyoptim.Adam(0.01), anyoptim.Adam(0.01)]
+    trees = [nest(module.named_parameters()), nest(reference.named_parameters())]
+    states = [opt.init(tree) for opt, tree in zip(optimizers, trees, strict=True)]
+    for step in range(3):
+        X, y = _data(torch.float64, step)
+        for i, model in enumerate((module, reference)):
+            _backward(model, X, y, set_to_none=True)
+            grads = nest((n, p.grad) for n, p in model.named_parameters())
+            trees[i], states[i] = optimizers[i].step(trees[i], grads, states[i])
+    for (name, p), q in zip(module.named_parameters(), reference.parameters(), strict=True):
+        assert p.is_leaf and p.data_ptr() == flat[name.partition(".")[0]][name.partition(".")[2]].data_ptr()
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-12, err_msg=name)

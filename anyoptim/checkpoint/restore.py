@@ -9,6 +9,8 @@ from typing import Any
 
 from .. import optimizers
 from .._namespace import check_leaves, is_mutable
+from ..engines.memory import untracked
+from ..engines.precision import MASTER, is_narrow
 from ..engines.spans import flat_views
 from ..optimizers.base import Optimizer
 from ..optimizers.validation import state_owner
@@ -283,16 +285,20 @@ def _match(info: CheckpointInfo, names: list[str], leaves: list[Any], xp: Any) -
 # --------------------------------------------------------------------------- placing arrays
 
 
-def _slot_leaves(file: CheckpointFile, xp: Any, leaves: list[Any], names: list[str], slot: str) -> list[Any]:
-    """The leaves a slot is read like: ``leaves``, or float32 copies where the file holds a float16 parameter's state
-    in float32 (``master_weights=True``) and ``like``'s leaf is float16 too."""
+def _slot_leaves(
+    file: CheckpointFile, xp: Any, leaves: list[Any], names: list[str], slot: str, loaded: set[str], master: bool
+) -> list[Any]:
+    """The leaves a slot is read like: ``leaves``, or float32 copies of the float16/bfloat16 ones whose state is
+    float32: where the file holds it so (``master_weights=True``), and for a leaf the load skips, with master
+    weights (as :meth:`~anyoptim.Optimizer.init` makes it)."""
     wide = [
-        file.dtypes.get(f"state/{slot}/{name}") == "float32" and dtype_name(xp, leaf.dtype) == "float16"
+        is_narrow(xp, leaf.dtype)
+        and (file.dtypes.get(f"state/{slot}/{name}") == "float32" if name in loaded else master)
         for name, leaf in zip(names, leaves, strict=True)
     ]
     if not any(wide):
         return leaves
-    return [xp.astype(leaf, xp.float32) if w else leaf for leaf, w in zip(leaves, wide, strict=True)]
+    return [xp.astype(untracked(leaf), xp.float32) if w else leaf for leaf, w in zip(leaves, wide, strict=True)]
 
 
 def _read_leaves(
@@ -313,8 +319,8 @@ def _read_leaves(
         ]
     out = flat_views(xp, leaves)
     for target, leaf, key in zip(out, leaves, keys, strict=True):
-        if key is None:
-            target[...] = leaf if fill is None else fill
+        if key is None:  # like's values (untracked: a torch Parameter's copy records no graph), or the fill
+            target[...] = untracked(leaf) if fill is None else fill
         elif not file.read_into(key, target):  # a NumPy target took the bytes straight from the file
             target[...] = xp.asarray(file.tensor(key), device=device)
     return out
@@ -342,7 +348,7 @@ def load(
         class (and, with ``strict``, the same settings) and have its slots
         (:meth:`~anyoptim.Optimizer.slot_fills`, whose values fill the leaves a
         partial load skips).  Default: the state's slots as saved (zeros for
-        skipped leaves).
+        skipped leaves; the master copies of ``master_weights=True``, like's values).
     strict : bool, default True
         Every name, shape, dtype, state slot and setting must match, else a
         ``ValueError`` lists all differences.  With False, what matches is
@@ -409,7 +415,7 @@ def _load(file: CheckpointFile, like: Any, optimizer: Optimizer | None, strict: 
     maker = _maker(file, info, optimizer)
     matched, mismatches = _match(info, names, leaves, xp)
     problems += mismatches
-    fills = {slot: 0.0 for slot in info.slots}
+    fills: dict[str, float | None] = {slot: None if slot == MASTER else 0.0 for slot in info.slots}  # None: like's
     if optimizer is not None:
         fills = optimizer.slot_fills()
         if sorted(fills) != sorted(info.slots):
@@ -431,7 +437,14 @@ def _load(file: CheckpointFile, like: Any, optimizer: Optimizer | None, strict: 
     slots = {
         slot: tree_unflatten(
             treedef,
-            _read_leaves(file, xp, device, _slot_leaves(file, xp, leaves, names, slot), keys(f"state/{slot}"), fill),
+            _read_leaves(
+                file,
+                xp,
+                device,
+                _slot_leaves(file, xp, leaves, names, slot, loaded, MASTER in fills),
+                keys(f"state/{slot}"),
+                fill,
+            ),
         )
         for slot, fill in fills.items()
     }

@@ -18,8 +18,12 @@ __all__ = ["GenericEngine"]
 class GenericEngine:
     """Apply a program leaf by leaf and return new arrays: an :class:`~anyoptim.engines.Engine`.
 
-    The engine of every library without a fused one (torch, JAX,
-    array-api-strict) and of ``engine="generic"``: each optimizer step evaluates
+    The engine of every library without a fused one (JAX, array-api-strict)
+    and of ``engine="generic"`` (except for torch tensors, which
+    :class:`~anyoptim.engines.torch_bridge.TorchEngine` updates in place, outside
+    autograd, for "auto", "fused" and "generic" alike; a ``GenericEngine`` object pinned for torch
+    tensors returns new ones, recorded by autograd where they require grad):
+    each optimizer step evaluates
     the rule on each leaf with the arrays' own namespace, so it runs wherever the
     Array API does, immutable arrays included, at the cost of a few temporaries
     per leaf and per operator.  A leaf of float16 or bfloat16 (or with state in
@@ -40,7 +44,7 @@ class GenericEngine:
 
     Examples
     --------
-    Pin an optimizer to it (``engine="generic"`` does the same):
+    Pin an optimizer to it (``engine="generic"`` does the same, but on torch):
 
     >>> import numpy as np, anyoptim
     >>> from anyoptim.engines import GenericEngine

@@ -4,7 +4,9 @@ A step that updates ``params["a"]`` in place while ``params["b"]`` is a view of
 the same memory updates it twice; one that reads a gradient after writing the
 parameter it aliases reads the new value.  :func:`overlapping` finds such pairs
 among NumPy, CuPy and torch arrays; the optimizers refuse overlapping
-parameters and copy aliased gradients before any engine runs.
+parameters and copy aliased gradients before any engine runs.  :func:`untracked`
+gives the memory of a torch tensor without autograd, for code that copies values
+into arrays of its own.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.array_utils import byte_bounds
 
-__all__ = ["byte_range", "overlapping"]
+__all__ = ["byte_range", "overlapping", "untracked"]
 
 
 def byte_range(leaf: Any) -> tuple[int, int] | None:
@@ -64,3 +66,33 @@ def _share(a: Any, b: Any) -> bool:
     if type(a).__module__.startswith("cupy") and type(b).__module__.startswith("cupy"):
         return bool(sys.modules["cupy"].shares_memory(a, b))  # exact: views that interleave share nothing
     return True
+
+
+def untracked(leaf: Any) -> Any:
+    """``leaf``'s memory without autograd: a torch tensor detached (its values are copied, not its history).
+
+    ``state[...] = param`` records an autograd operation when ``param`` requires grad (a ``torch.nn.Parameter``):
+    the copy drags the parameter's graph along, or fails if the target is a leaf that requires grad.  Writing
+    ``untracked(param)`` copies the values only.  Other libraries' arrays are returned as they are.
+
+    Parameters
+    ----------
+    leaf : array
+        An array of any library.
+
+    Returns
+    -------
+    array
+        ``leaf.detach()`` for a torch tensor (the same memory), else ``leaf``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anyoptim.engines.memory import untracked
+    >>> x = np.ones(2)
+    >>> untracked(x) is x
+    True
+    """
+    if type(leaf).__module__.partition(".")[0] == "torch":
+        return leaf.detach()
+    return leaf

@@ -40,7 +40,7 @@ from .fused import FusedEngine
 from .generic import GenericEngine
 from .program import Program
 
-__all__ = ["FUSED_TORCH_DTYPES", "TorchEngine", "TorchStep"]
+__all__ = ["FUSED_TORCH_DTYPES", "TorchEngine", "TorchStep", "unwritable"]
 
 #: The dtypes whose tensors the fused engines update through views; others run the rule with torch.
 FUSED_TORCH_DTYPES = ("float32", "float64")
@@ -72,6 +72,43 @@ def _viewable(tensor: Any, device_type: str) -> bool:
         and tensor.is_contiguous()
         and not (tensor.is_neg() or tensor.is_conj() or tensor.is_inference())
     )
+
+
+def unwritable(tensor: Any) -> str | None:
+    """Why ``tensor`` cannot be updated in place outside autograd, or None where it can.
+
+    Parameters
+    ----------
+    tensor : torch.Tensor
+        A parameter or a state array of a step.
+
+    Returns
+    -------
+    str or None
+        What is wrong and what to do, for a message naming the tensor: an inference tensor (made under
+        :func:`torch.inference_mode`, which refuses writes outside it), or one whose elements share memory (a
+        stride of 0, as ``expand()`` makes).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from anyoptim.engines.torch_bridge import unwritable
+    >>> print(unwritable(torch.zeros(3)))
+    None
+    >>> unwritable(torch.zeros(1).expand(3))[:46]
+    'a tensor whose elements share memory (a stride'
+    """
+    if tensor.is_inference():
+        return (
+            "an inference tensor (made under torch.inference_mode()), which cannot be updated in place outside "
+            "it: make it outside inference mode (or pass t.clone() made outside it)"
+        )
+    if any(stride == 0 and size > 1 for size, stride in zip(tensor.shape, tensor.stride(), strict=True)):
+        return (
+            "a tensor whose elements share memory (a stride of 0, as expand() makes): an update in place would "
+            "write each of them several times; pass a tensor of its own (t.clone())"
+        )
+    return None
 
 
 class _Views:
@@ -128,6 +165,9 @@ class TorchStep:
         Always True: every leaf's results are written into the given tensors.
     parts : dict of str to list of int
         Leaf indices by how they run: ``"host"``, ``"device"``, ``"generic"``.
+    bound : callable
+        ``bound() -> bool``: whether the parameters run through views still have the memory they were prepared
+        with (``p.data = t`` gives a parameter other memory; then a new step must be prepared).
     """
 
     in_place = True
@@ -147,6 +187,11 @@ class TorchStep:
         self.slots = {name: list(values) for name, values in slots.items()}
         columns = [self.params, list(grads), *self.slots.values()]
         count = len(self.params)
+        for what, column in [("params", self.params), *((f"state slot {n!r}", v) for n, v in self.slots.items())]:
+            for i, tensor in enumerate(column):  # refused here, before any part of any program runs
+                problem = unwritable(tensor)
+                if problem is not None:
+                    raise ValueError(f"{what} leaf {i} is {problem}")
         self.parts: dict[str, list[int]] = {"host": [], "device": [], "generic": []}
         device: Any = None
         host = engine.host_engine() if engine.fused else None
@@ -179,10 +224,16 @@ class TorchStep:
         fused = self.parts["host"] + self.parts["device"]
         self.written = [column[i] for column in (self.params, *self.slots.values()) for i in fused]
         self.bump = _torch().autograd.graph.increment_version if self.written else None
+        # The views hold the memory the parameters had: ``p.data = t`` (vector_to_parameters, share_memory())
+        # gives a parameter other memory, and the step must be prepared again, else it updates the old memory.
+        fused_params = [self.params[i] for i in fused]
+        addresses = [p.data_ptr() for p in fused_params]
+        data_ptr = _torch().Tensor.data_ptr
+        self.bound = lambda: list(map(data_ptr, fused_params)) == addresses
 
     def _fused(
         self,
-        fused: tuple[Any, Callable[[Any], Any]],
+        fused: tuple[Any, _Views],
         part: str,
         program: Program,
         xp: Any,
@@ -196,7 +247,8 @@ class TorchStep:
         every = len(indices) == len(self.params)
         views = [[view(column[i]) for i in indices] for column in columns]
         pick = (lambda hps: hps) if every else (lambda hps: [hps[i] for i in indices])
-        hps_of = (lambda hps: _hp_views(pick(hps), view)) if tensor_hps else pick
+        # A tensor scalar (the clip factor) is a new tensor each step: viewed on its own, not kept by ``view``'s cache
+        hps_of = (lambda hps: _hp_views(pick(hps), view.view)) if tensor_hps else pick
         step = engine.prepare(
             program,
             array_namespace(views[0][0]),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,8 +48,9 @@ def launch_comm() -> MPICommunicator | None:
 def only_rank_0_speaks(args: Any) -> Iterator[None]:
     """Run a command so that only rank 0 of an MPI launch prints and writes files.
 
-    Other ranks train (they take part in every collective) with their standard
-    output discarded, ``--no-plots`` set and ``predict --output`` unset (their
+    Rank 0 says on its standard error how many processes train.  Other ranks
+    train (they take part in every collective) with their standard output
+    discarded, ``--no-plots`` set and ``predict --output`` unset (their
     predictions go to the discarded output); errors still reach their standard
     error.  Outside an MPI launch nothing changes.
 
@@ -84,6 +86,7 @@ def only_rank_0_speaks(args: Any) -> Iterator[None]:
     if backend not in PARALLEL_BACKENDS:
         raise UsageError(f"under mpiexec the backend must be one of {PARALLEL_BACKENDS}, got {backend!r}")
     if comm.rank == 0:
+        print(f"anyoptim: data-parallel over {comm.size} MPI processes; this one (rank 0) prints", file=sys.stderr)
         yield
         return
     if hasattr(args, "no_plots"):

@@ -65,14 +65,14 @@ def step_scalars(
     On the host the scalars are Python floats.  Under ``jax.jit`` those of the
     count (and a schedule's rate) are traced 0-D arrays, computed in double
     precision (:func:`anyoptim.count_math.evaluate`) and cast to the dtype each
-    key's leaves compute in, as a Python float is cast where it meets an array
-    there: float32 for float16 and bfloat16 leaves (:mod:`anyoptim.engines.precision`),
-    not their own dtype, which would round a bias correction to 3 digits.
+    key's leaves compute in (float32 for float16 and bfloat16,
+    :mod:`anyoptim.engines.precision`), as a Python float is cast where it meets
+    the widened arrays.
 
     Parameters
     ----------
     xp : namespace
-        The arrays' namespace (to cast ``grad_scale`` to each key's dtype).
+        The arrays' namespace (to cast ``grad_scale`` to each key's compute dtype).
     scalars_of_count : callable
         ``f(count) -> dict``: the optimizer's scalars of the step after ``count``
         steps (betas, bias corrections), other than the rate.
@@ -83,7 +83,8 @@ def step_scalars(
     clip_value : float or None
         Added as ``"clip_value"`` when not None.
     grad_scale : 0-D array or None
-        The global-norm clip factor, added as ``"grad_scale"`` in each key's dtype.
+        The global-norm clip factor, added as ``"grad_scale"`` in the dtype each key's leaves compute in (float32
+        for float16 and bfloat16: a factor rounded to float16 may be 0).
     weight_decay : float
         λ, added with ``"decay"`` :math:`= \\alpha\\lambda` for decayed keys.
     keys, key_of_leaf
@@ -103,14 +104,15 @@ def step_scalars(
         shared = []
         for dtype, is_decayed in keys:
             hp = common if len(keys) == 1 else dict(common)
+            if grad_scale is not None or traced:  # float32 for float16/bfloat16 leaves: the dtype the step runs in
+                dtype = compute_dtype(xp, [dtype])
             if grad_scale is not None:
                 hp["grad_scale"] = xp.astype(grad_scale, dtype)
             if is_decayed:
                 hp["weight_decay"] = weight_decay
                 hp["decay"] = learning_rate * weight_decay
             if traced:
-                wide = compute_dtype(xp, [dtype])
-                hp.update({name: xp.astype(value, wide) for name, value in hp.items() if is_traced(value)})
+                hp.update({name: xp.astype(value, dtype) for name, value in hp.items() if is_traced(value)})
             shared.append(hp)
         if len(shared) == 1:
             return shared * len(key_of_leaf)

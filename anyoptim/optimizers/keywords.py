@@ -116,7 +116,7 @@ def check_keywords(cls: type, kwargs: Mapping[str, Any]) -> None:
 def _message(owner: str, name: str, accepted: tuple[str, ...]) -> str:
     message = f"{owner}() got an unexpected keyword argument {name!r}"
     meant = [n for n in TORCH_NAMES.get(name, ()) if n in accepted]
-    if not meant:
+    if not meant and name not in _HINTS:  # a hint says what to do; a near spelling (lr_decay, weight_decay) misleads
         meant = difflib.get_close_matches(name, accepted, n=1)
     if meant:
         message += "; did you mean " + " and ".join(map(repr, meant)) + "?"

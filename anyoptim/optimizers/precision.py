@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._namespace import is_mutable
+from ..engines.memory import untracked
 from ..engines.precision import MASTER, compute_dtype
 
 __all__ = ["MASTER", "init_slots", "state_slot_fills"]
@@ -97,6 +98,7 @@ def init_slots(engine: Any, xp: Any, leaves: Sequence[Any], fills: Mapping[str, 
     """
     if MASTER not in fills:
         return engine.init_slots(xp, leaves, fills)
+    leaves = [untracked(leaf) for leaf in leaves]  # values only: a torch Parameter's copy records no graph
     templates = [xp.astype(leaf, compute_dtype(xp, [leaf.dtype])) for leaf in leaves]
     slots = engine.init_slots(xp, templates, {name: 0.0 if fill is None else fill for name, fill in fills.items()})
     if is_mutable(xp):

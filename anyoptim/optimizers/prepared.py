@@ -31,6 +31,7 @@ class PreparedStep:
     """
 
     __slots__ = (
+        "check",
         "flagged",
         "g_leaves",
         "grads_in",
@@ -71,6 +72,9 @@ class PreparedStep:
         everything = list(range(len(p_leaves)))
         # A prepared step is called with this step's scalars; update() does the same without building results.
         self.runs = [(getattr(run, "update", run), None if indices == everything else indices) for run, indices in runs]
+        # Runs that may have lost their arrays' memory (the torch engine's: ``p.data = t``) say so.
+        checks = [run.bound for run, _ in runs if hasattr(run, "bound")]
+        self.check = checks[0] if len(checks) == 1 else (lambda: all(check() for check in checks)) if checks else None
         # Runs that can read new gradient arrays (the torch engine's): a loop whose grads are new every step.
         rebinders = [(getattr(run, "with_grads", None), indices) for run, indices in runs]
         self.rebinders = rebinders if all(rebind is not None for rebind, _ in rebinders) else None
@@ -82,7 +86,9 @@ class PreparedStep:
 
     def follows(self, params: Any, grads: Any, state: Any) -> bool:
         """Whether a call passes back the very params and slots the step returned, and the grads tree it was given."""
-        return params is self.params_out and state.slots is self.slots_out and grads is self.grads_in
+        if params is not self.params_out or state.slots is not self.slots_out or grads is not self.grads_in:
+            return False
+        return self.check is None or self.check()
 
     def matches(self, params: Any, grads: Any, state: Any) -> bool:
         """Whether a call passes exactly the arrays (and structures) this was made for."""
@@ -107,6 +113,8 @@ class PreparedStep:
         # NumPy lets code set .shape and .dtype of an existing array: check those of params and grads.
         if list(map(shape_and_dtype, found[: len(self.layout)])) != self.layout:
             return False
+        if self.check is not None and not self.check():
+            return False
         return all(leaf.flags.writeable for leaf in self.flagged)
 
     def rebind(self, found: tuple, grads: Any) -> bool:
@@ -115,7 +123,9 @@ class PreparedStep:
         ``found`` holds the call's leaves as :meth:`matches` gathers them.  The parameters and slots must be the
         very ones prepared; each new gradient an array of its old one's type, shape, dtype, device and layout,
         sharing no memory with a parameter or a slot (an aliased gradient takes the validated path, which
-        copies it).  Then every run rebinds (``with_grads``) or the call takes the validated path.
+        copies it).  Then every run rebinds (``with_grads``) or the call takes the validated path; where some
+        runs rebound before one refused, this step no longer matches any call (the validated path may return
+        early, a skipped step, and leave it the optimizer's).
         """
         count = len(self.g_leaves)
         params = len(self.layout) - count
@@ -138,8 +148,10 @@ class PreparedStep:
             bounds = byte_range(g)
             if bounds is not None and (below := bisect.bisect_left(starts, bounds[1])) and reach[below - 1] > bounds[0]:
                 return False
-        for rebind, indices in self.rebinders:
+        for position, (rebind, indices) in enumerate(self.rebinders):
             if not rebind(new if indices is None or len(indices) == count else [new[i] for i in indices]):
+                if position:  # the runs before read the new gradients now: never run this step again
+                    self.leaves, self.grads_in, self.rebinders = (), None, None
                 return False
         self.g_leaves = list(new)
         self.leaves = found

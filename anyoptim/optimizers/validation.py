@@ -16,6 +16,7 @@ from .._namespace import array_namespace, check_leaves, device_of
 from ..count_math import is_traced
 from ..engines.memory import overlapping
 from ..engines.precision import is_narrow
+from ..engines.torch_bridge import unwritable
 from ..state import OptimizerState
 from ..transforms import first_nonfinite
 from ..tree import TreeDef, check_same_structure, tree_flatten
@@ -158,13 +159,16 @@ def _library(array: Any) -> str:
 
 
 def check_distinct(names: list[str], leaves: list[Any]) -> None:
-    """Refuse a tree that holds one array, or two views of one memory, under two names.
+    """Refuse a tree that holds one array, or two views of one memory, under two names (or a torch tensor that
+    cannot be updated in place: :func:`~anyoptim.engines.torch_bridge.unwritable`).
 
     An in-place engine would update it twice (``{"a": x, "b": x[:]}``).  Views
     that share no element (``x[::2]`` and ``x[1::2]``) are distinct parameters.
     """
     first_name: dict[int, str] = {}
     for name, leaf in zip(names, leaves, strict=True):
+        if _library(leaf) == "torch" and (problem := unwritable(leaf)) is not None:  # updated in place
+            raise ValueError(f"params[{name!r}] is {problem}")
         other = first_name.setdefault(id(leaf), name)
         if other != name:
             raise ValueError(

@@ -11,7 +11,7 @@ from typing import Any
 
 from sklearn.base import BaseEstimator
 
-from .hints import check_setting_names
+from .hints import accepted_names, check_setting_names
 
 __all__ = ["BaseMLP"]
 
@@ -20,8 +20,9 @@ class BaseMLP(BaseEstimator):
     """Shared parameters and training of :class:`MLPClassifier` and :class:`MLPRegressor` (see them)."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> BaseMLP:
-        # Before __init__ refuses an unknown keyword: scikit-learn's own names get a hint (solver -> optimizer).
-        check_setting_names(cls.__name__, kwargs)
+        # Before __init__ refuses an unknown keyword: scikit-learn's own names get a hint (solver -> optimizer),
+        # and any other names the class called, not BaseMLP.__init__.
+        check_setting_names(cls.__name__, kwargs, accepted=accepted_names(cls))
         return super().__new__(cls)
 
     def set_params(self, **params: Any) -> BaseMLP:

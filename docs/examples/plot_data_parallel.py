@@ -3,7 +3,8 @@ Data-parallel training with MPI, sharded optimizer state
 ========================================================
 
 The same script trains alone or on N processes: started with
-``mpiexec -n 4 python plot_data_parallel.py``, each process takes a quarter of
+``mpiexec -n 4 env OMP_NUM_THREADS=1 python plot_data_parallel.py`` (one BLAS
+thread per process, or they fight over the cores), each process takes a quarter of
 every mini-batch, the gradients are summed with one all-reduce per dtype buffer,
 and with ``shard_state=True`` each process keeps a quarter of Adam's moments
 (ZeRO stage 1).  The docs build runs it with one process, where
