@@ -500,3 +500,55 @@ def test_train_save_under_mpiexec_writes_the_checkpoint_one_process_resumes(tmp_
     run("--epochs", "6", "--save", path, n=2)
     resumed = run("--epochs", "12", "--save", path, "--resume")  # one process continues the two's file
     assert _costs(resumed) == _costs(run("--epochs", "12")) != []
+
+
+# --------------------------------------------------------------------------- oversubscription
+
+
+@pytest.mark.parametrize(
+    ("environ", "cores", "warns"),
+    [
+        ({"MPI_LOCALNRANKS": "2"}, 2, True),  # MPICH, no thread variable: 2 x 2 threads on 2 cores
+        ({"OMPI_COMM_WORLD_LOCAL_SIZE": "4", "OMP_NUM_THREADS": "2"}, 4, True),
+        ({"MPI_LOCALNRANKS": "2", "OMP_NUM_THREADS": "1"}, 2, False),
+        ({"MPI_LOCALNRANKS": "2", "OPENBLAS_NUM_THREADS": "4"}, 8, False),
+        ({"MPI_LOCALNRANKS": "1"}, 2, False),  # one process on this machine
+        ({}, 2, False),  # not launched by a launcher that says
+    ],
+)
+def test_oversubscription_is_explained_with_the_fix(environ, cores, warns):
+    from anyoptim.distributed.threads import oversubscription
+
+    message = oversubscription(environ, cores)
+    assert (message is not None) == warns
+    if warns:
+        assert "OMP_NUM_THREADS=" in message and f"on {cores} cores" in message
+
+
+def test_two_processes_without_a_thread_limit_warn_once_each():
+    _needs_mpi()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+    }
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    code = (
+        "import os, warnings; warnings.simplefilter('always'); "
+        "from anyoptim.distributed import MPICommunicator; MPICommunicator()"
+    )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    run = subprocess.run(
+        [MPIEXEC, "-n", "2", sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stderr.count("OversubscriptionWarning") == (2 if 2 * cores > cores else 0)
+    quiet = subprocess.run(
+        [MPIEXEC, "-n", "2", "env", "OMP_NUM_THREADS=1", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
+    assert quiet.returncode == 0 and "OversubscriptionWarning" not in quiet.stderr

@@ -25,6 +25,7 @@ from .comm import OPS, Communicator, MPICommunicator, launched_by_mpi
 from .nccl import NCCLCommunicator
 from .parallel import DataParallel, FitTeam, ParallelOptimizer
 from .sharded import ShardedState, ShardedStep
+from .threads import OversubscriptionWarning
 
 __all__ = [
     "OPS",
@@ -33,6 +34,7 @@ __all__ = [
     "FitTeam",
     "MPICommunicator",
     "NCCLCommunicator",
+    "OversubscriptionWarning",
     "ParallelOptimizer",
     "ShardedState",
     "ShardedStep",

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .bounds import shard_bounds
+from .threads import warn_if_oversubscribed
 
 __all__ = ["OPS", "Communicator", "MPICommunicator", "launched_by_mpi"]
 
@@ -289,6 +290,13 @@ class MPICommunicator(Communicator):
     TypeError
         If ``comm`` is not an mpi4py intracommunicator.
 
+    Warns
+    -----
+    OversubscriptionWarning
+        When several processes of the launch share this machine and their BLAS
+        threads together exceed its cores (:mod:`anyoptim.distributed.threads`):
+        set ``OMP_NUM_THREADS`` as the message says.
+
     Examples
     --------
     Run under ``mpiexec -n 2 python script.py``; alone it is one process:
@@ -317,6 +325,8 @@ class MPICommunicator(Communicator):
         self.size = comm.Get_size()
         self._mpi = MPI
         self._ops = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+        if self.size > 1:
+            warn_if_oversubscribed()
 
     def __repr__(self) -> str:
         return f"MPICommunicator(rank={self.rank}, size={self.size}, cuda_aware={self.cuda_aware})"
