@@ -16,7 +16,6 @@ from .._namespace import array_namespace, check_leaves, device_of
 from ..count_math import is_traced
 from ..engines.memory import overlapping
 from ..engines.precision import is_narrow
-from ..engines.torch_bridge import unwritable
 from ..state import OptimizerState
 from ..transforms import first_nonfinite
 from ..tree import TreeDef, check_same_structure, tree_flatten
@@ -167,8 +166,11 @@ def check_distinct(names: list[str], leaves: list[Any]) -> None:
     """
     first_name: dict[int, str] = {}
     for name, leaf in zip(names, leaves, strict=True):
-        if _library(leaf) == "torch" and (problem := unwritable(leaf)) is not None:  # updated in place
-            raise ValueError(f"params[{name!r}] is {problem}")
+        if _library(leaf) == "torch":  # updated in place; the bridge is loaded for torch tensors only
+            from ..engines.torch_bridge import unwritable
+
+            if (problem := unwritable(leaf)) is not None:
+                raise ValueError(f"params[{name!r}] is {problem}")
         other = first_name.setdefault(id(leaf), name)
         if other != name:
             raise ValueError(
