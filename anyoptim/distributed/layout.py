@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._namespace import check_leaves
+from ..engines.spans import leaves_by_dtype
 from ..tree import tree_flatten
 from .bounds import shard_bounds
 
@@ -95,12 +96,8 @@ class FlatLayout:
         self.leaves = leaves
         self.buffers: list[Any] = []
         self.segments: list[list[Segment]] = []
-        dtypes: list[Any] = []
-        for leaf in leaves:
-            if leaf.dtype not in dtypes:
-                dtypes.append(leaf.dtype)
-        for dtype in dtypes:
-            indices = [i for i, leaf in enumerate(leaves) if leaf.dtype == dtype]
+        for indices in leaves_by_dtype(leaves):  # the buffers of anyoptim.flatten, in its order
+            dtype = leaves[indices[0]].dtype
             buffer = self._buffer_of(names, leaves, indices)
             segments, offset = [], 0
             base = _address(buffer)

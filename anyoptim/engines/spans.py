@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["contiguous_runs", "flat_slots", "flat_views"]
+__all__ = ["contiguous_runs", "flat_slots", "flat_views", "leaves_by_dtype"]
 
 
 def _follows(previous: Any, current: Any, address: Callable[[Any], int], owner: Callable[[Any], Any]) -> bool:
@@ -63,6 +63,33 @@ def contiguous_runs(
     return runs
 
 
+def leaves_by_dtype(leaves: Sequence[Any]) -> list[list[int]]:
+    """Group leaves by dtype: the leaves of each buffer :func:`flat_views` makes, in its order.
+
+    Parameters
+    ----------
+    leaves : sequence of arrays
+        Any arrays with a ``dtype``.
+
+    Returns
+    -------
+    list of list of int
+        One list of leaf indices per dtype, in leaf order; the dtypes in the
+        order they first appear.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anyoptim.engines.spans import leaves_by_dtype
+    >>> leaves_by_dtype([np.zeros(2), np.zeros(1, np.float32), np.zeros(3)])
+    [[0, 2], [1]]
+    """
+    groups: dict[Any, list[int]] = {}
+    for index, leaf in enumerate(leaves):
+        groups.setdefault(leaf.dtype, []).append(index)
+    return list(groups.values())
+
+
 def flat_views(xp: Any, leaves: Sequence[Any], fill: float | None = None) -> list[Any]:
     """Views shaped like ``leaves`` into one new 1-D buffer per dtype, in leaf order.
 
@@ -70,12 +97,8 @@ def flat_views(xp: Any, leaves: Sequence[Any], fill: float | None = None) -> lis
     uninitialised when None).  Needs a library with views (NumPy, CuPy, torch).
     """
     views: list[Any] = [None] * len(leaves)
-    dtypes: list[Any] = []
-    for leaf in leaves:
-        if leaf.dtype not in dtypes:
-            dtypes.append(leaf.dtype)
-    for dtype in dtypes:
-        indices = [i for i, leaf in enumerate(leaves) if leaf.dtype == dtype]
+    for indices in leaves_by_dtype(leaves):
+        dtype = leaves[indices[0]].dtype
         sizes = [math.prod(leaves[i].shape) for i in indices]
         device = leaves[indices[0]].device
         total = (sum(sizes),)
