@@ -18,6 +18,7 @@ from ..state import OptimizerState
 from ..transforms import mask_values
 from ..tree import tree_flatten, tree_unflatten
 from .files import CheckpointError, CheckpointFile, read
+from .in_place import check_in_place_target
 from .store import dtype_name, settings_record, treedef_from_record
 
 __all__ = ["CheckpointInfo", "CheckpointWarning", "load", "read_info"]
@@ -327,7 +328,12 @@ def _read_leaves(
 
 
 def load(
-    path: str | os.PathLike, like: Any = None, optimizer: Optimizer | None = None, strict: bool = True
+    path: str | os.PathLike,
+    like: Any = None,
+    optimizer: Optimizer | None = None,
+    strict: bool = True,
+    *,
+    in_place: bool = False,
 ) -> tuple[Any, OptimizerState]:
     """Load parameters and optimizer state saved by :func:`~anyoptim.save`, matched by leaf name.
 
@@ -354,11 +360,21 @@ def load(
         ``ValueError`` lists all differences.  With False, what matches is
         loaded, the rest keeps ``like``'s values (and fresh state), and a
         :class:`CheckpointWarning` lists what was left out.
+    in_place : bool, default False
+        Copy the saved parameters into ``like``'s own arrays and return
+        ``like`` itself, as ``torch.nn.Module.load_state_dict`` does: a torch
+        module's parameters (``anyoptim.tree.nest(model.named_parameters())``)
+        keep their identity, ``requires_grad`` and ``is_leaf``, and go on
+        training.  The copy starts only after the whole file has been read
+        and checked: a failed load changes nothing.  Needs ``like`` of a
+        library with in-place writes (NumPy, CuPy, torch, array-api-strict),
+        each leaf writeable and its own memory.
 
     Returns
     -------
     params : tree of arrays
-        New arrays; nothing given is changed.
+        New arrays, nothing given changed; with ``in_place``, ``like`` with
+        the saved values (leaves a partial load skips keep theirs).
     state : OptimizerState
         With the saved step count, skipped steps and last learning rate.
 
@@ -370,7 +386,12 @@ def load(
         or with ``strict``, for any mismatch.  Raised before anything is built.
     TypeError
         If ``optimizer`` is not an :class:`~anyoptim.Optimizer`, or ``like`` is
-        not a tree of floating-point arrays.
+        not a tree of floating-point arrays; with ``in_place``, if ``like`` is
+        missing or of a library without in-place writes (JAX).  Raised before
+        the file is opened.
+    ValueError
+        With ``in_place``, if a leaf of ``like`` is read-only, an inference or
+        expanded torch tensor, or shares memory with another leaf.
     ImportError
         If safetensors is not installed.
 
@@ -390,14 +411,29 @@ def load(
     >>> loaded, loaded_state = anyoptim.load(path, like=params, optimizer=opt)
     >>> loaded_state.count, bool(np.array_equal(loaded_state.slots["m"]["W"], state.slots["m"]["W"]))
     (1, True)
+
+    Into the arrays one already trains (a torch module's parameters, say):
+
+    >>> target = {"W": np.zeros((2, 3)), "b": np.zeros(3)}
+    >>> same, _ = anyoptim.load(path, like=target, optimizer=opt, in_place=True)
+    >>> same is target, bool(np.array_equal(target["W"], params["W"]))
+    (True, True)
     """
-    if strict not in (True, False):
-        raise TypeError(f"strict must be True or False, got {strict!r}")
+    for name, flag in (("strict", strict), ("in_place", in_place)):
+        if flag not in (True, False):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if in_place:
+        check_in_place_target(like)
     file = read(path)
     try:
-        return _load(file, like, optimizer, strict)
+        params, state = _load(file, like, optimizer, strict)
     finally:
         file.close()
+    if not in_place:
+        return params, state
+    for target, value in zip(tree_flatten(like)[1], tree_flatten(params)[1], strict=True):
+        untracked(target)[...] = value  # a torch Parameter: its values, no autograd record; version bumped
+    return like, state
 
 
 def _load(file: CheckpointFile, like: Any, optimizer: Optimizer | None, strict: bool) -> tuple[Any, OptimizerState]:
