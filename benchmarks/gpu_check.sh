@@ -13,6 +13,8 @@
 #   env.txt           card, driver, versions, and a smoke run: one fused step, its kernel source, a graph replay
 #   engine-tests.txt  pytest -m gpu tests/test_cupy_engine.py tests/test_cupy_capture.py (the CuPy engine: agreement, launches, memory, graphs)
 #   bench.txt/.json   benchmarks/step.py --backend cupy --compare torch,optax
+#   torch-cuda.txt    pytest -m gpu tests/test_torch_cuda.py (torch CUDA tensors through DLPack views, in place, vs
+#                     torch.optim; float16/bfloat16) and benchmarks/torch_step.py --device cuda --quick
 #   gpu-tests.txt     every other GPU-marked test (the cupy backend of the shared test suite)
 #   summary.txt       exit status of each part
 
@@ -183,15 +185,20 @@ part "engine tests" 120 "$OUT/engine-tests.txt" \
 
 # ---------------------------------------------------------------- 3. the benchmark
 if [ -f benchmarks/step.py ]; then
-    part "benchmark" 170 "$OUT/bench.txt" \
+    part "benchmark" 150 "$OUT/bench.txt" \
         python3 benchmarks/step.py --backend cupy --compare torch,optax --json "$OUT/bench.json"
 else
     note "benchmark: benchmarks/step.py not found"
 fi
 
-# ---------------------------------------------------------------- 4. every other GPU-marked test
-part "other gpu tests" 75 "$OUT/gpu-tests.txt" \
+# ---------------------------------------------------------------- 4. torch CUDA tensors (never run on a GPU before)
+part "torch cuda tests" 60 "$OUT/torch-cuda.txt" \
+    python3 -m pytest -q -m gpu -p no:cacheprovider -rfEsx -x --durations=5 tests/test_torch_cuda.py
+part "torch cuda benchmark" 45 "$OUT/torch-cuda.txt" python3 benchmarks/torch_step.py --device cuda --quick
+
+# ---------------------------------------------------------------- 5. every other GPU-marked test
+part "other gpu tests" 60 "$OUT/gpu-tests.txt" \
     python3 -m pytest -q -m gpu -p no:cacheprovider -rfEx --durations=10 tests \
-    --ignore=tests/test_cupy_engine.py --ignore=tests/test_cupy_capture.py
+    --ignore=tests/test_cupy_engine.py --ignore=tests/test_cupy_capture.py --ignore=tests/test_torch_cuda.py
 
 note "done; logs in $OUT"
