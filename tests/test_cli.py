@@ -47,6 +47,14 @@ def test_compare_prints_the_table_and_writes_the_figures(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == sorted(["loss_curves.png", *BOUNDARIES])
 
 
+def test_compare_says_when_the_decay_never_steps(capsys):
+    """lr0 / (1 + floor(epoch / 1000)) is lr0 for the first 1000 epochs: a short run says so under the table."""
+    assert main(["compare", "--epochs", "2", "--no-plots"]) == 0
+    assert "the decay steps every 1000 epochs: within 2 it keeps lr0" in capsys.readouterr().out
+    assert main(["compare", "--epochs", "1001", "--no-plots", "--backend", "numpy"]) == 0
+    assert "the decay steps every" not in capsys.readouterr().out
+
+
 def test_no_plots_writes_nothing(tmp_path, capsys):
     out = tmp_path / "figures"
     assert main(["compare", "--epochs", "2", "--out", str(out), "--no-plots"]) == 0
