@@ -10,12 +10,11 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
-from collections.abc import Callable
 from typing import Any
 
 from ..engines.memory import byte_range
 from ..state import OptimizerState
-from ..tree import TreeDef
+from .gathering import leaf_gatherer
 
 __all__ = ["PreparedStep"]
 
@@ -34,12 +33,12 @@ class PreparedStep:
         "check",
         "flagged",
         "g_leaves",
+        "gather",
         "grads_in",
         "key_of_leaf",
         "keys",
         "layout",
         "leaves",
-        "leaves_of",
         "names",
         "owner",
         "params_out",
@@ -58,7 +57,7 @@ class PreparedStep:
         self.xp = xp
         self.names = names
         self.treedef = treedef
-        self.leaves_of = leaf_getter(treedef)
+        self.gather = leaf_gatherer(treedef, tuple(slots))
         self.g_leaves = list(g_leaves)
         self.slot_names = tuple(slots)
         # Every leaf in the order matches() gathers them: params, grads, then each slot.
@@ -94,17 +93,8 @@ class PreparedStep:
         """Whether a call passes exactly the arrays (and structures) this was made for."""
         if type(state) is not OptimizerState or state.structure is not self.treedef:
             return False
-        slots = state.slots
-        if type(slots) is not dict or tuple(slots) != self.slot_names:
-            return False
-        leaves_of = self.leaves_of
-        try:  # a getter gives None for another structure, and None + tuple raises
-            found = leaves_of(params) + leaves_of(grads)
-            for name in self.slot_names:
-                found += leaves_of(slots[name])
-        except TypeError:
-            return False
-        if len(found) != len(self.leaves):
+        found = self.gather(params, grads, state.slots)  # None for another structure
+        if found is None or len(found) != len(self.leaves):
             return False
         if not all(map(operator.is_, found, self.leaves)) and not (
             state.optimizer == self.owner and self.rebind(found, grads)
@@ -170,70 +160,3 @@ def written_ranges(leaves: list[Any]) -> tuple[list[int], list[int]]:
     """
     ranges = sorted(found for leaf in leaves if (found := byte_range(leaf)) is not None)
     return [start for start, _ in ranges], list(itertools.accumulate((end for _, end in ranges), max))
-
-
-def leaf_getter(treedef: TreeDef) -> Callable[[Any], tuple | None]:
-    """A fast ``tree -> leaves`` for trees of exactly this structure (exact container types), else None."""
-    if treedef.kind == "dict" and treedef.keys and all(child.kind == "leaf" for child in treedef.children):
-        keys, count = treedef.keys, len(treedef.keys)
-        get = operator.itemgetter(*keys)
-
-        def leaves_of_dict(tree: Any) -> tuple | None:
-            if type(tree) is not dict or len(tree) != count:
-                return None
-            try:
-                found = get(tree)
-            except KeyError:
-                return None
-            return found if count > 1 else (found,)
-
-        return leaves_of_dict
-
-    if treedef.kind == "dict" and treedef.keys and all(child.kind in ("leaf", "dict") for child in treedef.children):
-        return nested_dict_getter(treedef)
-
-    def leaves_of(tree: Any) -> tuple | None:
-        found: list[Any] = []
-        return tuple(found) if collect_leaves(treedef, tree, found) else None
-
-    return leaves_of
-
-
-def nested_dict_getter(treedef: TreeDef) -> Callable[[Any], tuple | None]:
-    """:func:`leaf_getter` for dicts of dicts (``anyoptim.tree.nest`` of torch's ``named_parameters()``)."""
-    keys, count = treedef.keys, len(treedef.keys)
-    get = operator.itemgetter(*keys)
-    children = [None if child.kind == "leaf" else leaf_getter(child) for child in treedef.children]
-    if count == 1:
-        get = (lambda one: lambda tree: (tree[one],))(keys[0])
-
-    def leaves_of_nested(tree: Any) -> tuple | None:
-        if type(tree) is not dict or len(tree) != count:
-            return None
-        try:
-            values = get(tree)
-        except KeyError:
-            return None
-        found: tuple = ()
-        for value, child in zip(values, children, strict=True):
-            found += (value,) if child is None else child(value)  # None + tuple raises TypeError: a mismatch
-        return found
-
-    return leaves_of_nested
-
-
-def collect_leaves(treedef: TreeDef, node: Any, found: list[Any]) -> bool:
-    if treedef.kind == "leaf":
-        found.append(node)
-        return True
-    if treedef.kind == "dict":
-        if type(node) is not dict or len(node) != len(treedef.keys):
-            return False
-        return all(
-            key in node and collect_leaves(child, node[key], found)
-            for key, child in zip(treedef.keys, treedef.children, strict=True)
-        )
-    expected = list if treedef.kind == "list" else (treedef.node_type or tuple)
-    if type(node) is not expected or len(node) != len(treedef.children):
-        return False
-    return all(collect_leaves(child, value, found) for child, value in zip(treedef.children, node, strict=True))
