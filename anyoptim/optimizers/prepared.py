@@ -14,7 +14,7 @@ from typing import Any
 
 from ..engines.memory import byte_range
 from ..state import OptimizerState
-from .gathering import leaf_gatherer
+from .gathering import Gatherer, leaf_gatherer
 
 __all__ = ["PreparedStep"]
 
@@ -26,7 +26,10 @@ class PreparedStep:
     params and grads, the tree structure, and the engine's prepared runs.
     :meth:`matches` is the whole check of a later call: the same structure
     (exact container types), the very same leaf objects, unchanged shapes and
-    dtypes.  Anything else takes the fully validated path.
+    dtypes.  Anything else takes the fully validated path.  The walk of a
+    call's trees is a function generated for their structure
+    (:func:`~anyoptim.optimizers.gathering.leaf_gatherer`), made when a call
+    first may reuse the step.
     """
 
     __slots__ = (
@@ -57,9 +60,9 @@ class PreparedStep:
         self.xp = xp
         self.names = names
         self.treedef = treedef
-        self.gather = leaf_gatherer(treedef, tuple(slots))
-        self.g_leaves = list(g_leaves)
         self.slot_names = tuple(slots)
+        self.gather: Gatherer | None = None  # compiled at the first call that may reuse this step
+        self.g_leaves = list(g_leaves)
         # Every leaf in the order matches() gathers them: params, grads, then each slot.
         self.leaves = (*p_leaves, *g_leaves, *(leaf for values in slots.values() for leaf in values))
         self.layout = list(map(shape_and_dtype, (*p_leaves, *g_leaves)))
@@ -93,7 +96,10 @@ class PreparedStep:
         """Whether a call passes exactly the arrays (and structures) this was made for."""
         if type(state) is not OptimizerState or state.structure is not self.treedef:
             return False
-        found = self.gather(params, grads, state.slots)  # None for another structure
+        gather = self.gather
+        if gather is None:
+            gather = self.gather = leaf_gatherer(self.treedef, self.slot_names)
+        found = gather(params, grads, state.slots)  # None for another structure
         if found is None or len(found) != len(self.leaves):
             return False
         if not all(map(operator.is_, found, self.leaves)) and not (
@@ -105,7 +111,7 @@ class PreparedStep:
             return False
         if self.check is not None and not self.check():
             return False
-        return all(leaf.flags.writeable for leaf in self.flagged)
+        return not self.flagged or all(map(writeable, self.flagged))
 
     def rebind(self, found: tuple, grads: Any) -> bool:
         """Take new gradient arrays where only they changed, if the engine's runs can read them instead.
@@ -150,6 +156,7 @@ class PreparedStep:
 
 
 shape_and_dtype = operator.attrgetter("shape", "dtype")
+writeable = operator.attrgetter("flags.writeable")
 
 
 def written_ranges(leaves: list[Any]) -> tuple[list[int], list[int]]:
