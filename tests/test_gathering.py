@@ -230,3 +230,55 @@ def test_torch_a_parameter_given_a_view_of_its_own_memory_is_still_checked(chang
     assert w.data_ptr() == address
     with pytest.raises((ValueError, TypeError), match=r"shape \(3, 2\)|dtype"):
         optimizer.step(params, grads, state)
+
+
+def test_torch_new_gradients_of_another_shape_or_type_are_not_rebound():
+    """A prepared step reads new gradient tensors only of the old ones' type, shape, dtype, device and layout."""
+    torch = pytest.importorskip("torch")
+    optimizer = anyoptim.SGD(0.5)
+    params = {"w": torch.ones(2, 3, dtype=torch.float64)}
+    state = optimizer.init(params)
+    params, state = optimizer.step(params, {"w": torch.ones(2, 3, dtype=torch.float64)}, state)
+    prepared = optimizer._prepared
+    params, state = optimizer.step(params, {"w": torch.ones(2, 3, dtype=torch.float64)}, state)
+    assert optimizer._prepared is prepared  # rebound
+    with pytest.raises(ValueError, match=r"shape \(3, 2\)"):
+        optimizer.step(params, {"w": torch.ones(3, 2, dtype=torch.float64)}, state)
+    params, state = optimizer.step(params, {"w": torch.nn.Parameter(torch.ones(2, 3, dtype=torch.float64))}, state)
+    assert optimizer._prepared is not prepared  # another type: the validated path prepared a new step
+    assert torch.equal(params["w"], torch.full((2, 3), -0.5, dtype=torch.float64)) and state.count == 3
+
+
+def test_torch_a_new_gradient_that_is_a_state_slot_takes_the_validated_path():
+    torch = pytest.importorskip("torch")
+    optimizer = anyoptim.Momentum(1.0, beta=0.5)
+    params = {"w": torch.zeros(2, dtype=torch.float64)}
+    state = optimizer.init(params)
+    params, state = optimizer.step(params, {"w": torch.ones(2, dtype=torch.float64)}, state)
+    prepared = optimizer._prepared
+    slot = state.slots[next(iter(state.slots))]["w"]
+    velocity = slot.clone()
+    params, state = optimizer.step(params, {"w": slot[:]}, state)  # a view of the slot the step writes
+    assert optimizer._prepared is not prepared
+    expected = anyoptim.Momentum(1.0, beta=0.5, engine="generic")
+    p, s = expected.step(
+        {"w": torch.zeros(2, dtype=torch.float64)},
+        {"w": torch.ones(2, dtype=torch.float64)},
+        expected.init({"w": torch.zeros(2, dtype=torch.float64)}),
+    )
+    p, s = expected.step(p, {"w": velocity}, s)
+    assert torch.equal(params["w"], p["w"])
+
+
+def test_torch_byte_ranges_of_contiguous_tensors_are_their_bytes_as_the_general_formula_says():
+    torch = pytest.importorskip("torch")
+    from anyoptim.engines.memory import byte_range
+
+    base = torch.arange(24.0)
+    for tensor in (base, base.view(4, 6), base[6:12], base.view(4, 6)[1:3], base.view(2, 1, 12), base[:0], base[3]):
+        reach = sum((length - 1) * stride for length, stride in zip(tensor.shape, tensor.stride(), strict=True))
+        start = tensor.data_ptr()
+        expected = (start, start + (reach + 1) * 4) if tensor.numel() else None
+        assert tensor.is_contiguous() and byte_range(tensor) == expected
+    strided = base.view(4, 6).t()
+    assert byte_range(strided) == (base.data_ptr(), base.data_ptr() + 24 * 4)

@@ -45,12 +45,12 @@ class PreparedStep:
         "names",
         "owner",
         "params_out",
+        "rebind_facts",
         "rebinders",
         "runs",
         "slot_names",
         "slots_out",
         "treedef",
-        "written_ranges",
         "xp",
     )
 
@@ -80,7 +80,7 @@ class PreparedStep:
         # Runs that can read new gradient arrays (the torch engine's): a loop whose grads are new every step.
         rebinders = [(getattr(run, "with_grads", None), indices) for run, indices in runs]
         self.rebinders = rebinders if all(rebind is not None for rebind, _ in rebinders) else None
-        self.written_ranges: tuple[list[int], list[int]] | None = None  # made at the first rebind
+        self.rebind_facts: tuple[list[int], list[int], list[type], list[tuple]] | None = None  # at the first rebind
         self.params_out = params_out
         self.grads_in = grads_in  # the grads tree the step was given: step_again requires that very tree
         self.slots_out = state_out.slots
@@ -130,16 +130,14 @@ class PreparedStep:
         if not all(map(operator.is_, found[params + count :], self.leaves[params + count :])):
             return False
         new = found[params : params + count]
-        for g, old in zip(new, self.g_leaves, strict=True):
-            if type(g) is not type(old) or shape_and_dtype(g) != shape_and_dtype(old):
-                return False
-            if getattr(g, "device", None) != getattr(old, "device", None):
-                return False
-            if getattr(g, "layout", None) != getattr(old, "layout", None):
-                return False
-        if self.written_ranges is None:
-            self.written_ranges = written_ranges([*found[:params], *found[params + count :]])
-        starts, reach = self.written_ranges
+        if self.rebind_facts is None:  # what a new gradient must share with its old one, and must not touch
+            types, places = list(map(type, self.g_leaves)), list(map(placement, self.g_leaves))
+            self.rebind_facts = (*written_ranges([*found[:params], *found[params + count :]]), types, places)
+        starts, reach, types, places = self.rebind_facts
+        if list(map(type, new)) != types or list(map(shape_and_dtype, new)) != self.layout[params:]:
+            return False
+        if list(map(placement, new)) != places:
+            return False
         for g in new:  # a new gradient that may share memory with a parameter or a slot: the validated path
             bounds = byte_range(g)
             if bounds is not None and (below := bisect.bisect_left(starts, bounds[1])) and reach[below - 1] > bounds[0]:
@@ -156,6 +154,13 @@ class PreparedStep:
 
 
 shape_and_dtype = operator.attrgetter("shape", "dtype")
+
+
+def placement(leaf: Any) -> tuple[Any, Any]:
+    """Where an array lives and how it is laid out: its ``device`` and ``layout`` (torch's), None where it has none."""
+    return getattr(leaf, "device", None), getattr(leaf, "layout", None)
+
+
 writeable = operator.attrgetter("flags.writeable")
 
 
