@@ -36,9 +36,11 @@ def leaf_gatherer(treedef: TreeDef, slot_names: tuple[str, ...]) -> Gatherer:
     list where a tuple was, is another structure), another length, or a dict
     without one of the keys; or where ``slots`` is not a dict of exactly these
     names.  A leaf position takes any object: the caller compares what is
-    found there with its own leaves (by identity).  It reads the trees only (exact builtin containers are subscripted,
-    tuples unpacked, as :func:`~anyoptim.tree.tree_flatten` iterates them), so
-    it runs no code of the caller's and changes nothing.  Made once per
+    found there with its own leaves (by identity).  It reads the trees only
+    (exact builtin containers are subscripted, tuples unpacked, as
+    :func:`~anyoptim.tree.tree_flatten` iterates them) and changes nothing:
+    no method of the caller's runs, except a named tuple class's own length
+    and iteration, as in :func:`~anyoptim.tree.tree_flatten`.  Made once per
     structure (cached) and compiled from generated source.
 
     Parameters
