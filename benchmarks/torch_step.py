@@ -8,8 +8,9 @@ Rows: Adam on one 2**23-element float32 tensor, and on the lesson's 2-5-2-1 MLP 
 (6 tensors).  anyoptim runs three ways on the MLP: the same trees every step (``params``/``grads`` built
 once; ``zero_grad(set_to_none=False)`` keeps the grad tensors), a new grads tree each step (``nest`` of
 ``p.grad``, same tensors), and new grad tensors each step (what ``zero_grad()`` and ``backward()`` give:
-the validated step).  Each time is the best of ``--repeats`` timings of at least ``--min-time`` seconds,
-after a warm-up; ratios are to ``torch.optim.Adam(fused=True)``.  See ``benchmarks/README.md``.
+the validated step); on CPU also the same-trees step on NumPy copies of the tensors.  Each time is the best
+of ``--repeats`` timings of at least ``--min-time`` seconds, after a warm-up; ratios are to
+``torch.optim.Adam(fused=True)``.  See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -105,12 +106,22 @@ def mlp_rows(device: str) -> dict[str, object]:
         for p in model.parameters():
             p.grad = p.grad.clone()
 
-    return {
+    rows = {
         "anyoptim.Adam, same trees": same_trees,
         "anyoptim.Adam, new grads tree": new_grads_tree,
         "anyoptim.Adam, new grad tensors (minus the clones)": (new_grad_tensors, clone_only),
-        **_torch_rows(list(model.parameters())),
     }
+    if device == "cpu":  # the same step on NumPy copies of the tensors: the prepared step serves both
+        numpy_optimizer = anyoptim.Adam(1e-3)
+        numpy_params = nest((n, p.detach().numpy().copy()) for n, p in model.named_parameters())
+        numpy_grads = nest((n, p.grad.numpy().copy()) for n, p in model.named_parameters())
+        numpy_state = [numpy_optimizer.init(numpy_params)]
+
+        def numpy_same_trees():
+            _, numpy_state[0] = numpy_optimizer.step(numpy_params, numpy_grads, numpy_state[0])
+
+        rows["anyoptim.Adam on NumPy copies, same trees"] = numpy_same_trees
+    return {**rows, **_torch_rows(list(model.parameters()))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,8 @@ def byte_range(leaf: Any) -> tuple[int, int] | None:
         return start + low, start + high + leaf.itemsize
     if library == "torch" and leaf.numel():
         start = leaf.data_ptr()
+        if leaf.is_contiguous():  # a gradient's usual case: its bytes, back to back
+            return start, start + leaf.nbytes
         reach = sum((length - 1) * stride for length, stride in zip(leaf.shape, leaf.stride(), strict=True))
         return start, start + (reach + 1) * leaf.element_size()
     return None

@@ -10,12 +10,11 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
-from collections.abc import Callable
 from typing import Any
 
 from ..engines.memory import byte_range
 from ..state import OptimizerState
-from ..tree import TreeDef
+from .gathering import Gatherer, leaf_gatherer
 
 __all__ = ["PreparedStep"]
 
@@ -27,28 +26,31 @@ class PreparedStep:
     params and grads, the tree structure, and the engine's prepared runs.
     :meth:`matches` is the whole check of a later call: the same structure
     (exact container types), the very same leaf objects, unchanged shapes and
-    dtypes.  Anything else takes the fully validated path.
+    dtypes.  Anything else takes the fully validated path.  The walk of a
+    call's trees is a function generated for their structure
+    (:func:`~anyoptim.optimizers.gathering.leaf_gatherer`), made when a call
+    first may reuse the step.
     """
 
     __slots__ = (
         "check",
         "flagged",
         "g_leaves",
+        "gather",
         "grads_in",
         "key_of_leaf",
         "keys",
         "layout",
         "leaves",
-        "leaves_of",
         "names",
         "owner",
         "params_out",
+        "rebind_facts",
         "rebinders",
         "runs",
         "slot_names",
         "slots_out",
         "treedef",
-        "written_ranges",
         "xp",
     )
 
@@ -58,9 +60,9 @@ class PreparedStep:
         self.xp = xp
         self.names = names
         self.treedef = treedef
-        self.leaves_of = leaf_getter(treedef)
-        self.g_leaves = list(g_leaves)
         self.slot_names = tuple(slots)
+        self.gather: Gatherer | None = None  # compiled at the first call that may reuse this step
+        self.g_leaves = list(g_leaves)
         # Every leaf in the order matches() gathers them: params, grads, then each slot.
         self.leaves = (*p_leaves, *g_leaves, *(leaf for values in slots.values() for leaf in values))
         self.layout = list(map(shape_and_dtype, (*p_leaves, *g_leaves)))
@@ -78,7 +80,7 @@ class PreparedStep:
         # Runs that can read new gradient arrays (the torch engine's): a loop whose grads are new every step.
         rebinders = [(getattr(run, "with_grads", None), indices) for run, indices in runs]
         self.rebinders = rebinders if all(rebind is not None for rebind, _ in rebinders) else None
-        self.written_ranges: tuple[list[int], list[int]] | None = None  # made at the first rebind
+        self.rebind_facts: tuple[list[int], list[int], list[type], list[tuple]] | None = None  # at the first rebind
         self.params_out = params_out
         self.grads_in = grads_in  # the grads tree the step was given: step_again requires that very tree
         self.slots_out = state_out.slots
@@ -94,17 +96,11 @@ class PreparedStep:
         """Whether a call passes exactly the arrays (and structures) this was made for."""
         if type(state) is not OptimizerState or state.structure is not self.treedef:
             return False
-        slots = state.slots
-        if type(slots) is not dict or tuple(slots) != self.slot_names:
-            return False
-        leaves_of = self.leaves_of
-        try:  # a getter gives None for another structure, and None + tuple raises
-            found = leaves_of(params) + leaves_of(grads)
-            for name in self.slot_names:
-                found += leaves_of(slots[name])
-        except TypeError:
-            return False
-        if len(found) != len(self.leaves):
+        gather = self.gather
+        if gather is None:
+            gather = self.gather = leaf_gatherer(self.treedef, self.slot_names)
+        found = gather(params, grads, state.slots)  # None for another structure
+        if found is None or len(found) != len(self.leaves):
             return False
         if not all(map(operator.is_, found, self.leaves)) and not (
             state.optimizer == self.owner and self.rebind(found, grads)
@@ -115,7 +111,7 @@ class PreparedStep:
             return False
         if self.check is not None and not self.check():
             return False
-        return all(leaf.flags.writeable for leaf in self.flagged)
+        return not self.flagged or all(map(writeable, self.flagged))
 
     def rebind(self, found: tuple, grads: Any) -> bool:
         """Take new gradient arrays where only they changed, if the engine's runs can read them instead.
@@ -134,16 +130,14 @@ class PreparedStep:
         if not all(map(operator.is_, found[params + count :], self.leaves[params + count :])):
             return False
         new = found[params : params + count]
-        for g, old in zip(new, self.g_leaves, strict=True):
-            if type(g) is not type(old) or shape_and_dtype(g) != shape_and_dtype(old):
-                return False
-            if getattr(g, "device", None) != getattr(old, "device", None):
-                return False
-            if getattr(g, "layout", None) != getattr(old, "layout", None):
-                return False
-        if self.written_ranges is None:
-            self.written_ranges = written_ranges([*found[:params], *found[params + count :]])
-        starts, reach = self.written_ranges
+        if self.rebind_facts is None:  # what a new gradient must share with its old one, and must not touch
+            types, places = list(map(type, self.g_leaves)), list(map(placement, self.g_leaves))
+            self.rebind_facts = (*written_ranges([*found[:params], *found[params + count :]]), types, places)
+        starts, reach, types, places = self.rebind_facts
+        if list(map(type, new)) != types or list(map(shape_and_dtype, new)) != self.layout[params:]:
+            return False
+        if list(map(placement, new)) != places:
+            return False
         for g in new:  # a new gradient that may share memory with a parameter or a slot: the validated path
             bounds = byte_range(g)
             if bounds is not None and (below := bisect.bisect_left(starts, bounds[1])) and reach[below - 1] > bounds[0]:
@@ -162,6 +156,14 @@ class PreparedStep:
 shape_and_dtype = operator.attrgetter("shape", "dtype")
 
 
+def placement(leaf: Any) -> tuple[Any, Any]:
+    """Where an array lives and how it is laid out: its ``device`` and ``layout`` (torch's), None where it has none."""
+    return getattr(leaf, "device", None), getattr(leaf, "layout", None)
+
+
+writeable = operator.attrgetter("flags.writeable")
+
+
 def written_ranges(leaves: list[Any]) -> tuple[list[int], list[int]]:
     """The byte ranges of ``leaves``: their starts, sorted, and the furthest end reached by each prefix of them.
 
@@ -170,70 +172,3 @@ def written_ranges(leaves: list[Any]) -> tuple[list[int], list[int]]:
     """
     ranges = sorted(found for leaf in leaves if (found := byte_range(leaf)) is not None)
     return [start for start, _ in ranges], list(itertools.accumulate((end for _, end in ranges), max))
-
-
-def leaf_getter(treedef: TreeDef) -> Callable[[Any], tuple | None]:
-    """A fast ``tree -> leaves`` for trees of exactly this structure (exact container types), else None."""
-    if treedef.kind == "dict" and treedef.keys and all(child.kind == "leaf" for child in treedef.children):
-        keys, count = treedef.keys, len(treedef.keys)
-        get = operator.itemgetter(*keys)
-
-        def leaves_of_dict(tree: Any) -> tuple | None:
-            if type(tree) is not dict or len(tree) != count:
-                return None
-            try:
-                found = get(tree)
-            except KeyError:
-                return None
-            return found if count > 1 else (found,)
-
-        return leaves_of_dict
-
-    if treedef.kind == "dict" and treedef.keys and all(child.kind in ("leaf", "dict") for child in treedef.children):
-        return nested_dict_getter(treedef)
-
-    def leaves_of(tree: Any) -> tuple | None:
-        found: list[Any] = []
-        return tuple(found) if collect_leaves(treedef, tree, found) else None
-
-    return leaves_of
-
-
-def nested_dict_getter(treedef: TreeDef) -> Callable[[Any], tuple | None]:
-    """:func:`leaf_getter` for dicts of dicts (``anyoptim.tree.nest`` of torch's ``named_parameters()``)."""
-    keys, count = treedef.keys, len(treedef.keys)
-    get = operator.itemgetter(*keys)
-    children = [None if child.kind == "leaf" else leaf_getter(child) for child in treedef.children]
-    if count == 1:
-        get = (lambda one: lambda tree: (tree[one],))(keys[0])
-
-    def leaves_of_nested(tree: Any) -> tuple | None:
-        if type(tree) is not dict or len(tree) != count:
-            return None
-        try:
-            values = get(tree)
-        except KeyError:
-            return None
-        found: tuple = ()
-        for value, child in zip(values, children, strict=True):
-            found += (value,) if child is None else child(value)  # None + tuple raises TypeError: a mismatch
-        return found
-
-    return leaves_of_nested
-
-
-def collect_leaves(treedef: TreeDef, node: Any, found: list[Any]) -> bool:
-    if treedef.kind == "leaf":
-        found.append(node)
-        return True
-    if treedef.kind == "dict":
-        if type(node) is not dict or len(node) != len(treedef.keys):
-            return False
-        return all(
-            key in node and collect_leaves(child, node[key], found)
-            for key, child in zip(treedef.keys, treedef.children, strict=True)
-        )
-    expected = list if treedef.kind == "list" else (treedef.node_type or tuple)
-    if type(node) is not expected or len(node) != len(treedef.children):
-        return False
-    return all(collect_leaves(child, value, found) for child, value in zip(treedef.children, node, strict=True))
