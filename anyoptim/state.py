@@ -102,10 +102,11 @@ class OptimizerState:
         fields["structure"] = structure
         fields["optimizer"] = optimizer
         # Only Python numbers can be static: a name whose value is not one is dropped (a rate chosen on the device).
-        try:
-            static = _STATIC_NOW[static, type(learning_rate) in _HOST_NUMBERS, type(skipped) in _HOST_NUMBERS]
-        except (KeyError, TypeError):  # not one of the well-formed tuples: check and order it
-            static = _static_now(static, learning_rate, skipped)
+        if static:
+            try:
+                static = _STATIC_NOW[static, type(learning_rate) in _HOST_NUMBERS, type(skipped) in _HOST_NUMBERS]
+            except (KeyError, TypeError):  # not one of the well-formed tuples: check and order it
+                static = _static_now(static, learning_rate, skipped)
         fields["static"] = static
         if _JAX_PENDING and "jax" in sys.modules:
             register_with_jax()
@@ -126,7 +127,7 @@ def _static_now(static: Any, learning_rate: Any, skipped: Any) -> tuple[str, ...
     ValueError
         If ``static`` is not a tuple or list of those names.
     """
-    if not isinstance(static, tuple | list) or not set(static) <= set(_SCALARS):
+    if not isinstance(static, tuple | list) or not all(isinstance(name, str) and name in _SCALARS for name in static):
         raise ValueError(f"OptimizerState's static must be a tuple of names from {_SCALARS}, got {static!r}")
     numbers = (type(learning_rate) in _HOST_NUMBERS, type(skipped) in _HOST_NUMBERS)
     return tuple(name for name, number in zip(_SCALARS, numbers, strict=True) if number and name in static)

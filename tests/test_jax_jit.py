@@ -370,7 +370,7 @@ def test_static_names_only_python_numbers_and_refuses_other_names():
     assert anyoptim.OptimizerState(0, jnp.asarray(0.1), slots, 0, static=both).static == ("skipped",)
     assert anyoptim.OptimizerState(0, 0.1, slots, np.int64(2), static=both).static == ("learning_rate",)
     assert anyoptim.OptimizerState(0, 0.1, slots, 0, static=["skipped", "learning_rate"]).static == both
-    for bad in (("lr",), "learning_rate", ("learning_rate", 1)):
+    for bad in (("lr",), "learning_rate", ("learning_rate", 1), (["skipped"],), None):
         with pytest.raises(ValueError, match="static must be a tuple of names"):
             anyoptim.OptimizerState(0, 0.1, slots, 0, static=bad)
     # Not compared, not shown: states equal in every value are equal whatever their static.
