@@ -102,7 +102,7 @@ class OptimizerState:
         fields["structure"] = structure
         fields["optimizer"] = optimizer
         # Only Python numbers can be static: a name whose value is not one is dropped (a rate chosen on the device).
-        if static:
+        if static or type(static) is not tuple:  # () (the default) stays ()
             try:
                 static = _STATIC_NOW[static, type(learning_rate) in _HOST_NUMBERS, type(skipped) in _HOST_NUMBERS]
             except (KeyError, TypeError):  # not one of the well-formed tuples: check and order it
