@@ -39,13 +39,27 @@ class OptimizerState:
         The class name of the optimizer that made the state: another optimizer
         refuses it (Adagrad's running sum is not RMSprop's average).  None (a
         state built by hand) is accepted by any optimizer whose slots it has.
+    static : tuple of str, default ()
+        Which of ``"learning_rate"`` and ``"skipped"`` JAX holds as static data of the pytree, not as leaves: those
+        the maker keeps Python numbers under ``jax.jit``.  A name whose value is not a Python number (a 0-D array,
+        a traced value) is dropped, so ``static`` is always what the pytree does.  An optimizer's
+        :meth:`~anyoptim.Optimizer.init` sets it from its settings (the rate unless it is a schedule, ``skipped``
+        unless ``on_nonfinite="skip"``: :func:`~anyoptim.optimizers.traced.static_of`), and its steps keep a scalar
+        a leaf once it is one, so a loop's carry keeps its structure.  The default, nothing, makes both leaves.
+        Not compared (``==``), not shown.
 
     Notes
     -----
     A JAX pytree (registered as soon as JAX is loaded and a state is made; anyoptim never imports JAX itself), so
-    ``jax.jit(opt.step)(params, grads, state)`` traces it: ``count``, ``learning_rate``, ``slots`` and ``skipped``
-    are its children (the count and the rate become 0-D arrays under ``jax.jit``, see :mod:`anyoptim.count_math`),
-    ``structure``, ``optimizer`` and the slots' names its static data.
+    ``jax.jit(opt.step)(params, grads, state)`` traces it: ``count``, ``slots``, and ``learning_rate`` and
+    ``skipped`` unless ``static`` names them are its children (the count and a traced rate become 0-D arrays under
+    ``jax.jit``, see :mod:`anyoptim.count_math`); ``structure``, ``optimizer``, ``static``, the static numbers and
+    the slots' names are its static data.  A jitted step of an optimizer with a constant rate thus passes in and
+    out only the count and the slots, as optax's Adam does, and returns the rate as the Python number it is.  A
+    static number is part of the pytree's structure: a state whose rate differs (one made before
+    ``opt.learning_rate`` was assigned) is another structure to ``jax.jit`` (one more trace) and cannot enter a
+    ``jax.lax.scan`` whose step uses the new rate; ``dataclasses.replace(state, static=())`` makes both scalars
+    leaves.
 
     Examples
     --------
@@ -56,8 +70,8 @@ class OptimizerState:
     >>> state.count, state.learning_rate, sorted(state.slots), state.slots["m"]["w"]
     (0, 0.001, ['m', 'v'], array([0., 0.]))
     >>> params, state = opt.step(params, {"w": np.array([0.5, 0.5])}, state)
-    >>> state.count, state.skipped
-    (1, 0)
+    >>> state.count, state.skipped, state.static
+    (1, 0, ('learning_rate', 'skipped'))
     """
 
     count: int
@@ -66,6 +80,7 @@ class OptimizerState:
     skipped: int = 0
     structure: TreeDef | None = field(default=None, repr=False)
     optimizer: str | None = field(default=None, repr=False)
+    static: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def __init__(
         self,
@@ -75,6 +90,7 @@ class OptimizerState:
         skipped: int = 0,
         structure: TreeDef | None = None,
         optimizer: str | None = None,
+        static: tuple[str, ...] = (),
     ) -> None:
         # The dataclass's own __init__ of a frozen class sets each field with object.__setattr__;
         # storing them in the instance's dict is the same, at half the cost (every step makes a state).
@@ -85,20 +101,100 @@ class OptimizerState:
         fields["skipped"] = skipped
         fields["structure"] = structure
         fields["optimizer"] = optimizer
+        # Only Python numbers can be static: a name whose value is not one is dropped (a rate chosen on the device).
+        if static or type(static) is not tuple:  # () (the default) stays ()
+            try:
+                static = _STATIC_NOW[static, type(learning_rate) in _HOST_NUMBERS, type(skipped) in _HOST_NUMBERS]
+            except (KeyError, TypeError):  # not one of the well-formed tuples: check and order it
+                static = _static_now(static, learning_rate, skipped)
+        fields["static"] = static
         if _JAX_PENDING and "jax" in sys.modules:
             register_with_jax()
 
 
 _JAX_PENDING = True
 _JAX_LOCK = threading.Lock()
-_FIELDS = ("count", "learning_rate", "slots", "skipped")
+_HOST_NUMBERS = frozenset({int, float})
+#: What may be static: the names ``static`` holds, in this order.
+_SCALARS = ("learning_rate", "skipped")
+
+
+def _static_now(static: Any, learning_rate: Any, skipped: Any) -> tuple[str, ...]:
+    """``static`` as a state holds it: the names of ``_SCALARS`` it gives, in their order, whose values are numbers.
+
+    Raises
+    ------
+    ValueError
+        If ``static`` is not a tuple or list of those names.
+    """
+    if not isinstance(static, tuple | list) or not all(isinstance(name, str) and name in _SCALARS for name in static):
+        raise ValueError(f"OptimizerState's static must be a tuple of names from {_SCALARS}, got {static!r}")
+    numbers = (type(learning_rate) in _HOST_NUMBERS, type(skipped) in _HOST_NUMBERS)
+    return tuple(name for name, number in zip(_SCALARS, numbers, strict=True) if number and name in static)
+
+
+#: _static_now's answers for the well-formed ``static`` (the fast path of every state made).
+_STATIC_NOW = {
+    (static, rate_number, skipped_number): _static_now(
+        static, 0.0 if rate_number else None, 0 if skipped_number else None
+    )
+    for static in ((), ("learning_rate",), ("skipped",), _SCALARS)
+    for rate_number in (True, False)
+    for skipped_number in (True, False)
+}
+#: The children's names by (is the rate a child, is ``skipped`` a child).
+_CHILDREN = {
+    (True, True): ("count", "learning_rate", "slots", "skipped"),
+    (True, False): ("count", "learning_rate", "slots"),
+    (False, True): ("count", "slots", "skipped"),
+    (False, False): ("count", "slots"),
+}
+
+
+def _flatten(state: OptimizerState) -> tuple[tuple, tuple]:
+    """The state's pytree children (see ``_CHILDREN``) and static data.
+
+    The static data holds the rate and ``skipped`` themselves where they are static (None where they are children:
+    a static one is a number, never None), then ``static``, the slots' names, ``structure`` and ``optimizer``.
+    Written for speed: a jitted step flattens its state on every call.
+    """
+    fields = state.__dict__
+    slots, static = fields["slots"], fields["static"]
+    rate = fields["learning_rate"] if "learning_rate" in static else None
+    skipped = fields["skipped"] if "skipped" in static else None
+    aux = (rate, skipped, static, tuple(slots), fields["structure"], fields["optimizer"])
+    if rate is None:
+        if skipped is None:
+            return (fields["count"], fields["learning_rate"], slots, fields["skipped"]), aux
+        return (fields["count"], fields["learning_rate"], slots), aux
+    if skipped is None:
+        return (fields["count"], slots, fields["skipped"]), aux
+    return (fields["count"], slots), aux
+
+
+def _unflatten(aux: tuple, children: Any) -> OptimizerState:
+    """The state of ``_flatten``'s static data and children."""
+    rate, skipped, static, slot_names, structure, optimizer = aux
+    if rate is None:
+        if skipped is None:
+            count, rate, slots, skipped = children
+        else:
+            count, rate, slots = children
+    elif skipped is None:
+        count, slots, skipped = children
+    else:
+        count, slots = children
+    if isinstance(slots, dict) and tuple(slots) != slot_names:  # JAX rebuilds a dict with sorted keys
+        slots = {name: slots[name] for name in slot_names}
+    return OptimizerState(count, rate, slots, skipped, structure, optimizer, static)
 
 
 def register_with_jax() -> None:
     """Register :class:`OptimizerState` as a JAX pytree, once (idempotent, thread-safe; imports JAX).
 
-    Children: ``count``, ``learning_rate``, ``slots`` and ``skipped`` (traced by ``jax.jit``); static data: the
-    slots' names in their order (JAX rebuilds a dict with sorted keys), ``structure`` and ``optimizer``.
+    Children: ``count``, ``slots``, and ``learning_rate`` and ``skipped`` unless they are static (named in
+    ``static`` and Python numbers); static data: those numbers, ``static``, the slots' names in their order (JAX
+    rebuilds a dict with sorted keys), ``structure`` and ``optimizer``.
     """
     global _JAX_PENDING
     with _JAX_LOCK:
@@ -106,25 +202,14 @@ def register_with_jax() -> None:
             return
         from jax import tree_util
 
+        keys = {names: tuple(map(tree_util.GetAttrKey, names)) for names in _CHILDREN.values()}
+
         def flatten_with_keys(state: OptimizerState) -> tuple[tuple, tuple]:
-            children = tuple((tree_util.GetAttrKey(name), getattr(state, name)) for name in _FIELDS)
-            return children, (tuple(state.slots), state.structure, state.optimizer)
+            children, aux = _flatten(state)
+            names = _CHILDREN[aux[0] is None, aux[1] is None]
+            return tuple(zip(keys[names], children, strict=True)), aux
 
-        def flatten(state: OptimizerState) -> tuple[tuple, tuple]:
-            return (state.count, state.learning_rate, state.slots, state.skipped), (
-                tuple(state.slots),
-                state.structure,
-                state.optimizer,
-            )
-
-        def unflatten(static: tuple, children: Any) -> OptimizerState:
-            slot_names, structure, optimizer = static
-            count, learning_rate, slots, skipped = children
-            if isinstance(slots, dict):
-                slots = {name: slots[name] for name in slot_names}
-            return OptimizerState(count, learning_rate, slots, skipped, structure, optimizer)
-
-        tree_util.register_pytree_with_keys(OptimizerState, flatten_with_keys, unflatten, flatten)
+        tree_util.register_pytree_with_keys(OptimizerState, flatten_with_keys, _unflatten, _flatten)
         _JAX_PENDING = False
 
 

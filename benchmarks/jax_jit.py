@@ -2,6 +2,10 @@
 
     python benchmarks/jax_jit.py --json bench-jax.json            # ~2 minutes on a quiet CPU
     python benchmarks/jax_jit.py --quick --skip-compare            # a short look at the steps only
+    PYTHONPATH=. python benchmarks/jax_jit.py --skip-compare       # this checkout's anyoptim, not the installed one
+
+An installed anyoptim (an editable install of another checkout, say) comes first: the JSON's ``anyoptim`` says
+which one ran, and ``PYTHONPATH=.`` from a checkout's root times that checkout.
 
 Steps: ``jax.jit(opt.step, donate_argnums=(0, 2))`` of ``anyoptim.Adam(1e-3)`` and the same jit of optax's
 ``adam(1e-3)`` update plus ``apply_updates`` (float32), on one tensor of 2^23 parameters and on the lesson's

@@ -57,6 +57,8 @@ def test_jitted_fit_equals_eager_fit(make, dtype):
         )
     assert jitted.state.count == eager.state.count == 24 and isinstance(jitted.state.count, int)
     assert jitted.params["W1"].dtype == getattr(jnp, dtype)
+    # The compiled epoch carries every scalar as a leaf, and gives back the static scalars the eager loop keeps.
+    assert jitted.state.static == eager.state.static == anyoptim.optimizers.traced.static_of(make())
 
 
 def test_fit_jits_by_default_on_jax_and_callbacks_see_the_host_state():

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -247,18 +248,134 @@ def test_skip_under_jit_keeps_params_and_state():
 
 
 def test_the_state_is_a_pytree():
-    optimizer = anyoptim.Adam(0.1, amsgrad=True)
+    optimizer = anyoptim.Adam(anyoptim.schedules.cosine_decay(0.1, 8), amsgrad=True, on_nonfinite="skip")
     params = {"b": jnp.zeros(2), "W": jnp.ones((2, 2))}
     state = optimizer.init(params)
     leaves, treedef = jax.tree_util.tree_flatten(state)
     assert len(leaves) == 3 + 3 * 2  # count, learning rate, skipped; three slots of two leaves
     rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
     assert list(rebuilt.slots) == ["m", "v", "v_max"]  # the slots' order survives (JAX sorts dict keys)
-    assert rebuilt.structure == state.structure and rebuilt.optimizer == "Adam"
+    assert rebuilt.structure == state.structure and rebuilt.optimizer == "Adam" and rebuilt.static == ()
     paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
-    assert ".count" in paths and ".slots['v_max']['W']" in paths
+    assert paths[:2] == [".count", ".learning_rate"] and ".slots['v_max']['W']" in paths and paths[-1] == ".skipped"
     doubled = jax.tree_util.tree_map(lambda x: x * 2, state)
     assert isinstance(doubled, anyoptim.OptimizerState) and doubled.learning_rate == 0.2
+
+
+def test_a_constant_rate_and_the_skipped_count_are_static_data_unless_they_must_be_leaves():
+    """What the optimizer keeps a Python number is static data of the pytree: a jitted step passes fewer arrays."""
+    params = {"b": jnp.zeros(2), "W": jnp.ones((2, 2))}
+    constant = anyoptim.Adam(0.1, amsgrad=True).init(params)
+    assert constant.static == ("learning_rate", "skipped")
+    leaves, treedef = jax.tree_util.tree_flatten(constant)
+    assert len(leaves) == 1 + 3 * 2  # the count and the slots, as optax's ScaleByAdamState
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(constant)[0]]
+    assert paths[0] == ".count" and ".learning_rate" not in paths and ".skipped" not in paths
+    rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
+    assert (rebuilt.learning_rate, rebuilt.skipped, rebuilt.static) == (0.1, 0, constant.static)
+    assert list(rebuilt.slots) == ["m", "v", "v_max"]
+    assert jax.tree_util.tree_map(lambda x: x * 2, constant).learning_rate == 0.1  # not a leaf: not mapped
+    # A state whose rate and skipped count are numbers of the same values but of another maker differs in its
+    # static data, not in its leaves; one whose rate is an array keeps it a leaf whatever ``static`` says.
+    other = anyoptim.OptimizerState(0, 0.2, constant.slots, 0, constant.structure, "Adam", constant.static)
+    assert jax.tree_util.tree_structure(other) != treedef
+    arrays = anyoptim.OptimizerState(0, jnp.asarray(0.1), constant.slots, jnp.asarray(0), None, None, constant.static)
+    assert len(jax.tree_util.tree_leaves(arrays)) == 3 + 3 * 2
+    for optimizer, static in [
+        (anyoptim.Adam(0.1, on_nonfinite="skip"), ("learning_rate",)),
+        (anyoptim.Adam(schedules.cosine_decay(0.1, 8)), ("skipped",)),
+        (anyoptim.Adam(schedules.cosine_decay(0.1, 8), on_nonfinite="skip"), ()),
+    ]:
+        state = optimizer.init(params)
+        assert state.static == static
+        assert len(jax.tree_util.tree_leaves(state)) == 3 - len(static) + 2 * 2
+
+
+def test_a_jitted_step_with_a_constant_rate_equals_eager_carries_no_rate_leaf_and_traces_once():
+    optimizer = anyoptim.Adam(0.05)
+    traces = []
+
+    def step(params, grads, state):
+        traces.append(1)
+        return optimizer.step(params, grads, state)
+
+    jitted = jax.jit(step, donate_argnums=(0, 2))
+    rng = np.random.default_rng(2)
+    params, eager = _tree(PARAMS, "float64"), _tree(PARAMS, "float64")  # donated: two sets of arrays
+    state, eager_state = optimizer.init(params), optimizer.init(eager)
+    for _ in range(4):
+        grads = _tree({name: rng.normal(size=shape) for name, shape in SHAPES.items()}, "float64")
+        params, state = jitted(params, grads, state)
+        eager, eager_state = optimizer.step(eager, grads, eager_state)
+        _assert_trees_close(params, eager, "float64", "params")
+        _assert_states_close(state, eager_state, "float64")
+        # The rate and the skipped count come back as the Python numbers they are; the count and slots as arrays.
+        assert (state.learning_rate, state.skipped) == (0.05, 0) and type(state.learning_rate) is float
+        assert len(jax.tree_util.tree_leaves(state)) == 1 + 2 * len(SHAPES)
+    assert len(traces) == 1
+
+
+def test_skip_under_jit_still_counts_skipped_steps_with_a_constant_rate():
+    optimizer = anyoptim.Adam(0.1, on_nonfinite="skip")
+    step = jax.jit(optimizer.step)
+    params = eager = {"w": jnp.asarray([1.0, -2.0])}
+    state = eager_state = optimizer.init(params)
+    sequence = [[0.5, 0.5], [np.inf, 0.5], [0.25, -1.0], [np.nan, np.nan], [1.0, 1.0]]
+    for values in sequence:
+        grads = {"w": jnp.asarray(values)}
+        params, state = step(params, grads, state)
+        eager, eager_state = optimizer.step(eager, grads, eager_state)
+        np.testing.assert_allclose(np.asarray(params["w"]), np.asarray(eager["w"]), rtol=1e-12)
+        assert state.learning_rate == 0.1 and type(state.learning_rate) is float  # the same number either way
+        assert state.static == ("learning_rate",)  # the skipped count is counted on the device: a leaf
+    assert (int(state.count), int(state.skipped)) == (eager_state.count, eager_state.skipped) == (3, 2)
+    # A rate assigned since the state was made: a skipped step keeps the old one, a taken step the new one, so the
+    # rate is chosen on the device and becomes a leaf, as under a schedule.
+    optimizer.learning_rate = 0.05
+    step = jax.jit(optimizer.step)
+    for values, rate in [([np.nan, 1.0], 0.1), ([1.0, 1.0], 0.05)]:
+        grads = {"w": jnp.asarray(values)}
+        params, state = step(params, grads, state)
+        eager, eager_state = optimizer.step(eager, grads, eager_state)
+        assert float(state.learning_rate) == eager_state.learning_rate == rate
+        np.testing.assert_allclose(np.asarray(params["w"]), np.asarray(eager["w"]), rtol=1e-12)
+    assert (int(state.count), int(state.skipped)) == (eager_state.count, eager_state.skipped) == (4, 3)
+
+
+def test_a_leaf_stays_a_leaf_so_a_scan_carry_keeps_its_structure():
+    """lax.scan needs one carry structure: a step keeps a scalar a leaf once it is one (a state made by hand)."""
+    optimizer = anyoptim.SGD(0.1)
+    params = {"w": jnp.asarray([1.0, -2.0])}
+    state = optimizer.init(params)
+    optimizer.learning_rate = 0.5
+
+    def body(carry, g):
+        return optimizer.step(carry[0], {"w": g}, carry[1]), None
+
+    # A static rate of 0.1 in, one of 0.5 out: two structures, as the state's Notes say.
+    with pytest.raises(TypeError, match="pytree structure"):
+        jax.lax.scan(body, (params, state), jnp.ones((3, 2)))
+    by_hand = anyoptim.OptimizerState(0, 0.1, state.slots, 0, state.structure, "SGD")
+    for start in (replace(state, static=()), by_hand):
+        (final, last), _ = jax.lax.scan(body, (params, start), jnp.ones((3, 2)))
+        np.testing.assert_allclose(np.asarray(final["w"]), [-0.5, -3.5], rtol=1e-12)
+        assert (int(last.count), float(last.learning_rate), int(last.skipped), last.static) == (3, 0.5, 0, ())
+    _, eager = optimizer.step(params, {"w": jnp.ones(2)}, replace(state, static=()))
+    assert eager.static == ()
+
+
+def test_static_names_only_python_numbers_and_refuses_other_names():
+    slots = {"m": {"w": jnp.zeros(2)}}
+    both = ("learning_rate", "skipped")
+    assert anyoptim.OptimizerState(0, jnp.asarray(0.1), slots, 0, static=both).static == ("skipped",)
+    assert anyoptim.OptimizerState(0, 0.1, slots, np.int64(2), static=both).static == ("learning_rate",)
+    assert anyoptim.OptimizerState(0, 0.1, slots, 0, static=["skipped", "learning_rate"]).static == both
+    for bad in (("lr",), "learning_rate", ("learning_rate", 1), (["skipped"],), None):
+        with pytest.raises(ValueError, match="static must be a tuple of names"):
+            anyoptim.OptimizerState(0, 0.1, slots, 0, static=bad)
+    # Not compared, not shown: states equal in every value are equal whatever their static.
+    assert anyoptim.OptimizerState(0, 0.1, slots, 0, static=both) == anyoptim.OptimizerState(0, 0.1, slots, 0)
+    assert "static" not in repr(anyoptim.OptimizerState(0, 0.1, {}, 0, static=both))
 
 
 def test_a_jitted_step_runs_inside_lax_scan():

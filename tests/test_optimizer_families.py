@@ -267,8 +267,9 @@ def test_the_state_constructor_makes_a_frozen_dataclass():
         "skipped",
         "structure",
         "optimizer",  # the class name of the optimizer that made the state (None by default)
+        "static",  # what JAX holds as static data, not leaves (nothing by default; not compared, not shown)
     ]
-    assert made.optimizer is None
+    assert made.optimizer is None and made.static == ()
     assert (
         repr(anyoptim.OptimizerState(1, 0.1, {})) == "OptimizerState(count=1, learning_rate=0.1, slots={}, skipped=0)"
     )

@@ -13,6 +13,7 @@ from ..engines.memory import untracked
 from ..engines.precision import MASTER, is_narrow
 from ..engines.spans import flat_views
 from ..optimizers.base import Optimizer
+from ..optimizers.traced import static_of
 from ..optimizers.validation import state_owner
 from ..state import OptimizerState
 from ..transforms import mask_values
@@ -484,4 +485,5 @@ def _load(file: CheckpointFile, like: Any, optimizer: Optimizer | None, strict: 
         )
         for slot, fill in fills.items()
     }
-    return params, OptimizerState(info.count, info.learning_rate, slots, info.skipped, treedef, maker)
+    static = () if optimizer is None else static_of(optimizer)  # a jitted step from it passes what it must only
+    return params, OptimizerState(info.count, info.learning_rate, slots, info.skipped, treedef, maker, static)

@@ -10,8 +10,10 @@ at its own shape inside the same compiled function.  The batches, their order,
 each batch's loss and the running sum of the losses are those of the eager
 loop, so the cost history equals the eager one.  The trace holds the
 optimizer's settings: those assigned between epochs (a callback lowering the
-rate) are traced anew, as the eager loop reads them every step.  Between epochs the state's
-count, rate and skipped steps come back to the host as Python numbers (with
+rate) are traced anew, as the eager loop reads them every step.  Inside the
+compiled epoch the state's count, rate and skipped steps are all leaves (its
+``static`` emptied), so the scan's carry keeps one structure whatever the
+rate; between epochs they come back to the host as Python numbers (with
 the epoch's cost, in one transfer), so callbacks and the result see the state
 the eager loop gives.
 """
@@ -22,12 +24,14 @@ import importlib
 import warnings
 import weakref
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .._namespace import array_namespace, backend_name
 from ..engines.precision import compute_dtype
 from ..optimizers.base import Optimizer
 from ..optimizers.settings import same_settings, settings_of
+from ..optimizers.traced import static_of
 from ..state import OptimizerState
 from .data import Seed, epoch_seed, host_permutation
 from .mlp import MLP
@@ -187,8 +191,9 @@ def jitted_epoch(
             found = kept[key] = (model_of, settings, jax.jit(lambda *args: epoch(*args)))  # new: not the cached trace
         # A host array as it is: jit moves it with the call (xp.asarray(..., device=) costs more than the epoch).
         order = host_permutation(n_samples, epoch_seed(seed, epoch_index)).astype("int32")
-        try:
-            params, state, total = found[2](params, state, X, targets, order)
+        before = state
+        try:  # every scalar a leaf, and so kept by the steps: the scan's carry keeps one structure whatever the rate
+            params, state, total = found[2](params, _every_scalar_a_leaf(state), X, targets, order)
         except tracing_errors as error:
             kept.pop(key, None)
             if not insist:  # nothing has changed: JAX's arrays are immutable, and the error came while tracing
@@ -209,7 +214,15 @@ def jitted_epoch(
             return params, state, float(total)
         # The numbers the eager loop keeps as Python numbers, brought back with the cost in one transfer.
         total, count, rate, skipped = jax.device_get((total, state.count, state.learning_rate, state.skipped))
-        state = OptimizerState(int(count), float(rate), state.slots, int(skipped), state.structure, state.optimizer)
+        state = OptimizerState(
+            int(count),
+            float(rate),
+            state.slots,
+            int(skipped),
+            state.structure,
+            state.optimizer,
+            static_of(optimizer, before),
+        )
         return params, state, float(total)
 
     return run
@@ -226,6 +239,11 @@ def _kept_epochs(optimizer: Any) -> dict:
         return _KEPT.setdefault(optimizer, {})
     except TypeError:
         return {}
+
+
+def _every_scalar_a_leaf(state: Any) -> Any:
+    """The state with ``static`` emptied, so that a new rate (a callback's) is not a new structure of the carry."""
+    return replace(state, static=()) if isinstance(state, OptimizerState) and state.static else state
 
 
 def _referent(thing: Any) -> Callable[[], Any]:

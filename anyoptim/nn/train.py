@@ -209,7 +209,7 @@ def _start_state(optimizer: Any, params: dict, state: Any, xp: Any) -> Any:
             targets = list(given)
         slots[slot] = tree_unflatten(treedef, targets)
     return OptimizerState(
-        state.count, state.learning_rate, slots, state.skipped, fresh.structure, fresh.optimizer or owner
+        state.count, state.learning_rate, slots, state.skipped, fresh.structure, fresh.optimizer or owner, state.static
     )
 
 

@@ -24,7 +24,7 @@ from .groups import leaf_keys, step_scalars
 from .keywords import check_keywords
 from .precision import init_slots, state_slot_fills
 from .prepared import PreparedStep
-from .traced import advance, under_trace
+from .traced import advance, static_of, under_trace
 from .validation import apply_nonfinite_policy, check_distinct, check_grads, check_state, separate_grads, state_owner
 
 __all__ = ["NONFINITE_POLICIES", "Optimizer"]
@@ -254,7 +254,7 @@ class Optimizer:
             mask_values(self.weight_decay_mask, names, leaves, treedef)
         slots = init_slots(select_engine(xp, self.engine), xp, leaves, self.slot_fills())
         slots = {slot: tree_unflatten(treedef, values) for slot, values in slots.items()}
-        return OptimizerState(0, self.learning_rate_at(0), slots, 0, treedef, state_owner(type(self)))
+        return OptimizerState(0, self.learning_rate_at(0), slots, 0, treedef, state_owner(type(self)), static_of(self))
 
     def slot_fills(self) -> dict[str, float | None]:
         """Get the state's slots and the value :meth:`init` fills each with, without making any array.
@@ -338,11 +338,11 @@ class Optimizer:
         hps = self._step_scalars_of_leaves(xp, keys, key_of_leaf, g_leaves, count, learning_rate)
         engine = select_engine(xp, self.engine)
         new_params, new_slots, runs = run_programs(engine, xp, programs, p_leaves, g_leaves, slots, hps)
-        new_params, new_slots, count, learning_rate, skips = advance(
-            skip, (p_leaves, slots), (new_params, new_slots), state, count, learning_rate
+        new_params, new_slots, count, learning_rate, skips, static = advance(
+            skip, (p_leaves, slots), (new_params, new_slots), state, count, learning_rate, self
         )
         slots_out = {slot: tree_unflatten(treedef, values) for slot, values in new_slots.items()}
-        new_state = OptimizerState(count, learning_rate, slots_out, skips, treedef, state_owner(type(self)))
+        new_state = OptimizerState(count, learning_rate, slots_out, skips, treedef, state_owner(type(self)), static)
         params_out = tree_unflatten(treedef, new_params)
         self._prepared = None
         if runs is not None and not grads_copied and all(run.in_place for run, _ in runs):

@@ -6,6 +6,10 @@ a value must either wait for the device or become part of the computation:
 * ``on_nonfinite="skip"`` becomes a selection: the step is computed, and every
   parameter and slot keeps its old value where any gradient is not finite; the
   count, the rate and ``skipped`` advance accordingly (:class:`SkipByWhere`);
+* what the optimizer keeps a Python number under a trace (a constant rate;
+  ``skipped`` unless ``on_nonfinite="skip"``) the new state marks static
+  (:func:`static_of`), so that JAX holds it as static data of the state, not as a
+  leaf: a jitted step then passes no more device arrays in and out than it must;
 * ``on_nonfinite="raise"`` cannot raise from the device, so it is refused at
   trace time with a message that says what to use instead;
 * a state whose slots are constants of a ``jax.jit`` trace while the parameters
@@ -23,13 +27,14 @@ from typing import Any
 from ..count_math import is_traced
 from ..state import OptimizerState
 
-__all__ = ["ClosedOverStateWarning", "SkipByWhere", "advance", "under_trace"]
+__all__ = ["ClosedOverStateWarning", "SkipByWhere", "advance", "static_of", "under_trace"]
 
 RAISE_UNDER_TRACE = (
     "on_nonfinite='raise' cannot run under jax.jit: whether a gradient is finite is not known while the step is "
     "traced, and the compiled step cannot raise. Use on_nonfinite='skip' (which keeps the old parameters and state "
     "where a gradient is not finite, by selection on the device), or run the step without jax.jit"
 )
+_NUMBERS = frozenset({int, float})
 CLOSED_OVER_STATE = (
     "the optimizer state is a constant of this jax.jit trace while the params are traced: it was closed over, not "
     "passed as an argument, so the compiled function takes the same step from this very state on every call. Pass "
@@ -99,7 +104,8 @@ class SkipByWhere:
         params, slots : list and dict of lists of arrays
             The leaves to return.
         count, learning_rate, skipped : 0-D array
-            The new state's count, rate and skipped steps.
+            The new state's count, rate and skipped steps (the rate a Python number
+            when the old and the new one are the same number).
 
         Examples
         --------
@@ -119,8 +125,56 @@ class SkipByWhere:
             for name, values in new_slots.items()
         }
         taken = xp.where(flag, 0, 1)
-        rate = xp.where(flag, state.learning_rate, learning_rate)
+        rate = state.learning_rate
+        if not (type(rate) in _NUMBERS and type(learning_rate) in _NUMBERS and rate == learning_rate):
+            rate = xp.where(flag, rate, learning_rate)  # else the same number either way: it stays a number
         return params, slots, count + taken, rate, state.skipped + (1 - taken)
+
+
+def static_of(optimizer: Any, state: OptimizerState | None = None) -> tuple[str, ...]:
+    """Which of a new state's scalars stay Python numbers under ``jax.jit``: its ``static``.
+
+    Those ``optimizer`` keeps numbers: the learning rate unless it is a schedule
+    (a function of the traced count), the skipped steps unless
+    ``on_nonfinite="skip"`` (which counts them on the device); and of those, the
+    ones ``state`` (the state a step started from) holds static.  A scalar that
+    was a leaf stays one, so a ``jax.lax.scan`` carry keeps its structure.
+
+    Parameters
+    ----------
+    optimizer : object
+        An optimizer: its ``learning_rate`` and ``on_nonfinite`` are read (a missing one keeps its scalar a leaf).
+    state : OptimizerState, optional
+        The state a step started from; None for :meth:`~anyoptim.Optimizer.init`.
+
+    Returns
+    -------
+    tuple of str
+        ``"learning_rate"`` and ``"skipped"``, or those of them that stay numbers.
+
+    Examples
+    --------
+    >>> import anyoptim
+    >>> from anyoptim.optimizers.traced import static_of
+    >>> static_of(anyoptim.Adam(0.1)), static_of(anyoptim.Adam(lambda count: 0.1 / (1 + count), on_nonfinite="skip"))
+    (('learning_rate', 'skipped'), ())
+    >>> static_of(anyoptim.Adam(0.1), anyoptim.OptimizerState(0, 0.1, {}, 0, static=("skipped",)))
+    ('skipped',)
+    """
+    rate = not callable(getattr(optimizer, "learning_rate", callable))
+    skipped = getattr(optimizer, "on_nonfinite", "skip") != "skip"
+    if state is not None:
+        rate, skipped = rate and "learning_rate" in state.static, skipped and "skipped" in state.static
+    return _STATIC[rate, skipped]
+
+
+#: static_of's answers, by (the rate stays a number, ``skipped`` does).
+_STATIC = {
+    (True, True): ("learning_rate", "skipped"),
+    (True, False): ("learning_rate",),
+    (False, True): ("skipped",),
+    (False, False): (),
+}
 
 
 def advance(
@@ -130,8 +184,9 @@ def advance(
     state: OptimizerState,
     count: Any,
     learning_rate: Any,
-) -> tuple[list[Any], dict[str, list[Any]], Any, Any, Any]:
-    """The leaves and the new state's count, rate and skipped steps of a step that was computed.
+    optimizer: Any = None,
+) -> tuple[list[Any], dict[str, list[Any]], Any, Any, Any, tuple[str, ...]]:
+    """The leaves and the new state's count, rate, skipped steps and ``static`` of a step that was computed.
 
     Parameters
     ----------
@@ -139,22 +194,30 @@ def advance(
         What :func:`under_trace` returned: None when the step is taken as computed.
     old, new, state, count, learning_rate
         As :meth:`SkipByWhere.select`'s.
+    optimizer : object, optional
+        The optimizer taking the step: its settings and ``state`` give the new state's ``static``
+        (:func:`static_of`); None gives ``()``.
 
     Returns
     -------
     params, slots, count, learning_rate, skipped
         As :meth:`SkipByWhere.select`'s; without ``skip``, ``new`` and ``count + 1``.
+    static : tuple of str
+        The new state's ``static``.
 
     Examples
     --------
+    >>> import anyoptim
     >>> from anyoptim.state import OptimizerState
     >>> from anyoptim.optimizers.traced import advance
-    >>> advance(None, ([0.0], {}), ([1.0], {}), OptimizerState(3, 0.1, {}, 2), 3, 0.2)
-    ([1.0], {}, 4, 0.2, 2)
+    >>> state = OptimizerState(3, 0.1, {}, 2, static=("learning_rate", "skipped"))
+    >>> advance(None, ([0.0], {}), ([1.0], {}), state, 3, 0.2, anyoptim.SGD(0.2))
+    ([1.0], {}, 4, 0.2, 2, ('learning_rate', 'skipped'))
     """
+    static = () if optimizer is None else static_of(optimizer, state)
     if skip is None:
-        return *new, count + 1, learning_rate, state.skipped
-    return skip.select(old, new, state, count, learning_rate)
+        return *new, count + 1, learning_rate, state.skipped, static
+    return *skip.select(old, new, state, count, learning_rate), static
 
 
 def under_trace(
