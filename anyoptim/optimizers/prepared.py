@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
+import sys
 from typing import Any
 
 from ..engines.memory import byte_range
@@ -35,6 +36,7 @@ class PreparedStep:
     __slots__ = (
         "addresses",
         "check",
+        "data_ptr",
         "flagged",
         "flags",
         "g_leaves",
@@ -83,7 +85,8 @@ class PreparedStep:
         self.check = checks[0] if len(checks) == 1 else (lambda: all(check() for check in checks)) if checks else None
         # Those runs read gradients and slots through views too: ``g.data = t`` between steps leaves them reading
         # (or writing) the old memory.  Their addresses, gradients' then slots', as matches() gathers them.
-        self.addresses = list(map(data_ptr, self.leaves[len(p_leaves) :])) if checks else None
+        self.data_ptr = sys.modules["torch"].Tensor.data_ptr if checks else None  # unbound: half methodcaller's time
+        self.addresses = list(map(self.data_ptr, self.leaves[len(p_leaves) :])) if checks else None
         # Runs that can read new gradient arrays (the torch engine's): a loop whose grads are new every step.
         rebinders = [(getattr(run, "with_grads", None), indices) for run, indices in runs]
         self.rebinders = rebinders if all(rebind is not None for rebind, _ in rebinders) else None
@@ -122,7 +125,9 @@ class PreparedStep:
 
     def unmoved(self, found: tuple) -> bool:
         """Whether the runs' views still see the memory of the parameters, gradients and slots ``found`` (torch's)."""
-        return self.check() and list(map(data_ptr, found[len(self.layout) - len(self.g_leaves) :])) == self.addresses
+        return (
+            self.check() and list(map(self.data_ptr, found[len(self.layout) - len(self.g_leaves) :])) == self.addresses
+        )
 
     def rebind(self, found: tuple, grads: Any) -> bool:
         """Take new gradient arrays where only they changed, if the engine's runs can read them instead.
@@ -161,7 +166,7 @@ class PreparedStep:
         self.g_leaves = list(new)
         self.leaves = found
         if self.addresses is not None:
-            self.addresses[:count] = map(data_ptr, new)
+            self.addresses[:count] = map(self.data_ptr, new)
         self.grads_in = grads
         return True
 
@@ -175,7 +180,6 @@ def placement(leaf: Any) -> tuple[Any, Any]:
 
 
 strides_and_writeable = operator.attrgetter("strides", "flags.writeable")
-data_ptr = operator.methodcaller("data_ptr")
 
 
 def written_ranges(leaves: list[Any]) -> tuple[list[int], list[int]]:
