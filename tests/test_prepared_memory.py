@@ -10,6 +10,7 @@ that never prepared anything (the reference).
 from __future__ import annotations
 
 import collections
+import enum
 import threading
 import warnings
 
@@ -212,3 +213,24 @@ def test_two_optimizers_of_one_structure_step_concurrently_each_on_its_own_array
     for scale in (1.0, 2.0):  # Adam's step is about lr whatever the gradient's size: 200 steps of -/+ 0.01
         np.testing.assert_allclose(results[scale]["w"], np.full((8, 8), scale - 2.0), atol=1e-6)
         np.testing.assert_allclose(results[scale]["b"], np.full(8, scale + 2.0), atol=1e-6)
+
+
+def test_str_enum_keys_take_the_prepared_step_as_str_keys_do():
+    """tree_flatten takes any str as a key (an enum.StrEnum member too): so must the walk written for its structure.
+
+    The second step raised TypeError (the walk refused keys that are not exactly str) before the fix."""
+
+    class Key(str, enum.Enum):  # what enum.StrEnum is, on every Python
+        W = "W"
+        b = "b"
+
+    optimizer = anyoptim.SGD(0.5)
+    params, grads = {Key.W: np.zeros(3), Key.b: np.zeros(2)}, {Key.W: np.ones(3), Key.b: np.ones(2)}
+    state = optimizer.init(params)
+    for _ in range(3):
+        params, state = optimizer.step(params, grads, state)
+    assert optimizer._prepared.gather is not None  # the second and third steps took the prepared step
+    np.testing.assert_array_equal(params[Key.W], np.full(3, -1.5))
+    treedef = tree_flatten(params)[2]
+    leaves = tuple(tree_flatten(params)[1])
+    assert leaf_gatherer(treedef, ())({"W": leaves[0], "b": leaves[1]}, params, {}) == leaves * 2  # equal keys
