@@ -75,7 +75,7 @@ def leaf_gatherer(treedef: TreeDef, slot_names: tuple[str, ...]) -> Gatherer:
 
 
 def gatherer_source(treedef: TreeDef, slot_names: Sequence[str]) -> tuple[str, dict[str, Any]]:
-    """The source of :func:`leaf_gatherer`'s function, and the objects it names (tuple types, slot names, keys of a str subclass).
+    """The source of :func:`leaf_gatherer`'s function, and the objects it names (tuple types, slots, str-subclass keys).
 
     Two functions: ``leaves_of(tree)``, the walk of one tree of ``treedef``'s structure (None for another), and
     ``gather``, which runs it on params, grads and each slot tree: written once, the walk compiles in a quarter of
