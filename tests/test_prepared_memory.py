@@ -234,3 +234,19 @@ def test_str_enum_keys_take_the_prepared_step_as_str_keys_do():
     treedef = tree_flatten(params)[2]
     leaves = tuple(tree_flatten(params)[1])
     assert leaf_gatherer(treedef, ())({"W": leaves[0], "b": leaves[1]}, params, {}) == leaves * 2  # equal keys
+
+
+@pytest.mark.parametrize("other", ["param", "slot"])
+def test_a_state_slot_made_to_share_memory_is_refused_and_nothing_changes(other):
+    """``state.slots["v"]["w"] = params["w"]``: the in-place update would read what it just wrote (it was taken)."""
+    optimizer = anyoptim.Adam(0.1)
+    params, grads = {"w": np.zeros(3), "b": np.zeros(2)}, {"w": np.ones(3), "b": np.ones(2)}
+    state = optimizer.init(params)
+    for _ in range(2):
+        params, state = optimizer.step(params, grads, state)
+    snapshot = {k: v.copy() for k, v in params.items()}
+    state.slots["v"]["w"] = params["w"] if other == "param" else state.slots["m"]["w"][:]
+    with pytest.raises(ValueError, match=r"state slot 'v' of 'w' shares memory with (params|state slot 'm' of)"):
+        optimizer.step(params, grads, state)
+    for name, value in params.items():
+        np.testing.assert_array_equal(value, snapshot[name])
