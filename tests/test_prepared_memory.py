@@ -250,3 +250,24 @@ def test_a_state_slot_made_to_share_memory_is_refused_and_nothing_changes(other)
         optimizer.step(params, grads, state)
     for name, value in params.items():
         np.testing.assert_array_equal(value, snapshot[name])
+
+
+def test_the_prepared_step_returns_the_trees_it_was_given_not_older_ones():
+    """A new tree of the same arrays runs prepared; what comes back is that tree (and that state's slots), not the
+    tree an earlier step returned, which its owner may have changed since (it returned an array never updated)."""
+    optimizer = anyoptim.Adam(1.0)
+    first, second = np.zeros(2), np.zeros(2)
+    grads = {"w": np.ones(2), "b": np.ones(2)}
+    returned, state = optimizer.step({"w": first, "b": second}, grads, optimizer.init({"w": first, "b": second}))
+    again = dict(returned)
+    returned["w"] = np.full(2, 100.0)  # the earlier result, changed after it was returned
+    slots = {name: dict(tree) for name, tree in state.slots.items()}
+    state.slots["m"]["w"] = np.full(2, 100.0)
+    state = anyoptim.OptimizerState(
+        state.count, state.learning_rate, slots, state.skipped, state.structure, state.optimizer
+    )
+    params, state = optimizer.step(again, grads, state)
+    assert params is again and params["w"] is first and state.slots is slots
+    np.testing.assert_allclose(first, [-2.0, -2.0])
+    params, state = optimizer.step_again(params, grads, state)  # what the prepared step returned, passed back
+    np.testing.assert_allclose(first, [-3.0, -3.0])
