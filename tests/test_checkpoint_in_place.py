@@ -152,3 +152,35 @@ def test_an_expanded_torch_tensor_is_refused_before_reading(tmp_path):
             optimizer=opt,
             in_place=True,
         )
+
+
+def test_master_weights_resume_in_place_as_the_run_that_never_stopped(tmp_path):
+    """float16 params copied into like's own arrays, the float32 masters into the new state: the next step agrees."""
+    opt = anyoptim.Adam(0.05, master_weights=True)
+    params = {"W": np.arange(6.0, dtype=np.float16).reshape(2, 3), "b": np.ones(3, dtype=np.float16)}
+    state = opt.init(params)
+    grads = {"W": np.full((2, 3), 0.3, np.float16), "b": np.ones(3, np.float16)}
+    for _ in range(3):
+        params, state = opt.step(params, grads, state)
+    path = tmp_path / "master.safetensors"
+    anyoptim.save(path, params, state, optimizer=opt)
+    like = {"W": np.zeros((2, 3), np.float16), "b": np.zeros(3, np.float16)}
+    own = dict(like)
+    _, loaded = anyoptim.load(path, like=like, optimizer=opt, in_place=True)
+    assert all(like[k] is own[k] for k in own) and loaded.slots["master"]["W"].dtype == np.float32
+    expected, expected_state = opt.step({k: v.copy() for k, v in params.items()}, grads, state)
+    resumed, resumed_state = anyoptim.Adam(0.05, master_weights=True).step(like, grads, loaded)
+    for name in params:
+        np.testing.assert_array_equal(resumed[name], expected[name])
+        np.testing.assert_array_equal(resumed_state.slots["master"][name], expected_state.slots["master"][name])
+
+
+def test_array_api_strict_target_is_written_in_place(tmp_path):
+    xps = pytest.importorskip("array_api_strict")
+    opt, params, _, path = _numpy_run(tmp_path)
+    like = {"W": xps.zeros((2, 3), dtype=xps.float64), "b": xps.zeros(3, dtype=xps.float64)}
+    own = dict(like)
+    loaded, _ = anyoptim.load(path, like=like, optimizer=opt, in_place=True)
+    assert loaded is like and all(like[k] is own[k] for k in own)
+    for name in params:
+        np.testing.assert_array_equal(np.asarray(like[name]), params[name])

@@ -420,8 +420,9 @@ class Optimizer:
         )
         for run, indices in prepared.runs:
             run(hps if indices is None else [hps[i] for i in indices])
-        return prepared.params_out, OptimizerState(
-            count + 1, learning_rate, prepared.slots_out, state.skipped, prepared.treedef, state_owner(type(self))
+        prepared.params_out, prepared.slots_out = params, state.slots  # the call's trees: matches() read them
+        return params, OptimizerState(
+            count + 1, learning_rate, state.slots, state.skipped, prepared.treedef, state_owner(type(self))
         )
 
     def host_scalars(self, params: Any) -> Callable[[int], tuple[list[dict[str, Any]], float]]:

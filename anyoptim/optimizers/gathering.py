@@ -75,7 +75,7 @@ def leaf_gatherer(treedef: TreeDef, slot_names: tuple[str, ...]) -> Gatherer:
 
 
 def gatherer_source(treedef: TreeDef, slot_names: Sequence[str]) -> tuple[str, dict[str, Any]]:
-    """The source of :func:`leaf_gatherer`'s function, and the objects it names (tuple types, slot names).
+    """The source of :func:`leaf_gatherer`'s function, and the objects it names (tuple types, slots, str-subclass keys).
 
     Two functions: ``leaves_of(tree)``, the walk of one tree of ``treedef``'s structure (None for another), and
     ``gather``, which runs it on params, grads and each slot tree: written once, the walk compiles in a quarter of
@@ -100,10 +100,11 @@ def gatherer_source(treedef: TreeDef, slot_names: Sequence[str]) -> tuple[str, d
             return
         count = len(structure.children)
         if structure.kind == "dict":
-            if not all(type(key) is str for key in structure.keys):  # tree_flatten allows none other
+            if not all(isinstance(key, str) for key in structure.keys):  # tree_flatten allows none other
                 raise TypeError(f"tree keys must be strings, not {structure.keys!r}")
             lines.append(f"        if type({node}) is not dict or len({node}) != {count}: return None")
-            children = [f"{node}[{key!r}]" for key in structure.keys]
+            # A str is written as its literal; a str subclass's key (an enum.StrEnum member) is looked up as itself.
+            children = [f"{node}[{repr(key) if type(key) is str else constant(key)}]" for key in structure.keys]
         elif structure.kind == "list":
             lines.append(f"        if type({node}) is not list or len({node}) != {count}: return None")
             children = [f"{node}[{index}]" for index in range(count)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
+import sys
 from typing import Any
 
 from ..engines.memory import byte_range
@@ -33,8 +34,11 @@ class PreparedStep:
     """
 
     __slots__ = (
+        "addresses",
         "check",
+        "data_ptr",
         "flagged",
+        "flags",
         "g_leaves",
         "gather",
         "grads_in",
@@ -66,9 +70,11 @@ class PreparedStep:
         # Every leaf in the order matches() gathers them: params, grads, then each slot.
         self.leaves = (*p_leaves, *g_leaves, *(leaf for values in slots.values() for leaf in values))
         self.layout = list(map(shape_and_dtype, (*p_leaves, *g_leaves)))
-        # Written in place: a NumPy array made read-only since must take the validated path (new arrays).
-        written = (*p_leaves, *(leaf for values in slots.values() for leaf in values))
-        self.flagged = [leaf for leaf in written if hasattr(getattr(leaf, "flags", None), "writeable")]
+        # NumPy arrays: one made read-only since must take the validated path (new arrays); and code may set the
+        # .strides of an existing array (deprecated, not gone), the element order the kernels pair.  Params and
+        # slots are writeable here (else the step was not in place), a gradient as it was.
+        self.flagged = [leaf for leaf in self.leaves if hasattr(getattr(leaf, "flags", None), "writeable")]
+        self.flags = list(map(strides_and_writeable, self.flagged))
         self.keys = keys
         self.key_of_leaf = key_of_leaf
         everything = list(range(len(p_leaves)))
@@ -77,6 +83,10 @@ class PreparedStep:
         # Runs that may have lost their arrays' memory (the torch engine's: ``p.data = t``) say so.
         checks = [run.bound for run, _ in runs if hasattr(run, "bound")]
         self.check = checks[0] if len(checks) == 1 else (lambda: all(check() for check in checks)) if checks else None
+        # Those runs read gradients and slots through views too: ``g.data = t`` between steps leaves them reading
+        # (or writing) the old memory.  Their addresses, gradients' then slots', as matches() gathers them.
+        self.data_ptr = sys.modules["torch"].Tensor.data_ptr if checks else None  # unbound: half methodcaller's time
+        self.addresses = list(map(self.data_ptr, self.leaves[len(p_leaves) :])) if checks else None
         # Runs that can read new gradient arrays (the torch engine's): a loop whose grads are new every step.
         rebinders = [(getattr(run, "with_grads", None), indices) for run, indices in runs]
         self.rebinders = rebinders if all(rebind is not None for rebind, _ in rebinders) else None
@@ -90,7 +100,7 @@ class PreparedStep:
         """Whether a call passes back the very params and slots the step returned, and the grads tree it was given."""
         if params is not self.params_out or state.slots is not self.slots_out or grads is not self.grads_in:
             return False
-        return self.check is None or self.check()
+        return self.check is None or self.unmoved(self.leaves)
 
     def matches(self, params: Any, grads: Any, state: Any) -> bool:
         """Whether a call passes exactly the arrays (and structures) this was made for."""
@@ -109,9 +119,15 @@ class PreparedStep:
         # NumPy lets code set .shape and .dtype of an existing array: check those of params and grads.
         if list(map(shape_and_dtype, found[: len(self.layout)])) != self.layout:
             return False
-        if self.check is not None and not self.check():
+        if self.check is not None and not self.unmoved(found):
             return False
-        return not self.flagged or all(map(writeable, self.flagged))
+        return not self.flagged or list(map(strides_and_writeable, self.flagged)) == self.flags
+
+    def unmoved(self, found: tuple) -> bool:
+        """Whether the runs' views still see the memory of the parameters, gradients and slots ``found`` (torch's)."""
+        return (
+            self.check() and list(map(self.data_ptr, found[len(self.layout) - len(self.g_leaves) :])) == self.addresses
+        )
 
     def rebind(self, found: tuple, grads: Any) -> bool:
         """Take new gradient arrays where only they changed, if the engine's runs can read them instead.
@@ -149,6 +165,8 @@ class PreparedStep:
                 return False
         self.g_leaves = list(new)
         self.leaves = found
+        if self.addresses is not None:
+            self.addresses[:count] = map(self.data_ptr, new)
         self.grads_in = grads
         return True
 
@@ -161,7 +179,7 @@ def placement(leaf: Any) -> tuple[Any, Any]:
     return getattr(leaf, "device", None), getattr(leaf, "layout", None)
 
 
-writeable = operator.attrgetter("flags.writeable")
+strides_and_writeable = operator.attrgetter("strides", "flags.writeable")
 
 
 def written_ranges(leaves: list[Any]) -> tuple[list[int], list[int]]:

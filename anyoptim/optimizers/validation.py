@@ -107,9 +107,10 @@ def check_state(
     TypeError
         If ``state`` is not an :class:`~anyoptim.state.OptimizerState`.
     ValueError
-        If it was made for another structure, holds other slots, or a slot leaf
+        If it was made for another structure, holds other slots, a slot leaf
         of another count, shape or dtype (float32 is allowed for a float16 or
-        bfloat16 parameter).
+        bfloat16 parameter), or a slot leaf that shares memory with a
+        parameter or another slot leaf.
     """
     if not isinstance(state, OptimizerState):
         raise TypeError(f"state must be the OptimizerState returned by init or step, got {type(state).__name__}")
@@ -142,6 +143,13 @@ def check_state(
                     f"but the parameter has {tuple(p.shape)} and {p.dtype}"
                 )
         slots[slot] = leaves
+    # A slot written in place over a parameter or another slot (``state.slots["m"]["w"] = params["w"]``) would make
+    # every update read what another just wrote: refused, as params sharing memory are.
+    owners = [f"params[{name!r}]" for name in names]
+    owners += [f"state slot {slot!r} of {name!r}" for slot in slots for name in names]
+    everything = [*p_leaves, *(leaf for leaves in slots.values() for leaf in leaves)]
+    for first, second in overlapping(everything, range(len(p_leaves), len(everything))):
+        raise ValueError(f"{owners[second]} shares memory with {owners[first]}: each must be an array of its own")
     return slots
 
 
