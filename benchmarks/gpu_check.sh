@@ -180,7 +180,7 @@ EOF
 part "smoke" 45 "$OUT/env.txt" python3 /tmp/anyoptim_smoke.py
 
 # ---------------------------------------------------------------- 2. the CuPy engine's GPU tests
-part "engine tests" 120 "$OUT/engine-tests.txt" \
+part "engine tests" 100 "$OUT/engine-tests.txt" \
     python3 -m pytest -q -m gpu -p no:cacheprovider -rfEsx --durations=10 tests/test_cupy_engine.py tests/test_cupy_capture.py
 
 # ---------------------------------------------------------------- 3. the benchmark
@@ -192,7 +192,7 @@ else
 fi
 
 # ---------------------------------------------------------------- 4. torch CUDA tensors (never run on a GPU before)
-part "torch cuda tests" 60 "$OUT/torch-cuda.txt" \
+part "torch cuda tests" 90 "$OUT/torch-cuda.txt" \
     python3 -m pytest -q -m gpu -p no:cacheprovider -rfEsx -x --durations=5 tests/test_torch_cuda.py
 part "torch cuda benchmark" 45 "$OUT/torch-cuda.txt" python3 benchmarks/torch_step.py --device cuda --quick
 

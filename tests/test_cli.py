@@ -50,7 +50,7 @@ def test_compare_prints_the_table_and_writes_the_figures(tmp_path, capsys):
 def test_compare_says_when_the_decay_never_steps(capsys):
     """lr0 / (1 + floor(epoch / 1000)) is lr0 for the first 1000 epochs: a short run says so under the table."""
     assert main(["compare", "--epochs", "2", "--no-plots"]) == 0
-    assert "the decay steps every 1000 epochs: within 2 it keeps lr0" in capsys.readouterr().out
+    assert "the decay steps every 1000 epochs: within 2 epochs it keeps lr0" in capsys.readouterr().out
     assert main(["compare", "--epochs", "1001", "--no-plots", "--backend", "numpy"]) == 0
     assert "the decay steps every" not in capsys.readouterr().out
 

@@ -264,7 +264,7 @@ def _compare(args: argparse.Namespace) -> int:
             )
         )
     if args.epochs <= LESSON.decay_interval:  # floor(epoch / interval) is 0 for every epoch run
-        print(f"\nthe decay steps every {LESSON.decay_interval} epochs: within {args.epochs} it keeps lr0")
+        print(f"\nthe decay steps every {LESSON.decay_interval} epochs: within {args.epochs} epochs it keeps lr0")
     print(f"\ntotal training time: {sum(sum(s.wall_times) for s in summaries):.1f} s")
     if out is not None:
         from . import plots
