@@ -142,6 +142,26 @@ _STATIC_NOW = {
     for rate_number in (True, False)
     for skipped_number in (True, False)
 }
+
+
+class _StaticNames(tuple):
+    """``static`` as the pytree's static data holds it: equal to the tuple, and a repr that says the way out.
+
+    JAX shows the static data when two structures differ (a ``jax.lax.scan`` carry whose rate changed), so the
+    message names the fix there.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return (
+            f"static={tuple.__repr__(self)}: these numbers are part of the pytree's structure, so a state of "
+            "another learning rate is another structure; dataclasses.replace(state, static=()) makes them leaves"
+        )
+
+
+#: The static data's ``static`` by the state's (a dict look-up: a state only ever holds one of these four).
+_AUX_STATIC = {names: _StaticNames(names) if names else names for names in _STATIC_NOW.values()}
 #: The children's names by (is the rate a child, is ``skipped`` a child).
 _CHILDREN = {
     (True, True): ("count", "learning_rate", "slots", "skipped"),
@@ -162,7 +182,7 @@ def _flatten(state: OptimizerState) -> tuple[tuple, tuple]:
     slots, static = fields["slots"], fields["static"]
     rate = fields["learning_rate"] if "learning_rate" in static else None
     skipped = fields["skipped"] if "skipped" in static else None
-    aux = (rate, skipped, static, tuple(slots), fields["structure"], fields["optimizer"])
+    aux = (rate, skipped, _AUX_STATIC[static], tuple(slots), fields["structure"], fields["optimizer"])
     if rate is None:
         if skipped is None:
             return (fields["count"], fields["learning_rate"], slots, fields["skipped"]), aux

@@ -1,0 +1,91 @@
+"""``OptimizerState.static`` seen from the user's side: errors that name the way out, and no stale numbers.
+
+The static rate and skipped count (anyoptim/state.py, optimizers/traced.py ``static_of``) are a speed measure of
+jitted JAX steps; these tests try to get a wrong number or a lost user out of them: a ``lax.scan`` carry whose rate
+changed, a rate assigned between jitted steps, eager NumPy steps, a checkpoint loaded with another rate.
+"""
+
+from __future__ import annotations
+
+import gc
+import pickle
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import anyoptim
+from tests.helpers import load_namespace
+
+jnp = load_namespace("jax")  # enables jax_enable_x64, as every JAX test here does
+if jnp is None:
+    pytest.skip("jax is not available here", allow_module_level=True)
+import jax  # noqa: E402
+
+BOTH = ("learning_rate", "skipped")
+
+
+def _scan(optimizer, params, state, rows):
+    def body(carry, g):
+        return optimizer.step(carry[0], {"w": g}, carry[1]), None
+
+    (params, state), _ = jax.lax.scan(body, (params, state), rows)
+    return params, state
+
+
+def test_a_scan_carry_whose_rate_changed_names_the_way_out():
+    """JAX's structure error shows the static data: it says what static is and how to make the scalars leaves."""
+    optimizer = anyoptim.Adam(0.1)
+    params = {"w": jnp.asarray([1.0, -2.0])}
+    state = optimizer.init(params)
+    optimizer.learning_rate = 0.05
+    with pytest.raises(TypeError, match=r"dataclasses\.replace\(state, static=\(\)\) makes them leaves"):
+        _scan(optimizer, params, state, jnp.ones((2, 2)))
+    final, last = _scan(optimizer, params, replace(state, static=()), jnp.ones((2, 2)))
+    eager, eager_state = params, state
+    for _ in range(2):
+        eager, eager_state = optimizer.step(eager, {"w": jnp.ones(2)}, eager_state)
+    np.testing.assert_allclose(np.asarray(final["w"]), np.asarray(eager["w"]), rtol=1e-12)
+    assert float(last.learning_rate) == eager_state.learning_rate == 0.05
+    # The hint lives in the pytree's static data only: the state's own field is a plain tuple.
+    assert type(state.static) is tuple and repr(state.static) == repr(BOTH)
+    rebuilt = jax.tree_util.tree_map(lambda leaf: leaf, state)
+    assert type(rebuilt.static) is tuple and rebuilt.static == BOTH
+    treedef = jax.tree_util.tree_structure(state)
+    assert pickle.loads(pickle.dumps(treedef)) == treedef
+
+
+def test_a_rate_assigned_between_jitted_steps_is_used_by_a_new_jit():
+    """The guide: a setting assigned later takes effect in a new ``jax.jit(opt.step)`` (the old one dropped)."""
+    optimizer = anyoptim.SGD(0.1)
+    params, grads = {"w": jnp.asarray([1.0])}, {"w": jnp.asarray([1.0])}
+    step = jax.jit(optimizer.step)
+    _, state = step(params, grads, optimizer.init(params))
+    optimizer.learning_rate = 0.5
+    step = jax.jit(optimizer.step)  # the old one is gone: JAX cannot reuse its trace
+    gc.collect()
+    moved, state = step(params, grads, state)
+    assert (float(moved["w"][0]), state.learning_rate) == (0.5, 0.5)
+    # A function of one's own, made anew, is traced anew whatever still lives.
+    kept = jax.jit(optimizer.step)
+    optimizer.learning_rate = 0.25
+    moved, state = jax.jit(lambda p, g, s: optimizer.step(p, g, s))(params, grads, state)
+    assert (float(moved["w"][0]), state.learning_rate) == (0.75, 0.25)
+    del kept
+
+
+@pytest.mark.parametrize("policy", ["ignore", "skip"])
+def test_eager_numpy_steps_keep_static(policy):
+    """The prepared (fast) eager step keeps ``static`` as the full step does: a state does not change it by itself."""
+    optimizer = anyoptim.Adam(0.1, on_nonfinite=policy)
+    params, grads = {"w": np.array([1.0, -2.0])}, {"w": np.array([0.5, 1.5])}
+    state = optimizer.init(params)
+    expected = BOTH if policy == "ignore" else ("learning_rate",)
+    seen = [state.static]
+    for _ in range(3):  # the second and third take the prepared step
+        params, state = optimizer.step(params, grads, state)
+        seen.append(state.static)
+    assert seen == [expected] * 4
+    optimizer.learning_rate = anyoptim.schedules.cosine_decay(0.1, 10)  # a schedule: the rate is a leaf from now on
+    params, state = optimizer.step(params, grads, state)
+    assert state.static == tuple(name for name in expected if name != "learning_rate")
