@@ -420,9 +420,8 @@ class Optimizer:
         )
         for run, indices in prepared.runs:
             run(hps if indices is None else [hps[i] for i in indices])
-        return prepared.params_out, OptimizerState(
-            count + 1, learning_rate, prepared.slots_out, state.skipped, prepared.treedef, state_owner(type(self))
-        )
+        new = (count + 1, learning_rate, prepared.slots_out, state.skipped, prepared.treedef, state_owner(type(self)))
+        return prepared.params_out, OptimizerState(*new, state.static)  # kept, as a full step keeps it
 
     def host_scalars(self, params: Any) -> Callable[[int], tuple[list[dict[str, Any]], float]]:
         """Each leaf's host scalars as a function of the step count, for code that replays a captured step.
