@@ -111,6 +111,13 @@ class OptimizerState:
         if _JAX_PENDING and "jax" in sys.modules:
             register_with_jax()
 
+    def __setstate__(self, fields: dict[str, Any]) -> None:
+        """Unpickle: a state pickled before ``static`` existed gets ``()``, all leaves (what it was then)."""
+        self.__dict__.update(fields)
+        self.__dict__.setdefault("static", ())
+        if _JAX_PENDING and "jax" in sys.modules:
+            register_with_jax()
+
 
 _JAX_PENDING = True
 _JAX_LOCK = threading.Lock()

@@ -89,3 +89,16 @@ def test_eager_numpy_steps_keep_static(policy):
     optimizer.learning_rate = anyoptim.schedules.cosine_decay(0.1, 10)  # a schedule: the rate is a leaf from now on
     params, state = optimizer.step(params, grads, state)
     assert state.static == tuple(name for name in expected if name != "learning_rate")
+
+
+def test_a_state_pickled_before_static_existed_still_flattens():
+    """An older anyoptim's pickle (a pickled estimator's state) has no ``static``: it loads as all leaves."""
+    state = anyoptim.Adam(0.1).init({"w": jnp.asarray([1.0, -2.0])})
+    old = anyoptim.OptimizerState(state.count, state.learning_rate, state.slots, state.skipped)
+    del old.__dict__["static"]  # what unpickling an older state's __dict__ gives
+    loaded = pickle.loads(pickle.dumps(old))
+    assert loaded.static == () and loaded.__dict__["static"] == ()
+    names = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(loaded)[0]]
+    assert names == [".count", ".learning_rate", ".slots['m']['w']", ".slots['v']['w']", ".skipped"]
+    again = pickle.loads(pickle.dumps(state))
+    assert again.static == BOTH and jax.tree_util.tree_structure(again) == jax.tree_util.tree_structure(state)
