@@ -54,11 +54,12 @@ class OptimizerState:
     ``jax.jit(opt.step)(params, grads, state)`` traces it: ``count``, ``slots``, and ``learning_rate`` and
     ``skipped`` unless ``static`` names them are its leaves (the count and a traced rate become 0-D arrays under
     ``jax.jit``, see :mod:`anyoptim.count_math`); ``structure``, ``optimizer``, ``static``, the static numbers and
-    the slots' names are its static data (a static number's child is None, which holds no leaf).  A jitted step of an optimizer with a constant rate thus passes in and
-    out only the count and the slots, as optax's Adam does, and returns the rate as the Python number it is.  A
-    static number is part of the pytree's structure: a state whose rate differs (one made before
-    ``opt.learning_rate`` was assigned) is another structure to ``jax.jit`` (one more trace) and cannot enter a
-    ``jax.lax.scan`` whose step uses the new rate (JAX's structure error shows the static data, which say so);
+    the slots' names are its static data (a static number's child is None, which holds no leaf).  A jitted step
+    of an optimizer with a constant rate thus passes in and out only the count and the slots, as optax's Adam
+    does, and returns the rate as the Python number it is.  A static number is part of the pytree's structure: a
+    state whose rate differs (one made before ``opt.learning_rate`` was assigned) is another structure to
+    ``jax.jit`` (one more trace) and cannot enter a ``jax.lax.scan`` whose step uses the new rate (JAX's
+    structure error shows the static data, which say so);
     ``dataclasses.replace(state, static=())`` makes both scalars leaves.
 
     Examples
