@@ -168,8 +168,12 @@ class _StaticNames(tuple):
         )
 
 
-#: The static data's ``static`` by the state's (a dict look-up: a state only ever holds one of these four).
-_AUX_STATIC = {names: _StaticNames(names) if names else names for names in _STATIC_NOW.values()}
+#: By the state's ``static`` (a state only ever holds one of four): whether the rate and ``skipped`` are static,
+#: and the ``static`` its static data holds (``_StaticNames``, for JAX's messages).
+_LAYOUT = {
+    names: ("learning_rate" in names, "skipped" in names, _StaticNames(names) if names else names)
+    for names in _STATIC_NOW.values()
+}
 #: The children's names: a static scalar's child is None (no leaf), so every state has four children and a
 #: structure that differs only there differs in the static data, which JAX shows (``_StaticNames``).
 _CHILDREN = ("count", "learning_rate", "slots", "skipped")
@@ -183,27 +187,16 @@ def _flatten(state: OptimizerState) -> tuple[tuple, tuple]:
     Written for speed: a jitted step flattens its state on every call.
     """
     fields = state.__dict__
-    static = fields["static"]
-    if static:
-        rate = fields["learning_rate"] if "learning_rate" in static else None
-        skipped = fields["skipped"] if "skipped" in static else None
-        children = (
-            fields["count"],
-            fields["learning_rate"] if rate is None else None,
-            fields["slots"],
-            fields["skipped"] if skipped is None else None,
-        )
-    else:
-        rate = skipped = None
-        children = (fields["count"], fields["learning_rate"], fields["slots"], fields["skipped"])
-    return children, (
-        rate,
-        skipped,
-        _AUX_STATIC[static],
-        tuple(fields["slots"]),
-        fields["structure"],
-        fields["optimizer"],
-    )
+    rate_static, skipped_static, static = _LAYOUT[fields["static"]]
+    count, slots, rate, skipped = fields["count"], fields["slots"], fields["learning_rate"], fields["skipped"]
+    names, structure, optimizer = tuple(slots), fields["structure"], fields["optimizer"]
+    if rate_static:
+        if skipped_static:
+            return (count, None, slots, None), (rate, skipped, static, names, structure, optimizer)
+        return (count, None, slots, skipped), (rate, None, static, names, structure, optimizer)
+    if skipped_static:
+        return (count, rate, slots, None), (None, skipped, static, names, structure, optimizer)
+    return (count, rate, slots, skipped), (None, None, static, names, structure, optimizer)
 
 
 def _unflatten(aux: tuple, children: Any) -> OptimizerState:
