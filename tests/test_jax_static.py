@@ -66,8 +66,9 @@ def test_a_rate_assigned_between_jitted_steps_is_used_by_a_new_jit():
     gc.collect()
     moved, state = step(params, grads, state)
     assert (float(moved["w"][0]), state.learning_rate) == (0.5, 0.5)
-    # A function of one's own, made anew, is traced anew whatever still lives.
+    # A function of one's own, made anew, is traced anew whatever still lives (here a jitted opt.step traced at 0.5).
     kept = jax.jit(optimizer.step)
+    assert float(kept(params, grads, state)[0]["w"][0]) == 0.5
     optimizer.learning_rate = 0.25
     moved, state = jax.jit(lambda p, g, s: optimizer.step(p, g, s))(params, grads, state)
     assert (float(moved["w"][0]), state.learning_rate) == (0.75, 0.25)
