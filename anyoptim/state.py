@@ -52,14 +52,15 @@ class OptimizerState:
     -----
     A JAX pytree (registered as soon as JAX is loaded and a state is made; anyoptim never imports JAX itself), so
     ``jax.jit(opt.step)(params, grads, state)`` traces it: ``count``, ``slots``, and ``learning_rate`` and
-    ``skipped`` unless ``static`` names them are its children (the count and a traced rate become 0-D arrays under
+    ``skipped`` unless ``static`` names them are its leaves (the count and a traced rate become 0-D arrays under
     ``jax.jit``, see :mod:`anyoptim.count_math`); ``structure``, ``optimizer``, ``static``, the static numbers and
-    the slots' names are its static data.  A jitted step of an optimizer with a constant rate thus passes in and
-    out only the count and the slots, as optax's Adam does, and returns the rate as the Python number it is.  A
-    static number is part of the pytree's structure: a state whose rate differs (one made before
-    ``opt.learning_rate`` was assigned) is another structure to ``jax.jit`` (one more trace) and cannot enter a
-    ``jax.lax.scan`` whose step uses the new rate; ``dataclasses.replace(state, static=())`` makes both scalars
-    leaves.
+    the slots' names are its static data (a static number's child is None, which holds no leaf).  A jitted step
+    of an optimizer with a constant rate thus passes in and out only the count and the slots, as optax's Adam
+    does, and returns the rate as the Python number it is.  A static number is part of the pytree's structure: a
+    state whose rate differs (one made before ``opt.learning_rate`` was assigned) is another structure to
+    ``jax.jit`` (one more trace) and cannot enter a ``jax.lax.scan`` whose step uses the new rate (JAX's
+    structure error shows the static data, which say so);
+    ``dataclasses.replace(state, static=())`` makes both scalars leaves.
 
     Examples
     --------
@@ -111,6 +112,13 @@ class OptimizerState:
         if _JAX_PENDING and "jax" in sys.modules:
             register_with_jax()
 
+    def __setstate__(self, fields: dict[str, Any]) -> None:
+        """Unpickle: a state pickled before ``static`` existed gets ``()``, all leaves (what it was then)."""
+        self.__dict__.update(fields)
+        self.__dict__.setdefault("static", ())
+        if _JAX_PENDING and "jax" in sys.modules:
+            register_with_jax()
+
 
 _JAX_PENDING = True
 _JAX_LOCK = threading.Lock()
@@ -142,59 +150,78 @@ _STATIC_NOW = {
     for rate_number in (True, False)
     for skipped_number in (True, False)
 }
-#: The children's names by (is the rate a child, is ``skipped`` a child).
-_CHILDREN = {
-    (True, True): ("count", "learning_rate", "slots", "skipped"),
-    (True, False): ("count", "learning_rate", "slots"),
-    (False, True): ("count", "slots", "skipped"),
-    (False, False): ("count", "slots"),
+
+
+class _StaticNames(tuple):
+    """``static`` as the pytree's static data holds it: equal to the tuple, and a repr that says the way out.
+
+    JAX shows the static data when two structures differ (a ``jax.lax.scan`` carry whose rate changed), so the
+    message names the fix there.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return (
+            f"static={tuple.__repr__(self)}: these numbers are part of the pytree's structure, so a state of "
+            "another learning rate is another structure; dataclasses.replace(state, static=()) makes them leaves"
+        )
+
+
+#: By the state's ``static`` (a state only ever holds one of four): whether the rate and ``skipped`` are static,
+#: and the ``static`` its static data holds (``_StaticNames``, for JAX's messages).
+_LAYOUT = {
+    names: ("learning_rate" in names, "skipped" in names, _StaticNames(names) if names else names)
+    for names in _STATIC_NOW.values()
 }
+#: The children's names: a static scalar's child is None (no leaf), so every state has four children and a
+#: structure that differs only there differs in the static data, which JAX shows (``_StaticNames``).
+_CHILDREN = ("count", "learning_rate", "slots", "skipped")
 
 
 def _flatten(state: OptimizerState) -> tuple[tuple, tuple]:
-    """The state's pytree children (see ``_CHILDREN``) and static data.
+    """The state's pytree children (``_CHILDREN``, None for a static scalar) and static data.
 
     The static data holds the rate and ``skipped`` themselves where they are static (None where they are children:
     a static one is a number, never None), then ``static``, the slots' names, ``structure`` and ``optimizer``.
     Written for speed: a jitted step flattens its state on every call.
     """
     fields = state.__dict__
-    slots, static = fields["slots"], fields["static"]
-    rate = fields["learning_rate"] if "learning_rate" in static else None
-    skipped = fields["skipped"] if "skipped" in static else None
-    aux = (rate, skipped, static, tuple(slots), fields["structure"], fields["optimizer"])
-    if rate is None:
-        if skipped is None:
-            return (fields["count"], fields["learning_rate"], slots, fields["skipped"]), aux
-        return (fields["count"], fields["learning_rate"], slots), aux
-    if skipped is None:
-        return (fields["count"], slots, fields["skipped"]), aux
-    return (fields["count"], slots), aux
+    rate_static, skipped_static, static = _LAYOUT[fields["static"]]
+    count, slots, rate, skipped = fields["count"], fields["slots"], fields["learning_rate"], fields["skipped"]
+    names, structure, optimizer = tuple(slots), fields["structure"], fields["optimizer"]
+    if rate_static:
+        if skipped_static:
+            return (count, None, slots, None), (rate, skipped, static, names, structure, optimizer)
+        return (count, None, slots, skipped), (rate, None, static, names, structure, optimizer)
+    if skipped_static:
+        return (count, rate, slots, None), (None, skipped, static, names, structure, optimizer)
+    return (count, rate, slots, skipped), (None, None, static, names, structure, optimizer)
 
 
 def _unflatten(aux: tuple, children: Any) -> OptimizerState:
     """The state of ``_flatten``'s static data and children."""
     rate, skipped, static, slot_names, structure, optimizer = aux
-    if rate is None:
-        if skipped is None:
-            count, rate, slots, skipped = children
-        else:
-            count, rate, slots = children
-    elif skipped is None:
-        count, slots, skipped = children
-    else:
-        count, slots = children
+    count, rate_child, slots, skipped_child = children
     if isinstance(slots, dict) and tuple(slots) != slot_names:  # JAX rebuilds a dict with sorted keys
         slots = {name: slots[name] for name in slot_names}
-    return OptimizerState(count, rate, slots, skipped, structure, optimizer, static)
+    return OptimizerState(
+        count,
+        rate_child if rate is None else rate,
+        slots,
+        skipped_child if skipped is None else skipped,
+        structure,
+        optimizer,
+        static,
+    )
 
 
 def register_with_jax() -> None:
     """Register :class:`OptimizerState` as a JAX pytree, once (idempotent, thread-safe; imports JAX).
 
-    Children: ``count``, ``slots``, and ``learning_rate`` and ``skipped`` unless they are static (named in
-    ``static`` and Python numbers); static data: those numbers, ``static``, the slots' names in their order (JAX
-    rebuilds a dict with sorted keys), ``structure`` and ``optimizer``.
+    Children: ``count``, ``learning_rate``, ``slots`` and ``skipped``, where a static scalar's (named in ``static``
+    and a Python number) is None, no leaf; static data: those numbers, ``static``, the slots' names in their order
+    (JAX rebuilds a dict with sorted keys), ``structure`` and ``optimizer``.
     """
     global _JAX_PENDING
     with _JAX_LOCK:
@@ -202,12 +229,11 @@ def register_with_jax() -> None:
             return
         from jax import tree_util
 
-        keys = {names: tuple(map(tree_util.GetAttrKey, names)) for names in _CHILDREN.values()}
+        keys = tuple(map(tree_util.GetAttrKey, _CHILDREN))
 
         def flatten_with_keys(state: OptimizerState) -> tuple[tuple, tuple]:
             children, aux = _flatten(state)
-            names = _CHILDREN[aux[0] is None, aux[1] is None]
-            return tuple(zip(keys[names], children, strict=True)), aux
+            return tuple(zip(keys, children, strict=True)), aux
 
         tree_util.register_pytree_with_keys(OptimizerState, flatten_with_keys, _unflatten, _flatten)
         _JAX_PENDING = False
