@@ -165,9 +165,9 @@ class TorchStep:
         Always True: every leaf's results are written into the given tensors.
     parts : dict of str to list of int
         Leaf indices by how they run: ``"host"``, ``"device"``, ``"generic"``.
-    bound : callable
-        ``bound() -> bool``: whether the parameters run through views still have the memory they were prepared
-        with (``p.data = t`` gives a parameter other memory; then a new step must be prepared).
+    views : bool
+        True: the runs read and write the tensors through views of the memory they had when prepared; a tensor
+        given other memory (``p.data = t``) needs a new preparation (the caller compares ``data_ptr()``).
     """
 
     in_place = True
@@ -224,12 +224,9 @@ class TorchStep:
         fused = self.parts["host"] + self.parts["device"]
         self.written = [column[i] for column in (self.params, *self.slots.values()) for i in fused]
         self.bump = _torch().autograd.graph.increment_version if self.written else None
-        # The views hold the memory the parameters had: ``p.data = t`` (vector_to_parameters, share_memory())
-        # gives a parameter other memory, and the step must be prepared again, else it updates the old memory.
-        fused_params = [self.params[i] for i in fused]
-        addresses = [p.data_ptr() for p in fused_params]
-        data_ptr = _torch().Tensor.data_ptr
-        self.bound = lambda: list(map(data_ptr, fused_params)) == addresses
+        # The views hold the memory the tensors had: ``p.data = t`` (vector_to_parameters, share_memory()) gives
+        # a tensor other memory, and the step must be prepared again, else it reads and writes the old memory.
+        self.views = True
 
     def _fused(
         self,

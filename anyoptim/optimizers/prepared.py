@@ -35,7 +35,6 @@ class PreparedStep:
 
     __slots__ = (
         "addresses",
-        "check",
         "data_ptr",
         "flagged",
         "flags",
@@ -80,13 +79,12 @@ class PreparedStep:
         everything = list(range(len(p_leaves)))
         # A prepared step is called with this step's scalars; update() does the same without building results.
         self.runs = [(getattr(run, "update", run), None if indices == everything else indices) for run, indices in runs]
-        # Runs that may have lost their arrays' memory (the torch engine's: ``p.data = t``) say so.
-        checks = [run.bound for run, _ in runs if hasattr(run, "bound")]
-        self.check = checks[0] if len(checks) == 1 else (lambda: all(check() for check in checks)) if checks else None
-        # Those runs read gradients and slots through views too: ``g.data = t`` between steps leaves them reading
-        # (or writing) the old memory.  Their addresses, gradients' then slots', as matches() gathers them.
-        self.data_ptr = sys.modules["torch"].Tensor.data_ptr if checks else None  # unbound: half methodcaller's time
-        self.addresses = list(map(self.data_ptr, self.leaves[len(p_leaves) :])) if checks else None
+        # Runs that read and write through views of the tensors' memory (the torch engine's) say so: ``p.data = t``
+        # between steps would leave them reading (or writing) the old memory.  Every leaf's address, as matches()
+        # gathers them, is then compared at each call.
+        views = any(getattr(run, "views", False) for run, _ in runs)
+        self.data_ptr = sys.modules["torch"].Tensor.data_ptr if views else None  # unbound: half methodcaller's time
+        self.addresses = list(map(self.data_ptr, self.leaves)) if views else None
         # Runs that can read new gradient arrays (the torch engine's): a loop whose grads are new every step.
         rebinders = [(getattr(run, "with_grads", None), indices) for run, indices in runs]
         self.rebinders = rebinders if all(rebind is not None for rebind, _ in rebinders) else None
@@ -100,7 +98,7 @@ class PreparedStep:
         """Whether a call passes back the very params and slots the step returned, and the grads tree it was given."""
         if params is not self.params_out or state.slots is not self.slots_out or grads is not self.grads_in:
             return False
-        return self.check is None or self.unmoved(self.leaves)
+        return self.addresses is None or list(map(self.data_ptr, self.leaves)) == self.addresses
 
     def matches(self, params: Any, grads: Any, state: Any) -> bool:
         """Whether a call passes exactly the arrays (and structures) this was made for."""
@@ -119,15 +117,9 @@ class PreparedStep:
         # NumPy lets code set .shape and .dtype of an existing array: check those of params and grads.
         if list(map(shape_and_dtype, found[: len(self.layout)])) != self.layout:
             return False
-        if self.check is not None and not self.unmoved(found):
+        if self.addresses is not None and list(map(self.data_ptr, found)) != self.addresses:
             return False
         return not self.flagged or list(map(strides_and_writeable, self.flagged)) == self.flags
-
-    def unmoved(self, found: tuple) -> bool:
-        """Whether the runs' views still see the memory of the parameters, gradients and slots ``found`` (torch's)."""
-        return (
-            self.check() and list(map(self.data_ptr, found[len(self.layout) - len(self.g_leaves) :])) == self.addresses
-        )
 
     def rebind(self, found: tuple, grads: Any) -> bool:
         """Take new gradient arrays where only they changed, if the engine's runs can read them instead.
@@ -166,7 +158,7 @@ class PreparedStep:
         self.g_leaves = list(new)
         self.leaves = found
         if self.addresses is not None:
-            self.addresses[:count] = map(self.data_ptr, new)
+            self.addresses[params : params + count] = map(self.data_ptr, new)
         self.grads_in = grads
         return True
 
