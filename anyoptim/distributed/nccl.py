@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._namespace import array_namespace
-from .comm import Communicator
+from .comm import Communicator, hand_output_to_launcher
 
 __all__ = ["NCCLCommunicator"]
 
@@ -236,6 +236,7 @@ class NCCLCommunicator(Communicator):
             self.nccl_comm.abort()
         finally:
             if self._mpi_comm is not None:
+                hand_output_to_launcher()
                 self._mpi_comm.Abort(code)
             super().abort(code)
 
