@@ -26,14 +26,18 @@ class Program:
     .. math::
 
         g' = \\mathrm{clip}(s\\,g, -c, c) + \\lambda_{L2}\\, \\theta, \\qquad
-        (\\theta', \\text{slots}') = \\text{rule}(\\theta, g', \\text{slots}), \\qquad
-        \\theta'' = \\theta' - \\alpha\\lambda\\, \\theta
+        \\tilde\\theta = (1 - \\alpha\\lambda)\\, \\theta, \\qquad
+        (\\theta', \\text{slots}') = \\text{rule}(\\tilde\\theta, g', \\text{slots})
 
     where each term is compiled in only when its flag is set: ``scale_grad`` (the
     global-norm clip factor :math:`s`, ``hp["grad_scale"]``), ``clip_value``
     (``hp["clip_value"]``), ``coupled_decay`` (L2 regularisation added to the
     gradient, ``hp["weight_decay"]``) and ``decoupled_decay`` (AdamW-style decay,
-    ``hp["decay"]`` :math:`= \\alpha\\lambda`).
+    ``hp["decay"]`` :math:`= \\alpha\\lambda`).  Decoupled decay scales the parameter *before* the rule steps
+    from it, as Loshchilov & Hutter's Algorithm 2 and torch.optim.AdamW evaluate
+    :math:`\\theta - \\alpha\\lambda\\theta - \\alpha u`: the decay rounds once (for a rule that reads
+    :math:`\\theta` only to step from it, as every built-in rule does, exact arithmetic gives what decaying
+    after would).
 
     Parameters
     ----------
@@ -51,7 +55,7 @@ class Program:
     coupled_decay : bool, default False
         Add ``hp["weight_decay"] * p`` to the gradient (L2 regularisation).
     decoupled_decay : bool, default False
-        Subtract ``hp["decay"] * p`` after the rule (AdamW-style decay).
+        Multiply ``p`` by ``1 - hp["decay"]`` before the rule (AdamW-style decay).
     master : bool, default False
         Master weights: the slot ``"master"`` (last in ``slot_names``, not
         passed to the rule) holds the parameter in a wider dtype; the step
@@ -90,9 +94,9 @@ class Program:
             g = xp.clip(g, -hp["clip_value"], hp["clip_value"])
         if self.coupled_decay:
             g = g + hp["weight_decay"] * p
-        new_p, new_slots = self.rule(xp, p, g, slots, hp, **dict(self.options))
         if self.decoupled_decay:
-            new_p = new_p - hp["decay"] * p
+            p = p * (1 - hp["decay"])
+        new_p, new_slots = self.rule(xp, p, g, slots, hp, **dict(self.options))
         if self.master:
             new_slots = {**new_slots, "master": new_p}
         return new_p, new_slots
