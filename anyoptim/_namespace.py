@@ -143,7 +143,7 @@ def _not_an_array(what: str, name: str, leaf: Any) -> str:
             f"{what}[{name!r}] is None, not an array (a torch parameter's .grad is None until backward() reaches "
             "it: did backward() run, and does the loss use this parameter?)"
         )
-    if isinstance(leaf, Iterator):
+    if isinstance(leaf, Iterator) or hasattr(leaf, "named_parameters"):  # a generator, or a torch nn.Module
         return (
             f"{what}[{name!r}] is a {type(leaf).__name__}, not an array: pass a tree of arrays, such as "
             "anyoptim.tree.nest(model.named_parameters()) or a list(...) of the arrays"

@@ -184,3 +184,10 @@ def test_array_api_strict_target_is_written_in_place(tmp_path):
     assert loaded is like and all(like[k] is own[k] for k in own)
     for name in params:
         np.testing.assert_array_equal(np.asarray(like[name]), params[name])
+
+
+def test_a_torch_module_given_as_like_is_told_to_nest_its_parameters(tmp_path):
+    torch = pytest.importorskip("torch")
+    opt, _, _, path = _numpy_run(tmp_path)
+    with pytest.raises(TypeError, match=r"is a Linear, not an array: .*nest\(model.named_parameters\(\)\)"):
+        anyoptim.load(path, like=torch.nn.Linear(3, 2), optimizer=opt, in_place=True)

@@ -417,3 +417,15 @@ def test_a_torch_keyword_with_advice_is_not_taken_for_a_near_spelling():
     with pytest.raises(TypeError) as raised:
         anyoptim.Adagrad(0.1, lr_decay=0.01)
     assert "schedule" in str(raised.value) and "weight_decay" not in str(raised.value)
+
+
+def test_a_parameter_passed_as_its_own_gradient_is_copied_without_a_torch_warning():
+    """The aliasing copy reads the values only: no graph, and no torch.asarray requires_grad warning."""
+    import warnings
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    optimizer = anyoptim.SGD(0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        params, _ = optimizer.step({"w": w}, {"w": w}, optimizer.init({"w": w}))
+    assert params["w"] is w and torch.equal(w.detach(), torch.tensor([0.5, -1.0])) and w.grad_fn is None

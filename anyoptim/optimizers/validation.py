@@ -14,7 +14,7 @@ from typing import Any
 
 from .._namespace import array_namespace, check_leaves, device_of
 from ..count_math import is_traced
-from ..engines.memory import overlapping
+from ..engines.memory import overlapping, untracked
 from ..engines.precision import is_narrow
 from ..state import OptimizerState
 from ..transforms import first_nonfinite
@@ -203,7 +203,8 @@ def separate_grads(xp: Any, g_leaves: list[Any], others: list[Any]) -> tuple[lis
     aliased = {index for index in aliased if index < len(g_leaves)}
     if not aliased:
         return g_leaves, False
-    return [xp.asarray(g, copy=True) if i in aliased else g for i, g in enumerate(g_leaves)], True
+    # untracked: a torch parameter passed as its own gradient is copied as values (no graph, no torch warning)
+    return [xp.asarray(untracked(g), copy=True) if i in aliased else g for i, g in enumerate(g_leaves)], True
 
 
 def apply_nonfinite_policy(
