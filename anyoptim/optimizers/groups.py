@@ -96,6 +96,9 @@ def step_scalars(
         One mapping per leaf; leaves of one key share the same object.
     """
     traced = is_traced(count) or is_traced(learning_rate)
+    if not traced and grad_scale is None and clip_value is None and len(keys) == 1 and not keys[0][1]:
+        # The usual host step (one dtype, no decay, no clipping): what of_leaves gives, without its general path.
+        return [{"learning_rate": learning_rate, **scalars_of_count(count)}] * len(key_of_leaf)
 
     def of_leaves(count: Any) -> list[dict[str, Any]]:
         common = {"learning_rate": learning_rate, **scalars_of_count(count)}
