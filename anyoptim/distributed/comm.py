@@ -403,7 +403,10 @@ class MPICommunicator(Communicator):
         self._back(buffer, host)
 
     def abort(self, code: int = 1) -> None:
-        """End every process of the MPI job (``MPI_Abort``), after flushing this one's output.
+        """End every process of the MPI job (``MPI_Abort``), after handing this one's output to the launcher.
+
+        The output is flushed and the launcher given :data:`ABORT_GRACE` seconds to forward it
+        (:func:`hand_output_to_launcher`): this process's error message is what the user needs to see.
 
         Parameters
         ----------

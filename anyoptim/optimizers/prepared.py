@@ -10,7 +10,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
-import sys
 from typing import Any
 
 from ..engines.memory import byte_range
@@ -79,12 +78,12 @@ class PreparedStep:
         everything = list(range(len(p_leaves)))
         # A prepared step is called with this step's scalars; update() does the same without building results.
         self.runs = [(getattr(run, "update", run), None if indices == everything else indices) for run, indices in runs]
-        # Runs that read and write through views of the tensors' memory (the torch engine's) say so: ``p.data = t``
-        # between steps would leave them reading (or writing) the old memory.  Every leaf's address, as matches()
-        # gathers them, is then compared at each call.
-        views = any(getattr(run, "views", False) for run, _ in runs)
-        self.data_ptr = sys.modules["torch"].Tensor.data_ptr if views else None  # unbound: half methodcaller's time
-        self.addresses = list(map(self.data_ptr, self.leaves)) if views else None
+        # Runs that read and write through views of the arrays' memory (the torch engine's) give the function that
+        # reads an array's address: ``p.data = t`` between steps would leave them reading (or writing) the old
+        # memory.  Every leaf's address, as matches() gathers them, is then compared at each call.
+        readers = [run.address_of for run, _ in runs if hasattr(run, "address_of")]
+        self.data_ptr = readers[0] if readers else None
+        self.addresses = list(map(self.data_ptr, self.leaves)) if readers else None
         # Runs that can read new gradient arrays (the torch engine's): a loop whose grads are new every step.
         rebinders = [(getattr(run, "with_grads", None), indices) for run, indices in runs]
         self.rebinders = rebinders if all(rebind is not None for rebind, _ in rebinders) else None
