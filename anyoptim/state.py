@@ -112,6 +112,32 @@ class OptimizerState:
         if _JAX_PENDING and "jax" in sys.modules:
             register_with_jax()
 
+    def stepped(self, count: int, learning_rate: Any, optimizer: str | None) -> OptimizerState:
+        """The state after a step that updated this state's slots in place: the same slots, ``skipped``,
+        ``structure`` and ``static``, with the new ``count``, ``learning_rate`` and ``optimizer``.
+
+        What ``OptimizerState(count, learning_rate, self.slots, self.skipped, self.structure, optimizer,
+        self.static)`` gives, at half the cost: a prepared step makes one every step.
+
+        Examples
+        --------
+        >>> from anyoptim import OptimizerState
+        >>> OptimizerState(1, 0.1, {}).stepped(2, 0.05, "SGD")
+        OptimizerState(count=2, learning_rate=0.05, slots={}, skipped=0)
+        """
+        if self.static and type(learning_rate) not in _HOST_NUMBERS:  # a static rate must be a number: re-derive
+            fields = (self.slots, self.skipped, self.structure, optimizer, self.static)
+            return OptimizerState(count, learning_rate, *fields)
+        new = _new_state(OptimizerState)
+        fields = new.__dict__
+        fields.update(self.__dict__)
+        fields["count"] = count
+        fields["learning_rate"] = learning_rate
+        fields["optimizer"] = optimizer
+        if _JAX_PENDING and "jax" in sys.modules:  # JAX imported since this state was made
+            register_with_jax()
+        return new
+
     def __setstate__(self, fields: dict[str, Any]) -> None:
         """Unpickle: a state pickled before ``static`` existed gets ``()``, all leaves (what it was then)."""
         self.__dict__.update(fields)
@@ -120,6 +146,7 @@ class OptimizerState:
             register_with_jax()
 
 
+_new_state = object.__new__
 _JAX_PENDING = True
 _JAX_LOCK = threading.Lock()
 _HOST_NUMBERS = frozenset({int, float})

@@ -229,7 +229,7 @@ def test_str_enum_keys_take_the_prepared_step_as_str_keys_do():
     state = optimizer.init(params)
     for _ in range(3):
         params, state = optimizer.step(params, grads, state)
-    assert optimizer._prepared.gather is not None  # the second and third steps took the prepared step
+    assert optimizer._prepared.check is not None  # the second and third steps took the prepared step
     np.testing.assert_array_equal(params[Key.W], np.full(3, -1.5))
     treedef = tree_flatten(params)[2]
     leaves = tuple(tree_flatten(params)[1])

@@ -31,7 +31,6 @@ module imports neither), as the one engine of each library per process.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -39,110 +38,11 @@ from .._namespace import array_namespace
 from .fused import FusedEngine
 from .generic import GenericEngine
 from .program import Program
+from .torch_tensors import StorageViews, hp_views, torch_module, unwritable, viewable
 
-__all__ = ["FUSED_TORCH_DTYPES", "TorchEngine", "TorchStep", "unwritable"]
-
-#: The dtypes whose tensors the fused engines update through views; others run the rule with torch.
-FUSED_TORCH_DTYPES = ("float32", "float64")
+__all__ = ["TorchEngine", "TorchStep"]
 
 _GENERIC = GenericEngine()
-
-
-@functools.cache
-def _torch() -> Any:
-    import torch
-
-    return torch
-
-
-@functools.cache
-def _fused_dtypes() -> frozenset:
-    torch = _torch()
-    return frozenset(getattr(torch, name) for name in FUSED_TORCH_DTYPES)
-
-
-def _viewable(tensor: Any, device_type: str) -> bool:
-    """Whether ``tensor`` can be handed to a fused engine as a view: dense, C-contiguous, of a fused dtype."""
-    torch = _torch()
-    return (
-        isinstance(tensor, torch.Tensor)
-        and tensor.layout is torch.strided
-        and tensor.dtype in _fused_dtypes()
-        and (tensor.is_cpu if device_type == "cpu" else tensor.device.type == device_type)
-        and tensor.is_contiguous()
-        and not (tensor.is_neg() or tensor.is_conj() or tensor.is_inference())
-    )
-
-
-def unwritable(tensor: Any) -> str | None:
-    """Why ``tensor`` cannot be updated in place outside autograd, or None where it can.
-
-    Parameters
-    ----------
-    tensor : torch.Tensor
-        A parameter or a state array of a step.
-
-    Returns
-    -------
-    str or None
-        What is wrong and what to do, for a message naming the tensor: an inference tensor (made under
-        :func:`torch.inference_mode`, which refuses writes outside it), or one whose elements share memory (a
-        stride of 0, as ``expand()`` makes).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from anyoptim.engines.torch_bridge import unwritable
-    >>> print(unwritable(torch.zeros(3)))
-    None
-    >>> unwritable(torch.zeros(1).expand(3))[:46]
-    'a tensor whose elements share memory (a stride'
-    """
-    if tensor.is_inference():
-        return (
-            "an inference tensor (made under torch.inference_mode()), which cannot be updated in place outside "
-            "it: make it outside inference mode (or pass t.clone() made outside it)"
-        )
-    if any(stride == 0 and size > 1 for size, stride in zip(tensor.shape, tensor.stride(), strict=True)):
-        return (
-            "a tensor whose elements share memory (a stride of 0, as expand() makes): an update in place would "
-            "write each of them several times; pass a tensor of its own (t.clone())"
-        )
-    return None
-
-
-class _Views:
-    """Views of tensors made by ``view`` (``Tensor.numpy``, ``cupy.from_dlpack``): one view of each whole storage,
-    sliced, so leaves that lie back to back in one storage are views of one array (one span)."""
-
-    def __init__(self, view: Callable[[Any], Any]) -> None:
-        self.view = view
-        self.wholes: dict[tuple[int, Any], Any] = {}
-
-    def __call__(self, tensor: Any) -> Any:
-        storage = tensor.untyped_storage()
-        key = (storage.data_ptr(), tensor.dtype)
-        whole = self.wholes.get(key)
-        if whole is None:
-            length = storage.nbytes() // tensor.element_size()
-            whole = self.view(tensor.detach().as_strided((length,), (1,), 0))
-            self.wholes[key] = whole
-        start = tensor.storage_offset()
-        return whole[start : start + tensor.numel()].reshape(tuple(tensor.shape))
-
-
-def _hp_views(hps: Sequence[Mapping[str, Any]], view: Callable[[Any], Any]) -> list[Mapping[str, Any]]:
-    """``hps`` with every tensor scalar (the global-norm scale) as a view; shared mappings stay shared."""
-    torch = _torch()
-    made: dict[int, Mapping[str, Any]] = {}
-    out = []
-    for hp in hps:
-        found = made.get(id(hp))
-        if found is None:
-            found = {k: view(v.detach()) if isinstance(v, torch.Tensor) else v for k, v in hp.items()}
-            made[id(hp)] = found
-        out.append(found)
-    return out
 
 
 class TorchStep:
@@ -197,10 +97,10 @@ class TorchStep:
         device: Any = None
         host = engine.host_engine() if engine.fused else None
         for i in range(count):
-            if host is not None and all(_viewable(column[i], "cpu") for column in columns):
+            if host is not None and all(viewable(column[i], "cpu") for column in columns):
                 self.parts["host"].append(i)
                 continue
-            if engine.fused and all(_viewable(column[i], engine.device_type) for column in columns):
+            if engine.fused and all(viewable(column[i], engine.device_type) for column in columns):
                 if device is None:
                     device = engine.device_engine() or False
                 if device and engine.on_default_stream():
@@ -212,26 +112,34 @@ class TorchStep:
         self.host_params: list[Any] = []
         self.generic_grads: list[Any] = []
         self.gradient_leaves: Any = None  # per host runner, each span's leaf (False: spans of several leaves)
-        tensor_hps = any(isinstance(v, _torch().Tensor) for hp in hps for v in hp.values())
+        tensor_hps = any(isinstance(v, torch_module().Tensor) for hp in hps for v in hp.values())
         if self.parts["host"]:
-            host_views = (host, _Views(lambda tensor: tensor.numpy()))
+            host_views = (host, StorageViews(lambda tensor: tensor.numpy()))
             self.runs.append(self._fused(host_views, "host", program, xp, columns, hps, tensor_hps))
         if self.parts["device"]:
-            device_views = (device[0], _Views(device[1]))
+            device_views = (device[0], StorageViews(device[1]))
             self.runs.append(self._fused(device_views, "device", program, xp, columns, hps, tensor_hps))
         if self.parts["generic"]:
             self.runs.append(self._generic(program, xp, columns, self.parts["generic"]))
         # Written outside torch's own in-place operations: bump the versions as those would.
         fused = self.parts["host"] + self.parts["device"]
         self.written = [column[i] for column in (self.params, *self.slots.values()) for i in fused]
-        self.bump = _torch().autograd.graph.increment_version if self.written else None
+        self.bump = torch_module().autograd.graph.increment_version if self.written else None
         # The views hold the memory the tensors had: ``p.data = t`` (vector_to_parameters, share_memory()) gives
         # a tensor other memory, and the step must be prepared again, else it reads and writes the old memory.
-        self.address_of = _torch().Tensor.data_ptr  # unbound: half a methodcaller's time per tensor
+        self.address_of = torch_module().Tensor.data_ptr  # unbound: half a methodcaller's time per tensor
+        if len(self.runs) == 1 and self.bump is not None:  # the usual case, one fused part: one call less per step
+            run, bump, written = self.runs[0], self.bump, self.written
+
+            def update(hps: Sequence[Mapping[str, Any]]) -> None:
+                run(hps)
+                bump(written)
+
+            self.update = update
 
     def _fused(
         self,
-        fused: tuple[Any, _Views],
+        fused: tuple[Any, StorageViews],
         part: str,
         program: Program,
         xp: Any,
@@ -246,7 +154,7 @@ class TorchStep:
         views = [[view(column[i]) for i in indices] for column in columns]
         pick = (lambda hps: hps) if every else (lambda hps: [hps[i] for i in indices])
         # A tensor scalar (the clip factor) is a new tensor each step: viewed on its own, not kept by ``view``'s cache
-        hps_of = (lambda hps: _hp_views(pick(hps), view.view)) if tensor_hps else pick
+        hps_of = (lambda hps: hp_views(pick(hps), view.view)) if tensor_hps else pick
         step = engine.prepare(
             program,
             array_namespace(views[0][0]),
@@ -278,7 +186,7 @@ class TorchStep:
         self, program: Program, xp: Any, columns: list[list[Any]], indices: list[int]
     ) -> Callable[[Sequence[Mapping[str, Any]]], None]:
         """The rule with torch's operations, outside autograd, its results copied into the given tensors."""
-        torch = _torch()
+        torch = torch_module()
         every = len(indices) == len(self.params)
         p, g = [columns[0][i] for i in indices], [columns[1][i] for i in indices]
         slots = {name: [values[i] for i in indices] for name, values in self.slots.items()}
@@ -328,7 +236,7 @@ class TorchStep:
                 return False
             for i in host:  # what the kernel trusts: dense, contiguous, aligned, of the dtype (the caller: shape)
                 g = grads[i]
-                if not _viewable(g, "cpu") or g.data_ptr() % g.element_size():
+                if not viewable(g, "cpu") or g.data_ptr() % g.element_size():
                     return False
             for runner, leaves in zip(self.host_step.runners, self.gradient_leaves, strict=True):
                 tensors = [grads[host[j]] for j in leaves]
@@ -452,7 +360,7 @@ class TorchEngine(FusedEngine):
         >>> TorchEngine().on_default_stream() if torch.cuda.is_available() else True
         True
         """
-        return _torch().cuda.current_stream().cuda_stream == 0
+        return torch_module().cuda.current_stream().cuda_stream == 0
 
     def prepare(
         self,

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..tree import TreeDef
 
-__all__ = ["leaf_gatherer"]
+__all__ = ["leaf_checker", "leaf_gatherer"]
 
 #: ``gather(params, grads, slots) -> tuple or None``, what :func:`leaf_gatherer` makes.
 Gatherer = Callable[[Any, Any, Any], "tuple | None"]
@@ -81,54 +81,13 @@ def gatherer_source(treedef: TreeDef, slot_names: Sequence[str]) -> tuple[str, d
     ``gather``, which runs it on params, grads and each slot tree: written once, the walk compiles in a quarter of
     the time one function written out for every tree would take (tens of milliseconds for a thousand leaves).
     """
-    lines = ["def leaves_of(tree):", "    try:"]
     constants: dict[str, Any] = {}
-    temporaries = (f"n{index}" for index in itertools.count())
-    leaves: list[str] = []
-
-    def constant(value: Any) -> str:
-        for name, known in constants.items():
-            if known is value:
-                return name
-        name = f"C{len(constants)}"
-        constants[name] = value
-        return name
-
-    def visit(node: str, structure: TreeDef) -> None:
-        if structure.kind == "leaf":
-            leaves.append(node)
-            return
-        count = len(structure.children)
-        if structure.kind == "dict":
-            if not all(isinstance(key, str) for key in structure.keys):  # tree_flatten allows none other
-                raise TypeError(f"tree keys must be strings, not {structure.keys!r}")
-            lines.append(f"        if type({node}) is not dict or len({node}) != {count}: return None")
-            # A str is written as its literal; a str subclass's key (an enum.StrEnum member) is looked up as itself.
-            children = [f"{node}[{repr(key) if type(key) is str else constant(key)}]" for key in structure.keys]
-        elif structure.kind == "list":
-            lines.append(f"        if type({node}) is not list or len({node}) != {count}: return None")
-            children = [f"{node}[{index}]" for index in range(count)]
-        else:
-            expected = "tuple" if structure.node_type is None else constant(structure.node_type)
-            lines.append(f"        if type({node}) is not {expected} or len({node}) != {count}: return None")
-            children = [next(temporaries) for _ in range(count)]
-            if children:  # unpacked, as tree_flatten iterates a tuple
-                lines.append(f"        {', '.join(children)}, = {node}")
-        for child, child_structure in zip(children, structure.children, strict=True):
-            if child_structure.kind == "leaf":
-                leaves.append(child)  # read where the tuple is built: a missing key raises KeyError there
-                continue
-            if not child.isidentifier():  # a subscript: the subtree gets a name
-                name = next(temporaries)
-                lines.append(f"        {name} = {child}")
-                child = name
-            visit(child, child_structure)
-
-    visit("tree", treedef)
+    lines = ["def leaves_of(tree):", "    try:"]
+    leaves = _walk(treedef, lines, constants, lambda expression, index: None)
     lines.append(f"        return ({''.join(leaf + ', ' for leaf in leaves)})")
     lines.append("    except KeyError:")
     lines.append("        return None")
-    trees = ["params", "grads", *(f"slots[{constant(name)}]" for name in slot_names)]
+    trees = ["params", "grads", *(f"slots[{_constant(constants, name)}]" for name in slot_names)]
     lines += [
         "",
         "def gather(params, grads, slots):",
@@ -139,3 +98,177 @@ def gatherer_source(treedef: TreeDef, slot_names: Sequence[str]) -> tuple[str, d
         "        return None",
     ]
     return "\n".join(lines) + "\n", constants
+
+
+#: ``check(params, grads, slots, facts) -> bool``, what :func:`leaf_checker` makes.
+Checker = Callable[[Any, Any, Any, tuple], bool]
+
+
+@functools.lru_cache(maxsize=64)
+def leaf_checker(treedef: TreeDef, slot_names: tuple[str, ...], address_of: Callable[[Any], int] | None) -> Checker:
+    """Make ``check(params, grads, slots, facts)``: whether a call passes the very arrays a prepared step holds.
+
+    The same walk as :func:`leaf_gatherer` (the same structures accepted, the
+    same reads of the trees, nothing of the caller's run), with each leaf
+    compared where it is found instead of gathered: the whole per-call check of
+    a prepared step in one function, which stops at the first difference.
+
+    ``facts`` is ``(params_facts, grads_facts, *slot_facts)``, one per tree in
+    the order params, grads, then ``slot_names``.  Each is a tuple whose first
+    item holds the tree's leaves in :func:`~anyoptim.tree.tree_flatten`'s
+    order; then, where ``address_of`` is given, their addresses; then, for
+    params and grads only, their shapes and their dtypes.  The check is true
+    exactly when every tree has ``treedef``'s structure (exact container types,
+    as :func:`leaf_gatherer`), ``slots`` is a dict of exactly ``slot_names``,
+    each leaf found *is* the one held, ``address_of(leaf)`` equals the address
+    held, and each param's and grad's ``shape`` and ``dtype`` equal (``==``)
+    those held.  Made once per structure, slot names and address reader
+    (cached) and compiled from generated source.
+
+    Parameters
+    ----------
+    treedef : TreeDef
+        The structure of params, grads and each slot tree.
+    slot_names : tuple of str
+        The state slots, in the order of their facts.
+    address_of : callable or None
+        ``address_of(array) -> int``, the reader of the addresses held in
+        ``facts`` (``torch.Tensor.data_ptr``); None: no addresses are held or
+        compared.
+
+    Returns
+    -------
+    callable
+        ``check(params, grads, slots, facts) -> bool``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anyoptim.optimizers.gathering import leaf_checker
+    >>> from anyoptim.tree import tree_flatten
+    >>> w, g, m = np.zeros(2), np.ones(2), np.zeros(2)
+    >>> check = leaf_checker(tree_flatten({"w": w})[2], ("m",), None)
+    >>> facts = (((w,), ((2,),), (w.dtype,)), ((g,), ((2,),), (g.dtype,)), ((m,),))
+    >>> check({"w": w}, {"w": g}, {"m": {"w": m}}, facts), check({"w": w}, {"w": m}, {"m": {"w": m}}, facts)
+    (True, False)
+    """
+    source, constants = checker_source(treedef, slot_names, address_of is not None)
+    namespace: dict[str, Any] = {**constants, "address_of": address_of}
+    name = f"<anyoptim leaf checker: {treedef.num_leaves} leaves x {2 + len(slot_names)} trees>"
+    exec(compile(source, name, "exec"), namespace)  # the source of checker_source(), from the structure alone
+    return namespace["check"]
+
+
+def checker_source(treedef: TreeDef, slot_names: Sequence[str], addressed: bool) -> tuple[str, dict[str, Any]]:
+    """The source of :func:`leaf_checker`'s function, and the objects it names (as :func:`gatherer_source`).
+
+    Two walks written once each: ``arrays_same`` (identity, address, shape and dtype: params and grads) and
+    ``leaves_same`` (identity and address: the slots); ``check`` runs them on each tree with its facts.
+    """
+    constants: dict[str, Any] = {}
+    count = treedef.num_leaves
+    lines: list[str] = []
+    for function, shaped in (("arrays_same", True), ("leaves_same", False)):
+        fields = ["L", *(["A"] if addressed else []), *(["S", "D"] if shaped else [])]
+        lines.extend([f"def {function}(tree, facts):", "    try:"])
+        if count:
+            unpacked = "".join("(" + "".join(f"{field}{index}, " for index in range(count)) + "), " for field in fields)
+            lines.append(f"        ({unpacked}) = facts")
+        _walk(treedef, lines, constants, _leaf_test(lines, addressed, shaped), on_false="False")
+        lines.extend(["        return True", "    except KeyError:", "        return False", ""])
+    trees = ["params", "grads", *(f"slots[{_constant(constants, name)}]" for name in slot_names)]
+    calls = [f"{'arrays_same' if i < 2 else 'leaves_same'}({tree}, facts[{i}])" for i, tree in enumerate(trees)]
+    calls[:2] = calls[1::-1]  # the grads first: a loop whose gradients are new tensors each step fails there at once
+    lines.extend(
+        [
+            "def check(params, grads, slots, facts):",
+            f"    if type(slots) is not dict or len(slots) != {len(slot_names)}: return False",
+            "    try:  # a missing slot raises KeyError",
+            f"        return {' and '.join(calls)}",
+            "    except KeyError:",
+            "        return False",
+        ]
+    )
+    return "\n".join(lines) + "\n", constants
+
+
+def _leaf_test(lines: list[str], addressed: bool, shaped: bool) -> Callable[[str, int], None]:
+    """``leaf(expression, index)`` for :func:`_walk`: write the test of the leaf found there against the facts."""
+
+    def leaf(expression: str, index: int) -> None:
+        tests = [f"x is not L{index}"]
+        if addressed:
+            tests.append(f"address_of(x) != A{index}")
+        if shaped:
+            tests += [f"x.shape != S{index}", f"x.dtype != D{index}"]
+        lines.append(f"        x = {expression}")
+        lines.append(f"        if {' or '.join(tests)}: return False")
+
+    return leaf
+
+
+def _constant(constants: dict[str, Any], value: Any) -> str:
+    """The name under which generated code reads ``value`` (added to ``constants`` the first time)."""
+    for name, known in constants.items():
+        if known is value:
+            return name
+    name = f"C{len(constants)}"
+    constants[name] = value
+    return name
+
+
+def _walk(
+    treedef: TreeDef,
+    lines: list[str],
+    constants: dict[str, Any],
+    leaf: Callable[[str, int], None],
+    on_false: str = "None",
+) -> list[str]:
+    """Write the walk of a tree named ``tree`` of ``treedef``'s structure into ``lines`` (indented for a ``try``).
+
+    Each container's exact type and length are tested (``return <on_false>`` for another); a leaf's expression is
+    handed to ``leaf(expression, index)`` (index in tree_flatten's order) where it is found, and all of them are
+    returned in that order.  A missing dict key raises KeyError, which the caller's ``try`` turns into its answer.
+    """
+    temporaries = (f"n{index}" for index in itertools.count())
+    leaves: list[str] = []
+
+    def found(expression: str) -> None:
+        leaf(expression, len(leaves))
+        leaves.append(expression)
+
+    def visit(node: str, structure: TreeDef) -> None:
+        if structure.kind == "leaf":
+            found(node)
+            return
+        count = len(structure.children)
+        refuse = f"return {on_false}"
+        if structure.kind == "dict":
+            if not all(isinstance(key, str) for key in structure.keys):  # tree_flatten allows none other
+                raise TypeError(f"tree keys must be strings, not {structure.keys!r}")
+            lines.append(f"        if type({node}) is not dict or len({node}) != {count}: {refuse}")
+            # A str is written as its literal; a str subclass's key (an enum.StrEnum member) is looked up as itself.
+            children = [
+                f"{node}[{repr(key) if type(key) is str else _constant(constants, key)}]" for key in structure.keys
+            ]
+        elif structure.kind == "list":
+            lines.append(f"        if type({node}) is not list or len({node}) != {count}: {refuse}")
+            children = [f"{node}[{index}]" for index in range(count)]
+        else:
+            expected = "tuple" if structure.node_type is None else _constant(constants, structure.node_type)
+            lines.append(f"        if type({node}) is not {expected} or len({node}) != {count}: {refuse}")
+            children = [next(temporaries) for _ in range(count)]
+            if children:  # unpacked, as tree_flatten iterates a tuple
+                lines.append(f"        {', '.join(children)}, = {node}")
+        for child, child_structure in zip(children, structure.children, strict=True):
+            if child_structure.kind == "leaf":
+                found(child)  # the gatherer reads it where the tuple is built: a missing key raises KeyError there
+                continue
+            if not child.isidentifier():  # a subscript: the subtree gets a name
+                name = next(temporaries)
+                lines.append(f"        {name} = {child}")
+                child = name
+            visit(child, child_structure)
+
+    visit("tree", treedef)
+    return leaves

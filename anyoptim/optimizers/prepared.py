@@ -14,7 +14,7 @@ from typing import Any
 
 from ..engines.memory import byte_range
 from ..state import OptimizerState
-from .gathering import Gatherer, leaf_gatherer
+from .gathering import Checker, Gatherer, leaf_checker, leaf_gatherer
 
 __all__ = ["PreparedStep"]
 
@@ -26,15 +26,21 @@ class PreparedStep:
     params and grads, the tree structure, and the engine's prepared runs.
     :meth:`matches` is the whole check of a later call: the same structure
     (exact container types), the very same leaf objects, unchanged shapes and
-    dtypes.  Anything else takes the fully validated path.  The walk of a
-    call's trees is a function generated for their structure
-    (:func:`~anyoptim.optimizers.gathering.leaf_gatherer`), made when a call
-    first may reuse the step.
+    dtypes (and addresses, for the torch engine's runs).  Anything else takes
+    the fully validated path, or rebinds new gradients (:meth:`rebind`).  The
+    check is a function generated for the trees' structure, which compares each
+    leaf where it finds it
+    (:func:`~anyoptim.optimizers.gathering.leaf_checker`); where it fails, a
+    second one gathers the call's leaves
+    (:func:`~anyoptim.optimizers.gathering.leaf_gatherer`).  Both are made
+    when a call first may reuse the step.
     """
 
     __slots__ = (
         "addresses",
+        "check",
         "data_ptr",
+        "facts",
         "flagged",
         "flags",
         "g_leaves",
@@ -64,6 +70,7 @@ class PreparedStep:
         self.treedef = treedef
         self.slot_names = tuple(slots)
         self.gather: Gatherer | None = None  # compiled at the first call that may reuse this step
+        self.check: Checker | None = None  # ditto
         self.g_leaves = list(g_leaves)
         # Every leaf in the order matches() gathers them: params, grads, then each slot.
         self.leaves = (*p_leaves, *g_leaves, *(leaf for values in slots.values() for leaf in values))
@@ -88,6 +95,7 @@ class PreparedStep:
         rebinders = [(getattr(run, "with_grads", None), indices) for run, indices in runs]
         self.rebinders = rebinders if all(rebind is not None for rebind, _ in rebinders) else None
         self.rebind_facts: tuple[list[int], list[int], list[type], list[tuple]] | None = None  # at the first rebind
+        self.facts: tuple | None = self.leaf_facts()  # what check() compares; None: this step never runs again
         self.params_out = params_out
         self.grads_in = grads_in  # the grads tree the step was given: step_again requires that very tree
         self.slots_out = state_out.slots
@@ -100,25 +108,44 @@ class PreparedStep:
         return self.addresses is None or list(map(self.data_ptr, self.leaves)) == self.addresses
 
     def matches(self, params: Any, grads: Any, state: Any) -> bool:
-        """Whether a call passes exactly the arrays (and structures) this was made for."""
-        if type(state) is not OptimizerState or state.structure is not self.treedef:
+        """Whether a call passes exactly the arrays (and structures) this was made for; or new gradients it rebinds."""
+        if type(state) is not OptimizerState or state.structure is not self.treedef or self.facts is None:
             return False
-        gather = self.gather
-        if gather is None:
-            gather = self.gather = leaf_gatherer(self.treedef, self.slot_names)
-        found = gather(params, grads, state.slots)  # None for another structure
-        if found is None or len(found) != len(self.leaves):
-            return False
-        if not all(map(operator.is_, found, self.leaves)) and not (
-            state.optimizer == self.owner and self.rebind(found, grads)
-        ):
-            return False
-        # NumPy lets code set .shape and .dtype of an existing array: check those of params and grads.
-        if list(map(shape_and_dtype, found[: len(self.layout)])) != self.layout:
-            return False
-        if self.addresses is not None and list(map(self.data_ptr, found)) != self.addresses:
-            return False
+        check = self.check
+        if check is None:
+            check = self.check = leaf_checker(self.treedef, self.slot_names, self.data_ptr)
+        if not check(params, grads, state.slots, self.facts):
+            # Not the very arrays: the same ones of another shape, dtype or memory, another structure, other
+            # leaves.  Only new gradient arrays that the runs can read instead (rebind) let the step run.
+            gather = self.gather
+            if gather is None:
+                gather = self.gather = leaf_gatherer(self.treedef, self.slot_names)
+            found = gather(params, grads, state.slots)  # None for another structure
+            if found is None or len(found) != len(self.leaves) or all(map(operator.is_, found, self.leaves)):
+                return False
+            if not (state.optimizer == self.owner and self.rebind(found, grads)):
+                return False
+            # NumPy lets code set .shape and .dtype of an existing array: check those of params and grads.
+            if list(map(shape_and_dtype, found[: len(self.layout)])) != self.layout:
+                return False
+            if self.addresses is not None and list(map(self.data_ptr, found)) != self.addresses:
+                return False
         return not self.flagged or list(map(strides_and_writeable, self.flagged)) == self.flags
+
+    def leaf_facts(self) -> tuple:
+        """What :func:`~anyoptim.optimizers.gathering.leaf_checker`'s check compares, per tree: the leaves, their
+        addresses (where read), and for params and grads their shapes and dtypes."""
+        count = len(self.g_leaves)
+        facts = []
+        for tree in range(len(self.leaves) // count if count else 2 + len(self.slot_names)):
+            span = slice(tree * count, (tree + 1) * count)
+            fact: list[tuple] = [tuple(self.leaves[span])]
+            if self.addresses is not None:
+                fact.append(tuple(self.addresses[span]))
+            if tree < 2:
+                fact += [tuple(shape for shape, _ in self.layout[span]), tuple(dtype for _, dtype in self.layout[span])]
+            facts.append(tuple(fact))
+        return tuple(facts)
 
     def rebind(self, found: tuple, grads: Any) -> bool:
         """Take new gradient arrays where only they changed, if the engine's runs can read them instead.
@@ -152,13 +179,17 @@ class PreparedStep:
         for position, (rebind, indices) in enumerate(self.rebinders):
             if not rebind(new if indices is None or len(indices) == count else [new[i] for i in indices]):
                 if position:  # the runs before read the new gradients now: never run this step again
-                    self.leaves, self.grads_in, self.rebinders = (), None, None
+                    self.leaves, self.grads_in, self.rebinders, self.facts = (), None, None, None
                 return False
         self.g_leaves = list(new)
         self.leaves = found
         if self.addresses is not None:
             self.addresses[params : params + count] = map(self.data_ptr, new)
         self.grads_in = grads
+        if self.facts is not None:  # the grads' facts: the new leaves and addresses, the same shapes and dtypes
+            old = self.facts[1]
+            addresses = () if self.addresses is None else (tuple(self.addresses[params : params + count]),)
+            self.facts = (self.facts[0], (tuple(new), *addresses, *old[-2:]), *self.facts[2:])
         return True
 
 

@@ -167,7 +167,7 @@ def _library(array: Any) -> str:
 
 def check_distinct(names: list[str], leaves: list[Any]) -> None:
     """Refuse a tree that holds one array, or two views of one memory, under two names (or a torch tensor that
-    cannot be updated in place: :func:`~anyoptim.engines.torch_bridge.unwritable`).
+    cannot be updated in place: :func:`~anyoptim.engines.torch_tensors.unwritable`).
 
     An in-place engine would update it twice (``{"a": x, "b": x[:]}``).  Views
     that share no element (``x[::2]`` and ``x[1::2]``) are distinct parameters.
@@ -175,7 +175,7 @@ def check_distinct(names: list[str], leaves: list[Any]) -> None:
     first_name: dict[int, str] = {}
     for name, leaf in zip(names, leaves, strict=True):
         if _library(leaf) == "torch":  # updated in place; the bridge is loaded for torch tensors only
-            from ..engines.torch_bridge import unwritable
+            from ..engines.torch_tensors import unwritable
 
             if (problem := unwritable(leaf)) is not None:
                 raise ValueError(f"params[{name!r}] is {problem}")
