@@ -113,11 +113,27 @@ class OptimizerState:
             register_with_jax()
 
     def stepped(self, count: int, learning_rate: Any, optimizer: str | None) -> OptimizerState:
-        """The state after a step that updated this state's slots in place: the same slots, ``skipped``,
-        ``structure`` and ``static``, with the new ``count``, ``learning_rate`` and ``optimizer``.
+        """Make the state after a step that updated this state's slots in place.
 
-        What ``OptimizerState(count, learning_rate, self.slots, self.skipped, self.structure, optimizer,
-        self.static)`` gives, at half the cost: a prepared step makes one every step.
+        What ``OptimizerState(count, learning_rate, self.slots, self.skipped,
+        self.structure, optimizer, self.static)`` gives, at half its cost: a
+        prepared step makes one every step.
+
+        Parameters
+        ----------
+        count : int
+            The new state's step count.
+        learning_rate : float or 0-D array
+            The rate of the step just taken.
+        optimizer : str or None
+            The class name of the optimizer that took it.
+
+        Returns
+        -------
+        OptimizerState
+            A new state with these three fields and this state's slots (the
+            same dict), ``skipped``, ``structure`` and ``static`` (a static
+            rate stays static only while the rate is a Python number).
 
         Examples
         --------

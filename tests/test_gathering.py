@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import anyoptim
-from anyoptim.optimizers.gathering import gatherer_source, leaf_gatherer
+from anyoptim.optimizers.gathering import checker_source, gatherer_source, leaf_checker, leaf_gatherer
 from anyoptim.tree import TreeDef, tree_flatten
 
 Pair = collections.namedtuple("Pair", "first second")
@@ -148,6 +148,87 @@ def test_the_walk_is_made_once_per_structure_and_runs_none_of_the_callers_code()
 def test_keys_that_are_not_strings_are_refused_when_the_walk_is_written():
     with pytest.raises(TypeError, match="tree keys must be strings"):
         gatherer_source(TreeDef("dict", (1,), (TreeDef("leaf"),)), ())
+
+
+class Leaf:
+    """A leaf with a shape, a dtype and an address (read by ``_address``), each of which a test may change."""
+
+    def __init__(self, shape=(2,), dtype="f4", address=0):
+        self.shape, self.dtype, self.address = shape, dtype, address
+
+
+def _address(leaf):
+    return leaf.address
+
+
+def _with_leaves(tree):
+    """The same structure with a fresh Leaf at every leaf."""
+    if isinstance(tree, dict):
+        return type(tree)({key: _with_leaves(value) for key, value in tree.items()})
+    if isinstance(tree, Pair):
+        return Pair(*map(_with_leaves, tree))
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(map(_with_leaves, tree))
+    return Leaf(address=id(object()))
+
+
+def _facts(trees, addressed):
+    """What a prepared step holds for leaf_checker: per tree its leaves, addresses, and (params, grads) layout."""
+    facts = []
+    for position, tree in enumerate(trees):
+        leaves = tuple(tree_flatten(tree)[1])
+        fact = [leaves, *([tuple(leaf.address for leaf in leaves)] if addressed else [])]
+        if position < 2:
+            fact += [tuple(leaf.shape for leaf in leaves), tuple(leaf.dtype for leaf in leaves)]
+        facts.append(tuple(fact))
+    return tuple(facts)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_trees(), st.lists(st.sampled_from(["m", "v"]), unique=True, max_size=2), st.booleans())
+def test_the_generated_check_holds_exactly_for_the_very_leaves_in_the_very_structure(tree, slot_names, addressed):
+    """True for the trees the facts were taken from; False for any tree one change away, in any position, and for
+    one leaf replaced, or of another shape, dtype or address."""
+    trees = [_with_leaves(tree) for _ in range(2 + len(slot_names))]
+    check = leaf_checker(tree_flatten(tree)[2], tuple(slot_names), _address if addressed else None)
+    facts = _facts(trees, addressed)
+    params, grads, *slot_trees = trees
+    slots = dict(zip(slot_names, slot_trees, strict=True))
+    assert check(params, grads, slots, facts)
+    for position in range(len(trees)):
+        for other in _mutations(trees[position]):
+            changed = [*trees[:position], other, *trees[position + 1 :]]
+            assert not check(changed[0], changed[1], dict(zip(slot_names, changed[2:], strict=True)), facts)
+        leaves = tree_flatten(trees[position])[1]
+        for leaf in leaves:
+            for field, value in (("shape", (3,)), ("dtype", "f8"), ("address", -1)):
+                old = getattr(leaf, field)
+                setattr(leaf, field, value)
+                seen = field != "address" or addressed
+                # Shapes and dtypes are compared for params and grads; a slot's own are not the step's to check.
+                expected = not seen or (field != "address" and position >= 2)
+                assert check(params, grads, slots, facts) is expected, (position, field)
+                setattr(leaf, field, old)
+    if tree_flatten(tree)[1]:
+        replaced = _with_leaves(tree)
+        assert not check(params, replaced, slots, facts)
+    assert not check(params, grads, {**slots, "extra": params}, facts)
+
+
+def test_the_check_compares_dtypes_by_equality_and_reads_no_attribute_of_another_leaf():
+    treedef = tree_flatten({"w": 0})[2]
+    check = leaf_checker(treedef, (), None)
+    w, g = np.zeros(2, np.float32), np.zeros(2, np.float32)
+    facts = (((w,), ((2,),), (np.dtype("float32"),)), ((g,), ((2,),), ("float32",)))  # "float32" == its dtype
+    assert check({"w": w}, {"w": g}, {}, facts)
+
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"the check read .{name} of a leaf that is not the one held")
+
+    assert not check({"w": Untouchable()}, {"w": g}, {}, facts)
+    source, _ = checker_source(treedef, ("m",), True)
+    assert "address_of(x)" in source and "address_of" not in checker_source(treedef, ("m",), False)[0]
 
 
 def _numpy_loop():

@@ -429,3 +429,56 @@ def test_a_parameter_passed_as_its_own_gradient_is_copied_without_a_torch_warnin
         warnings.simplefilter("error")
         params, _ = optimizer.step({"w": w}, {"w": w}, optimizer.init({"w": w}))
     assert params["w"] is w and torch.equal(w.detach(), torch.tensor([0.5, -1.0])) and w.grad_fn is None
+
+
+@pytest.mark.parametrize("slots_as", ["views of one buffer", "tensors of their own"])
+def test_every_tensor_a_fused_step_writes_has_its_version_counter_bumped(slots_as):
+    """A graph that saved a parameter or a slot before the step refuses to run backward after it.
+
+    The written tensors are bumped one per version counter (views of one buffer share it): none may be missed."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    optimizer = anyoptim.Adam(0.1)
+    params = anyoptim.tree.nest(model.named_parameters())
+    state = optimizer.init(params)
+    if slots_as == "tensors of their own":
+        state.slots.update(
+            {
+                name: {k: {n: t.clone() for n, t in v.items()} for k, v in tree.items()}
+                for name, tree in state.slots.items()
+            }
+        )
+    grads = anyoptim.tree.nest((name, torch.ones_like(p)) for name, p in model.named_parameters())
+    for _ in range(3):  # the first step validated, the others prepared
+        written = [*anyoptim.tree.tree_flatten(params)[1], *anyoptim.tree.tree_flatten(state.slots)[1]]
+        versions = [t._version for t in written]
+        params, state = optimizer.step(params, grads, state)
+        assert all(t._version > v for t, v in zip(written, versions, strict=True)), [
+            t._version - v for t, v in zip(written, versions, strict=True)
+        ]
+    assert optimizer._prepared.check is not None  # the prepared step ran
+    slot = state.slots["m"]["1"]["bias"]
+    x = torch.ones(1, requires_grad=True)
+    saved = (x * slot).sum()  # the graph saved the slot's values
+    params, state = optimizer.step(params, grads, state)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        saved.backward()
+
+
+def test_one_tensor_per_version_counter_bumps_them_all():
+    """The slots TorchEngine lays out (one buffer per slot and dtype) hold one counter per buffer; others their own."""
+    from anyoptim.engines.torch_tensors import one_per_version_counter
+
+    leaves = [
+        torch.zeros(2, 3),
+        torch.zeros(4, dtype=torch.float64),
+        torch.zeros(5),
+        torch.zeros(1, dtype=torch.float64),
+    ]
+    slots = TorchEngine().init_slots(xp, leaves, {"m": 0.0, "v": 0.0})
+    buffer = torch.zeros(6)
+    tensors = [*slots["m"], *slots["v"], buffer[:2], buffer[2:], buffer.detach(), *leaves]
+    versions = [t._version for t in tensors]
+    kept = one_per_version_counter(tensors)
+    assert len(kept) == 4 + 3 + len(leaves)  # two buffers per slot (two dtypes); unrecorded views count alone
+    torch.autograd.graph.increment_version(kept)
+    assert all(t._version > v for t, v in zip(tensors, versions, strict=True))

@@ -38,7 +38,16 @@ from .._namespace import array_namespace
 from .fused import FusedEngine
 from .generic import GenericEngine
 from .program import Program
-from .torch_tensors import StorageViews, hp_views, torch_module, unwritable, viewable
+from .spans import leaves_by_dtype
+from .torch_tensors import (
+    StorageViews,
+    hp_views,
+    one_per_version_counter,
+    share_one_counter,
+    torch_module,
+    unwritable,
+    viewable,
+)
 
 __all__ = ["TorchEngine", "TorchStep"]
 
@@ -123,7 +132,8 @@ class TorchStep:
             self.runs.append(self._generic(program, xp, columns, self.parts["generic"]))
         # Written outside torch's own in-place operations: bump the versions as those would.
         fused = self.parts["host"] + self.parts["device"]
-        self.written = [column[i] for column in (self.params, *self.slots.values()) for i in fused]
+        written = [column[i] for column in (self.params, *self.slots.values()) for i in fused]
+        self.written = one_per_version_counter(written)  # views of one buffer share its counter: one bump each
         self.bump = torch_module().autograd.graph.increment_version if self.written else None
         # The views hold the memory the tensors had: ``p.data = t`` (vector_to_parameters, share_memory()) gives
         # a tensor other memory, and the step must be prepared again, else it reads and writes the old memory.
@@ -311,6 +321,42 @@ class TorchEngine(FusedEngine):
         self.host = host
         self.device = device
         self.fused = fused
+
+    def init_slots(self, xp: Any, leaves: Sequence[Any], fills: Mapping[str, float]) -> dict[str, list[Any]]:
+        """Make slots as views of one flat buffer per slot and dtype, which hold one version counter each.
+
+        :meth:`anyoptim.engines.fused.FusedEngine.init_slots`, and each buffer's views recorded as sharing its
+        counter (:func:`~anyoptim.engines.torch_tensors.share_one_counter`): a step that writes them bumps one
+        view per buffer.
+
+        Parameters
+        ----------
+        xp : namespace
+            The Array API namespace of ``leaves``.
+        leaves : sequence of torch.Tensor
+            The parameters.
+        fills : mapping of str to float
+            Slot name -> the value its elements start at.
+
+        Returns
+        -------
+        dict of str to list of torch.Tensor
+            Slot name -> one tensor per leaf, shaped and typed like it.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import array_api_compat.torch as xp
+        >>> from anyoptim.engines.torch_bridge import TorchEngine
+        >>> slots = TorchEngine().init_slots(xp, [torch.zeros(2), torch.zeros(3)], {"m": 0.0})
+        >>> [m.shape for m in slots["m"]]
+        [torch.Size([2]), torch.Size([3])]
+        """
+        slots = super().init_slots(xp, leaves, fills)
+        for views in slots.values():
+            for indices in leaves_by_dtype(views):  # flat_views makes one buffer per dtype, in these groups
+                share_one_counter([views[i] for i in indices])
+        return slots
 
     def host_engine(self) -> Any:
         """Get the engine CPU tensors' views run on.

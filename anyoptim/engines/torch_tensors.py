@@ -10,10 +10,21 @@ called (:func:`torch_module`).
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["FUSED_TORCH_DTYPES", "StorageViews", "fused_dtypes", "hp_views", "torch_module", "unwritable", "viewable"]
+__all__ = [
+    "FUSED_TORCH_DTYPES",
+    "StorageViews",
+    "fused_dtypes",
+    "hp_views",
+    "one_per_version_counter",
+    "share_one_counter",
+    "torch_module",
+    "unwritable",
+    "viewable",
+]
 
 #: The dtypes whose tensors the fused engines update through views; others run the rule with torch.
 FUSED_TORCH_DTYPES = ("float32", "float64")
@@ -116,3 +127,71 @@ def hp_views(hps: Sequence[Mapping[str, Any]], view: Callable[[Any], Any]) -> li
             made[id(hp)] = found
         out.append(found)
     return out
+
+
+#: id(view) -> the token of the version counter it shares with the other views of its buffer (share_one_counter).
+_COUNTER_OF: dict[int, object] = {}
+
+
+def share_one_counter(views: Sequence[Any]) -> None:
+    """Record that ``views``, views this package made of one buffer, hold one version counter.
+
+    A view shares its base's version counter for life (``.data =`` and ``set_()`` keep it), so
+    :func:`one_per_version_counter` bumps one of them for all.  Each entry leaves with its tensor.
+
+    Parameters
+    ----------
+    views : sequence of torch.Tensor
+        Views of one buffer (torch's view operations: slices, reshapes of them).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from anyoptim.engines.torch_tensors import one_per_version_counter, share_one_counter
+    >>> buffer = torch.zeros(4)
+    >>> views = [buffer[:2], buffer[2:]]
+    >>> share_one_counter(views)
+    >>> len(one_per_version_counter(views))
+    1
+    """
+    token = object()
+    for view in views:
+        _COUNTER_OF[id(view)] = token
+        weakref.finalize(view, _COUNTER_OF.pop, id(view), None)
+
+
+def one_per_version_counter(tensors: Sequence[Any]) -> list[Any]:
+    """One tensor of ``tensors`` per version counter they hold: bumping those bumps every one of them.
+
+    Tensors recorded by :func:`share_one_counter` (the state slots
+    :meth:`~anyoptim.engines.torch_bridge.TorchEngine.init_slots` lays out, views of one buffer per slot and
+    dtype) hold their buffer's counter: a step's 2n written slot tensors of Adam then hold 2 counters, not 2n.
+    Every other tensor counts as its own (tensors that share a counter unrecorded are bumped more than once,
+    which torch allows).
+
+    Parameters
+    ----------
+    tensors : sequence of torch.Tensor
+        Tensors a step writes outside torch's own operations.
+
+    Returns
+    -------
+    list of torch.Tensor
+        The first tensor of each counter, in order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from anyoptim.engines.torch_tensors import one_per_version_counter
+    >>> [t.shape for t in one_per_version_counter([torch.zeros(2), torch.zeros(3)])]
+    [torch.Size([2]), torch.Size([3])]
+    """
+    seen: set[int] = set()
+    kept = []
+    for tensor in tensors:
+        token = _COUNTER_OF.get(id(tensor))
+        key = id(tensor) if token is None else id(token)
+        if key not in seen:
+            seen.add(key)
+            kept.append(tensor)
+    return kept

@@ -200,7 +200,9 @@ def _leaf_test(lines: list[str], addressed: bool, shaped: bool) -> Callable[[str
         if addressed:
             tests.append(f"address_of(x) != A{index}")
         if shaped:
-            tests += [f"x.shape != S{index}", f"x.dtype != D{index}"]
+            # The same dtype object is the usual case (torch's and NumPy's builtin dtypes are singletons): == only
+            # where it is another object.
+            tests += [f"x.shape != S{index}", f"(x.dtype is not D{index} and x.dtype != D{index})"]
         lines.append(f"        x = {expression}")
         lines.append(f"        if {' or '.join(tests)}: return False")
 
