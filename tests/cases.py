@@ -211,7 +211,16 @@ CASES: list[Case] = [
             ),
         ),
     ),
-    _rmsprop(convergence=(0.1, 0.01)),
+    _rmsprop(
+        convergence=(0.1, 0.01),
+        torch=(
+            Equivalent(
+                "RMSprop",
+                {"learning_rate": 0.01, "beta": 0.99, "epsilon": 1e-8},
+                lambda p, torch: torch.optim.RMSprop(p, lr=0.01, alpha=0.99, eps=1e-8),
+            ),
+        ),
+    ),
     _rmsprop(
         eps_in_sqrt=True,
         convergence=(0.1, 0.01),
@@ -244,6 +253,7 @@ CASES: list[Case] = [
         scale_free={"epsilon": 0.0},
         convergence=(0.3, 0.03),
         torch=(
+            Equivalent("Adam", {"learning_rate": 0.01}, lambda p, torch: torch.optim.Adam(p, lr=0.01)),
             Equivalent(
                 "Adam weight_decay",
                 {"learning_rate": 0.01, "weight_decay": 0.1},
