@@ -35,8 +35,9 @@ def leaf_gatherer(treedef: TreeDef, slot_names: tuple[str, ...]) -> Gatherer:
     structure: a container of another type (exact types: a dict subclass, or a
     list where a tuple was, is another structure), another length, or a dict
     without one of the keys; or where ``slots`` is not a dict of exactly these
-    names.  A leaf position takes any object: the caller compares what is
-    found there with its own leaves (by identity).  It reads the trees only
+    names in this order (the validated step refuses another order).  A leaf
+    position takes any object: the caller compares what is found there with
+    its own leaves (by identity).  It reads the trees only
     (exact builtin containers are subscripted, tuples unpacked, as
     :func:`~anyoptim.tree.tree_flatten` iterates them) and changes nothing:
     no method of the caller's runs, except a named tuple class's own length
@@ -88,10 +89,11 @@ def gatherer_source(treedef: TreeDef, slot_names: Sequence[str]) -> tuple[str, d
     lines.append("    except KeyError:")
     lines.append("        return None")
     trees = ["params", "grads", *(f"slots[{_constant(constants, name)}]" for name in slot_names)]
+    names = _constant(constants, tuple(slot_names))  # in this order, as the validated path requires
     lines += [
         "",
         "def gather(params, grads, slots):",
-        f"    if type(slots) is not dict or len(slots) != {len(slot_names)}: return None",
+        f"    if type(slots) is not dict or tuple(slots) != {names}: return None",
         "    try:  # a missing slot raises KeyError, a tree of another structure TypeError (None unpacked)",
         f"        return ({''.join(f'*leaves_of({tree}), ' for tree in trees)})",
         "    except (KeyError, TypeError):",
@@ -119,7 +121,7 @@ def leaf_checker(treedef: TreeDef, slot_names: tuple[str, ...], address_of: Call
     order; then, where ``address_of`` is given, their addresses; then, for
     params and grads only, their shapes and their dtypes.  The check is true
     exactly when every tree has ``treedef``'s structure (exact container types,
-    as :func:`leaf_gatherer`), ``slots`` is a dict of exactly ``slot_names``,
+    as :func:`leaf_gatherer`), ``slots`` is a dict of exactly ``slot_names`` in order,
     each leaf found *is* the one held, ``address_of(leaf)`` equals the address
     held, and each param's and grad's ``shape`` and ``dtype`` equal (``==``)
     those held.  Made once per structure, slot names and address reader
@@ -177,12 +179,13 @@ def checker_source(treedef: TreeDef, slot_names: Sequence[str], addressed: bool)
         _walk(treedef, lines, constants, _leaf_test(lines, addressed, shaped), on_false="False")
         lines.extend(["        return True", "    except KeyError:", "        return False", ""])
     trees = ["params", "grads", *(f"slots[{_constant(constants, name)}]" for name in slot_names)]
+    names = _constant(constants, tuple(slot_names))  # in this order, as the validated path requires
     calls = [f"{'arrays_same' if i < 2 else 'leaves_same'}({tree}, facts[{i}])" for i, tree in enumerate(trees)]
     calls[:2] = calls[1::-1]  # the grads first: a loop whose gradients are new tensors each step fails there at once
     lines.extend(
         [
             "def check(params, grads, slots, facts):",
-            f"    if type(slots) is not dict or len(slots) != {len(slot_names)}: return False",
+            f"    if type(slots) is not dict or tuple(slots) != {names}: return False",
             "    try:  # a missing slot raises KeyError",
             f"        return {' and '.join(calls)}",
             "    except KeyError:",

@@ -111,6 +111,9 @@ class PreparedStep:
         """Whether a call passes exactly the arrays (and structures) this was made for; or new gradients it rebinds."""
         if type(state) is not OptimizerState or state.structure is not self.treedef or self.facts is None:
             return False
+        made_by = state.optimizer  # another optimizer's state is refused by the validated path (None: made by hand)
+        if made_by is not None and made_by != self.owner:
+            return False
         check = self.check
         if check is None:
             check = self.check = leaf_checker(self.treedef, self.slot_names, self.data_ptr)
