@@ -273,6 +273,39 @@ def test_the_prepared_step_returns_the_trees_it_was_given_not_older_ones():
     np.testing.assert_allclose(first, [-3.0, -3.0])
 
 
+@pytest.mark.parametrize("which", ["params", "grads", "v"])
+@pytest.mark.parametrize("how", ["data", "t_", "step_again"])
+def test_torch_a_tensor_given_other_strides_in_place_is_updated_element_by_element(which, how):
+    """``p.data = p.data.t()`` (a square tensor, or ``t_()``): the same object, address, shape and dtype, but its
+    elements in another order; the kernels pair elements by memory, so the call must take the validated path."""
+    torch = pytest.importorskip("torch")
+
+    def make():
+        return anyoptim.Adam(0.1)
+
+    optimizer = make()
+    params = {"b": torch.zeros(3, dtype=torch.float64), "w": torch.zeros(3, 3, dtype=torch.float64)}
+    grads = {name: torch.ones_like(value) for name, value in params.items()}
+    state = optimizer.init(params)
+    for _ in range(2):  # the second step runs the prepared one
+        params, state = optimizer.step(params, grads, state)
+    with torch.no_grad():
+        params["w"].copy_(torch.arange(9.0, dtype=torch.float64).view(3, 3))
+        grads["w"].copy_(torch.arange(9.0, dtype=torch.float64).view(3, 3) ** 2)
+        state.slots["v"]["w"].copy_(torch.arange(9.0, dtype=torch.float64).view(3, 3) + 1)
+    tensor = {"params": params, "grads": grads, "v": state.slots["v"]}[which]["w"]
+    if how == "t_":
+        tensor.t_()
+    else:
+        tensor.data = tensor.data.t()
+    assert not tensor.is_contiguous()
+    expected, expected_state = _reference(make, params, grads, state)
+    step = optimizer.step_again if how == "step_again" else optimizer.step
+    params, state = step(params, grads, state)
+    torch.testing.assert_close(params["w"], expected["w"], rtol=1e-12, atol=0)
+    torch.testing.assert_close(state.slots["v"]["w"], expected_state.slots["v"]["w"], rtol=1e-12, atol=0)
+
+
 def test_a_state_another_optimizer_made_is_refused_as_the_validated_path_refuses_it():
     """The very slots, in a state that names another maker: the validated path refuses it, so the prepared one must."""
     import dataclasses
