@@ -271,3 +271,75 @@ def test_the_prepared_step_returns_the_trees_it_was_given_not_older_ones():
     np.testing.assert_allclose(first, [-2.0, -2.0])
     params, state = optimizer.step_again(params, grads, state)  # what the prepared step returned, passed back
     np.testing.assert_allclose(first, [-3.0, -3.0])
+
+
+@pytest.mark.parametrize("which", ["params", "grads", "v"])
+@pytest.mark.parametrize("how", ["data", "t_", "step_again"])
+def test_torch_a_tensor_given_other_strides_in_place_is_updated_element_by_element(which, how):
+    """``p.data = p.data.t()`` (a square tensor, or ``t_()``): the same object, address, shape and dtype, but its
+    elements in another order; the kernels pair elements by memory, so the call must take the validated path."""
+    torch = pytest.importorskip("torch")
+
+    def make():
+        return anyoptim.Adam(0.1)
+
+    optimizer = make()
+    params = {"b": torch.zeros(3, dtype=torch.float64), "w": torch.zeros(3, 3, dtype=torch.float64)}
+    grads = {name: torch.ones_like(value) for name, value in params.items()}
+    state = optimizer.init(params)
+    for _ in range(2):  # the second step runs the prepared one
+        params, state = optimizer.step(params, grads, state)
+    with torch.no_grad():
+        params["w"].copy_(torch.arange(9.0, dtype=torch.float64).view(3, 3))
+        grads["w"].copy_(torch.arange(9.0, dtype=torch.float64).view(3, 3) ** 2)
+        state.slots["v"]["w"].copy_(torch.arange(9.0, dtype=torch.float64).view(3, 3) + 1)
+    tensor = {"params": params, "grads": grads, "v": state.slots["v"]}[which]["w"]
+    if how == "t_":
+        tensor.t_()
+    else:
+        tensor.data = tensor.data.t()
+    assert not tensor.is_contiguous()
+    expected, expected_state = _reference(make, params, grads, state)
+    step = optimizer.step_again if how == "step_again" else optimizer.step
+    params, state = step(params, grads, state)
+    torch.testing.assert_close(params["w"], expected["w"], rtol=1e-12, atol=0)
+    torch.testing.assert_close(state.slots["v"]["w"], expected_state.slots["v"]["w"], rtol=1e-12, atol=0)
+
+
+def test_a_state_another_optimizer_made_is_refused_as_the_validated_path_refuses_it():
+    """The very slots, in a state that names another maker: the validated path refuses it, so the prepared one must."""
+    import dataclasses
+
+    optimizer = anyoptim.Adam(0.1)
+    params, grads = {"w": np.zeros(3)}, {"w": np.ones(3)}
+    state = optimizer.init(params)
+    for _ in range(2):
+        params, state = optimizer.step(params, grads, state)
+    snapshot = params["w"].copy()
+    with pytest.raises(ValueError, match="state was made by AdamW, not by Adam"):
+        optimizer.step(params, grads, dataclasses.replace(state, optimizer="AdamW"))
+    np.testing.assert_array_equal(params["w"], snapshot)
+    params, state = optimizer.step(params, grads, dataclasses.replace(state, optimizer=None))  # by hand: accepted
+    assert optimizer._prepared is not None and optimizer._prepared.check is not None
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch new grads"])
+def test_state_slots_in_another_order_are_refused_as_the_validated_path_refuses_them(library):
+    """``{"v": ..., "m": ...}`` of the very slot trees: the validated path refuses the order, so the prepared one must
+    (also where only the gradient tensors are new and would be rebound)."""
+    import dataclasses
+
+    optimizer = anyoptim.Adam(0.1)
+    if library == "numpy":
+        params, grads = {"w": np.zeros(3)}, {"w": np.ones(3)}
+    else:
+        torch = pytest.importorskip("torch")
+        params, grads = {"w": torch.zeros(3)}, {"w": torch.ones(3)}
+    state = optimizer.init(params)
+    for _ in range(2):
+        params, state = optimizer.step(params, grads, state)
+    if library != "numpy":
+        grads = {"w": torch.ones(3)}  # new gradient tensors: the prepared step would rebind them
+    reordered = dataclasses.replace(state, slots={"v": state.slots["v"], "m": state.slots["m"]})
+    with pytest.raises(ValueError, match=r"state has slots \['v', 'm'\] but Adam needs \['m', 'v'\]"):
+        optimizer.step(params, grads, reordered)

@@ -78,6 +78,10 @@ class TorchStep:
         ``torch.Tensor.data_ptr``: the runs read and write the tensors through views of the memory they had when
         prepared, so a caller that reuses this step compares every tensor's address with it (``p.data = t`` gives a
         tensor other memory, and then needs a new preparation).
+    contiguity_of : callable
+        ``torch.Tensor.is_contiguous``: the views pair elements by memory, so that caller also compares whether each
+        tensor is contiguous with what it was (``p.data = p.data.t()`` of a square tensor keeps its address and
+        shape, not its order).
     """
 
     in_place = True
@@ -138,6 +142,8 @@ class TorchStep:
         # The views hold the memory the tensors had: ``p.data = t`` (vector_to_parameters, share_memory()) gives
         # a tensor other memory, and the step must be prepared again, else it reads and writes the old memory.
         self.address_of = torch_module().Tensor.data_ptr  # unbound: half a methodcaller's time per tensor
+        # And in the order they had then: ``p.data = p.data.t()`` keeps a square tensor's address and shape.
+        self.contiguity_of = torch_module().Tensor.is_contiguous
         if len(self.runs) == 1 and self.bump is not None:  # the usual case, one fused part: one call less per step
             run, bump, written = self.runs[0], self.bump, self.written
 

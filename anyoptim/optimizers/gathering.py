@@ -35,8 +35,9 @@ def leaf_gatherer(treedef: TreeDef, slot_names: tuple[str, ...]) -> Gatherer:
     structure: a container of another type (exact types: a dict subclass, or a
     list where a tuple was, is another structure), another length, or a dict
     without one of the keys; or where ``slots`` is not a dict of exactly these
-    names.  A leaf position takes any object: the caller compares what is
-    found there with its own leaves (by identity).  It reads the trees only
+    names in this order (the validated step refuses another order).  A leaf
+    position takes any object: the caller compares what is found there with
+    its own leaves (by identity).  It reads the trees only
     (exact builtin containers are subscripted, tuples unpacked, as
     :func:`~anyoptim.tree.tree_flatten` iterates them) and changes nothing:
     no method of the caller's runs, except a named tuple class's own length
@@ -88,10 +89,11 @@ def gatherer_source(treedef: TreeDef, slot_names: Sequence[str]) -> tuple[str, d
     lines.append("    except KeyError:")
     lines.append("        return None")
     trees = ["params", "grads", *(f"slots[{_constant(constants, name)}]" for name in slot_names)]
+    names = _constant(constants, tuple(slot_names))  # in this order, as the validated path requires
     lines += [
         "",
         "def gather(params, grads, slots):",
-        f"    if type(slots) is not dict or len(slots) != {len(slot_names)}: return None",
+        f"    if type(slots) is not dict or tuple(slots) != {names}: return None",
         "    try:  # a missing slot raises KeyError, a tree of another structure TypeError (None unpacked)",
         f"        return ({''.join(f'*leaves_of({tree}), ' for tree in trees)})",
         "    except (KeyError, TypeError):",
@@ -105,7 +107,12 @@ Checker = Callable[[Any, Any, Any, tuple], bool]
 
 
 @functools.lru_cache(maxsize=64)
-def leaf_checker(treedef: TreeDef, slot_names: tuple[str, ...], address_of: Callable[[Any], int] | None) -> Checker:
+def leaf_checker(
+    treedef: TreeDef,
+    slot_names: tuple[str, ...],
+    address_of: Callable[[Any], int] | None,
+    contiguity_of: Callable[[Any], bool] | None = None,
+) -> Checker:
     """Make ``check(params, grads, slots, facts)``: whether a call passes the very arrays a prepared step holds.
 
     The same walk as :func:`leaf_gatherer` (the same structures accepted, the
@@ -116,14 +123,16 @@ def leaf_checker(treedef: TreeDef, slot_names: tuple[str, ...], address_of: Call
     ``facts`` is ``(params_facts, grads_facts, *slot_facts)``, one per tree in
     the order params, grads, then ``slot_names``.  Each is a tuple whose first
     item holds the tree's leaves in :func:`~anyoptim.tree.tree_flatten`'s
-    order; then, where ``address_of`` is given, their addresses; then, for
-    params and grads only, their shapes and their dtypes.  The check is true
+    order; then, where ``address_of`` is given, their addresses; then, where
+    ``contiguity_of`` is given, whether each is contiguous; then, for params
+    and grads only, their shapes and their dtypes.  The check is true
     exactly when every tree has ``treedef``'s structure (exact container types,
-    as :func:`leaf_gatherer`), ``slots`` is a dict of exactly ``slot_names``,
-    each leaf found *is* the one held, ``address_of(leaf)`` equals the address
-    held, and each param's and grad's ``shape`` and ``dtype`` equal (``==``)
-    those held.  Made once per structure, slot names and address reader
-    (cached) and compiled from generated source.
+    as :func:`leaf_gatherer`), ``slots`` is a dict of exactly ``slot_names`` in order,
+    each leaf found *is* the one held, ``address_of(leaf)`` and
+    ``contiguity_of(leaf)`` equal those held, and each param's and grad's
+    ``shape`` and ``dtype`` equal (``==``) those held.  Made once per
+    structure, slot names and readers (cached) and compiled from generated
+    source.
 
     Parameters
     ----------
@@ -135,6 +144,11 @@ def leaf_checker(treedef: TreeDef, slot_names: tuple[str, ...], address_of: Call
         ``address_of(array) -> int``, the reader of the addresses held in
         ``facts`` (``torch.Tensor.data_ptr``); None: no addresses are held or
         compared.
+    contiguity_of : callable or None, default None
+        ``contiguity_of(array) -> bool``, the reader of whether each array is
+        contiguous (``torch.Tensor.is_contiguous``: a tensor given other strides
+        in place, ``p.data = p.data.t()``, keeps its address and, square, its
+        shape); None: not held or compared.
 
     Returns
     -------
@@ -152,37 +166,41 @@ def leaf_checker(treedef: TreeDef, slot_names: tuple[str, ...], address_of: Call
     >>> check({"w": w}, {"w": g}, {"m": {"w": m}}, facts), check({"w": w}, {"w": m}, {"m": {"w": m}}, facts)
     (True, False)
     """
-    source, constants = checker_source(treedef, slot_names, address_of is not None)
-    namespace: dict[str, Any] = {**constants, "address_of": address_of}
+    source, constants = checker_source(treedef, slot_names, address_of is not None, contiguity_of is not None)
+    namespace: dict[str, Any] = {**constants, "address_of": address_of, "contiguity_of": contiguity_of}
     name = f"<anyoptim leaf checker: {treedef.num_leaves} leaves x {2 + len(slot_names)} trees>"
     exec(compile(source, name, "exec"), namespace)  # the source of checker_source(), from the structure alone
     return namespace["check"]
 
 
-def checker_source(treedef: TreeDef, slot_names: Sequence[str], addressed: bool) -> tuple[str, dict[str, Any]]:
+def checker_source(
+    treedef: TreeDef, slot_names: Sequence[str], addressed: bool, contiguous: bool = False
+) -> tuple[str, dict[str, Any]]:
     """The source of :func:`leaf_checker`'s function, and the objects it names (as :func:`gatherer_source`).
 
-    Two walks written once each: ``arrays_same`` (identity, address, shape and dtype: params and grads) and
-    ``leaves_same`` (identity and address: the slots); ``check`` runs them on each tree with its facts.
+    Two walks written once each: ``arrays_same`` (identity, address, contiguity, shape and dtype: params and grads)
+    and ``leaves_same`` (identity, address and contiguity: the slots); ``check`` runs them on each tree with its
+    facts.
     """
     constants: dict[str, Any] = {}
     count = treedef.num_leaves
     lines: list[str] = []
     for function, shaped in (("arrays_same", True), ("leaves_same", False)):
-        fields = ["L", *(["A"] if addressed else []), *(["S", "D"] if shaped else [])]
+        fields = ["L", *(["A"] if addressed else []), *(["K"] if contiguous else []), *(["S", "D"] if shaped else [])]
         lines.extend([f"def {function}(tree, facts):", "    try:"])
         if count:
             unpacked = "".join("(" + "".join(f"{field}{index}, " for index in range(count)) + "), " for field in fields)
             lines.append(f"        ({unpacked}) = facts")
-        _walk(treedef, lines, constants, _leaf_test(lines, addressed, shaped), on_false="False")
+        _walk(treedef, lines, constants, _leaf_test(lines, addressed, contiguous, shaped), on_false="False")
         lines.extend(["        return True", "    except KeyError:", "        return False", ""])
     trees = ["params", "grads", *(f"slots[{_constant(constants, name)}]" for name in slot_names)]
+    names = _constant(constants, tuple(slot_names))  # in this order, as the validated path requires
     calls = [f"{'arrays_same' if i < 2 else 'leaves_same'}({tree}, facts[{i}])" for i, tree in enumerate(trees)]
     calls[:2] = calls[1::-1]  # the grads first: a loop whose gradients are new tensors each step fails there at once
     lines.extend(
         [
             "def check(params, grads, slots, facts):",
-            f"    if type(slots) is not dict or len(slots) != {len(slot_names)}: return False",
+            f"    if type(slots) is not dict or tuple(slots) != {names}: return False",
             "    try:  # a missing slot raises KeyError",
             f"        return {' and '.join(calls)}",
             "    except KeyError:",
@@ -192,13 +210,15 @@ def checker_source(treedef: TreeDef, slot_names: Sequence[str], addressed: bool)
     return "\n".join(lines) + "\n", constants
 
 
-def _leaf_test(lines: list[str], addressed: bool, shaped: bool) -> Callable[[str, int], None]:
+def _leaf_test(lines: list[str], addressed: bool, contiguous: bool, shaped: bool) -> Callable[[str, int], None]:
     """``leaf(expression, index)`` for :func:`_walk`: write the test of the leaf found there against the facts."""
 
     def leaf(expression: str, index: int) -> None:
         tests = [f"x is not L{index}"]
         if addressed:
             tests.append(f"address_of(x) != A{index}")
+        if contiguous:
+            tests.append(f"contiguity_of(x) != K{index}")
         if shaped:
             # The same dtype object is the usual case (torch's and NumPy's builtin dtypes are singletons): == only
             # where it is another object.

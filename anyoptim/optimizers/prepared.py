@@ -26,7 +26,8 @@ class PreparedStep:
     params and grads, the tree structure, and the engine's prepared runs.
     :meth:`matches` is the whole check of a later call: the same structure
     (exact container types), the very same leaf objects, unchanged shapes and
-    dtypes (and addresses, for the torch engine's runs).  Anything else takes
+    dtypes (and addresses and contiguity, for the torch engine's runs), a state
+    made by the same optimizer.  Anything else takes
     the fully validated path, or rebinds new gradients (:meth:`rebind`).  The
     check is a function generated for the trees' structure, which compares each
     leaf where it finds it
@@ -39,6 +40,8 @@ class PreparedStep:
     __slots__ = (
         "addresses",
         "check",
+        "contiguity",
+        "contiguity_of",
         "data_ptr",
         "facts",
         "flagged",
@@ -88,9 +91,13 @@ class PreparedStep:
         # Runs that read and write through views of the arrays' memory (the torch engine's) give the function that
         # reads an array's address: ``p.data = t`` between steps would leave them reading (or writing) the old
         # memory.  Every leaf's address, as matches() gathers them, is then compared at each call.
-        readers = [run.address_of for run, _ in runs if hasattr(run, "address_of")]
-        self.data_ptr = readers[0] if readers else None
+        readers = [run for run, _ in runs if hasattr(run, "address_of")]
+        self.data_ptr = readers[0].address_of if readers else None
         self.addresses = list(map(self.data_ptr, self.leaves)) if readers else None
+        # And the views pair elements by memory: their order only while a tensor keeps the strides it had (``p.data
+        # = p.data.t()`` keeps a square tensor's address and shape).  Contiguous then, contiguous now, is that.
+        self.contiguity_of = getattr(readers[0], "contiguity_of", None) if readers else None
+        self.contiguity = list(map(self.contiguity_of, self.leaves)) if self.contiguity_of is not None else None
         # Runs that can read new gradient arrays (the torch engine's): a loop whose grads are new every step.
         rebinders = [(getattr(run, "with_grads", None), indices) for run, indices in runs]
         self.rebinders = rebinders if all(rebind is not None for rebind, _ in rebinders) else None
@@ -105,15 +112,20 @@ class PreparedStep:
         """Whether a call passes back the very params and slots the step returned, and the grads tree it was given."""
         if params is not self.params_out or state.slots is not self.slots_out or grads is not self.grads_in:
             return False
-        return self.addresses is None or list(map(self.data_ptr, self.leaves)) == self.addresses
+        if self.addresses is not None and list(map(self.data_ptr, self.leaves)) != self.addresses:
+            return False
+        return self.contiguity is None or list(map(self.contiguity_of, self.leaves)) == self.contiguity
 
     def matches(self, params: Any, grads: Any, state: Any) -> bool:
         """Whether a call passes exactly the arrays (and structures) this was made for; or new gradients it rebinds."""
         if type(state) is not OptimizerState or state.structure is not self.treedef or self.facts is None:
             return False
+        made_by = state.optimizer  # another optimizer's state is refused by the validated path (None: made by hand)
+        if made_by is not None and made_by != self.owner:
+            return False
         check = self.check
         if check is None:
-            check = self.check = leaf_checker(self.treedef, self.slot_names, self.data_ptr)
+            check = self.check = leaf_checker(self.treedef, self.slot_names, self.data_ptr, self.contiguity_of)
         if not check(params, grads, state.slots, self.facts):
             # Not the very arrays: the same ones of another shape, dtype or memory, another structure, other
             # leaves.  Only new gradient arrays that the runs can read instead (rebind) let the step run.
@@ -130,11 +142,13 @@ class PreparedStep:
                 return False
             if self.addresses is not None and list(map(self.data_ptr, found)) != self.addresses:
                 return False
+            if self.contiguity is not None and list(map(self.contiguity_of, found)) != self.contiguity:
+                return False
         return not self.flagged or list(map(strides_and_writeable, self.flagged)) == self.flags
 
     def leaf_facts(self) -> tuple:
         """What :func:`~anyoptim.optimizers.gathering.leaf_checker`'s check compares, per tree: the leaves, their
-        addresses (where read), and for params and grads their shapes and dtypes."""
+        addresses and contiguity (where read), and for params and grads their shapes and dtypes."""
         count = len(self.g_leaves)
         facts = []
         for tree in range(len(self.leaves) // count if count else 2 + len(self.slot_names)):
@@ -142,6 +156,8 @@ class PreparedStep:
             fact: list[tuple] = [tuple(self.leaves[span])]
             if self.addresses is not None:
                 fact.append(tuple(self.addresses[span]))
+            if self.contiguity is not None:
+                fact.append(tuple(self.contiguity[span]))
             if tree < 2:
                 fact += [tuple(shape for shape, _ in self.layout[span]), tuple(dtype for _, dtype in self.layout[span])]
             facts.append(tuple(fact))
@@ -183,13 +199,17 @@ class PreparedStep:
                 return False
         self.g_leaves = list(new)
         self.leaves = found
+        span = slice(params, params + count)
         if self.addresses is not None:
-            self.addresses[params : params + count] = map(self.data_ptr, new)
+            self.addresses[span] = map(self.data_ptr, new)
+        if self.contiguity is not None:
+            self.contiguity[span] = map(self.contiguity_of, new)
         self.grads_in = grads
-        if self.facts is not None:  # the grads' facts: the new leaves and addresses, the same shapes and dtypes
+        if self.facts is not None:  # the grads' facts: the new leaves, addresses, contiguity; same shapes, dtypes
             old = self.facts[1]
-            addresses = () if self.addresses is None else (tuple(self.addresses[params : params + count]),)
-            self.facts = (self.facts[0], (tuple(new), *addresses, *old[-2:]), *self.facts[2:])
+            addresses = () if self.addresses is None else (tuple(self.addresses[span]),)
+            contiguity = () if self.contiguity is None else (tuple(self.contiguity[span]),)
+            self.facts = (self.facts[0], (tuple(new), *addresses, *contiguity, *old[-2:]), *self.facts[2:])
         return True
 
 
