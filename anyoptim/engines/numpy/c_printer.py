@@ -12,7 +12,8 @@ as the body of a C loop over every span, compiled by :mod:`anyoptim.engines.nump
   more;
 * each operation rounds as NumPy's does: ``+ - * /`` and ``sqrt`` are IEEE
   operations in the node's own dtype, nothing is contracted into a fused
-  multiply-add, ``maximum``/``minimum`` propagate NaN and return the second
+  multiply-add (the rule's :func:`~anyoptim.engines.muladd.muladd` is a float32 one, computed in double
+  as the ufunc plan computes it), ``maximum``/``minimum`` propagate NaN and return the second
   operand on ties as NumPy's loops do, ``sign`` is NumPy's.  The results equal
   the ufunc plan's bit for bit.  ``**`` on arrays has no C form: NumPy's
   ``power`` is its own (SIMD) code, which no C library matches to the last bit,
@@ -123,8 +124,9 @@ static inline void anyoptim_narrow(_Float16 *out, const float *in, int64_t m)
 _CHUNK = 256
 
 
-def _expression(op: str, a: list[str], zero: str, one: str) -> str:
-    """C for one operation on operands already in the operation's dtype (NumPy's semantics)."""
+def _expression(op: str, a: list[str], ctype: str) -> str:
+    """C for one operation on operands already in the operation's C type ``ctype`` (NumPy's semantics)."""
+    zero, one = f"(({ctype})0)", f"(({ctype})1)"
     if op in C_OPERATORS:
         return f"{a[0]} {C_OPERATORS[op]} {a[1]}"
     if op == "copy":
@@ -144,6 +146,10 @@ def _expression(op: str, a: list[str], zero: str, one: str) -> str:
         return f"({a[0]} < {a[1]} || {a[0]} != {a[0]}) ? {a[0]} : {a[1]}"
     if op == "where":
         return f"{a[0]} ? {a[1]} : {a[2]}"
+    if op == "muladd":  # anyoptim.engines.muladd: float in double (an exact product), rounded once to float
+        if ctype == "float":
+            return f"(float)((double){a[0]} * (double){a[1]} + (double){a[2]})"
+        return f"{a[0]} * {a[1]} + {a[2]}"
     raise AssertionError(f"no C form for {op}")  # pragma: no cover
 
 
@@ -200,10 +206,7 @@ def c_source(plan: Plan, symbol: str, column_dtypes: tuple[str, ...] | None = No
                 for position, x in enumerate(operands)
             ]
             ctype = C_TYPES[common.name] if common.name in C_TYPES else column_type
-            zero, one = f"(({ctype})0)", f"(({ctype})1)"
-            body.append(
-                f"            const {C_TYPES[dtype_of(node)]} t{node} = {_expression(op, arguments, zero, one)};"
-            )
+            body.append(f"            const {C_TYPES[dtype_of(node)]} t{node} = {_expression(op, arguments, ctype)};")
         for role, node in written:
             value = value_name[node] if node in plan.block_values else holder[(node, plan.dtype)]
             body.append(f"            {store(role, value)}")

@@ -34,6 +34,19 @@ def _minimum(x: Any, y: Any, out: np.ndarray) -> None:
     np.minimum(x, y, out=out)
 
 
+def _muladd(a: Any, b: Any, c: Any, out: np.ndarray | None = None) -> np.ndarray:
+    """``a * b + c`` as :func:`anyoptim.engines.muladd.muladd` defines it: in float32 widened to float64 and rounded
+    once (float64 multiplies two float32 numbers exactly), in float64 a product and a sum."""
+    if np.result_type(a, b, c) == np.float32:
+        wide = np.multiply(a, b, dtype=np.float64)
+        np.add(wide, c, out=wide)
+        if out is None:
+            return wide.astype(np.float32)
+        np.copyto(out, wide, casting="same_kind")
+        return out
+    return np.add(np.multiply(a, b), c, out=out)
+
+
 #: The NumPy function of each array operation of a trace (see :class:`~anyoptim.engines.trace.Node`),
 #: plus ``"copy"``, which the plan adds for a result that is another input (a swapped slot, ``g`` kept).
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -55,6 +68,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "maximum": np.maximum,
     "minimum": np.minimum,
     "where": np.where,
+    "muladd": _muladd,
     "copy": np.positive,
 }
 
