@@ -19,11 +19,10 @@ rule that writes :func:`muladd` gets the single rounding on every engine:
 The CPU engines compute exactly these operations (the generic engine with the
 array's own namespace, below; the NumPy engine's ufunc plan and C kernels from
 the traced node ``"muladd"``), so they still agree bit for bit.  The CuPy
-engine's kernels use the GPU's ``fmaf``/``fma`` instead (the correctly rounded
-multiply-add, in both dtypes, with no float64 arithmetic in a float32 kernel):
-they differ from the CPU engines' results in those double roundings, and in
-float64.  Scalars are first rounded to the arrays' dtype, as where they meet an
-array in ``a * b``.
+engine's float32 kernels use the GPU's ``fmaf`` instead (the correctly rounded
+multiply-add, with no float64 arithmetic in a float32 kernel): they differ from
+the CPU engines' results in those double roundings only.  Scalars are first
+rounded to the arrays' dtype, as where they meet an array in ``a * b``.
 
 This module imports no array library.
 """
