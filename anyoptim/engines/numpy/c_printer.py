@@ -120,12 +120,32 @@ static inline void anyoptim_narrow(_Float16 *out, const float *in, int64_t m)
 #endif
 """
 
+#: A float32 kernel with a multiply-add: the body twice, for AVX2 with FMA (``muladd`` is the hardware's fused
+#: multiply-add, ``__builtin_fmaf``: one exact rounding, eight floats at a time) and the baseline (``muladd`` in
+#: double), chosen per call by the CPU's features.
+_FMA_DISPATCH = """\
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ANYOPTIM_FMA_FAST __attribute__((target("avx2,fma")))
+#define ANYOPTIM_FMA_FAST_OK (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+#define ANYOPTIM_HALF_FMA_FAST __attribute__((target("avx2,f16c,fma")))
+#define ANYOPTIM_HALF_FMA_FAST_OK (ANYOPTIM_FMA_FAST_OK && __builtin_cpu_supports("f16c"))
+#else
+#define ANYOPTIM_FMA_FAST
+#define ANYOPTIM_FMA_FAST_OK 0
+#define ANYOPTIM_HALF_FMA_FAST
+#define ANYOPTIM_HALF_FMA_FAST_OK 0
+#endif
+"""
+
 #: Elements of a chunk of float16 columns widened at once (a float buffer of 1 KiB per column).
 _CHUNK = 256
 
 
-def _expression(op: str, a: list[str], ctype: str) -> str:
-    """C for one operation on operands already in the operation's C type ``ctype`` (NumPy's semantics)."""
+def _expression(op: str, a: list[str], ctype: str, fused: bool = False) -> str:
+    """C for one operation on operands already in the operation's C type ``ctype`` (NumPy's semantics).
+
+    ``fused``: a float ``muladd`` is the hardware's fused multiply-add (in a variant compiled for FMA only).
+    """
     zero, one = f"(({ctype})0)", f"(({ctype})1)"
     if op in C_OPERATORS:
         return f"{a[0]} {C_OPERATORS[op]} {a[1]}"
@@ -147,6 +167,8 @@ def _expression(op: str, a: list[str], ctype: str) -> str:
     if op == "where":
         return f"{a[0]} ? {a[1]} : {a[2]}"
     if op == "muladd":  # anyoptim.engines.muladd: float in double (an exact product), rounded once to float
+        if ctype == "float" and fused:  # vfmadd: the correctly rounded fma (no double rounding)
+            return f"__builtin_fmaf({a[0]}, {a[1]}, {a[2]})"
         if ctype == "float":
             return f"(float)((double){a[0]} * (double){a[1]} + (double){a[2]})"
         return f"{a[0]} * {a[1]} + {a[2]}"
@@ -196,7 +218,7 @@ def c_source(plan: Plan, symbol: str, column_dtypes: tuple[str, ...] | None = No
     roles_read = [role for node, role in sorted(plan.roles.items(), key=lambda item: item[1]) if node in read]
     written = [(role, node) for role, node in plan.outputs if role_input.get(role) != node]  # others unchanged
 
-    def element(load: Callable[[int], str], store: Callable[[int, str], str]) -> list[str]:
+    def element(load: Callable[[int], str], store: Callable[[int, str], str], fused: bool) -> list[str]:
         """The loop body: read the columns, every operation, write the results (indented 12)."""
         body = [f"            const {column_type} x{role} = {load(role)};" for role in roles_read]
         for (node, op, operands), common in zip(plan.steps, plan.common_dtypes, strict=True):
@@ -206,13 +228,13 @@ def c_source(plan: Plan, symbol: str, column_dtypes: tuple[str, ...] | None = No
                 for position, x in enumerate(operands)
             ]
             ctype = C_TYPES[common.name] if common.name in C_TYPES else column_type
-            body.append(f"            const {C_TYPES[dtype_of(node)]} t{node} = {_expression(op, arguments, ctype)};")
+            body.append(f"            const {C_TYPES[dtype_of(node)]} t{node} = {_expression(op, arguments, ctype, fused)};")
         for role, node in written:
             value = value_name[node] if node in plan.block_values else holder[(node, plan.dtype)]
             body.append(f"            {store(role, value)}")
         return body
 
-    def function(chunked: bool) -> list[str]:
+    def function(chunked: bool, fused: bool = False) -> list[str]:
         lines = ["{", "    const double *table = (const double *)(uintptr_t)frame[1];"]
         for position, (_, dtype) in enumerate(plan.broadcast_uses):
             ctype = C_TYPES[dtype.name]
@@ -225,7 +247,7 @@ def c_source(plan: Plan, symbol: str, column_dtypes: tuple[str, ...] | None = No
             lines.append(f"        {qualifier}{ctype} *c{column} = ({qualifier}{ctype} *)(uintptr_t)at[{column + 1}];")
         if not chunked:
             lines.append("        for (int64_t i = 0; i < n; ++i) {")
-            lines += element(lambda r: f"({column_type})c{r}[i]", lambda r, v: f"c{r}[i] = ({stored[r]}){v};")
+            lines += element(lambda r: f"({column_type})c{r}[i]", lambda r, v: f"c{r}[i] = ({stored[r]}){v};", fused)
             return [*lines, "        }", "    }", "}", ""]
         # Half columns: widened a chunk at a time into float buffers (vector conversions), the float loop on
         # the chunk (it vectorises as the float kernels do), the written ones narrowed back.
@@ -238,26 +260,41 @@ def c_source(plan: Plan, symbol: str, column_dtypes: tuple[str, ...] | None = No
         inner = element(
             lambda r: f"b{r}[j]" if r in half else f"c{r}[i0 + j]",
             lambda r, v: f"b{r}[j] = {v};" if r in half else f"c{r}[i0 + j] = ({stored[r]}){v};",
+            fused,
         )
         lines += ["    " + line for line in inner]
         lines.append("            }")
         lines += [f"            anyoptim_narrow(c{r} + i0, b{r}, m);" for r, _ in written if r in half]
         return [*lines, "        }", "    }", "}", ""]
 
-    if "_Float16" not in stored:
+    # a float32 muladd: a variant compiled for FMA computes it with the hardware's one rounding
+    fused = any(op == "muladd" and common.name == "float32" for (_, op, _), common in zip(plan.steps, plan.common_dtypes))
+    if "_Float16" not in stored and not fused:
         return "\n".join([_PREAMBLE, f"ANYOPTIM_CLONES void {symbol}(const int64_t *frame)", *function(False)])
+    if "_Float16" not in stored:
+        fast, base = ("ANYOPTIM_FMA_FAST", function(False, fused=True)), function(False)
+        return _dispatch(_PREAMBLE + _FMA_DISPATCH, symbol, fast, base)
     if plan.dtype.name != "float32":
         return None  # float16 columns of a float64 step (float64 state): the ufunc blocks
+    attribute = "ANYOPTIM_HALF_FMA_FAST" if fused else "ANYOPTIM_HALF_FAST"
+    preamble = _PREAMBLE + _HALF_DISPATCH + (_FMA_DISPATCH if fused else "")
+    return _dispatch(preamble, symbol, (attribute, function(True, fused)), function(False))
+
+
+def _dispatch(preamble: str, symbol: str, fast: tuple[str, list[str]], base: list[str]) -> str:
+    """A kernel printed twice: ``fast`` (its target attribute macro, its body) where ``<macro>_OK`` holds, else
+    ``base``, chosen per call (``target_clones`` cannot ask for two features in one clone)."""
+    attribute, body = fast
     return "\n".join(
         [
-            _PREAMBLE + _HALF_DISPATCH,
-            f"ANYOPTIM_HALF_FAST static void {symbol}_fast(const int64_t *frame)",
-            *function(True),
+            preamble,
+            f"{attribute} static void {symbol}_fast(const int64_t *frame)",
+            *body,
             f"static void {symbol}_base(const int64_t *frame)",
-            *function(False),
+            *base,
             f"void {symbol}(const int64_t *frame)",
             "{",
-            f"    if (ANYOPTIM_HALF_FAST_OK) {symbol}_fast(frame); else {symbol}_base(frame);",
+            f"    if ({attribute}_OK) {symbol}_fast(frame); else {symbol}_base(frame);",
             "}",
             "",
         ]
