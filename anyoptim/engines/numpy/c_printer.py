@@ -228,7 +228,9 @@ def c_source(plan: Plan, symbol: str, column_dtypes: tuple[str, ...] | None = No
                 for position, x in enumerate(operands)
             ]
             ctype = C_TYPES[common.name] if common.name in C_TYPES else column_type
-            body.append(f"            const {C_TYPES[dtype_of(node)]} t{node} = {_expression(op, arguments, ctype, fused)};")
+            body.append(
+                f"            const {C_TYPES[dtype_of(node)]} t{node} = {_expression(op, arguments, ctype, fused)};"
+            )
         for role, node in written:
             value = value_name[node] if node in plan.block_values else holder[(node, plan.dtype)]
             body.append(f"            {store(role, value)}")
@@ -268,7 +270,10 @@ def c_source(plan: Plan, symbol: str, column_dtypes: tuple[str, ...] | None = No
         return [*lines, "        }", "    }", "}", ""]
 
     # a float32 muladd: a variant compiled for FMA computes it with the hardware's one rounding
-    fused = any(op == "muladd" and common.name == "float32" for (_, op, _), common in zip(plan.steps, plan.common_dtypes))
+    fused = any(
+        op == "muladd" and common.name == "float32"
+        for (_, op, _), common in zip(plan.steps, plan.common_dtypes, strict=True)
+    )
     if "_Float16" not in stored and not fused:
         return "\n".join([_PREAMBLE, f"ANYOPTIM_CLONES void {symbol}(const int64_t *frame)", *function(False)])
     if "_Float16" not in stored:
