@@ -1,15 +1,20 @@
-"""Compiled float32 step on 2^23 parameters, before/after engines.muladd (issue 11): run it against two checkouts.
+"""Float32 step on 2^23 parameters, before/after engines.muladd (issue 11): run it against two checkouts.
 
-PYTHONPATH=/work/main python benchmarks/muladd_step.py; PYTHONPATH=. python benchmarks/muladd_step.py
+    for c in /work/main . /work/main .; do PYTHONPATH=$c python benchmarks/muladd_step.py; done
+
+The NumPy engine's compiled kernels (on a CPU with AVX2 and FMA: the variant whose muladd is one ``vfmadd``).
+``ANYOPTIM_NUMPY_KERNELS=ufunc`` in the environment times the ufunc plan instead (no C compiler).  Best of 5 x 10
+steps; results in benchmarks/README.md.
 """
 
+import os
 import time
 
 import numpy as np
 
 import anyoptim
 
-print(anyoptim.__file__)
+print(anyoptim.__file__, os.environ.get("ANYOPTIM_NUMPY_KERNELS", "auto"))
 for name, make in [
     ("sgd", lambda: anyoptim.SGD(0.1)),
     ("heavy", lambda: anyoptim.Momentum(0.1, beta=0.9, form="heavy_ball")),

@@ -16,12 +16,15 @@ rule that writes :func:`muladd` gets the single rounding on every engine:
   kernels compile with ``-ffp-contract=off``, so no engine contracts it behind
   the others' backs.
 
-The CPU engines compute exactly these operations (the generic engine with the
-array's own namespace, below; the NumPy engine's ufunc plan and C kernels from
-the traced node ``"muladd"``), so they still agree bit for bit.  The CuPy
-engine's float32 kernels use the GPU's ``fmaf`` instead (the correctly rounded
-multiply-add, with no float64 arithmetic in a float32 kernel): they differ from
-the CPU engines' results in those double roundings only.  Scalars are first
+The generic engine computes exactly these operations with the array's own
+namespace (below), and so do the NumPy engine's ufunc plan and the baseline
+variant of its C kernels (from the traced node ``"muladd"``): they agree bit for
+bit.  Where the hardware has a fused multiply-add the float32 kernels use it
+instead, the correctly rounded :math:`\mathrm{fma}(a, b, c)` with no float64
+arithmetic (eight floats per instruction): the NumPy engine's C kernels on an
+x86-64 CPU with AVX2 and FMA (a variant compiled for both, chosen per call) and
+the CuPy engine's ``fmaf``.  Those differ from the portable evaluation in the
+double roundings only, by one unit in the last place.  Scalars are first
 rounded to the arrays' dtype, as where they meet an array in ``a * b``.
 
 This module imports no array library.

@@ -11,14 +11,19 @@ as the body of a C loop over every span, compiled by :mod:`anyoptim.engines.nump
   kept in a register and written once: a step moves the bytes it must and no
   more;
 * each operation rounds as NumPy's does: ``+ - * /`` and ``sqrt`` are IEEE
-  operations in the node's own dtype, nothing is contracted into a fused
-  multiply-add (the rule's :func:`~anyoptim.engines.muladd.muladd` is a float32 one, computed in double
-  as the ufunc plan computes it), ``maximum``/``minimum`` propagate NaN and return the second
-  operand on ties as NumPy's loops do, ``sign`` is NumPy's.  The results equal
-  the ufunc plan's bit for bit.  ``**`` on arrays has no C form: NumPy's
+  operations in the node's own dtype, no ``a * b + c`` is contracted into a fused
+  multiply-add (``-ffp-contract=off``), ``maximum``/``minimum`` propagate NaN and return the second
+  operand on ties as NumPy's loops do, ``sign`` is NumPy's.  The one fused operation is the rule's
+  :func:`~anyoptim.engines.muladd.muladd`: float64 ``a*b + c`` rounded to float in the baseline, as the
+  ufunc plan computes it, and the hardware's fused multiply-add (``__builtin_fmaf``, one ``vfmadd``) in a
+  variant compiled for AVX2 with FMA, which a float32 kernel with a ``muladd`` gets beside the baseline,
+  chosen per call by ``__builtin_cpu_supports`` (not ``target_clones``: one clone cannot ask for two
+  features).  The results equal the ufunc plan's bit for bit, but for the FMA variant's ``muladd``
+  where the double evaluation rounds twice (about one result in 2^29, one unit in the last place: the
+  FMA variant's is the correctly rounded one).  ``**`` on arrays has no C form: NumPy's
   ``power`` is its own (SIMD) code, which no C library matches to the last bit,
   so a plan with one runs as ufuncs (no built-in rule has one);
-* on x86-64 Linux the loop is compiled twice, for AVX2 and for the baseline
+* on x86-64 Linux the loop (without a float32 ``muladd``) is compiled twice, for AVX2 and for the baseline
   (GCC/Clang ``target_clones``; the loader picks the one the CPU runs), so a
   cached library stays portable while a recent CPU divides and takes square
   roots eight floats at a time.  (An AVX-512 clone was measured too: no faster
@@ -39,7 +44,7 @@ Columns may be *stored* in another dtype than the plan computes in
 (:mod:`anyoptim.engines.precision`), each element read as ``_Float16`` and
 widened exactly, each result rounded once (to nearest even, as NumPy's
 ``astype``) when it is stored.  Those kernels are printed twice, for AVX2 with
-F16C (conversions in hardware) and the baseline (conversions in software, about
+F16C (conversions in hardware; and FMA, for a plan with a float32 ``muladd``) and the baseline (conversions in software, about
 20 times slower), the CPU's features choosing per call.  A compiler without ``_Float16``
 (GCC < 12 or a non-x86 target) fails the build, and the spans run as ufuncs
 (:mod:`anyoptim.engines.numpy.widened`).
