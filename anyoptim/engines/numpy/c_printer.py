@@ -44,8 +44,9 @@ Columns may be *stored* in another dtype than the plan computes in
 (:mod:`anyoptim.engines.precision`), each element read as ``_Float16`` and
 widened exactly, each result rounded once (to nearest even, as NumPy's
 ``astype``) when it is stored.  Those kernels are printed twice, for AVX2 with
-F16C (conversions in hardware; and FMA, for a plan with a float32 ``muladd``) and the baseline (conversions in software, about
-20 times slower), the CPU's features choosing per call.  A compiler without ``_Float16``
+F16C (conversions in hardware; and FMA, for a plan with a float32 ``muladd``)
+and the baseline (conversions in software, about 20 times slower), the CPU's
+features choosing per call.  A compiler without ``_Float16``
 (GCC < 12 or a non-x86 target) fails the build, and the spans run as ufuncs
 (:mod:`anyoptim.engines.numpy.widened`).
 """
