@@ -46,6 +46,7 @@ ENGINE_NAMES: tuple[str, ...] = (
     "anyoptim.engines.select_engine",
     "anyoptim.engines.GenericEngine",
     "anyoptim.engines.matmul",
+    "anyoptim.engines.muladd.muladd",
     "anyoptim.engines.inplace.in_place_ops",
     "anyoptim.engines.numpy.NumpyEngine",
     "anyoptim.engines.cupy.CupyEngine",

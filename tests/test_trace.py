@@ -359,7 +359,7 @@ SOURCE_PARAMS = [
 ]
 
 _FLOAT_LITERAL = re.compile(r"(?<![\w.])(\d+\.\d*(?:e[+-]?\d+)?|\d+e[+-]?\d+)(f?)(?![\w.])")
-_KNOWN_WORDS = {"const", "T", "bool", "sqrt", "fabs", "pow", "scalars", "param", "grad"}
+_KNOWN_WORDS = {"const", "T", "bool", "sqrt", "fabs", "pow", "fmaf", "scalars", "param", "grad"}
 
 
 @pytest.mark.parametrize(("trace", "dtype", "on_device"), SOURCE_PARAMS)

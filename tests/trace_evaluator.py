@@ -10,6 +10,7 @@ import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from anyoptim.engines.muladd import muladd
 from anyoptim.engines.trace import SCALAR, Trace, fold_scalars
 
 
@@ -86,6 +87,8 @@ def evaluate(
             result = getattr(xp, op)(a[0], a[1])
         elif op == "where":
             result = xp.where(a[0], a[1], a[2])
+        elif op == "muladd":
+            result = muladd(xp, a[0], a[1], a[2])
         else:  # pragma: no cover
             raise AssertionError(op)
         values[index] = result

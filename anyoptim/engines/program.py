@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .muladd import muladd
+
 __all__ = ["Program", "Slots"]
 
 Slots = dict[str, Any]
@@ -93,7 +95,7 @@ class Program:
         if self.clip_value:
             g = xp.clip(g, -hp["clip_value"], hp["clip_value"])
         if self.coupled_decay:
-            g = g + hp["weight_decay"] * p
+            g = muladd(xp, hp["weight_decay"], p, g)
         if self.decoupled_decay:
             p = p * (1 - hp["decay"])
         new_p, new_slots = self.rule(xp, p, g, slots, hp, **dict(self.options))

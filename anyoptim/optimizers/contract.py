@@ -15,8 +15,11 @@ arrays of the same shape (``{"m": ..., "v": ...}`` for Adam) and a mapping
 A rule may use only what every engine can run: the arithmetic operators
 (``+ - * /``, unary ``-``, ``**`` with a constant exponent, comparisons) between
 arrays and scalars, and the functions ``xp.sqrt``, ``xp.abs``, ``xp.sign``,
-``xp.maximum``, ``xp.minimum`` and ``xp.where`` applied to arrays, and
-``xp.clip`` with scalar bounds.  With that
+``xp.maximum``, ``xp.minimum`` and ``xp.where`` applied to arrays,
+``xp.clip`` with scalar bounds, and :func:`anyoptim.engines.muladd.muladd`
+(``muladd(xp, a, b, c)``: :math:`ab + c` rounded once in float32, where
+``a * b + c`` rounds twice; the built-in rules step with it, as torch.optim's
+``p.add_(d, alpha=-lr)`` does).  With that
 contract the same function runs
 
 * on any Array API namespace, one array at a time (the generic engine),

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from .._checks import check_choice
+from ..engines.muladd import muladd
 from ..schedules import Schedule
 from .base import Optimizer
 from .contract import Scalar, declare
@@ -44,7 +45,7 @@ def sgd(xp: Any, p: Any, g: Any, slots: Slots, hp: Mapping[str, Any]) -> tuple[A
     >>> sgd(xp, xp.asarray([1.0, -2.0]), xp.asarray([1.0, 1.0]), {}, {"learning_rate": 0.1})
     (array([ 0.9, -2.1]), {})
     """
-    return p - hp["learning_rate"] * g, {}
+    return muladd(xp, -hp["learning_rate"], g, p), {}
 
 
 class SGD(Optimizer):
@@ -148,8 +149,8 @@ def momentum(
     beta = hp["beta"]
     scaled_g = hp["dampening"] * g if dampened else g
     v = beta * slots["v"] + scaled_g
-    direction = beta * v + scaled_g if nesterov else v
-    return p - hp["learning_rate"] * direction, {"v": v}
+    direction = muladd(xp, beta, v, scaled_g) if nesterov else v
+    return muladd(xp, -hp["learning_rate"], direction, p), {"v": v}
 
 
 class Momentum(Optimizer):

@@ -105,7 +105,8 @@ def cuda_source(trace: Trace, dtype: str, *, scalars_on_device: bool = False) ->
     for NaN, ``x**2`` is ``x*x`` and ``x**0.5`` is ``sqrt(x)`` (NumPy's fast
     paths), other powers are ``pow``.  The engine compiles with
     ``--fmad=false`` so that ``a*b + c`` is rounded twice, as the generic
-    engine rounds it.
+    engine rounds it; the node ``"muladd"`` (:func:`anyoptim.engines.muladd.muladd`) is
+    the hardware's ``fmaf`` in float32 (rounded once) and ``a*b + c`` in float64, as on the CPU.
     """
     if dtype not in FUSED_DTYPES:
         raise ValueError(f"no CUDA kernel for dtype {dtype}; supported: {', '.join(FUSED_DTYPES)}")
@@ -166,6 +167,8 @@ def cuda_source(trace: Trace, dtype: str, *, scalars_on_device: bool = False) ->
             return f"({a[0]} <= {a[1]} || {a[0]} != {a[0]}) ? {a[0]} : {a[1]}"
         if node.op == "where":
             return f"{a[0]} ? {a[1]} : {a[2]}"
+        if node.op == "muladd":  # anyoptim.engines.muladd: float32's one rounding by the GPU's fmaf, not in double
+            return f"fmaf({a[0]}, {a[1]}, {a[2]})" if dtype == "float32" else f"{a[0]} * {a[1]} + {a[2]}"
         raise AssertionError(f"no C form for {node.op}")  # pragma: no cover
 
     lines = [f"// anyoptim: {trace.name}, T = {FUSED_DTYPES[dtype]}, parameter and slots updated in place"]

@@ -11,13 +11,19 @@ as the body of a C loop over every span, compiled by :mod:`anyoptim.engines.nump
   kept in a register and written once: a step moves the bytes it must and no
   more;
 * each operation rounds as NumPy's does: ``+ - * /`` and ``sqrt`` are IEEE
-  operations in the node's own dtype, nothing is contracted into a fused
-  multiply-add, ``maximum``/``minimum`` propagate NaN and return the second
-  operand on ties as NumPy's loops do, ``sign`` is NumPy's.  The results equal
-  the ufunc plan's bit for bit.  ``**`` on arrays has no C form: NumPy's
+  operations in the node's own dtype, no ``a * b + c`` is contracted into a fused
+  multiply-add (``-ffp-contract=off``), ``maximum``/``minimum`` propagate NaN and return the second
+  operand on ties as NumPy's loops do, ``sign`` is NumPy's.  The one fused operation is the rule's
+  :func:`~anyoptim.engines.muladd.muladd`: float64 ``a*b + c`` rounded to float in the baseline, as the
+  ufunc plan computes it, and the hardware's fused multiply-add (``__builtin_fmaf``, one ``vfmadd``) in a
+  variant compiled for AVX2 with FMA, which a float32 kernel with a ``muladd`` gets beside the baseline,
+  chosen per call by ``__builtin_cpu_supports`` (not ``target_clones``: one clone cannot ask for two
+  features).  The results equal the ufunc plan's bit for bit, but for the FMA variant's ``muladd``
+  where the double evaluation rounds twice (about one result in 2^29, one unit in the last place: the
+  FMA variant's is the correctly rounded one).  ``**`` on arrays has no C form: NumPy's
   ``power`` is its own (SIMD) code, which no C library matches to the last bit,
   so a plan with one runs as ufuncs (no built-in rule has one);
-* on x86-64 Linux the loop is compiled twice, for AVX2 and for the baseline
+* on x86-64 Linux the loop (without a float32 ``muladd``) is compiled twice, for AVX2 and for the baseline
   (GCC/Clang ``target_clones``; the loader picks the one the CPU runs), so a
   cached library stays portable while a recent CPU divides and takes square
   roots eight floats at a time.  (An AVX-512 clone was measured too: no faster
@@ -38,8 +44,9 @@ Columns may be *stored* in another dtype than the plan computes in
 (:mod:`anyoptim.engines.precision`), each element read as ``_Float16`` and
 widened exactly, each result rounded once (to nearest even, as NumPy's
 ``astype``) when it is stored.  Those kernels are printed twice, for AVX2 with
-F16C (conversions in hardware) and the baseline (conversions in software, about
-20 times slower), the CPU's features choosing per call.  A compiler without ``_Float16``
+F16C (conversions in hardware; and FMA, for a plan with a float32 ``muladd``)
+and the baseline (conversions in software, about 20 times slower), the CPU's
+features choosing per call.  A compiler without ``_Float16``
 (GCC < 12 or a non-x86 target) fails the build, and the spans run as ufuncs
 (:mod:`anyoptim.engines.numpy.widened`).
 """
@@ -119,12 +126,33 @@ static inline void anyoptim_narrow(_Float16 *out, const float *in, int64_t m)
 #endif
 """
 
+#: A float32 kernel with a multiply-add: the body twice, for AVX2 with FMA (``muladd`` is the hardware's fused
+#: multiply-add, ``__builtin_fmaf``: one exact rounding, eight floats at a time) and the baseline (``muladd`` in
+#: double), chosen per call by the CPU's features.
+_FMA_DISPATCH = """\
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ANYOPTIM_FMA_FAST __attribute__((target("avx2,fma")))
+#define ANYOPTIM_FMA_FAST_OK (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+#define ANYOPTIM_HALF_FMA_FAST __attribute__((target("avx2,f16c,fma")))
+#define ANYOPTIM_HALF_FMA_FAST_OK (ANYOPTIM_FMA_FAST_OK && __builtin_cpu_supports("f16c"))
+#else
+#define ANYOPTIM_FMA_FAST
+#define ANYOPTIM_FMA_FAST_OK 0
+#define ANYOPTIM_HALF_FMA_FAST
+#define ANYOPTIM_HALF_FMA_FAST_OK 0
+#endif
+"""
+
 #: Elements of a chunk of float16 columns widened at once (a float buffer of 1 KiB per column).
 _CHUNK = 256
 
 
-def _expression(op: str, a: list[str], zero: str, one: str) -> str:
-    """C for one operation on operands already in the operation's dtype (NumPy's semantics)."""
+def _expression(op: str, a: list[str], ctype: str, fused: bool = False) -> str:
+    """C for one operation on operands already in the operation's C type ``ctype`` (NumPy's semantics).
+
+    ``fused``: a float ``muladd`` is the hardware's fused multiply-add (in a variant compiled for FMA only).
+    """
+    zero, one = f"(({ctype})0)", f"(({ctype})1)"
     if op in C_OPERATORS:
         return f"{a[0]} {C_OPERATORS[op]} {a[1]}"
     if op == "copy":
@@ -144,6 +172,12 @@ def _expression(op: str, a: list[str], zero: str, one: str) -> str:
         return f"({a[0]} < {a[1]} || {a[0]} != {a[0]}) ? {a[0]} : {a[1]}"
     if op == "where":
         return f"{a[0]} ? {a[1]} : {a[2]}"
+    if op == "muladd":  # anyoptim.engines.muladd: float in double (an exact product), rounded once to float
+        if ctype == "float" and fused:  # vfmadd: the correctly rounded fma (no double rounding)
+            return f"__builtin_fmaf({a[0]}, {a[1]}, {a[2]})"
+        if ctype == "float":
+            return f"(float)((double){a[0]} * (double){a[1]} + (double){a[2]})"
+        return f"{a[0]} * {a[1]} + {a[2]}"
     raise AssertionError(f"no C form for {op}")  # pragma: no cover
 
 
@@ -190,7 +224,7 @@ def c_source(plan: Plan, symbol: str, column_dtypes: tuple[str, ...] | None = No
     roles_read = [role for node, role in sorted(plan.roles.items(), key=lambda item: item[1]) if node in read]
     written = [(role, node) for role, node in plan.outputs if role_input.get(role) != node]  # others unchanged
 
-    def element(load: Callable[[int], str], store: Callable[[int, str], str]) -> list[str]:
+    def element(load: Callable[[int], str], store: Callable[[int, str], str], fused: bool) -> list[str]:
         """The loop body: read the columns, every operation, write the results (indented 12)."""
         body = [f"            const {column_type} x{role} = {load(role)};" for role in roles_read]
         for (node, op, operands), common in zip(plan.steps, plan.common_dtypes, strict=True):
@@ -200,16 +234,15 @@ def c_source(plan: Plan, symbol: str, column_dtypes: tuple[str, ...] | None = No
                 for position, x in enumerate(operands)
             ]
             ctype = C_TYPES[common.name] if common.name in C_TYPES else column_type
-            zero, one = f"(({ctype})0)", f"(({ctype})1)"
             body.append(
-                f"            const {C_TYPES[dtype_of(node)]} t{node} = {_expression(op, arguments, zero, one)};"
+                f"            const {C_TYPES[dtype_of(node)]} t{node} = {_expression(op, arguments, ctype, fused)};"
             )
         for role, node in written:
             value = value_name[node] if node in plan.block_values else holder[(node, plan.dtype)]
             body.append(f"            {store(role, value)}")
         return body
 
-    def function(chunked: bool) -> list[str]:
+    def function(chunked: bool, fused: bool = False) -> list[str]:
         lines = ["{", "    const double *table = (const double *)(uintptr_t)frame[1];"]
         for position, (_, dtype) in enumerate(plan.broadcast_uses):
             ctype = C_TYPES[dtype.name]
@@ -222,7 +255,7 @@ def c_source(plan: Plan, symbol: str, column_dtypes: tuple[str, ...] | None = No
             lines.append(f"        {qualifier}{ctype} *c{column} = ({qualifier}{ctype} *)(uintptr_t)at[{column + 1}];")
         if not chunked:
             lines.append("        for (int64_t i = 0; i < n; ++i) {")
-            lines += element(lambda r: f"({column_type})c{r}[i]", lambda r, v: f"c{r}[i] = ({stored[r]}){v};")
+            lines += element(lambda r: f"({column_type})c{r}[i]", lambda r, v: f"c{r}[i] = ({stored[r]}){v};", fused)
             return [*lines, "        }", "    }", "}", ""]
         # Half columns: widened a chunk at a time into float buffers (vector conversions), the float loop on
         # the chunk (it vectorises as the float kernels do), the written ones narrowed back.
@@ -235,26 +268,44 @@ def c_source(plan: Plan, symbol: str, column_dtypes: tuple[str, ...] | None = No
         inner = element(
             lambda r: f"b{r}[j]" if r in half else f"c{r}[i0 + j]",
             lambda r, v: f"b{r}[j] = {v};" if r in half else f"c{r}[i0 + j] = ({stored[r]}){v};",
+            fused,
         )
         lines += ["    " + line for line in inner]
         lines.append("            }")
         lines += [f"            anyoptim_narrow(c{r} + i0, b{r}, m);" for r, _ in written if r in half]
         return [*lines, "        }", "    }", "}", ""]
 
-    if "_Float16" not in stored:
+    # a float32 muladd: a variant compiled for FMA computes it with the hardware's one rounding
+    fused = any(
+        op == "muladd" and common.name == "float32"
+        for (_, op, _), common in zip(plan.steps, plan.common_dtypes, strict=True)
+    )
+    if "_Float16" not in stored and not fused:
         return "\n".join([_PREAMBLE, f"ANYOPTIM_CLONES void {symbol}(const int64_t *frame)", *function(False)])
+    if "_Float16" not in stored:
+        fast, base = ("ANYOPTIM_FMA_FAST", function(False, fused=True)), function(False)
+        return _dispatch(_PREAMBLE + _FMA_DISPATCH, symbol, fast, base)
     if plan.dtype.name != "float32":
         return None  # float16 columns of a float64 step (float64 state): the ufunc blocks
+    attribute = "ANYOPTIM_HALF_FMA_FAST" if fused else "ANYOPTIM_HALF_FAST"
+    preamble = _PREAMBLE + _HALF_DISPATCH + (_FMA_DISPATCH if fused else "")
+    return _dispatch(preamble, symbol, (attribute, function(True, fused)), function(False))
+
+
+def _dispatch(preamble: str, symbol: str, fast: tuple[str, list[str]], base: list[str]) -> str:
+    """A kernel printed twice: ``fast`` (its target attribute macro, its body) where ``<macro>_OK`` holds, else
+    ``base``, chosen per call (``target_clones`` cannot ask for two features in one clone)."""
+    attribute, body = fast
     return "\n".join(
         [
-            _PREAMBLE + _HALF_DISPATCH,
-            f"ANYOPTIM_HALF_FAST static void {symbol}_fast(const int64_t *frame)",
-            *function(True),
+            preamble,
+            f"{attribute} static void {symbol}_fast(const int64_t *frame)",
+            *body,
             f"static void {symbol}_base(const int64_t *frame)",
-            *function(False),
+            *base,
             f"void {symbol}(const int64_t *frame)",
             "{",
-            f"    if (ANYOPTIM_HALF_FAST_OK) {symbol}_fast(frame); else {symbol}_base(frame);",
+            f"    if ({attribute}_OK) {symbol}_fast(frame); else {symbol}_base(frame);",
             "}",
             "",
         ]

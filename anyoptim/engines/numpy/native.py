@@ -7,7 +7,8 @@ this module turns that source into a function Python can call:
   ``cc``, ``gcc`` or ``clang`` on the ``PATH``;
 * **which flags**: :data:`FLAGS`: optimised and vectorised, but without
   ``-ffast-math`` and without contracting ``a*b + c`` into one fused multiply-add
-  (``-ffp-contract=off``), so every operation is rounded as NumPy rounds it;
+  (``-ffp-contract=off``), so every operation is rounded as NumPy rounds it
+  (the rule's explicit :func:`~anyoptim.engines.muladd.muladd` aside);
 * **where**: a per-user cache directory (``$ANYOPTIM_CACHE_DIR``, else
   ``$XDG_CACHE_HOME/anyoptim`` or ``~/.cache/anyoptim``), one shared library per
   source, keyed by a hash of the source, the compiler's identity and the flags,

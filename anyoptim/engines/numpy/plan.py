@@ -10,6 +10,7 @@ order, with the same dtypes, as one C loop.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,30 @@ def _minimum(x: Any, y: Any, out: np.ndarray) -> None:
     np.minimum(x, y, out=out)
 
 
+_SCRATCH = threading.local()  # one float64 block per thread for _muladd's product: a step allocates nothing
+
+
+def _muladd(a: Any, b: Any, c: Any, out: np.ndarray | None = None) -> np.ndarray:
+    """``a * b + c`` as :func:`anyoptim.engines.muladd.muladd` defines it: in float32 widened to float64 and rounded
+    once (float64 multiplies two float32 numbers exactly), in float64 a product and a sum.
+
+    The product goes to a per-thread float64 buffer (``out`` may be ``c``'s block), reused by every call.
+    """
+    if out is None:  # a sample, or a call outside a plan
+        out = np.empty(np.broadcast_shapes(*(np.shape(x) for x in (a, b, c))), np.result_type(a, b, c))
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.size < out.size:
+        buffer = _SCRATCH.buffer = np.empty(out.size, np.float64)
+    wide = buffer[: out.size].reshape(out.shape)
+    np.multiply(a, b, out=wide, dtype=np.float64)  # the float64 loop: without dtype, float32 inputs round first
+    if out.dtype == np.float32:
+        np.add(wide, c, out=wide)
+        np.copyto(out, wide, casting="same_kind")
+    else:
+        np.add(wide, c, out=out)
+    return out
+
+
 #: The NumPy function of each array operation of a trace (see :class:`~anyoptim.engines.trace.Node`),
 #: plus ``"copy"``, which the plan adds for a result that is another input (a swapped slot, ``g`` kept).
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -55,6 +80,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "maximum": np.maximum,
     "minimum": np.minimum,
     "where": np.where,
+    "muladd": _muladd,
     "copy": np.positive,
 }
 

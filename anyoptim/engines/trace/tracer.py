@@ -49,7 +49,7 @@ class Node:
         A leaf (``"param"``, ``"grad"``, ``"slot"``, ``"hp_array"``, ``"hp_scalar"``,
         ``"const"``) or an operation (``"add"``, ``"sub"``, ``"mul"``, ``"div"``,
         ``"pow"``, ``"neg"``, a comparison ``"lt"`` ... ``"ne"``, ``"sqrt"``, ``"abs"``,
-        ``"sign"``, ``"maximum"``, ``"minimum"``, ``"where"``).
+        ``"sign"``, ``"maximum"``, ``"minimum"``, ``"where"``, ``"muladd"``).
     args : tuple of int
         Indices of the argument nodes (earlier in the graph).
     kind : {"array", "bool", "scalar"}
@@ -332,6 +332,10 @@ class _SymbolicNamespace:
 
     def where(self, condition: Any, x1: Any, x2: Any) -> Symbol:
         return _function(self._builder, "where", condition, x1, x2)
+
+    def traced_muladd(self, a: Any, b: Any, c: Any) -> Symbol:
+        """:func:`anyoptim.engines.muladd.muladd` records one node ``"muladd"`` (a*b + c rounded once in float32)."""
+        return _function(self._builder, "muladd", a, b, c)
 
     def clip(self, x: Any, /, min: Any = None, max: Any = None) -> Symbol:
         """``clip(x, min, max)`` is ``minimum(maximum(x, min), max)``: NaN propagates, as in the Array API."""

@@ -1,0 +1,94 @@
+r"""One multiply-add, :math:`a b + c`, rounded once in float32: the one fused operation of the rule contract.
+
+``p - lr * d`` rounds twice in float32 (the product, then the difference);
+torch.optim's ``p.add_(d, alpha=-lr)`` is one fused multiply-add on the CPU, which
+rounds once.  Over 200 steps of training the two drift apart by a few 1e-6.  A
+rule that writes :func:`muladd` gets the single rounding on every engine:
+
+* in **float32** the operands are widened to float64, where the product of two
+  float32 numbers is exact, the sum is rounded to float64 and then to float32.
+  That is the correctly rounded :math:`\mathrm{fma}(a, b, c)` except when the
+  float64 sum lands exactly halfway between two float32 numbers without being
+  there (a double rounding: about one result in :math:`2^{29}`, by one unit in
+  the last place);
+* in **float64** (and where float64 is missing: JAX without ``jax_enable_x64``)
+  it is ``a * b + c``, rounded twice: no wider type is portable, and the C
+  kernels compile with ``-ffp-contract=off``, so no engine contracts it behind
+  the others' backs.
+
+The generic engine computes exactly these operations with the array's own
+namespace (below), and so do the NumPy engine's ufunc plan and the baseline
+variant of its C kernels (from the traced node ``"muladd"``): they agree bit for
+bit.  Where the hardware has a fused multiply-add the float32 kernels use it
+instead, the correctly rounded :math:`\mathrm{fma}(a, b, c)` with no float64
+arithmetic (eight floats per instruction): the NumPy engine's C kernels on an
+x86-64 CPU with AVX2 and FMA (a variant compiled for both, chosen per call) and
+the CuPy engine's ``fmaf``.  Those differ from the portable evaluation in the
+double roundings only, by one unit in the last place.  Scalars are first
+rounded to the arrays' dtype, as where they meet an array in ``a * b``.
+
+This module imports no array library.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+__all__ = ["muladd"]
+
+
+def muladd(xp: Any, a: Any, b: Any, c: Any) -> Any:
+    r""":math:`a b + c`, rounded once in float32 (a fused multiply-add); in float64 ``a * b + c``.
+
+    Parameters
+    ----------
+    xp : namespace
+        The Array API namespace of the arrays (the tracer's symbolic namespace records one ``"muladd"`` node).
+    a, b, c : array or float
+        Operands broadcastable to one shape; at least one is an array.  Python numbers are rounded to the
+        arrays' dtype first, as in ``a * b``.
+
+    Returns
+    -------
+    array
+        :math:`a b + c`, of the dtype ``a * b + c`` would have.  For float32 operands: computed in float64
+        (the product is exact) and rounded to float32; otherwise ``a * b + c``.
+
+    Examples
+    --------
+    :math:`(1 + 2^{-12})^2 - 1 = 2^{-11} + 2^{-24}`: rounded once it keeps the :math:`2^{-24}` that rounding the
+    product first loses.
+
+    >>> import numpy as np
+    >>> from anyoptim.engines.muladd import muladd
+    >>> x = np.asarray([1 + 2.0**-12], dtype=np.float32)
+    >>> float((muladd(np, x, x, -1.0) - 2.0**-11)[0]) * 2**24, float((x * x - 1.0 - 2.0**-11)[0]) * 2**24
+    (1.0, 0.0)
+    """
+    traced = getattr(xp, "traced_muladd", None)  # the tracer's namespace: one node of the graph
+    if traced is not None:
+        return traced(a, b, c)
+    dtypes = [x.dtype for x in (a, b, c) if hasattr(x, "dtype")]
+    float32 = getattr(xp, "float32", None)
+    if not dtypes or any(dtype != float32 for dtype in dtypes) or not _has_float64(xp):
+        return a * b + c
+    return xp.astype(_wide(xp, a) * _wide(xp, b) + _wide(xp, c), float32)
+
+
+def _wide(xp: Any, x: Any) -> Any:
+    """``x`` in float64: an array converted exactly, a Python number first rounded to float32."""
+    if hasattr(x, "dtype"):
+        return xp.astype(x, xp.float64)
+    try:
+        return struct.unpack("f", struct.pack("f", float(x)))[0]
+    except OverflowError:  # beyond float32's range: it overflows in the product, as it would in float32
+        return float(x)
+
+
+def _has_float64(xp: Any) -> bool:
+    """Whether the namespace computes in float64 (JAX does not without ``jax_enable_x64``)."""
+    info = getattr(xp, "__array_namespace_info__", None)
+    if info is None:
+        return hasattr(xp, "float64")
+    return "float64" in info().dtypes(kind="real floating")
