@@ -187,12 +187,18 @@ def _facts(trees, addressed):
 
 
 @settings(max_examples=150, deadline=None)
-@given(_trees(), st.lists(st.sampled_from(["m", "v"]), unique=True, max_size=2), st.booleans())
-def test_the_generated_check_holds_exactly_for_the_very_leaves_in_the_very_structure(tree, slot_names, addressed):
+@given(_trees(), st.lists(st.sampled_from(["m", "v"]), unique=True, max_size=2), st.booleans(), st.booleans())
+def test_the_generated_check_holds_exactly_for_the_very_leaves_in_the_very_structure(
+    tree, slot_names, addressed, inline
+):
     """True for the trees the facts were taken from; False for any tree one change away, in any position, and for
-    one leaf replaced, or of another shape, dtype or address."""
+    one leaf replaced, or of another shape, dtype or address.  Both forms: written out in one function (small
+    trees) and one walk per kind of tree."""
     trees = [_with_leaves(tree) for _ in range(2 + len(slot_names))]
-    check = leaf_checker(tree_flatten(tree)[2], tuple(slot_names), _address if addressed else None)
+    source, constants = checker_source(tree_flatten(tree)[2], tuple(slot_names), addressed, False, inline)
+    namespace = {**constants, "address_of": _address, "contiguity_of": None}
+    exec(compile(source, "<check>", "exec"), namespace)
+    check = namespace["check"]
     facts = _facts(trees, addressed)
     params, grads, *slot_trees = trees
     slots = dict(zip(slot_names, slot_trees, strict=True))
@@ -365,3 +371,20 @@ def test_torch_byte_ranges_of_contiguous_tensors_are_their_bytes_as_the_general_
         assert tensor.is_contiguous() and byte_range(tensor) == expected
     strided = base.view(4, 6).t()
     assert byte_range(strided) == (base.data_ptr(), base.data_ptr() + 24 * 4)
+
+
+def test_a_tree_too_large_to_write_out_takes_the_prepared_step_through_one_walk_per_kind():
+    from anyoptim.optimizers.gathering import INLINE_LEAVES
+
+    count = INLINE_LEAVES + 6
+    optimizer = anyoptim.SGD(0.5)
+    params = {f"w{i:03d}": np.ones(2) for i in range(count)}
+    grads = {name: np.ones(2) for name in params}
+    state = optimizer.init(params)
+    for _ in range(3):
+        params, state = optimizer.step(params, grads, state)
+    assert optimizer._prepared.check is not None  # the second and third steps took the prepared step
+    grads["w069"] = np.full(2, 3.0)  # one gradient replaced: seen
+    params, state = optimizer.step(params, grads, state)
+    np.testing.assert_array_equal(params["w069"], np.full(2, -2.0))
+    np.testing.assert_array_equal(params["w000"], np.full(2, -1.0))

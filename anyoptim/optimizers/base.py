@@ -421,7 +421,7 @@ class Optimizer:
         for run, indices in prepared.runs:
             run(hps if indices is None else [hps[i] for i in indices])
         prepared.params_out, prepared.slots_out = params, state.slots  # the call's trees: matches() read them
-        return params, state.stepped(count + 1, learning_rate, state_owner(type(self)))  # static kept, as in step
+        return params, state.stepped(count + 1, learning_rate, prepared.owner)  # owner: state_owner(type(self))
 
     def host_scalars(self, params: Any) -> Callable[[int], tuple[list[dict[str, Any]], float]]:
         """Each leaf's host scalars as a function of the step count, for code that replays a captured step.
