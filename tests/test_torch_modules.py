@@ -60,18 +60,17 @@ def _train_with_torch_optim(module, equivalent, dtype, set_to_none):
 def test_a_module_trains_as_with_torch_optim(case, equivalent, dtype):
     """200 steps from the same weights as torch.optim's counterpart: the weights agree, the module's own moved.
 
-    float64: to 1e-12 of each tensor's scale.  float32: to 1e-6 (relative, and of each tensor's scale), but for
-    two rows, where torch's CPU code rounds in ways anyoptim does not follow.  Measured as
-    max |ours - torch| / (1e-6 (|torch| + max|torch|)) on this test's data: SGD, heavy-ball and Nesterov
-    momentum 0.00 (bit for bit: they step with ``muladd``, one rounding as torch's fused
-    ``p.add_(buf, alpha=-lr)``; the C kernels' AVX2+FMA variant and the portable float64 evaluation of the
-    ufunc plan give the same bits here), Adam 0.24, RMSprop 0.28, AdamW 0.21 (it decays before the step, as
-    torch and the paper do), AMSGrad 0.17, Adagrad 0.31, Adadelta with L2 0.19; and centered RMSprop with momentum 2.60 and Adam with
-    L2 decay 1.40: torch's float32 square root on the CPU (MKL's vectorised one) is not correctly rounded
-    (678 of 4,000 random values are 1 ulp off the IEEE root that NumPy and the C kernels compute), and 200
-    steps amplify those ulps.  A float32 transcription of torch's own code with the IEEE root is as far from
-    torch (2.06 and 0.64-1.09 over five data seeds).  (Before ``muladd``: heavy ball 1.77, SGD 0.15,
-    Nesterov 0.80, Adadelta with L2 0.33, Adam with L2 1.29.)
+    float64: to 1e-12 of each tensor's scale.  float32: to 1e-6 (relative, and of each tensor's scale), but for two
+    rows, where torch's CPU code rounds in ways anyoptim does not follow.  Measured as max |ours - torch| / (1e-6
+    (|torch| + max|torch|)) on this test's data: SGD, heavy-ball and Nesterov momentum 0.00 (bit for bit: they step
+    with ``muladd``, one rounding as torch's fused ``p.add_(buf, alpha=-lr)``; the C kernels' AVX2+FMA variant and
+    the portable float64 evaluation of the ufunc plan give the same bits here), Adam 0.24, RMSprop 0.28, AdamW 0.21
+    (it decays before the step, as torch and the paper do), AMSGrad 0.17, Adagrad 0.31, Adadelta with L2 0.19; and
+    centered RMSprop with momentum 2.60 and Adam with L2 decay 1.40: torch's float32 square root on the CPU (MKL's
+    vectorised one) is not correctly rounded (678 of 4,000 random values are 1 ulp off the IEEE root that NumPy and
+    the C kernels compute), and 200 steps amplify those ulps.  A float32 transcription of torch's own code with the
+    IEEE root is as far from torch (2.06 and 0.64-1.09 over five data seeds).  (Before ``muladd``: heavy ball 1.77,
+    SGD 0.15, Nesterov 0.80, Adadelta with L2 0.33, Adam with L2 1.29.)
 
     For comparison, torch's own ``fused=True`` lands 0.21-0.44 from its single-tensor loop on this data.
     Those two rows get the bounds :data:`ROUNDING_BOUND`; anyoptim's float32 weights are also no further
