@@ -269,6 +269,9 @@ def clip_factor(xp: Any, leaves: list[Any], max_norm: float) -> Any:
         part = xp.vecdot(scaled, scaled)
         total = part if total is None else total + part
     norm_of_scaled = xp.where(total > 0, xp.sqrt(total), one)
-    factor = xp.where(total > 0, xp.minimum((max_norm / scale) / norm_of_scaled, one), one)
+    # c / scale overflows (a warning, then min(inf, 1) = 1) for a subnormal largest element; below c * 2**-100 the
+    # norm is far below c whatever the count, so the scale is raised there and the factor is 1 without overflow.
+    ratio_scale = xp.maximum(scale, xp.full_like(scale, max_norm * 2.0**-100))
+    factor = xp.where(total > 0, xp.minimum((max_norm / ratio_scale) / norm_of_scaled, one), one)
     # An infinite norm: min(1, c / inf) = 0, as torch.optim and optax have it (the infinite leaves become NaN).
     return xp.where(largest == xp.inf, xp.zeros_like(factor), factor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections import namedtuple
 
 import array_api_compat.numpy as xnp
@@ -113,3 +114,22 @@ def test_fused_numpy_engine_on_float32_views_of_another_dtype(arena_dtype):
     params, _ = optimizer.step(params, grads, optimizer.init(params))
     np.testing.assert_array_equal(params["a"], np.full(4, 0.5, np.float32))
     np.testing.assert_array_equal(params["b"], np.full(4, 1.5, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_norm_clipping_of_subnormal_gradients_warns_of_no_overflow(dtype):
+    """A largest element of 1e-45 (float32) made c / scale overflow: a RuntimeWarning for a factor that is 1
+    (found by the new-user trial).  The factor is 1 with no warning, and the step equals the unclipped one."""
+    from anyoptim.transforms import clip_factor
+
+    tiny = np.finfo(dtype).smallest_subnormal
+    grads = [np.array([tiny, -tiny], dtype), np.array([0.0], dtype)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert float(clip_factor(np, grads, 1.0)) == 1.0
+        clipped, plain = anyoptim.SGD(0.1, clip_global_norm=1.0), anyoptim.SGD(0.1)
+        params = {"w": np.ones(2, dtype)}
+        ours, _ = clipped.step({"w": params["w"].copy()}, {"w": grads[0]}, clipped.init(params))
+        theirs, _ = plain.step({"w": params["w"].copy()}, {"w": grads[0]}, plain.init(params))
+    np.testing.assert_array_equal(ours["w"], theirs["w"])
+    assert float(clip_factor(np, [np.array([3.0], dtype), np.array([4.0], dtype)], 1.0)) == pytest.approx(0.2)
