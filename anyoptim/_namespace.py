@@ -141,7 +141,7 @@ def _not_an_array(what: str, name: str, leaf: Any) -> str:
     if leaf is None:
         return (
             f"{what}[{name!r}] is None, not an array (a torch parameter's .grad is None until backward() reaches "
-            "it: did backward() run, and does the loss use this parameter?)"
+            "it: did backward() run before the grads tree was built, and does the loss use this parameter?)"
         )
     if isinstance(leaf, Iterator) or hasattr(leaf, "named_parameters"):  # a generator, or a torch nn.Module
         return (
