@@ -333,7 +333,7 @@ class Optimizer:
         skipped = apply_nonfinite_policy(self.on_nonfinite, xp, names, g_leaves, params, state)
         if skipped is not None:
             return skipped
-        g_leaves, grads_copied = separate_grads(xp, names, g_leaves, p_leaves, slots)
+        g_leaves, grads_copied = separate_grads(xp, g_leaves, [*p_leaves, *(s for v in slots.values() for s in v)])
         keys, key_of_leaf, programs = self._leaf_groups(names, p_leaves, treedef)
         hps = self._step_scalars_of_leaves(xp, keys, key_of_leaf, g_leaves, count, learning_rate)
         engine = select_engine(xp, self.engine)

@@ -192,34 +192,15 @@ def check_distinct(names: list[str], leaves: list[Any]) -> None:
         )
 
 
-def separate_grads(
-    xp: Any, names: list[str], g_leaves: list[Any], p_leaves: list[Any], slots: dict[str, list[Any]]
-) -> tuple[list[Any], bool]:
-    """The gradients, each one that shares memory with a parameter copied (and whether any was).
+def separate_grads(xp: Any, g_leaves: list[Any], others: list[Any]) -> tuple[list[Any], bool]:
+    """The gradients, each one that shares memory with a parameter or state array copied (and whether any was).
 
     ``grads = {"a": params["b"], "b": params["a"]}`` (the gradient of ``a·b``)
-    would otherwise read ``a`` after an in-place engine updated it.  A state
-    slot that shares memory with a gradient is refused: the step would write
-    the slot over the gradient (``p.grad``, which ``backward()`` and
-    ``zero_grad()`` then write over the slot).
-
-    Raises
-    ------
-    ValueError
-        If a state slot shares memory with a gradient (before anything changes).
+    would otherwise read ``a`` after an in-place engine updated it.
     """
-    slot_leaves = [leaf for leaves in slots.values() for leaf in leaves]
-    everything = [*g_leaves, *p_leaves, *slot_leaves]
-    count, first_slot = len(g_leaves), len(g_leaves) + len(p_leaves)
-    aliased = set()
-    for first, second in overlapping(everything, range(count)):
-        if first < count <= first_slot <= second:
-            slot, leaf = divmod(second - first_slot, len(names))
-            raise ValueError(
-                f"state slot {list(slots)[slot]!r} of {names[leaf]!r} shares memory with grads[{names[first]!r}]: "
-                "the step would write the slot over the gradient; each slot must be an array of its own"
-            )
-        aliased.update(index for index in (first, second) if index < count)
+    everything = [*g_leaves, *others]
+    aliased = {index for pair in overlapping(everything, range(len(g_leaves))) for index in pair}
+    aliased = {index for index in aliased if index < len(g_leaves)}
     if not aliased:
         return g_leaves, False
     # untracked: a torch parameter passed as its own gradient is copied as values (no graph, no torch warning)
