@@ -212,3 +212,27 @@ def test_cuda_computes_muladd_with_fmaf_in_float32(dtype: str, expected: str) ->
     code = cuda_source(trace, dtype).body
     assert expected in code
     assert ("fmaf(" in code) is (dtype == "float32") and "fma(" not in code.replace("fmaf(", "")
+
+
+# --------------------------------------------------------------------------- namespaces and devices
+
+
+def test_a_device_without_float64_gets_a_times_b_plus_c() -> None:
+    """Arrays on a device without float64 (torch's MPS; array-api-strict's ``no_float64``): the float32 muladd
+    cannot widen there, so it is ``a * b + c`` (as in JAX without x64), and SGD and momentum still step."""
+    xp = pytest.importorskip("array_api_strict")
+    device = xp.Device("no_float64")
+    x = xp.asarray([A], dtype=xp.float32, device=device)
+    y, z = xp.asarray([B], dtype=xp.float32, device=device), xp.asarray([C], dtype=xp.float32, device=device)
+    result = muladd(xp, x, y, z)
+    assert result.dtype == xp.float32 and result.device == device
+    assert bool(xp.all(result == x * y + z))
+    assert bool(xp.all(muladd(xp, 0.5, y, z) == 0.5 * y + z))
+    for optimizer in (anyoptim.SGD(0.1, weight_decay=0.01), anyoptim.Momentum(0.1, nesterov=True)):
+        params = {"w": xp.asarray([1.0, -2.0], dtype=xp.float32, device=device)}
+        state = optimizer.init(params)
+        params, state = optimizer.step(params, {"w": xp.asarray([0.5, 0.25], dtype=xp.float32, device=device)}, state)
+        assert params["w"].device == device and params["w"].dtype == xp.float32
+    # on the default device the same namespace widens: the one rounding
+    on_cpu = muladd(xp, xp.asarray([A]), xp.asarray([B]), xp.asarray([C]))
+    assert float(on_cpu[0]) == float(DOUBLE_ROUNDED)

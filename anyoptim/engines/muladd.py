@@ -11,10 +11,10 @@ rule that writes :func:`muladd` gets the single rounding on every engine:
   float64 sum lands exactly halfway between two float32 numbers without being
   there (a double rounding: about one result in :math:`2^{29}`, by one unit in
   the last place);
-* in **float64** (and where float64 is missing: JAX without ``jax_enable_x64``)
-  it is ``a * b + c``, rounded twice: no wider type is portable, and the C
-  kernels compile with ``-ffp-contract=off``, so no engine contracts it behind
-  the others' backs.
+* in **float64** (and where float64 is missing: JAX without ``jax_enable_x64``,
+  a device without float64 such as torch's MPS) it is ``a * b + c``, rounded
+  twice: no wider type is portable, and the C kernels compile with
+  ``-ffp-contract=off``, so no engine contracts it behind the others' backs.
 
 The generic engine computes exactly these operations with the array's own
 namespace (below), and so do the NumPy engine's ufunc plan and the baseline
@@ -69,9 +69,9 @@ def muladd(xp: Any, a: Any, b: Any, c: Any) -> Any:
     traced = getattr(xp, "traced_muladd", None)  # the tracer's namespace: one node of the graph
     if traced is not None:
         return traced(a, b, c)
-    dtypes = [x.dtype for x in (a, b, c) if hasattr(x, "dtype")]
+    arrays = [x for x in (a, b, c) if hasattr(x, "dtype")]
     float32 = getattr(xp, "float32", None)
-    if not dtypes or any(dtype != float32 for dtype in dtypes) or not _has_float64(xp):
+    if not arrays or any(x.dtype != float32 for x in arrays) or not _has_float64(xp, arrays[0]):
         return a * b + c
     return xp.astype(_wide(xp, a) * _wide(xp, b) + _wide(xp, c), float32)
 
@@ -86,9 +86,11 @@ def _wide(xp: Any, x: Any) -> Any:
         return float(x)
 
 
-def _has_float64(xp: Any) -> bool:
-    """Whether the namespace computes in float64 (JAX does not without ``jax_enable_x64``)."""
+def _has_float64(xp: Any, x: Any) -> bool:
+    """Whether the namespace computes in float64 on ``x``'s device (JAX does not without ``jax_enable_x64``,
+    torch's MPS device and array-api-strict's ``"no_float64"`` never do)."""
     info = getattr(xp, "__array_namespace_info__", None)
     if info is None:
         return hasattr(xp, "float64")
-    return "float64" in info().dtypes(kind="real floating")
+    device = getattr(x, "device", None)  # a JAX tracer has none: JAX's dtypes do not depend on the device
+    return "float64" in info().dtypes(device=device, kind="real floating")
