@@ -236,3 +236,29 @@ def test_a_device_without_float64_gets_a_times_b_plus_c() -> None:
     # on the default device the same namespace widens: the one rounding
     on_cpu = muladd(xp, xp.asarray([A]), xp.asarray([B]), xp.asarray([C]))
     assert float(on_cpu[0]) == float(DOUBLE_ROUNDED)
+
+
+def test_a_python_number_beyond_float32_is_infinite_as_in_a_times_b(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``1e39 * x`` on float32 arrays rounds 1e39 to inf first; so does muladd, also on a Python whose ``struct``
+    refuses to pack it (``'<f'``'s OverflowError, emulated here) rather than rounding it to inf."""
+    import struct
+
+    from anyoptim.engines import muladd as module
+
+    class Refusing:
+        @staticmethod
+        def pack(fmt: str, value: float) -> bytes:
+            if abs(value) > float(np.finfo(np.float32).max) and value not in (np.inf, -np.inf):
+                raise OverflowError("float too large to pack with f format")
+            return struct.pack(fmt, value)
+
+        unpack = staticmethod(struct.unpack)
+
+    x, zero = np.asarray([1e-10, -1e-10], np.float32), np.zeros(2, np.float32)
+    with np.errstate(over="ignore"):
+        expected = 1e39 * x + zero
+    assert np.isinf(expected).all()
+    for packer in (struct, Refusing):
+        monkeypatch.setattr(module, "struct", packer)
+        np.testing.assert_array_equal(muladd(np, 1e39, x, zero), expected)
+        np.testing.assert_array_equal(muladd(np, -1e39, x, zero), -expected)

@@ -32,6 +32,7 @@ This module imports no array library.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -82,8 +83,8 @@ def _wide(xp: Any, x: Any) -> Any:
         return xp.astype(x, xp.float64)
     try:
         return struct.unpack("f", struct.pack("f", float(x)))[0]
-    except OverflowError:  # beyond float32's range: it overflows in the product, as it would in float32
-        return float(x)
+    except OverflowError:  # beyond float32's range (a Python that refuses to pack it): float32 rounds it to inf
+        return math.copysign(math.inf, float(x))
 
 
 def _has_float64(xp: Any, x: Any) -> bool:
