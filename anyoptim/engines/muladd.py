@@ -14,7 +14,10 @@ rule that writes :func:`muladd` gets the single rounding on every engine:
 * in **float64** (and where float64 is missing: JAX without ``jax_enable_x64``,
   a device without float64 such as torch's MPS) it is ``a * b + c``, rounded
   twice: no wider type is portable, and the C kernels compile with
-  ``-ffp-contract=off``, so no engine contracts it behind the others' backs.
+  ``-ffp-contract=off``, so no engine of anyoptim's contracts it behind the
+  others' backs.  ``jax.jit`` does: XLA fuses ``a * b + c`` into one FMA (in
+  float64, and in float32 without x64), as it fuses the rules' other products
+  and sums, so a jitted JAX step agrees with the eager one to rounding only.
 
 The generic engine computes exactly these operations with the array's own
 namespace (below), and so do the NumPy engine's ufunc plan and the baseline
