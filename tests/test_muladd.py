@@ -238,6 +238,17 @@ def test_a_device_without_float64_gets_a_times_b_plus_c() -> None:
     assert float(on_cpu[0]) == float(DOUBLE_ROUNDED)
 
 
+class _ElsewhereArray(np.ndarray):
+    """A NumPy array whose ``device`` NumPy's ``__array_namespace_info__`` does not know (it raises ValueError)."""
+
+    device = "elsewhere"
+
+
+def test_a_device_the_namespace_does_not_know_is_asked_as_its_default_device() -> None:
+    x, y, z = (np.asarray([value], np.float32).view(_ElsewhereArray) for value in (A, B, C))
+    assert muladd(np, x, y, z)[0] == DOUBLE_ROUNDED
+
+
 def test_a_python_number_beyond_float32_is_infinite_as_in_a_times_b(monkeypatch: pytest.MonkeyPatch) -> None:
     """``1e39 * x`` on float32 arrays rounds 1e39 to inf first; so does muladd, also on a Python whose ``struct``
     refuses to pack it (``'<f'``'s OverflowError, emulated here) rather than rounding it to inf."""

@@ -97,4 +97,7 @@ def _has_float64(xp: Any, x: Any) -> bool:
     if info is None:
         return hasattr(xp, "float64")
     device = getattr(x, "device", None)  # a JAX tracer has none: JAX's dtypes do not depend on the device
-    return "float64" in info().dtypes(device=device, kind="real floating")
+    try:
+        return "float64" in info().dtypes(device=device, kind="real floating")
+    except (TypeError, ValueError):  # a namespace that knows no such device: its default device's dtypes
+        return "float64" in info().dtypes(kind="real floating")
