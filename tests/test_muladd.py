@@ -16,8 +16,12 @@ then rounds to the even neighbour :math:`1 + 2^{-22}`.
 
 from __future__ import annotations
 
+import ctypes
 import platform
+import shutil
+import subprocess
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -273,3 +277,20 @@ def test_a_python_number_beyond_float32_is_infinite_as_in_a_times_b(monkeypatch:
         monkeypatch.setattr(module, "struct", packer)
         np.testing.assert_array_equal(muladd(np, 1e39, x, zero), expected)
         np.testing.assert_array_equal(muladd(np, -1e39, x, zero), -expected)
+
+
+def test_every_printed_kernel_exports_its_symbol_with_clang(tmp_path: Path) -> None:
+    """Clang before 18 names a ``target_clones`` function ``<name>.ifunc`` only (llvm-project #71706): the symbol
+    the engine loads was missing, so every kernel with clones (all but the float32 ones with a muladd) failed to
+    load.  Such a Clang gets the baseline function alone."""
+    clang = shutil.which("clang")
+    if clang is None or not _on_x86_64():
+        pytest.skip("needs clang on x86-64")
+    adam = anyoptim.Adam(0.1)
+    hp = {"learning_rate": 0.1, **adam._step_scalars(1)}
+    plan = NumpyEngine(kernels="c").plan(adam._program(False), np.dtype(np.float64), list(adam._slot_fills()), hp, ())
+    source = c_source(plan, "anyoptim_clang_probe")
+    assert "ANYOPTIM_CLONES void anyoptim_clang_probe(" in source
+    (tmp_path / "k.c").write_text(source)
+    subprocess.run([clang, *_native.FLAGS, str(tmp_path / "k.c"), "-o", str(tmp_path / "k.so"), "-lm"], check=True)
+    assert ctypes.CDLL(str(tmp_path / "k.so")).anyoptim_clang_probe is not None
