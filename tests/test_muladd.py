@@ -16,8 +16,12 @@ then rounds to the even neighbour :math:`1 + 2^{-22}`.
 
 from __future__ import annotations
 
+import ctypes
 import platform
+import shutil
+import subprocess
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,3 +216,81 @@ def test_cuda_computes_muladd_with_fmaf_in_float32(dtype: str, expected: str) ->
     code = cuda_source(trace, dtype).body
     assert expected in code
     assert ("fmaf(" in code) is (dtype == "float32") and "fma(" not in code.replace("fmaf(", "")
+
+
+# --------------------------------------------------------------------------- namespaces and devices
+
+
+def test_a_device_without_float64_gets_a_times_b_plus_c() -> None:
+    """Arrays on a device without float64 (torch's MPS; array-api-strict's ``no_float64``): the float32 muladd
+    cannot widen there, so it is ``a * b + c`` (as in JAX without x64), and SGD and momentum still step."""
+    xp = pytest.importorskip("array_api_strict")
+    device = xp.Device("no_float64")
+    x = xp.asarray([A], dtype=xp.float32, device=device)
+    y, z = xp.asarray([B], dtype=xp.float32, device=device), xp.asarray([C], dtype=xp.float32, device=device)
+    result = muladd(xp, x, y, z)
+    assert result.dtype == xp.float32 and result.device == device
+    assert bool(xp.all(result == x * y + z))
+    assert bool(xp.all(muladd(xp, 0.5, y, z) == 0.5 * y + z))
+    for optimizer in (anyoptim.SGD(0.1, weight_decay=0.01), anyoptim.Momentum(0.1, nesterov=True)):
+        params = {"w": xp.asarray([1.0, -2.0], dtype=xp.float32, device=device)}
+        state = optimizer.init(params)
+        params, state = optimizer.step(params, {"w": xp.asarray([0.5, 0.25], dtype=xp.float32, device=device)}, state)
+        assert params["w"].device == device and params["w"].dtype == xp.float32
+    # on the default device the same namespace widens: the one rounding
+    on_cpu = muladd(xp, xp.asarray([A]), xp.asarray([B]), xp.asarray([C]))
+    assert float(on_cpu[0]) == float(DOUBLE_ROUNDED)
+
+
+class _ElsewhereArray(np.ndarray):
+    """A NumPy array whose ``device`` NumPy's ``__array_namespace_info__`` does not know (it raises ValueError)."""
+
+    device = "elsewhere"
+
+
+def test_a_device_the_namespace_does_not_know_is_asked_as_its_default_device() -> None:
+    x, y, z = (np.asarray([value], np.float32).view(_ElsewhereArray) for value in (A, B, C))
+    assert muladd(np, x, y, z)[0] == DOUBLE_ROUNDED
+
+
+def test_a_python_number_beyond_float32_is_infinite_as_in_a_times_b(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``1e39 * x`` on float32 arrays rounds 1e39 to inf first; so does muladd, also on a Python whose ``struct``
+    refuses to pack it (``'<f'``'s OverflowError, emulated here) rather than rounding it to inf."""
+    import struct
+
+    from anyoptim.engines import muladd as module
+
+    class Refusing:
+        @staticmethod
+        def pack(fmt: str, value: float) -> bytes:
+            if abs(value) > float(np.finfo(np.float32).max) and value not in (np.inf, -np.inf):
+                raise OverflowError("float too large to pack with f format")
+            return struct.pack(fmt, value)
+
+        unpack = staticmethod(struct.unpack)
+
+    x, zero = np.asarray([1e-10, -1e-10], np.float32), np.zeros(2, np.float32)
+    with np.errstate(over="ignore"):
+        expected = 1e39 * x + zero
+    assert np.isinf(expected).all()
+    for packer in (struct, Refusing):
+        monkeypatch.setattr(module, "struct", packer)
+        np.testing.assert_array_equal(muladd(np, 1e39, x, zero), expected)
+        np.testing.assert_array_equal(muladd(np, -1e39, x, zero), -expected)
+
+
+def test_every_printed_kernel_exports_its_symbol_with_clang(tmp_path: Path) -> None:
+    """Clang before 18 names a ``target_clones`` function ``<name>.ifunc`` only (llvm-project #71706): the symbol
+    the engine loads was missing, so every kernel with clones (all but the float32 ones with a muladd) failed to
+    load.  Such a Clang gets the baseline function alone."""
+    clang = shutil.which("clang")
+    if clang is None or not _on_x86_64():
+        pytest.skip("needs clang on x86-64")
+    adam = anyoptim.Adam(0.1)
+    hp = {"learning_rate": 0.1, **adam._step_scalars(1)}
+    plan = NumpyEngine(kernels="c").plan(adam._program(False), np.dtype(np.float64), list(adam._slot_fills()), hp, ())
+    source = c_source(plan, "anyoptim_clang_probe")
+    assert "ANYOPTIM_CLONES void anyoptim_clang_probe(" in source
+    (tmp_path / "k.c").write_text(source)
+    subprocess.run([clang, *_native.FLAGS, str(tmp_path / "k.c"), "-o", str(tmp_path / "k.so"), "-lm"], check=True)
+    assert ctypes.CDLL(str(tmp_path / "k.so")).anyoptim_clang_probe is not None

@@ -11,10 +11,13 @@ rule that writes :func:`muladd` gets the single rounding on every engine:
   float64 sum lands exactly halfway between two float32 numbers without being
   there (a double rounding: about one result in :math:`2^{29}`, by one unit in
   the last place);
-* in **float64** (and where float64 is missing: JAX without ``jax_enable_x64``)
-  it is ``a * b + c``, rounded twice: no wider type is portable, and the C
-  kernels compile with ``-ffp-contract=off``, so no engine contracts it behind
-  the others' backs.
+* in **float64** (and where float64 is missing: JAX without ``jax_enable_x64``,
+  a device without float64 such as torch's MPS) it is ``a * b + c``, rounded
+  twice: no wider type is portable, and the C kernels compile with
+  ``-ffp-contract=off``, so no engine of anyoptim's contracts it behind the
+  others' backs.  ``jax.jit`` does: XLA fuses ``a * b + c`` into one FMA (in
+  float64, and in float32 without x64), as it fuses the rules' other products
+  and sums, so a jitted JAX step agrees with the eager one to rounding only.
 
 The generic engine computes exactly these operations with the array's own
 namespace (below), and so do the NumPy engine's ufunc plan and the baseline
@@ -32,6 +35,7 @@ This module imports no array library.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -69,9 +73,9 @@ def muladd(xp: Any, a: Any, b: Any, c: Any) -> Any:
     traced = getattr(xp, "traced_muladd", None)  # the tracer's namespace: one node of the graph
     if traced is not None:
         return traced(a, b, c)
-    dtypes = [x.dtype for x in (a, b, c) if hasattr(x, "dtype")]
+    arrays = [x for x in (a, b, c) if hasattr(x, "dtype")]
     float32 = getattr(xp, "float32", None)
-    if not dtypes or any(dtype != float32 for dtype in dtypes) or not _has_float64(xp):
+    if not arrays or any(x.dtype != float32 for x in arrays) or not _has_float64(xp, arrays[0]):
         return a * b + c
     return xp.astype(_wide(xp, a) * _wide(xp, b) + _wide(xp, c), float32)
 
@@ -82,13 +86,18 @@ def _wide(xp: Any, x: Any) -> Any:
         return xp.astype(x, xp.float64)
     try:
         return struct.unpack("f", struct.pack("f", float(x)))[0]
-    except OverflowError:  # beyond float32's range: it overflows in the product, as it would in float32
-        return float(x)
+    except OverflowError:  # beyond float32's range (a Python that refuses to pack it): float32 rounds it to inf
+        return math.copysign(math.inf, float(x))
 
 
-def _has_float64(xp: Any) -> bool:
-    """Whether the namespace computes in float64 (JAX does not without ``jax_enable_x64``)."""
+def _has_float64(xp: Any, x: Any) -> bool:
+    """Whether the namespace computes in float64 on ``x``'s device (JAX does not without ``jax_enable_x64``,
+    torch's MPS device and array-api-strict's ``"no_float64"`` never do)."""
     info = getattr(xp, "__array_namespace_info__", None)
     if info is None:
         return hasattr(xp, "float64")
-    return "float64" in info().dtypes(kind="real floating")
+    device = getattr(x, "device", None)  # a JAX tracer has none: JAX's dtypes do not depend on the device
+    try:
+        return "float64" in info().dtypes(device=device, kind="real floating")
+    except (TypeError, ValueError):  # a namespace that knows no such device: its default device's dtypes
+        return "float64" in info().dtypes(kind="real floating")

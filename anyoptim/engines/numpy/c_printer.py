@@ -24,7 +24,9 @@ as the body of a C loop over every span, compiled by :mod:`anyoptim.engines.nump
   ``power`` is its own (SIMD) code, which no C library matches to the last bit,
   so a plan with one runs as ufuncs (no built-in rule has one);
 * on x86-64 Linux the loop (without a float32 ``muladd``) is compiled twice, for AVX2 and for the baseline
-  (GCC/Clang ``target_clones``; the loader picks the one the CPU runs), so a
+  (``target_clones`` of GCC or Clang 18+: older Clang exports the dispatched
+  function only as ``<name>.ifunc``, so it gets the baseline alone; the loader
+  picks the one the CPU runs), so a
   cached library stays portable while a recent CPU divides and takes square
   roots eight floats at a time.  (An AVX-512 clone was measured too: no faster
   on 2^23 parameters here, and slower on the 30-parameter model's short
@@ -78,7 +80,7 @@ _PREAMBLE = """\
 #error "anyoptim kernels need float and double arithmetic without excess precision"
 #endif
 #if defined(__has_attribute) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
-#if __has_attribute(target_clones)
+#if __has_attribute(target_clones) && (!defined(__clang__) || __clang_major__ >= 18)
 #define ANYOPTIM_CLONES __attribute__((target_clones("avx2", "default")))
 #endif
 #endif
