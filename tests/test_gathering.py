@@ -8,6 +8,7 @@ it must still tell a call with other leaves, keys or memory from the one it was 
 from __future__ import annotations
 
 import collections
+import itertools
 
 import numpy as np
 import pytest
@@ -42,15 +43,15 @@ def _trees():
     )
 
 
-def _fresh(tree):
-    """The same structure, new leaf objects."""
+def _fresh(tree, leaf=object):
+    """The same structure, a new leaf ``leaf()`` at every leaf."""
     if isinstance(tree, dict):
-        return type(tree)({key: _fresh(value) for key, value in tree.items()})
+        return type(tree)({key: _fresh(value, leaf) for key, value in tree.items()})
     if isinstance(tree, Pair):
-        return Pair(*map(_fresh, tree))
+        return Pair(*(_fresh(value, leaf) for value in tree))
     if isinstance(tree, (list, tuple)):
-        return type(tree)(map(_fresh, tree))
-    return object()
+        return type(tree)(_fresh(value, leaf) for value in tree)
+    return leaf()
 
 
 def _mutations(tree):
@@ -163,15 +164,12 @@ def _address(leaf):
     return leaf.address
 
 
+_ADDRESSES = itertools.count(1)
+
+
 def _with_leaves(tree):
-    """The same structure with a fresh Leaf at every leaf."""
-    if isinstance(tree, dict):
-        return type(tree)({key: _with_leaves(value) for key, value in tree.items()})
-    if isinstance(tree, Pair):
-        return Pair(*map(_with_leaves, tree))
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(map(_with_leaves, tree))
-    return Leaf(address=id(object()))
+    """The same structure with a fresh Leaf, of an address of its own, at every leaf."""
+    return _fresh(tree, lambda: Leaf(address=next(_ADDRESSES)))
 
 
 def _facts(trees, addressed):

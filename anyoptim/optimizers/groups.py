@@ -49,9 +49,6 @@ def leaf_keys(
     return keys, key_of_leaf, groups
 
 
-_HOST_NUMBERS = frozenset({int, float})
-
-
 def step_scalars(
     xp: Any,
     scalars_of_count: Callable[[Any], Mapping[str, Any]],
@@ -98,11 +95,10 @@ def step_scalars(
     list of dict
         One mapping per leaf; leaves of one key share the same object.
     """
-    if type(count) is int and type(learning_rate) in _HOST_NUMBERS and grad_scale is None and clip_value is None:
-        if len(keys) == 1 and not keys[0][1]:
-            # The usual host step (one dtype, no decay, no clipping): what of_leaves gives, without its general path.
-            return [dict(scalars_of_count(count), learning_rate=learning_rate)] * len(key_of_leaf)
     traced = is_traced(count) or is_traced(learning_rate)
+    if not traced and grad_scale is None and clip_value is None and len(keys) == 1 and not keys[0][1]:
+        # The usual host step (one dtype, no decay, no clipping): what of_leaves gives, without its general path.
+        return [dict(scalars_of_count(count), learning_rate=learning_rate)] * len(key_of_leaf)
 
     def of_leaves(count: Any) -> list[dict[str, Any]]:
         common = dict(scalars_of_count(count), learning_rate=learning_rate)
