@@ -35,6 +35,7 @@ This module imports no array library.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from typing import Any
@@ -92,11 +93,21 @@ def _wide(xp: Any, x: Any) -> Any:
 
 def _has_float64(xp: Any, x: Any) -> bool:
     """Whether the namespace computes in float64 on ``x``'s device (JAX does not without ``jax_enable_x64``,
-    torch's MPS device and array-api-strict's ``"no_float64"`` never do)."""
+    torch's MPS device and array-api-strict's ``"no_float64"`` never do).  Asked once per namespace and device:
+    the namespace's inspection builds its table of dtypes each time (torch: about 3 µs, per leaf and step).  So
+    JAX's ``jax_enable_x64`` is read at the first multiply-add: set it before, as JAX asks of it anyway."""
+    device = getattr(x, "device", None)  # a JAX tracer has none: JAX's dtypes do not depend on the device
+    try:
+        return _float64_on(xp, device)
+    except TypeError:  # a device that cannot be a key (unhashable): asked every time
+        return _float64_on.__wrapped__(xp, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _float64_on(xp: Any, device: Any) -> bool:
     info = getattr(xp, "__array_namespace_info__", None)
     if info is None:
         return hasattr(xp, "float64")
-    device = getattr(x, "device", None)  # a JAX tracer has none: JAX's dtypes do not depend on the device
     try:
         return "float64" in info().dtypes(device=device, kind="real floating")
     except (TypeError, ValueError):  # a namespace that knows no such device: its default device's dtypes
